@@ -1,0 +1,92 @@
+"""governed_db: a governed drop-in for psycopg 3.
+
+``import governed_db as psycopg`` and every statement carries an identity, is checked by
+guardrails on PostgreSQL's own parser, has sensitive values masked in every row that leaves
+the database, and leaves a signed, hash-chained audit record.
+
+Everything of ``psycopg.__all__`` that governance does not need to change is re-exported as the
+*same object* (``governed_db.Error is psycopg.Error``); connections, cursors and Copy are
+governed subclasses of psycopg's.
+"""
+
+from __future__ import annotations
+
+import psycopg as _psycopg
+from psycopg import (
+    BINARY,
+    DATETIME,
+    NUMBER,
+    ROWID,
+    STRING,
+    AsyncPipeline,
+    AsyncTransaction,
+    BaseConnection,
+    Binary,
+    Capabilities,
+    Column,
+    ConnectionInfo,
+    DatabaseError,
+    DataError,
+    Date,
+    DateFromTicks,
+    Error,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    IsolationLevel,
+    NotSupportedError,
+    Notify,
+    OperationalError,
+    Pipeline,
+    ProgrammingError,
+    Rollback,
+    Time,
+    TimeFromTicks,
+    Timestamp,
+    TimestampFromTicks,
+    Transaction,
+    Warning,
+    Xid,
+    adapt,
+    adapters,
+    apilevel,
+    capabilities,
+    paramstyle,
+    pq,
+    rows,
+    sql,
+    threadsafety,
+    types,
+)
+
+from . import errors
+from ._config import configure, get_config, reset_defaults
+from ._connection import Connection, connect
+from ._connection_async import AsyncConnection
+from ._cursor import ClientCursor, Copy, Cursor, RawCursor, RawServerCursor, ServerCursor
+from ._cursor_async import (
+    AsyncClientCursor,
+    AsyncCopy,
+    AsyncCursor,
+    AsyncRawCursor,
+    AsyncRawServerCursor,
+    AsyncServerCursor,
+)
+from .identity import Identity, acting_as
+from .policy import Policy, load_policy
+
+__version__ = "0.1.0"
+
+__all__ = sorted(
+    [
+        *_psycopg.__all__,
+        "Identity",
+        "Policy",
+        "acting_as",
+        "configure",
+        "errors",
+        "get_config",
+        "load_policy",
+        "reset_defaults",
+    ]
+)

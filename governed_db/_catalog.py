@@ -1,0 +1,133 @@
+"""A snapshot of the database's relations and columns, for provenance and lineage (no I/O here).
+
+The snapshot is loaded with one query (``CATALOG_QUERY``) when a governed connection opens and
+reloaded after DDL ran through it or when a result names a table OID it does not know. It is
+shared per database by every connection of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+__all__ = ["CATALOG_QUERY", "Catalog", "Relation", "catalog_for", "store_catalog"]
+
+CATALOG_QUERY = b"""
+SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
+       array_agg(a.attnum::int4 ORDER BY a.attnum), array_agg(a.attname::text ORDER BY a.attnum),
+       CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            THEN pg_catalog.pg_get_viewdef(c.oid) END
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
+  AND n.nspname <> 'pg_toast' AND n.nspname NOT LIKE 'pg\\_temp%'
+GROUP BY c.oid, n.nspname, c.relname, c.relkind
+UNION ALL
+SELECT NULL, NULL, p.proname::text, 'F', NULL, NULL, NULL
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT NULL, NULL, s::text, 'S', NULL, NULL, NULL
+FROM unnest(pg_catalog.current_schemas(true)) AS s
+"""
+
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+
+@attrs.frozen(kw_only=True)
+class Relation:
+    """A table, view, materialized view, partitioned or foreign table."""
+
+    oid: int
+    schema: str
+    name: str
+    kind: str
+    columns: tuple[str, ...]
+    attnums: tuple[int, ...]
+    viewdef: str | None = None
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def is_view(self) -> bool:
+        return self.kind in ("v", "m")
+
+    def column_by_attnum(self, attnum: int) -> str | None:
+        try:
+            return self.columns[self.attnums.index(attnum)]
+        except ValueError:
+            return None
+
+
+class Catalog:
+    """Relations by OID and by name, the session's schema search path, user functions."""
+
+    def __init__(self, relations: Iterable[Relation], search_path: Sequence[str],
+                 user_functions: Iterable[str], version: int = 0) -> None:
+        self.by_oid = {r.oid: r for r in relations}
+        self.by_name = {(r.schema, r.name): r for r in self.by_oid.values()}
+        self.search_path = tuple(search_path)
+        self.user_functions = frozenset(user_functions)
+        self.version = version
+        self._view_lineage: dict[int, Any] = {}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
+        rels, path, funcs = [], [], []
+        for oid, schema, name, kind, attnums, names, viewdef in rows:
+            if kind == "F":
+                funcs.append(str(name).lower())
+            elif kind == "S":
+                path.append(str(name))
+            else:
+                rels.append(Relation(oid=int(oid), schema=schema, name=name, kind=kind,
+                                     columns=tuple(names), attnums=tuple(attnums),
+                                     viewdef=viewdef))
+        return cls(rels, path, funcs, version)
+
+    def resolve(self, name: str) -> Relation | None:
+        """The relation an (optionally schema-qualified) name means on this session."""
+        if "." in name:
+            schema, _, rel = name.partition(".")
+            return self.by_name.get((schema, rel))
+        for schema in self.search_path or ("pg_catalog", "public"):
+            found = self.by_name.get((schema, name))
+            if found is not None:
+                return found
+        return None
+
+    def view_lineage(self, rel: Relation, compute: Any) -> Any:
+        """Memoized lineage of a view's output columns (``compute(rel)`` on first use)."""
+        try:
+            return self._view_lineage[rel.oid]
+        except KeyError:
+            pass
+        self._view_lineage[rel.oid] = None  # recursion guard: a view cycle is unknown lineage
+        result = compute(rel)
+        self._view_lineage[rel.oid] = result
+        return result
+
+
+_catalogs: dict[tuple[Any, ...], Catalog] = {}
+_catalogs_lock = threading.Lock()
+
+
+def catalog_for(key: tuple[Any, ...]) -> Catalog | None:
+    return _catalogs.get(key)
+
+
+def store_catalog(key: tuple[Any, ...], catalog: Catalog) -> None:
+    with _catalogs_lock:
+        _catalogs[key] = catalog
+
+
+def invalidate(key: tuple[Any, ...]) -> None:
+    with _catalogs_lock:
+        _catalogs.pop(key, None)

@@ -1,0 +1,79 @@
+"""The governed sync Connection: psycopg's Connection with governance wired in (thin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from ._connection_base import GovernedConnectionMixin, pop_governed_kwargs
+from ._cursor import Cursor, ServerCursor, governed_cursor_class
+
+__all__ = ["Connection", "connect"]
+
+
+class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
+    """A psycopg Connection whose every statement and row passes governance.
+
+    ``cursor_factory`` and ``server_cursor_factory`` stay writable, but an ungoverned cursor
+    class assigned to them (e.g. by ``opentelemetry-instrumentation-psycopg``) is wrapped in a
+    governed subclass instead of silently switching governance off.
+    """
+
+    __module__ = "governed_db"
+
+    @property
+    def cursor_factory(self) -> type:
+        return self._gov_cursor_factory
+
+    @cursor_factory.setter
+    def cursor_factory(self, cls: Any) -> None:
+        self._gov_cursor_factory = Cursor if cls is psycopg.Cursor else governed_cursor_class(cls)
+
+    @property
+    def server_cursor_factory(self) -> type:
+        return self._gov_server_cursor_factory
+
+    @server_cursor_factory.setter
+    def server_cursor_factory(self, cls: Any) -> None:
+        self._gov_server_cursor_factory = (ServerCursor if cls is psycopg.ServerCursor
+                                           else governed_cursor_class(cls, server=True))
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:  # type: ignore[override]
+        """Connect like psycopg, plus ``identity=``, ``policy=``, ``audit=``."""
+        opts = pop_governed_kwargs(kwargs)
+        conn = super().connect(conninfo, **kwargs)
+        try:
+            conn._gov_setup(opts)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        failure = None
+        try:
+            return super().wait(gen, *args, **kwargs)
+        except psycopg.Error as exc:
+            failure = self._gov_redact(exc)
+            if failure is exc:
+                raise
+        # Raised outside the except block so the unredacted error is not chained to it.
+        raise failure
+
+    def close(self) -> None:
+        self._gov_closing()
+        super().close()
+
+
+def connect(conninfo: str = "", **kwargs: Any) -> Connection:
+    """Connect to PostgreSQL with governance: psycopg's ``connect()`` plus ``identity=``,
+    ``policy=`` and ``audit=``.
+
+    Example::
+
+        import governed_db as psycopg
+        conn = psycopg.connect(dsn, identity=psycopg.Identity("recs-bot", "ai_agent"))
+    """
+    return Connection.connect(conninfo, **kwargs)

@@ -1,0 +1,62 @@
+"""The governed AsyncConnection: psycopg's AsyncConnection with governance wired in (thin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from ._connection_base import GovernedConnectionMixin, pop_governed_kwargs
+from ._cursor_async import AsyncCursor, AsyncServerCursor, governed_async_cursor_class
+
+__all__ = ["AsyncConnection"]
+
+
+class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
+    """The async twin of :class:`governed_db.Connection`."""
+
+    __module__ = "governed_db"
+
+    @property
+    def cursor_factory(self) -> type:
+        return self._gov_cursor_factory
+
+    @cursor_factory.setter
+    def cursor_factory(self, cls: Any) -> None:
+        self._gov_cursor_factory = (AsyncCursor if cls is psycopg.AsyncCursor
+                                    else governed_async_cursor_class(cls))
+
+    @property
+    def server_cursor_factory(self) -> type:
+        return self._gov_server_cursor_factory
+
+    @server_cursor_factory.setter
+    def server_cursor_factory(self, cls: Any) -> None:
+        self._gov_server_cursor_factory = (AsyncServerCursor if cls is psycopg.AsyncServerCursor
+                                           else governed_async_cursor_class(cls, server=True))
+
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncConnection:  # type: ignore[override]
+        """Connect like psycopg, plus ``identity=``, ``policy=``, ``audit=``."""
+        opts = pop_governed_kwargs(kwargs)
+        conn = await super().connect(conninfo, **kwargs)
+        try:
+            conn._gov_setup(opts)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        failure = None
+        try:
+            return await super().wait(gen, *args, **kwargs)
+        except psycopg.Error as exc:
+            failure = self._gov_redact(exc)
+            if failure is exc:
+                raise
+        raise failure
+
+    async def close(self) -> None:
+        self._gov_closing()
+        await super().close()

@@ -1,0 +1,132 @@
+"""What sync and async governed connections share: setup, session sync, factories, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import pq
+from psycopg.adapt import Transformer
+from psycopg.rows import tuple_row
+
+from . import _config
+from ._catalog import CATALOG_QUERY, Catalog, catalog_for, store_catalog
+from ._core import Governor, redact_exception
+from .errors import InterfaceError, PolicyError
+from .identity import Identity
+
+INTRANS = pq.TransactionStatus.INTRANS
+IDLE = pq.TransactionStatus.IDLE
+
+GOVERNED_KWARGS = ("identity", "policy", "audit")
+
+
+def pop_governed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove identity=, policy=, audit= before psycopg sees the keywords."""
+    out = {k: kwargs.pop(k) for k in GOVERNED_KWARGS if k in kwargs}
+    ident = out.get("identity")
+    if ident is not None and not isinstance(ident, Identity):
+        if isinstance(ident, str):
+            out["identity"] = Identity.parse(ident)
+        else:
+            raise PolicyError("identity= takes a governed_db.Identity or a 'kind:id' string")
+    return out
+
+
+class GovernedConnectionMixin:
+    """Shared by Connection and AsyncConnection (no I/O outside psycopg generators)."""
+
+    _governor: Governor | None = None
+    _gov_inflight: list[Any]
+    _gov_cursor_wrap: Any = None
+    _gov_server_cursor_wrap: Any = None
+    pgconn: Any
+    _pipeline: Any
+
+    def _gov_setup(self, opts: dict[str, Any]) -> None:
+        policy = _config.resolve_policy(opts.get("policy"))
+        auditor = _config.resolve_auditor(opts.get("audit"), policy)
+        info = self.info  # type: ignore[attr-defined]
+        if info.parameter_status("standard_conforming_strings") != "on":
+            # Lexing depends on it: with it off, '\'' hides statements from the analyzer.
+            raise InterfaceError(
+                "standard_conforming_strings is off on this server/session; governed_db refuses"
+                " to run because statements would be lexed differently than analyzed. Set it"
+                " to on (the PostgreSQL default)")
+        conn_info = {"host": info.host, "port": info.port, "dbname": info.dbname,
+                     "user": info.user, "server_version": info.server_version}
+        key = (info.host, info.port, info.dbname, info.user)
+        self._gov_inflight = []
+        gov = Governor(policy=policy, identity=opts.get("identity"), auditor=auditor,
+                       catalog_key=key, conn_info=conn_info)
+        gov.catalog = catalog_for(key)
+        gov.catalog_stale = gov.catalog is None
+        self._governor = gov
+        gov.event("connect")
+
+    @property
+    def governor(self) -> Governor:
+        """The connection's governance state (policy, identity, session, audit)."""
+        if self._governor is None:
+            raise InterfaceError("the connection is not governed")
+        return self._governor
+
+    @property
+    def identity(self) -> Identity:
+        """The identity the next statement on this connection would run as."""
+        return self.governor.identity()
+
+    @identity.setter
+    def identity(self, value: Identity) -> None:
+        if not isinstance(value, Identity):
+            raise PolicyError("identity must be a governed_db.Identity")
+        self.governor.conn_identity = value
+
+    def _gov_session_gen(self, identity: Identity) -> Any:
+        """Bring the server session in line with ``identity``; (re)load the catalog."""
+        gov = self._governor
+        assert gov is not None
+        status = self.pgconn.transaction_status
+        if status not in (IDLE, INTRANS):
+            gov.session_reset()  # failed transaction: its SETs will be rolled back
+            return
+        for sql in gov.session_sync_sql(identity, status == INTRANS):
+            yield from self._exec_command(sql)  # type: ignore[attr-defined]
+        gov.session_synced(identity)
+        if gov.catalog_stale and self._pipeline is None:
+            res = yield from self._exec_command(CATALOG_QUERY)  # type: ignore[attr-defined]
+            if res is not None:
+                tx = Transformer(self)  # type: ignore[arg-type]
+                tx.set_pgresult(res)
+                rows = tx.load_rows(0, res.ntuples, tuple_row(None))  # type: ignore[arg-type]
+                version = (gov.catalog.version + 1) if gov.catalog else 1
+                catalog = Catalog.from_rows(rows, version)
+                store_catalog(gov.catalog_key, catalog)
+                gov.catalog = catalog
+                gov.catalog_stale = False
+
+    def _commit_gen(self) -> Any:
+        yield from super()._commit_gen()  # type: ignore[misc]
+        if self._governor is not None:
+            self._governor.event("commit")
+
+    def _rollback_gen(self) -> Any:
+        yield from super()._rollback_gen()  # type: ignore[misc]
+        if self._governor is not None:
+            self._governor.session_reset()  # session SETs made in the transaction are undone
+            self._governor.event("rollback")
+
+    def _gov_redact(self, exc: BaseException) -> BaseException:
+        for ctx in getattr(self, "_gov_inflight", ()):
+            if not ctx.finished and self._governor is not None:
+                self._governor.failed(ctx, exc)
+        if getattr(self, "_gov_inflight", None):
+            self._gov_inflight.clear()
+        return redact_exception(exc)
+
+    def _gov_closing(self) -> None:
+        gov = self._governor
+        if gov is not None and not self.closed:  # type: ignore[attr-defined]
+            try:
+                gov.event("close")
+            except Exception:  # noqa: BLE001 - closing must not fail because audit did
+                pass

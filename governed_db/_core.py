@@ -1,0 +1,428 @@
+"""The governance pipeline, free of I/O and shared by the sync and async classes.
+
+identity → analyze (cached) → decide (policy) → [execute: psycopg] → mask plan → record
+
+A :class:`Governor` belongs to one connection. The cursor choke points call :meth:`gate` with
+the exact bytes psycopg is about to send, :meth:`plan` when a result set becomes current, and
+:meth:`finish` when the statement is over. Anything that needs the server (pushing the identity,
+loading the catalog, savepoints) is expressed as SQL this module *returns*; the thin sync/async
+shells run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from . import _config
+from ._catalog import Catalog
+from .analysis import Analysis, StatementFacts, analyze
+from .analysis._lineage import UNKNOWN, statement_lineage
+from .errors import ApprovalRequired, StatementDenied
+from .guardrails import Decision, effective_facts, evaluate
+from .identity import Identity, current_identity, derived_identity
+from .masking import Classifier, ColumnMask, MaskPlan, redact_message
+from .policy import Policy
+
+__all__ = ["Governor", "StatementContext"]
+
+logger = logging.getLogger("governed_db")
+
+_CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+
+@attrs.define(slots=True, kw_only=True)
+class StatementContext:
+    """Everything known about one statement on its way through the pipeline."""
+
+    id: str
+    identity: Identity
+    analysis: Analysis
+    statements: tuple[StatementFacts, ...]
+    decision: Decision
+    started: float
+    params_digest: tuple[str, ...] = ()
+    approval_id: str | None = None
+    masked: dict[str, str] = attrs.field(factory=dict)
+    rows_returned: int = 0
+    finished: bool = False
+    plans: dict[int, MaskPlan | None] = attrs.field(factory=dict)
+
+
+class Governor:
+    """Per-connection governance: policy, identity, session state and the audit hand-off."""
+
+    def __init__(self, *, policy: Policy, identity: Identity | None, auditor: Any,
+                 catalog_key: tuple[Any, ...], conn_info: Mapping[str, Any]) -> None:
+        self.policy = policy
+        self.conn_identity = identity
+        self.auditor = auditor
+        self.catalog_key = catalog_key
+        self.conn_info = dict(conn_info)
+        self.classifier = Classifier(policy)
+        self.catalog: Catalog | None = None
+        self.catalog_stale = True
+        # Session state the analyzer cannot see from one string.
+        self.prepared: dict[str, StatementFacts] = {}
+        self.cursors: dict[str, StatementFacts] = {}
+        self.session_trees: dict[str, Any] = {}
+        # What the server session currently carries (None: unknown, push before next statement)
+        self.server_identity: str | None = None
+        self.server_read_only: bool | None = None
+        self.server_timeout: str | None = None
+        self._param_key = _config.param_hash_key()
+
+    # -- identity ------------------------------------------------------------------------------
+
+    def identity(self) -> Identity:
+        """The identity for the next statement (acting_as > connection > configure > env)."""
+        ident = current_identity() or self.conn_identity or _config.default_identity()
+        return ident if ident is not None else derived_identity()
+
+    def read_only_for(self, identity: Identity) -> bool:
+        return identity.kind in self.policy.session.read_only_kinds
+
+    def session_sync_sql(self, identity: Identity, in_transaction: bool) -> list[bytes]:
+        """SQL that brings the server session in line with ``identity`` (empty when it is).
+
+        Pushes the identity to ``application_name`` and the ``governed_db.identity`` GUC (so
+        ``pg_stat_activity`` and pgAudit see who acts) and applies READ ONLY and
+        ``statement_timeout`` for the identity's kind.
+        """
+        out: list[bytes] = []
+        label = identity.label
+        if label != self.server_identity:
+            lit = _sql_literal(label[:200])
+            out.append(b"SELECT pg_catalog.set_config('governed_db.identity', " + lit +
+                       b", false), pg_catalog.set_config('application_name', " +
+                       _sql_literal(("governed_db " + label)[:63]) + b", false)")
+        read_only = self.read_only_for(identity)
+        if read_only != self.server_read_only:
+            value = b"on" if read_only else b"off"
+            out.append(b"SET default_transaction_read_only = " + value)
+            if in_transaction and read_only:
+                # The current transaction started before the switch: make it read-only too.
+                out.append(b"SET LOCAL transaction_read_only = on")
+        timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
+        if timeout != self.server_timeout:
+            out.append(b"SET statement_timeout = " + _sql_literal(str(timeout)))
+        return out
+
+    def session_synced(self, identity: Identity) -> None:
+        self.server_identity = identity.label
+        self.server_read_only = self.read_only_for(identity)
+        self.server_timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
+
+    def session_reset(self) -> None:
+        """The server session state is unknown again (rollback of a SET, reconnect)."""
+        self.server_identity = None
+        self.server_read_only = None
+        self.server_timeout = None
+
+    # -- statement in ----------------------------------------------------------------------------
+
+    def gate(self, text: bytes | str, params: Sequence[Any] | None = None,
+             identity: Identity | None = None) -> StatementContext:
+        """Analyze and decide one string about to be sent. Raises on denial (recorded)."""
+        started = time.perf_counter()
+        analysis = analyze(text)
+        ident = identity or self.identity()
+        statements = tuple(effective_facts(s, self.prepared, self.cursors)
+                           for s in analysis.statements)
+        decision = evaluate(self.policy, ident, analysis, statements,
+                            read_only=self.read_only_for(ident))
+        ctx = StatementContext(
+            id=uuid.uuid4().hex, identity=ident, analysis=analysis, statements=statements,
+            decision=decision, started=started, params_digest=self._digest_params(params),
+        )
+        if decision.action == "deny":
+            self._record(ctx, outcome="denied")
+            raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)
+        if decision.action == "approval":
+            approvals = _config.approvals()
+            request_id, granted = approvals.check_or_request(
+                identity=ident, analysis=analysis, params_digest=ctx.params_digest,
+                policy_tag=self.policy.version_tag, rule_ids=decision.rule_ids,
+                message=decision.message())
+            if not granted:
+                ctx.approval_id = request_id
+                self._record(ctx, outcome="approval_required")
+                raise ApprovalRequired(
+                    decision.message() + f" (approval request {request_id}: a person runs"
+                    f" `governed-db approvals approve {request_id}`)",
+                    rule_ids=decision.rule_ids, request_id=request_id)
+            ctx.approval_id = request_id
+        return ctx
+
+    def _digest_params(self, params: Sequence[Any] | None) -> tuple[str, ...]:
+        """Keyed hashes of parameter values: records can match values, never reveal them."""
+        if not params:
+            return ()
+        key = self._param_key
+        out = []
+        for p in params:
+            raw = p if isinstance(p, (bytes, bytearray, memoryview)) else (
+                b"\x00NULL" if p is None else str(p).encode())
+            out.append(hmac.new(key, bytes(raw), hashlib.sha256).hexdigest()[:24])
+        return tuple(out)
+
+    # -- row out ------------------------------------------------------------------------------
+
+    def plan(self, ctx: StatementContext | None, index: int, result: Any) -> MaskPlan | None:
+        """The mask plan for result set ``index`` of ``ctx`` (None: nothing to mask)."""
+        if result is None or not result.nfields:
+            return None
+        if ctx is None:
+            # A result that no gated statement produced (cannot happen through the public
+            # API; covers internals such as a stolen server cursor): mask everything.
+            return self._plan_unknown(result, None)
+        cached = ctx.plans.get(index, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        plan = self._build_plan(ctx, index, result)
+        ctx.plans[index] = plan
+        if plan is not None:
+            for i in plan.masked_columns:
+                col = plan.columns[i]
+                assert col is not None
+                name = _fname(result, i)
+                ctx.masked[name] = f"{col.strategy}:{col.reason}"
+        return plan
+
+    def _build_plan(self, ctx: StatementContext, index: int, result: Any) -> MaskPlan | None:
+        catalog = self.catalog
+        ident = ctx.identity
+        stmt = ctx.statements[index] if index < len(ctx.statements) else None
+        lineage: list[tuple[str, frozenset[str]]] | None = None
+        if stmt is not None and catalog is not None:
+            lineage = statement_lineage(stmt.tree, catalog, self.session_trees)
+            if lineage is not None and len(lineage) != result.nfields:
+                lineage = None
+        masks: list[ColumnMask | None] = []
+        any_mask = False
+        for i in range(result.nfields):
+            cm = self._column_mask(i, result, lineage, catalog, ident, stmt)
+            masks.append(cm)
+            any_mask = any_mask or cm is not None
+        if not any_mask:
+            return None
+        return MaskPlan(masks, self.classifier.key)
+
+    def _column_mask(self, i: int, result: Any, lineage: Any, catalog: Catalog | None,
+                     ident: Identity, stmt: StatementFacts | None) -> ColumnMask | None:
+        sources: frozenset[str] | None = None
+        table_oid = result.ftable(i) if catalog is not None else 0
+        if table_oid and catalog is not None:
+            rel = catalog.by_oid.get(table_oid)
+            if rel is None:
+                self.catalog_stale = True  # a table we do not know yet: reload next time
+            else:
+                col = rel.column_by_attnum(result.ftablecol(i))
+                if col is not None and not rel.is_view:
+                    sources = frozenset({f"{rel.qualname}.{col}"})
+                elif col is not None:
+                    from .analysis._lineage import relation_columns
+
+                    for name, src in relation_columns(rel, catalog):
+                        if name == col:
+                            sources = src
+                            break
+        if sources is None and lineage is not None:
+            sources = lineage[i][1]
+        if sources is None:
+            return self._unknown_column(i, result, stmt, catalog, ident)
+        strongest: tuple[str, str] | None = None
+        keyed: dict[str, str] = {}
+        unknown = False
+        for src in sources:
+            if src == UNKNOWN:
+                unknown = True
+                continue
+            schema, table, column = src.split(".", 2)
+            if schema in _CATALOG_SCHEMAS and self.classifier.masking.detect_names is False:
+                continue
+            found = self.classifier.column(schema, table, column, ident)
+            keyed[column.lower()] = found[0] if found else "none"
+            if found is not None and (strongest is None or _rank(found[0]) > _rank(strongest[0])):
+                strongest = found
+        if strongest is not None:
+            reason = strongest[1] if len(sources) == 1 and _fname(result, i) in keyed \
+                else f"lineage:{strongest[1]}"
+            return ColumnMask(strategy=strongest[0], reason=reason,
+                              sources=tuple(sorted(sources)), keyed=keyed)
+        if unknown:
+            return self._unknown_column(i, result, stmt, catalog, ident)
+        return None
+
+    def _unknown_column(self, i: int, result: Any, stmt: StatementFacts | None,
+                        catalog: Catalog | None, ident: Identity) -> ColumnMask | None:
+        """Lineage cannot be established: fail closed where a sensitive source is possible."""
+        if self._may_touch_sensitive(stmt, catalog, ident):
+            return ColumnMask(strategy="redact", reason="unknown-lineage")
+        if self.policy.masking.detect_values:
+            return ColumnMask(strategy="detect", reason="detected")
+        return None
+
+    def _may_touch_sensitive(self, stmt: StatementFacts | None, catalog: Catalog | None,
+                             ident: Identity) -> bool:
+        if stmt is None or catalog is None:
+            return True
+        reads = set(stmt.reads) | set(stmt.writes)
+        for name in reads:
+            rel = catalog.resolve(name)
+            if rel is None:
+                return True
+            if rel.schema in _CATALOG_SCHEMAS:
+                continue
+            for col in rel.columns:
+                if self.classifier.column(rel.schema, rel.name, col, ident) is not None:
+                    return True
+            if rel.is_view:
+                return True
+        return bool(stmt.functions & catalog.user_functions) or stmt.opaque
+
+    def _plan_unknown(self, result: Any, stmt: StatementFacts | None) -> MaskPlan:
+        return MaskPlan([ColumnMask(strategy="redact", reason="unknown-lineage")] * result.nfields,
+                        self.classifier.key)
+
+    def copy_plan(self, ctx: StatementContext | None, nfields: int) -> MaskPlan | None:
+        """The plan for ``COPY ... TO STDOUT`` data (no provenance on COPY results)."""
+
+        class _NoProvenance:
+            def __init__(self, n: int) -> None:
+                self.nfields = n
+
+            def ftable(self, i: int) -> int:
+                return 0
+
+            def ftablecol(self, i: int) -> int:
+                return 0
+
+            def fname(self, i: int) -> bytes:
+                return b"column%d" % i
+
+        return self.plan(ctx, 0, _NoProvenance(nfields)) if ctx is not None else \
+            self._plan_unknown(_NoProvenance(nfields), None)
+
+    # -- after the statement ------------------------------------------------------------------
+
+    def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:
+        """Record a statement that ran; update session state it changed."""
+        for s in ctx.statements:
+            for name in s.prepares:
+                self.prepared[name] = _inner_facts(s, name, prepared=True)
+                self.session_trees["prepared:" + name] = _inner_tree(s.tree, "PrepareStmt")
+            for name in s.declares:
+                self.cursors[name] = _inner_facts(s, name, prepared=False)
+                self.session_trees["cursor:" + name] = _inner_tree(s.tree, "DeclareCursorStmt")
+            for name in s.closes:
+                if name == "*":
+                    self.cursors.clear()
+                else:
+                    self.cursors.pop(name, None)
+            if s.kind == "DEALLOCATE":
+                self.prepared.clear()
+            if s.is_ddl:
+                self.catalog_stale = True
+        self._record(ctx, outcome="ok", rowcount=rowcount, status=status)
+
+    def failed(self, ctx: StatementContext, exc: BaseException) -> None:
+        sqlstate = getattr(exc, "sqlstate", None)
+        self._record(ctx, outcome="error", sqlstate=sqlstate, error_class=type(exc).__name__)
+
+    def _record(self, ctx: StatementContext, **outcome: Any) -> None:
+        if ctx.finished:
+            return
+        ctx.finished = True
+        if self.auditor is None:
+            return
+        self.auditor.statement(ctx, self.conn_info, **outcome)
+
+    def event(self, kind: str, identity: Identity | None = None, **fields: Any) -> None:
+        """Connection-level events: connect, close, commit, rollback."""
+        if self.auditor is not None:
+            self.auditor.event(kind, identity or self.identity(), self.conn_info, **fields)
+
+    def redact_error(self, exc: BaseException) -> BaseException:
+        """The same exception class, SQLSTATE kept, with data values removed from its text."""
+        return redact_exception(exc)
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    import psycopg
+
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, StatementDenied):
+        return exc
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(exc, "sqlstate", None)
+    message = redact_message(str(exc), sqlstate) or ""
+    if message == str(exc) and not (diag and (diag.message_detail or diag.context)):
+        return exc
+    from psycopg.pq import DiagnosticField as F
+
+    info: dict[int, bytes | None] = {}
+    if diag is not None:
+        for field, attr in ((F.SQLSTATE, "sqlstate"), (F.SEVERITY, "severity"),
+                            (F.SEVERITY_NONLOCALIZED, "severity_nonlocalized"),
+                            (F.MESSAGE_PRIMARY, "message_primary"),
+                            (F.MESSAGE_DETAIL, "message_detail"), (F.MESSAGE_HINT, "message_hint"),
+                            (F.CONTEXT, "context"), (F.SCHEMA_NAME, "schema_name"),
+                            (F.TABLE_NAME, "table_name"), (F.COLUMN_NAME, "column_name"),
+                            (F.DATATYPE_NAME, "datatype_name"),
+                            (F.CONSTRAINT_NAME, "constraint_name"),
+                            (F.STATEMENT_POSITION, "statement_position")):
+            value = getattr(diag, attr, None)
+            if value is None:
+                continue
+            if attr in ("message_primary", "message_detail", "message_hint", "context"):
+                value = redact_message(value, sqlstate, field={
+                    "message_primary": "message", "message_detail": "detail",
+                    "message_hint": "hint", "context": "context"}[attr])
+            info[int(field)] = str(value).encode()
+    new = type(exc)(message, info=info or None)  # type: ignore[call-arg]
+    return new
+
+
+def _rank(strategy: str) -> int:
+    return {"none": 0, "hash": 1, "partial": 2, "email": 2, "redact": 3, "null": 4}.get(strategy, 3)
+
+
+def _fname(result: Any, i: int) -> str:
+    try:
+        raw = result.fname(i)
+    except Exception:  # noqa: BLE001
+        return f"column{i}"
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _inner_tree(tree: Mapping[str, Any], typ: str) -> Any:
+    body = tree.get(typ, {})
+    return body.get("query")
+
+
+def _inner_facts(s: StatementFacts, name: str, *, prepared: bool) -> StatementFacts:
+    from .analysis._facts import extract_facts
+
+    inner = _inner_tree(s.tree, "PrepareStmt" if prepared else "DeclareCursorStmt")
+    if not inner:
+        return s
+    facts = extract_facts({"stmt": inner}, s.text)
+    if not prepared:
+        facts = attrs.evolve(facts, kinds=facts.kinds | {"SELECT"})
+    return facts
+
+
+def _sql_literal(text: str) -> bytes:
+    """A standard-conforming string literal (we refuse to run when that setting is off)."""
+    return ("'" + text.replace("'", "''") + "'").encode()
+
+
+def kinds_label(kinds: Iterable[str]) -> str:
+    return ",".join(sorted(kinds))

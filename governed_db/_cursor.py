@@ -1,0 +1,90 @@
+"""Governed sync cursors and Copy: psycopg's classes plus the choke-point mixin (thin)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as e
+
+from ._cursor_base import GovernedCopyMixin, GovernedCursorMixin
+
+__all__ = ["ClientCursor", "Copy", "Cursor", "RawCursor", "RawServerCursor", "ServerCursor"]
+
+
+class Copy(GovernedCopyMixin, psycopg.Copy):
+    """psycopg's Copy with COPY TO data masked."""
+
+    __module__ = "governed_db"
+    __slots__ = ("_gov_plan",)
+
+    def __init__(self, cursor: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cursor, *args, **kwargs)
+        self._gov_init()
+
+
+class _SyncCopyMixin:
+    __slots__ = ()
+
+    @contextmanager
+    def copy(self, statement: Any, params: Any = None, *, writer: Any = None) -> Iterator[Copy]:
+        """Initiate a COPY operation and return a (governed) object to manage it."""
+        try:
+            with self._conn.lock:  # type: ignore[attr-defined]
+                self._conn.wait(self._start_copy_gen(statement, params))  # type: ignore[attr-defined]
+                with Copy(self, writer=writer) as copy:
+                    yield copy
+        except e._NO_TRACEBACK as ex:
+            raise ex.with_traceback(None)
+        self._select_current_result(0)  # type: ignore[attr-defined]
+
+
+class Cursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.Cursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class ClientCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.ClientCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class RawCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.RawCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class ServerCursor(GovernedCursorMixin, psycopg.ServerCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class RawServerCursor(GovernedCursorMixin, psycopg.RawServerCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+_wrapped: dict[type, type] = {}
+
+
+def governed_cursor_class(cls: Any, *, server: bool = False) -> type:
+    """The governed version of a cursor class (e.g. one OpenTelemetry's instrumentation made)."""
+    if isinstance(cls, type) and issubclass(cls, GovernedCursorMixin):
+        return cls
+    base = psycopg.ServerCursor if server else psycopg.Cursor
+    if not (isinstance(cls, type) and issubclass(cls, (base, psycopg.ClientCursor,
+                                                       psycopg.RawCursor, psycopg.ServerCursor))):
+        raise TypeError(f"{cls!r} is not a psycopg cursor class; governed connections only"
+                        " accept cursor classes they can govern")
+    try:
+        return _wrapped[cls]
+    except KeyError:
+        pass
+    bases = (GovernedCursorMixin, cls) if server or issubclass(cls, psycopg.ServerCursor) else (
+        GovernedCursorMixin, _SyncCopyMixin, cls)
+    new = type(f"Governed{cls.__name__}", bases, {"__slots__": ("_gov_ctx",),
+                                                  "__module__": "governed_db"})
+    _wrapped[cls] = new
+    return new

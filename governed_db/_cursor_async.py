@@ -1,0 +1,93 @@
+"""Governed async cursors and AsyncCopy: psycopg's classes plus the choke-point mixin (thin)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as e
+
+from ._cursor_base import GovernedCopyMixin, GovernedCursorMixin
+
+__all__ = ["AsyncClientCursor", "AsyncCopy", "AsyncCursor", "AsyncRawCursor",
+           "AsyncRawServerCursor", "AsyncServerCursor"]
+
+
+class AsyncCopy(GovernedCopyMixin, psycopg.AsyncCopy):
+    """psycopg's AsyncCopy with COPY TO data masked."""
+
+    __module__ = "governed_db"
+    __slots__ = ("_gov_plan",)
+
+    def __init__(self, cursor: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cursor, *args, **kwargs)
+        self._gov_init()
+
+
+class _AsyncCopyMixin:
+    __slots__ = ()
+
+    @asynccontextmanager
+    async def copy(self, statement: Any, params: Any = None, *,
+                   writer: Any = None) -> AsyncIterator[AsyncCopy]:
+        """Initiate a COPY operation and return a (governed) object to manage it."""
+        try:
+            async with self._conn.lock:  # type: ignore[attr-defined]
+                await self._conn.wait(self._start_copy_gen(statement, params))  # type: ignore[attr-defined]
+                async with AsyncCopy(self, writer=writer) as copy:
+                    yield copy
+        except e._NO_TRACEBACK as ex:
+            raise ex.with_traceback(None)
+        self._select_current_result(0)  # type: ignore[attr-defined]
+
+
+class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class AsyncClientCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncClientCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class AsyncRawCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncRawCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class AsyncServerCursor(GovernedCursorMixin, psycopg.AsyncServerCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+class AsyncRawServerCursor(GovernedCursorMixin, psycopg.AsyncRawServerCursor[Any]):
+    __module__ = "governed_db"
+    __slots__ = ("_gov_ctx",)
+
+
+_wrapped: dict[type, type] = {}
+
+
+def governed_async_cursor_class(cls: Any, *, server: bool = False) -> type:
+    """The governed version of an async cursor class."""
+    if isinstance(cls, type) and issubclass(cls, GovernedCursorMixin):
+        return cls
+    if not (isinstance(cls, type) and issubclass(cls, (psycopg.AsyncCursor,
+                                                       psycopg.AsyncClientCursor,
+                                                       psycopg.AsyncRawCursor,
+                                                       psycopg.AsyncServerCursor))):
+        raise TypeError(f"{cls!r} is not a psycopg async cursor class; governed connections"
+                        " only accept cursor classes they can govern")
+    try:
+        return _wrapped[cls]
+    except KeyError:
+        pass
+    bases = (GovernedCursorMixin, cls) if issubclass(cls, psycopg.AsyncServerCursor) else (
+        GovernedCursorMixin, _AsyncCopyMixin, cls)
+    new = type(f"Governed{cls.__name__}", bases, {"__slots__": ("_gov_ctx",),
+                                                  "__module__": "governed_db"})
+    _wrapped[cls] = new
+    return new

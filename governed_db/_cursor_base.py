@@ -1,0 +1,206 @@
+"""The two choke points, as a mixin shared by every governed cursor class (sync and async).
+
+* statement in: ``_convert_query`` sees the exact text psycopg will send (after ``%s`` → ``$n``,
+  or with literals inlined by ClientCursor) for execute, executemany, stream, copy, server
+  cursors' DECLARE and pipeline mode alike;
+* row out: ``_make_row_maker`` wraps whatever row maker the caller's row factory builds, for
+  every result set that becomes current (fetch*, iteration, stream, server-cursor fetches,
+  nextset/results, pipeline results).
+
+Both are private psycopg 3.3 methods: psycopg is pinned ``>=3.3,<3.4`` and
+``tests/test_psycopg_internals.py`` fails loudly if they move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from psycopg import pq
+from psycopg.rows import RowFactory, RowMaker
+
+from .errors import InterfaceError
+
+INTRANS = pq.TransactionStatus.INTRANS
+IDLE = pq.TransactionStatus.IDLE
+INERROR = pq.TransactionStatus.INERROR
+
+
+class GovernedCursorMixin:
+    """Hooks shared by all governed cursors. Concrete classes add the ``_gov_ctx`` slot."""
+
+    __slots__ = ()
+    _gov_ctx: Any
+    _conn: Any
+
+    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        self._gov_ctx = None
+        if getattr(connection, "_governor", None) is None:
+            raise InterfaceError(
+                "governed cursors need a governed connection: connect with governed_db.connect()"
+            )
+        super().__init__(connection, *args, **kwargs)  # type: ignore[call-arg]
+
+    # -- statement in ---------------------------------------------------------------------------
+
+    def _start_query(self, query: Any = None) -> Any:
+        conn = self._conn
+        gov = conn._governor
+        if gov is None:
+            raise InterfaceError("the connection is not governed (closed or not set up)")
+        if gov.auditor is not None:
+            gov.auditor.check()
+        yield from conn._gov_session_gen(gov.identity())
+        yield from super()._start_query(query)  # type: ignore[misc]
+
+    def _convert_query(self, query: Any, params: Any = None) -> Any:
+        pgq = super()._convert_query(query, params)  # type: ignore[misc]
+        conn = self._conn
+        ctx = conn._governor.gate(pgq.query, pgq.params)
+        self._gov_ctx = ctx
+        if conn._pipeline is not None:
+            conn._gov_inflight.append(ctx)
+        return pgq
+
+    def _gov_track(self, gen: Any) -> Any:
+        """Run a psycopg generator and record the statement's outcome."""
+        self._gov_ctx = None
+        try:
+            rv = yield from gen
+        except BaseException as exc:
+            ctx = self._gov_ctx
+            if ctx is not None and not ctx.finished:
+                self._conn._governor.failed(ctx, exc)
+            raise
+        ctx = self._gov_ctx
+        if ctx is not None and self._conn._pipeline is None:
+            self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+        return rv
+
+    def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gov_track(super()._execute_gen(*args, **kwargs))  # type: ignore[misc]
+
+    def _executemany_gen_pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gov_track(super()._executemany_gen_pipeline(*args, **kwargs))  # type: ignore[misc]
+
+    def _executemany_gen_no_pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gov_track(super()._executemany_gen_no_pipeline(*args, **kwargs))  # type: ignore[misc]
+
+    def _stream_send_gen(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gov_track(super()._stream_send_gen(*args, **kwargs))  # type: ignore[misc]
+
+    def _start_copy_gen(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gov_track(super()._start_copy_gen(*args, **kwargs))  # type: ignore[misc]
+
+    def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
+        return self._gov_track(super()._declare_gen(*args, **kwargs))  # type: ignore[misc]
+
+    def _set_results(self, results: Any) -> None:
+        super()._set_results(results)  # type: ignore[misc]
+        ctx = self._gov_ctx
+        conn = self._conn
+        if ctx is not None and conn._pipeline is not None and not ctx.finished:
+            conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+            if ctx in conn._gov_inflight:
+                conn._gov_inflight.remove(ctx)
+
+    # -- row out --------------------------------------------------------------------------------
+
+    def _make_row_maker(self) -> RowMaker[Any]:
+        inner = super()._make_row_maker()  # type: ignore[misc]
+        plan = self._conn._governor.plan(self._gov_ctx, self._iresult,  # type: ignore[attr-defined]
+                                         self.pgresult)  # type: ignore[attr-defined]
+        return inner if plan is None else plan.wrap(inner)
+
+    @property
+    def row_factory(self) -> RowFactory[Any]:
+        """Writable; setting it after execute() still goes through the row choke point."""
+        return self._row_factory  # type: ignore[attr-defined,no-any-return]
+
+    @row_factory.setter
+    def row_factory(self, row_factory: RowFactory[Any]) -> None:
+        self._row_factory = row_factory
+        if self.pgresult:  # type: ignore[attr-defined]
+            self._make_row = self._make_row_maker()
+
+
+def _status(cur: Any) -> str | None:
+    msg = cur._statusmessage
+    return msg.decode() if msg else None
+
+
+class GovernedCopyMixin:
+    """Masks ``COPY ... TO STDOUT`` data (read(), rows(), read_row(), iteration).
+
+    Why COPY TO is wrapped: it bypasses row makers entirely and hands raw text to the caller.
+    Text format is parsed per line, masked per column with the statement's plan and re-encoded;
+    binary format with anything to mask is refused (its values cannot be masked safely).
+    """
+
+    __slots__ = ()
+    cursor: Any
+    formatter: Any
+    _direction: Any
+    _gov_plan: Any
+
+    def _gov_init(self) -> None:
+        cur = self.cursor
+        self._gov_plan = None
+        if self._direction == pq.ExecStatus.COPY_OUT:
+            nfields = cur.pgresult.nfields if cur.pgresult is not None else 0
+            self._gov_plan = cur._conn._governor.copy_plan(cur._gov_ctx, nfields)
+            if self._gov_plan is not None and self.formatter.format == pq.Format.BINARY:
+                from .errors import StatementDenied
+
+                raise StatementDenied(
+                    "denied by policy rule `column.mask`: binary COPY TO would return masked"
+                    " columns unmasked; use text format (the default) so values can be masked",
+                    rule_ids=("column.mask",))
+
+    def _read_gen(self) -> Any:
+        data = yield from super()._read_gen()  # type: ignore[misc]
+        plan = self._gov_plan
+        if plan is None or not data:
+            return data
+        return memoryview(_mask_copy_line(bytes(data), plan))
+
+
+_UNESC = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b"\\": b"\\", b"b": b"\b", b"f": b"\f",
+          b"v": b"\v"}
+
+
+def _unescape(field: bytes) -> str:
+    if b"\\" not in field:
+        return field.decode("utf-8", "replace")
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        ch = field[i:i + 1]
+        if ch == b"\\" and i + 1 < len(field):
+            nxt = field[i + 1:i + 2]
+            out += _UNESC.get(nxt, nxt)
+            i += 2
+        else:
+            out += ch
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def _escape(text: str) -> bytes:
+    return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r").encode())
+
+
+def _mask_copy_line(line: bytes, plan: Any) -> bytes:
+    end = b"\n" if line.endswith(b"\n") else b""
+    fields = line[: len(line) - len(end)].split(b"\t")
+    values: list[Any] = [None if f == b"\\N" else _unescape(f) for f in fields]
+    if len(values) != len(plan.columns):
+        # Shape mismatch: never return what we cannot map; mask every column.
+        return b"\t".join(b"****" for _ in fields) + end
+    masked = plan.apply(values)
+    return b"\t".join(b"\\N" if v is None else _escape(str(v)) for v in masked) + end
+
+
+def iter_governed(classes: Iterator[type]) -> list[type]:
+    return [c for c in classes if issubclass(c, GovernedCursorMixin)]

@@ -1,0 +1,19 @@
+"""The audit trail: signed, hash-chained JSONL records; offline verification and queries."""
+
+from ._log import SCHEMA_VERSION, AuditLog, canonical, key_id_of, load_or_create_key, record_hash
+from ._verify import VerificationError, VerifyReport, iter_records, load_public_key, query, verify
+
+__all__ = [
+    "AuditLog",
+    "SCHEMA_VERSION",
+    "VerificationError",
+    "VerifyReport",
+    "canonical",
+    "iter_records",
+    "key_id_of",
+    "load_or_create_key",
+    "load_public_key",
+    "query",
+    "record_hash",
+    "verify",
+]

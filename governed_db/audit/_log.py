@@ -1,0 +1,343 @@
+"""The audit log: records, SHA-256 chain per writer, Ed25519 checkpoints, background writer.
+
+The statement path only builds a small dict and puts it on a queue. A background thread
+serializes, chains, signs and appends batches under an exclusive file lock (so several processes
+can share one file: each writes its own chain, identified by the writer id), with one fsync
+per batch ("group fsync").
+
+Durability modes (exact semantics):
+
+* ``batched`` (default): a statement returns once its record is queued; records reach the disk
+  within ``checkpoint_ms`` (default 200 ms). A crash loses at most that window; verify reports
+  the torn tail.
+* ``strict``: a statement returns only after its record is fsynced, and every record is
+  signed.
+
+Fail closed: when a batch cannot be written (disk full, permission, file removed), the records
+stay queued in memory for retry and every *new* statement raises ``AuditUnavailable`` until
+a write succeeds — unless ``on_failure = "open"`` was chosen explicitly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import uuid
+import warnings
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..errors import AuditUnavailable
+
+__all__ = ["AuditLog", "SCHEMA_VERSION", "canonical", "record_hash", "load_or_create_key",
+           "key_id_of"]
+
+SCHEMA_VERSION = 1
+_STOP = object()
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """The bytes a record's hash covers: sorted keys, no whitespace, without hash and sig."""
+    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(record)).hexdigest()
+
+
+def key_id_of(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_or_create_key(path: str | os.PathLike[str] | None) -> Ed25519PrivateKey:
+    """Load the Ed25519 signing key, creating it (0600, with a warning) on first use."""
+    from .._config import state_dir
+
+    p = Path(path).expanduser() if path else state_dir() / "audit-signing.key"
+    try:
+        key = serialization.load_pem_private_key(p.read_bytes(), password=None)
+    except FileNotFoundError:
+        key = Ed25519PrivateKey.generate()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        p.with_suffix(".pub").write_bytes(pub)
+        warnings.warn(f"governed_db: created an audit signing key at {p} (public key"
+                      f" {p.with_suffix('.pub')}); keep the private key safe and give auditors"
+                      " the public one", stacklevel=2)
+        return key
+    except (OSError, ValueError) as exc:
+        raise AuditUnavailable(f"cannot load the audit signing key {p}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AuditUnavailable(f"{p} is not an Ed25519 private key (make one with"
+                               " `governed-db keygen`)")
+    return key
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+class AuditLog:
+    """A JSONL audit log with one hash chain per writer (this object).
+
+    Use :meth:`open` (or let connections resolve one from ``GOVERNED_DB_AUDIT``, the policy or
+    the default path). ``records`` keeps the last records in memory for tests and the CLI.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, *,
+                 settings: Mapping[str, Any] | None = None, memory: bool = False,
+                 signing_key: Ed25519PrivateKey | None = None) -> None:
+        settings = dict(settings or {})
+        self.path = Path(path) if path else None
+        self.durability = settings.get("durability", "batched")
+        self.fail_open = settings.get("on_failure", "closed") == "open"
+        self.checkpoint_every = int(settings.get("checkpoint_every", 1000))
+        self.checkpoint_ms = float(settings.get("checkpoint_ms", 200))
+        self.strict = self.durability == "strict"
+        self.chain = uuid.uuid4().hex
+        self.key = signing_key or (load_or_create_key(settings.get("signing_key"))
+                                   if self.path else Ed25519PrivateKey.generate())
+        self.key_id = key_id_of(self.key.public_key())
+        self.records: list[dict[str, Any]] = [] if memory or self.path is None else []
+        self.keep_in_memory = memory or self.path is None
+        self.closed = False
+        self.error: BaseException | None = None
+        self.written = 0
+        self._seq = 0
+        self._prev = "0" * 64
+        self._since_checkpoint = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: list[dict[str, Any]] = []
+        self._done = threading.Condition()
+        self._enqueued = 0
+        self._durable = 0
+        self._thread = threading.Thread(target=self._run, name="governed_db-audit", daemon=True)
+        self._thread.start()
+        _open_logs.add(self)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, settings: Mapping[str, Any] | None = None
+             ) -> AuditLog:
+        p = Path(path).expanduser()
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot create the audit directory {p.parent}: {exc};"
+                                   " set GOVERNED_DB_AUDIT to a writable path") from None
+        return cls(p, settings=settings)
+
+    @classmethod
+    def in_memory(cls) -> AuditLog:
+        """A log kept only in memory (tests, demos): chained and signed all the same."""
+        return cls(None, memory=True)
+
+    # -- hot path -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise AuditUnavailable when the log cannot be written (fail closed)."""
+        if self.error is not None and not self.fail_open:
+            raise AuditUnavailable(
+                f"the audit log {self.path} cannot be written ({self.error}); governed"
+                " statements do not run until it can. Free space or fix permissions; queued"
+                " records are kept and retried") from None
+        if self.closed:
+            raise AuditUnavailable("the audit log is closed")
+
+    def statement(self, ctx: Any, conn_info: Mapping[str, Any], **outcome: Any) -> None:
+        """Queue the record of one statement (built from its pipeline context)."""
+        analysis = ctx.analysis
+        stmts = ctx.statements
+        decision = ctx.decision
+        rec: dict[str, Any] = {
+            "type": "statement",
+            "id": ctx.id,
+            "identity": ctx.identity.to_record(),
+            "db": conn_info,
+            "statement": {
+                "fingerprint": analysis.fingerprint,
+                "normalized": analysis.normalized if analysis.error is None else None,
+                "summary": analysis.summary,
+                "kinds": sorted(analysis.kinds) if stmts else [],
+                "reads": sorted({t for s in stmts for t in s.reads}),
+                "writes": sorted({t for s in stmts for t in s.writes}),
+                "params": list(ctx.params_digest),
+            },
+            "decision": {
+                "action": decision.action, "would": decision.would,
+                "rules": list(decision.rule_ids), "observe": decision.observe,
+                "approval": ctx.approval_id,
+            },
+            "masked": dict(ctx.masked),
+            "outcome": {k: v for k, v in outcome.items() if v is not None},
+            "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+        }
+        self._put(rec)
+
+    def event(self, kind: str, identity: Any, conn_info: Mapping[str, Any],
+              **fields: Any) -> None:
+        """Queue a connection-level record: connect, close, commit, rollback, approval..."""
+        rec = {"type": kind, "identity": identity.to_record(), "db": conn_info,
+               **{k: v for k, v in fields.items() if v is not None}}
+        self._put(rec)
+
+    def _put(self, rec: dict[str, Any]) -> None:
+        rec["ts"] = _now()
+        if self.closed:
+            raise AuditUnavailable("the audit log is closed")
+        with self._done:
+            self._enqueued += 1
+            ticket = self._enqueued
+        self._queue.put(rec)
+        if self.strict:
+            self.flush(ticket)
+
+    def flush(self, upto: int | None = None, timeout: float = 10.0) -> None:
+        """Block until the records queued so far (or up to ``upto``) are durable."""
+        target = self._enqueued if upto is None else upto
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while self._durable < target:
+                if self.error is not None and not self.fail_open:
+                    raise AuditUnavailable(f"audit records could not be written: {self.error}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AuditUnavailable("timed out waiting for the audit writer")
+                self._queue.put(None)  # wake the writer for an immediate batch
+                self._done.wait(min(left, 0.05))
+
+    # -- background writer ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_checkpoint = time.monotonic()
+        stop = False
+        while not stop:
+            batch: list[dict[str, Any]] = []
+            try:
+                item = self._queue.get(timeout=self.checkpoint_ms / 1000)
+            except queue.Empty:
+                item = None
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif item is not None:
+                    batch.append(item)
+                if len(batch) >= 5000:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            lines = [self._chain(rec) for rec in batch]
+            due = self._since_checkpoint and (
+                self._since_checkpoint >= self.checkpoint_every
+                or time.monotonic() - last_checkpoint >= self.checkpoint_ms / 1000 or stop)
+            if due and not self.strict:
+                lines.append(self._chain({"type": "checkpoint", "ts": _now(),
+                                          "close": bool(stop)}, sign=True))
+                last_checkpoint = time.monotonic()
+            elif stop:
+                lines.append(self._chain({"type": "checkpoint", "ts": _now(), "close": True},
+                                         sign=True))
+            self._pending.extend(lines)
+            if self._pending:
+                self._write_pending(len(batch))
+            elif batch:
+                self._mark_durable(len(batch))
+
+    def _chain(self, rec: dict[str, Any], sign: bool = False) -> dict[str, Any]:
+        self._seq += 1
+        rec["v"] = SCHEMA_VERSION
+        rec["chain"] = self.chain
+        rec["seq"] = self._seq
+        rec["prev"] = self._prev
+        rec["key_id"] = self.key_id
+        digest = record_hash(rec)
+        rec["hash"] = digest
+        if sign or self.strict:
+            rec["sig"] = self.key.sign(bytes.fromhex(digest)).hex()
+            self._since_checkpoint = 0
+        else:
+            self._since_checkpoint += 1
+        self._prev = digest
+        return rec
+
+    def _write_pending(self, new_records: int) -> None:
+        data = b"".join(json.dumps(r, sort_keys=True, separators=(",", ":"),
+                                   ensure_ascii=False).encode() + b"\n" for r in self._pending)
+        if self.path is not None:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                # Keep the records for retry; new statements fail closed meanwhile.
+                self.error = exc
+                with self._done:
+                    self._done.notify_all()
+                time.sleep(0.05)
+                return
+        if self.keep_in_memory:
+            self.records.extend(self._pending)
+            if len(self.records) > 100_000:
+                del self.records[:50_000]
+        self.written += len(self._pending)
+        self._pending = []
+        self.error = None
+        self._mark_durable(new_records)
+
+    def _mark_durable(self, n: int) -> None:
+        with self._done:
+            self._durable += n
+            self._done.notify_all()
+
+    def close(self) -> None:
+        """Flush, write a signed close checkpoint and stop the writer."""
+        if self.closed:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+        self.closed = True
+        _open_logs.discard(self)
+
+    def public_key_pem(self) -> bytes:
+        return self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+_open_logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for log in list(_open_logs):
+        try:
+            log.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: best effort, never raise
+            pass

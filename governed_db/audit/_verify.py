@@ -1,0 +1,169 @@
+"""Offline verification and querying of audit logs (needs only the public key)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ._log import key_id_of, record_hash
+
+__all__ = ["VerificationError", "VerifyReport", "iter_records", "query", "verify"]
+
+
+class VerificationError(Exception):
+    """The log was edited, reordered, truncated or signed with another key.
+
+    Attributes:
+        index: 1-based line number of the first bad record.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"record {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    records: int
+    chains: int
+    signed_through: dict[str, int]
+    unsigned_tail: dict[str, int]
+    open_chains: tuple[str, ...]
+
+
+def load_public_key(path: str | Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(Path(path).expanduser().read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """``(line number, record or None if unparseable, raw line)`` for each line."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            text = raw.decode("utf-8", "replace")
+            try:
+                rec = json.loads(text)
+                yield n, rec if isinstance(rec, dict) else None, text
+            except ValueError:
+                yield n, None, text
+
+
+def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
+           allow_open: bool = False) -> VerifyReport:
+    """Check every chain of the log; return a report or raise VerificationError.
+
+    Detects: an edited byte (hash mismatch), a deleted or reordered record (sequence / previous
+    hash mismatch), a forged record (bad or missing signature at the next checkpoint), another
+    signing key (key id / signature), and truncation (a chain that does not end with its close
+    checkpoint; ``allow_open`` accepts chains still being written).
+    """
+    key_id = key_id_of(public_key) if public_key is not None else None
+    state: dict[str, dict[str, Any]] = {}
+    count = 0
+    lines = list(iter_records(path))
+    for n, rec, raw in lines:
+        if rec is None:
+            if n == len(lines) and not raw.endswith("\n"):
+                raise VerificationError(n, "torn final record (the writer was killed mid-write);"
+                                           f" records before line {n} can still be checked")
+            raise VerificationError(n, "not a valid JSON record (edited)")
+        count += 1
+        chain = rec.get("chain")
+        if not isinstance(chain, str):
+            raise VerificationError(n, "record has no chain id (edited or foreign line)")
+        st = state.setdefault(chain, {"seq": 0, "prev": "0" * 64, "signed": 0, "last_line": n,
+                                      "closed": False})
+        if st["closed"]:
+            raise VerificationError(n, f"record after the close checkpoint of chain {chain[:8]}")
+        if rec.get("seq") != st["seq"] + 1:
+            what = "deleted" if isinstance(rec.get("seq"), int) and rec["seq"] > st["seq"] + 1 \
+                else "reordered or duplicated"
+            raise VerificationError(n, f"sequence {rec.get('seq')} follows {st['seq']} in chain"
+                                       f" {chain[:8]}: a record was {what}")
+        if rec.get("prev") != st["prev"]:
+            raise VerificationError(n, "previous-hash link broken (record deleted, reordered"
+                                       " or edited before this one)")
+        if record_hash(rec) != rec.get("hash"):
+            raise VerificationError(n, "content does not match its hash (edited)")
+        if "sig" in rec:
+            if key_id is not None and rec.get("key_id") != key_id:
+                raise VerificationError(n, "signed with another key (key id"
+                                           f" {rec.get('key_id')}, expected {key_id})")
+            if public_key is not None:
+                try:
+                    public_key.verify(bytes.fromhex(rec["sig"]), bytes.fromhex(rec["hash"]))
+                except (InvalidSignature, ValueError):
+                    raise VerificationError(n, "signature invalid (forged, or signed with"
+                                               " another key)") from None
+            st["signed"] = rec["seq"]
+        if rec.get("type") == "checkpoint" and rec.get("close"):
+            st["closed"] = True
+        st["seq"] = rec["seq"]
+        st["prev"] = rec["hash"]
+        st["last_line"] = n
+    open_chains = tuple(c for c, st in state.items() if not st["closed"])
+    if open_chains and not allow_open:
+        c = open_chains[0]
+        st = state[c]
+        raise VerificationError(
+            st["last_line"], f"chain {c[:8]} ends without its close checkpoint after record"
+            f" {st['seq']}: the log was truncated or the writer was killed (records up to the"
+            f" last signed checkpoint, #{st['signed']}, are intact)")
+    return VerifyReport(
+        records=count, chains=len(state),
+        signed_through={c: st["signed"] for c, st in state.items()},
+        unsigned_tail={c: st["seq"] - st["signed"] for c, st in state.items()
+                       if st["seq"] > st["signed"]},
+        open_chains=open_chains,
+    )
+
+
+def _parse_time(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def query(path: str | Path, *, identity: str | None = None, table: str | None = None,
+          column: str | None = None, since: str | None = None, until: str | None = None,
+          kind: str | None = None, decision: str | None = None) -> list[dict[str, Any]]:
+    """Statement records matching every given filter (who touched what, when and why)."""
+    lo, hi = _parse_time(since), _parse_time(until)
+    out = []
+    for _, rec, _ in iter_records(path):
+        if rec is None or rec.get("type") != "statement":
+            continue
+        ident = rec.get("identity", {})
+        if identity and identity not in (ident.get("id"), f"{ident.get('kind')}:{ident.get('id')}",
+                                         ident.get("model")):
+            continue
+        stmt = rec.get("statement", {})
+        tables = set(stmt.get("reads", [])) | set(stmt.get("writes", []))
+        if table and not any(t == table or t.split(".")[-1] == table for t in tables):
+            continue
+        if column and column not in rec.get("masked", {}) and not any(
+                column in str(v) for v in rec.get("masked", {}).values()):
+            continue
+        if kind and kind.upper() not in stmt.get("kinds", []):
+            continue
+        if decision and rec.get("decision", {}).get("action") != decision and \
+                rec.get("outcome", {}).get("outcome") != decision:
+            continue
+        ts = _parse_time(rec.get("ts"))
+        if lo and ts and ts < lo or hi and ts and ts > hi:
+            continue
+        out.append(rec)
+    return out

@@ -1,0 +1,237 @@
+"""The ``governed-db`` command line (click + rich). Exit codes: 0 ok, 1 check failed, 2 usage/input error."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import PolicyError, StatementDenied
+
+__all__ = ["main"]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="governed-db")
+def main() -> None:
+    """Govern how apps and AI agents touch PostgreSQL: guardrails, masking, signed audit.
+
+    \b
+    Examples:
+      governed-db demo
+      governed-db audit verify ~/.local/state/governed_db/audit.jsonl --public-key key.pub
+      governed-db audit query audit.jsonl --identity recs-bot --table users
+      governed-db policy check policy.toml
+    """
+
+
+@main.command()
+@click.option("--dsn", help="Use an existing PostgreSQL instead of a throwaway one.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable steps.")
+def demo(dsn: str | None, as_json: bool) -> None:
+    """Run the seed scenario end to end on a throwaway PostgreSQL.
+
+    An AI agent reads customers (PII masked), tries DROP TABLE (denied), a mass UPDATE
+    (denied), a DDL change (approval), then the audit trail answers who touched what.
+    """
+    from .demo import run_demo
+
+    sys.exit(run_demo(dsn=dsn, as_json=as_json))
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="Directory for audit-signing.key and audit-signing.pub.")
+def keygen(out: str) -> None:
+    """Create an Ed25519 key pair for signing audit logs."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    priv = d / "audit-signing.key"
+    if priv.exists():
+        raise click.UsageError(f"{priv} exists; refusing to overwrite a signing key")
+    key = Ed25519PrivateKey.generate()
+    import os
+
+    fd = os.open(priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    (d / "audit-signing.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    click.echo(f"wrote {priv} (private, 0600) and {d / 'audit-signing.pub'}")
+    click.echo("use it with [audit] signing_key = \"" + str(priv) + "\" in your policy")
+
+
+@main.group()
+def audit() -> None:
+    """Verify and query audit logs."""
+
+
+@audit.command("verify")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
+              help="PEM public key; without it signatures are not checked.")
+@click.option("--allow-open", is_flag=True, help="Accept chains still being written.")
+def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
+    """Exit 0 when LOG is intact; otherwise name the first bad record and why."""
+    from ..audit import VerificationError, load_public_key, verify
+
+    key = load_public_key(public_key) if public_key else None
+    try:
+        report = verify(log, key, allow_open=allow_open)
+    except VerificationError as exc:
+        click.echo(f"TAMPERED: {log}: record {exc.index}: {exc.reason}", err=True)
+        sys.exit(1)
+    tail = sum(report.unsigned_tail.values())
+    click.echo(f"OK: {report.records} records in {report.chains} chain(s) verified"
+               + ("" if key else " (hashes only: pass --public-key to check signatures)")
+               + (f"; {tail} record(s) after the last signed checkpoint" if tail else ""))
+
+
+@audit.command("query")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.option("--identity", help="Identity id, kind:id or model.")
+@click.option("--table", help="Table read or written.")
+@click.option("--column", help="Column that was masked.")
+@click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
+@click.option("--until", help="ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+def audit_query(log: str, identity: str | None, table: str | None, column: str | None,
+                since: str | None, until: str | None, as_json: bool) -> None:
+    """Who touched what, when and why."""
+    from ..audit import query
+
+    try:
+        records = query(log, identity=identity, table=table, column=column, since=since,
+                        until=until)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        for rec in records:
+            click.echo(json.dumps(rec, sort_keys=True))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{len(records)} statement(s)")
+    for col in ("time", "identity", "purpose", "statement", "tables", "masked", "decision"):
+        t.add_column(col)
+    for rec in records:
+        ident = rec.get("identity", {})
+        stmt = rec.get("statement", {})
+        t.add_row(rec.get("ts", "")[:19], f"{ident.get('kind')}:{ident.get('id')}",
+                  ident.get("purpose") or "", stmt.get("summary", ""),
+                  ", ".join(sorted(set(stmt.get("reads", [])) | set(stmt.get("writes", [])))),
+                  ", ".join(sorted(rec.get("masked", {}))),
+                  rec.get("outcome", {}).get("outcome", rec.get("decision", {}).get("action", "")))
+    _console().print(t)
+
+
+@main.group()
+def approvals() -> None:
+    """List, approve or deny pending approval requests."""
+
+
+@approvals.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include decided and expired requests.")
+def approvals_list(show_all: bool) -> None:
+    """Pending approval requests."""
+    from .. import _config
+
+    for req in _config.approvals().list(None if show_all else "pending"):
+        who = req["requester"]
+        click.echo(f"{req['id']}  {req['status']:<8} {who['kind']}:{who['id']}  "
+                   f"{req['summary']}  rules={','.join(req['rule_ids'])}")
+
+
+def _decide(request_id: str, approver: str, approve: bool, note: str | None) -> None:
+    from .. import _config
+    from ..identity import Identity
+
+    try:
+        ident = Identity.parse(approver) if ":" in approver else Identity(approver, "human")
+        req = _config.approvals().decide(request_id, ident, approve=approve, note=note)
+    except (StatementDenied, PolicyError) as exc:
+        click.echo(f"refused: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{req['id']} {req['status']} by {ident.label}")
+
+
+@approvals.command("approve")
+@click.argument("request_id")
+@click.option("--as", "approver", required=True, envvar="GOVERNED_DB_IDENTITY",
+              help="The approver's identity (kind:id or id of a human).")
+@click.option("--note")
+def approvals_approve(request_id: str, approver: str, note: str | None) -> None:
+    """Approve REQUEST_ID (never your own request; never as an ai_agent)."""
+    _decide(request_id, approver, True, note)
+
+
+@approvals.command("deny")
+@click.argument("request_id")
+@click.option("--as", "approver", required=True, envvar="GOVERNED_DB_IDENTITY")
+@click.option("--note")
+def approvals_deny(request_id: str, approver: str, note: str | None) -> None:
+    """Deny REQUEST_ID."""
+    _decide(request_id, approver, False, note)
+
+
+@main.group()
+def policy() -> None:
+    """Check and print policies."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def policy_check(file: str) -> None:
+    """Validate a policy file; errors name file and line."""
+    from ..policy import load_policy
+
+    try:
+        p = load_policy(file)
+    except PolicyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"OK: {file}: policy {p.name!r} ({p.mode}), {len(p.rules)} rules,"
+               f" {len(p.masking.columns)} masking rules, version {p.version_tag}")
+
+
+@policy.command("show-default")
+def policy_show_default() -> None:
+    """Print the built-in default profile (copy it to start your own)."""
+    from ..policy import default_policy_text
+
+    click.echo(default_policy_text(), nl=False)
+
+
+@policy.command("rules")
+def policy_rules() -> None:
+    """The rule catalogue: every permanent rule id and what it checks."""
+    from ..guardrails import catalogue_markdown
+
+    click.echo(catalogue_markdown())
+
+
+@main.command()
+@click.argument("dsn")
+@click.option("--sample", default=200, show_default=True, help="Rows sampled per table.")
+def scan(dsn: str, sample: int) -> None:
+    """Find likely PII columns (names + sampled values) and print a proposed policy."""
+    from .scan import run_scan
+
+    sys.exit(run_scan(dsn, sample))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

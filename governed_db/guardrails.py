@@ -1,0 +1,379 @@
+"""Guardrails: the rule catalogue and its evaluation into one Decision (no I/O).
+
+Rule ids are public and permanent (Bytebase's dotted vocabulary where it fits). Each rule is a
+small object with ``check(config, ctx, stmt)`` returning a reason or None; the policy's rules
+are evaluated in order and the most severe level wins (error > approval > warning).
+
+Messages are written for a person *and* a model: which rule, what is allowed instead, whether
+a rewrite can help. They never contain a value from the statement, its parameters or the policy.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .analysis import SECURITY_SETTINGS, Analysis, StatementFacts, is_dangerous_function
+from .errors import PolicyError
+from .policy import Policy, RuleConfig
+
+__all__ = ["Decision", "Finding", "RULES", "Rule", "evaluate", "effective_facts"]
+
+_SEVERITY = {"warning": 1, "approval": 2, "error": 3}
+_CATALOG_SCHEMAS = ("pg_catalog.", "information_schema.")
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """One rule that matched: its id, level and a value-free explanation."""
+
+    rule_id: str
+    level: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Decision:
+    """The outcome of evaluating a policy on one string.
+
+    ``action`` is ``allow``, ``deny`` or ``approval``; in observe mode it is always ``allow``
+    and ``would`` says what enforcement would have done.
+    """
+
+    action: str
+    findings: tuple[Finding, ...] = ()
+    would: str = "allow"
+    observe: bool = False
+    affected_row_limit: int | None = None
+    max_rows_returned: int | None = None
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(f.rule_id for f in self.findings)
+
+    @property
+    def blocking(self) -> tuple[Finding, ...]:
+        level = "error" if self.would == "deny" else "approval"
+        return tuple(f for f in self.findings if f.level == level)
+
+    def message(self) -> str:
+        findings = self.blocking or self.findings
+        return " | ".join(f"denied by policy rule `{f.rule_id}`: {f.message}" if f.level == "error"
+                          else f"approval required by policy rule `{f.rule_id}`: {f.message}"
+                          for f in findings)
+
+
+ALLOW = Decision(action="allow")
+
+
+@attrs.frozen(kw_only=True)
+class CheckContext:
+    identity: Any
+    analysis: Analysis
+    read_only: bool
+
+
+@attrs.frozen
+class Rule:
+    """A catalogue entry: the id, what it checks, and how."""
+
+    id: str
+    summary: str
+    check: Callable[[RuleConfig, CheckContext, StatementFacts], str | None]
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    runtime: bool = False
+
+    def validate(self, cfg: RuleConfig, source: str | None) -> None:
+        for key, value in cfg.params.items():
+            if key not in self.params:
+                raise PolicyError(f"rule {cfg.id}: unknown parameter {key!r}"
+                                  + (f"; it takes {', '.join(sorted(self.params))}"
+                                     if self.params else "; it takes none"),
+                                  path=source, line=cfg.line)
+            kind = self.params[key]
+            ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)
+                  if kind == "list[str]" else
+                  isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                  if kind == "int" else True)
+            if not ok:
+                raise PolicyError(f"rule {cfg.id}: parameter {key} must be {kind}",
+                                  path=source, line=cfg.line)
+
+    def __repr__(self) -> str:
+        return f"<Rule {self.id}: {self.summary}>"
+
+
+def _kinds_list(kinds: Sequence[str]) -> str:
+    return ", ".join(sorted(kinds))
+
+
+def _allowlist(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    allowed = set(cfg.params.get("allow", ()))
+    bad = s.kinds - allowed
+    if not bad:
+        return None
+    who = f"{ctx.identity.kind} identities" if cfg.identity_kinds else "this identity"
+    return (f"{_kinds_list(bad)} is not allowed for {who}; allowed statement kinds are"
+            f" {_kinds_list(allowed)}. Rewriting will not help: ask a person with the"
+            " right role to run it")
+
+
+def _kind_rule(kind: str, advice: str) -> Callable[[RuleConfig, CheckContext, StatementFacts], str | None]:
+    def check(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+        if kind not in s.kinds or not _tables_match(cfg, s.writes or s.reads, default=True):
+            return None
+        return advice
+
+    return check
+
+
+def _tables_match(cfg: RuleConfig, tables: frozenset[str], *, default: bool) -> bool:
+    if not cfg.tables:
+        return default
+    return any(_table_matches(t, cfg.tables) for t in tables)
+
+
+def _table_matches(table: str, patterns: Sequence[str]) -> bool:
+    bare = table.split(".", 1)[1] if table.startswith("public.") else table
+    return any(fnmatch.fnmatchcase(bare, p) or fnmatch.fnmatchcase(table, p) for p in patterns)
+
+
+def _where(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    targets = s.unbounded_writes
+    if not targets or not _tables_match(cfg, targets, default=True):
+        return None
+    return ("UPDATE, DELETE and MERGE must have a WHERE clause that limits the rows touched"
+            " (WHERE true, WHERE 1=1 and x = x count as none); add a real condition on the"
+            " rows you mean to change")
+
+
+def _copy_program(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    if s.copy is not None and (s.copy.program or s.copy.server_file):
+        return ("COPY to or from a program or a server-side file is not allowed; use"
+                " COPY ... FROM STDIN / TO STDOUT through the driver instead")
+    return None
+
+
+def _functions(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    extra = set(cfg.params.get("functions", ()))
+    allowed = set(cfg.params.get("allow", ()))
+    bad = sorted(f for f in s.functions
+                 if f not in allowed and (is_dangerous_function(f) or f in extra))
+    if not bad:
+        return None
+    return (f"calling {', '.join(bad)} is not allowed (file or program access, dblink, large"
+            " objects, backend control, settings, SQL in strings or sleeps); remove the call,"
+            " there is no allowed rewrite that keeps it")
+
+
+def _function_allowlist(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    allowed = set(cfg.params.get("allow", ()))
+    bad = sorted(f for f in s.functions if f not in allowed)
+    if not bad:
+        return None
+    return (f"calling {', '.join(bad)} is not allowed: only listed functions may be called;"
+            " rewrite the query without them or ask for them to be allowed")
+
+
+def _settings(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    extra = set(cfg.params.get("settings", ()))
+    protected = SECURITY_SETTINGS | extra
+    bad = sorted({name for name, _ in s.settings if name in protected or name == "*"})
+    if ctx.read_only and s.read_write_requested:
+        bad.append("READ WRITE transaction mode")
+    if not bad:
+        return None
+    names = ", ".join("RESET ALL / DISCARD ALL" if b == "*" else b for b in bad)
+    return (f"changing {names} is not allowed: these settings decide how statements are"
+            " lexed, which tables names resolve to and which privileges apply; do not retry")
+
+
+def _ddl(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    if not s.is_ddl or not _tables_match(cfg, s.writes, default=True):
+        return None
+    return ("schema changes (DDL) are not run without a person's approval; the request has"
+            " been recorded, retry the identical statement once it is approved")
+
+
+def _require_approval(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    kinds = set(cfg.params.get("kinds", ()))
+    if kinds and not s.kinds & kinds:
+        return None
+    if not _tables_match(cfg, s.writes | s.reads, default=True):
+        return None
+    return ("this statement needs a person's approval; retry the identical statement once it"
+            " is approved")
+
+
+def _deny_tables(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    tables = set(cfg.params.get("tables", ())) | set(cfg.tables)
+    bad = sorted(t for t in s.reads | s.writes if _table_matches(t, tuple(tables)))
+    if not bad:
+        return None
+    return (f"access to {', '.join(bad)} is not allowed for this identity; query other"
+            " tables instead")
+
+
+def _allow_tables(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    tables = tuple(cfg.params.get("tables", ())) + tuple(cfg.tables)
+    bad = sorted(t for t in s.reads | s.writes
+                 if not t.startswith(_CATALOG_SCHEMAS) and not t.startswith("pg_")
+                 and not _table_matches(t, tables))
+    if not bad:
+        return None
+    return (f"{', '.join(bad)} is not on this identity's table allow-list; allowed tables are"
+            f" {', '.join(tables)}")
+
+
+def _multi(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    if len(ctx.analysis.statements) > 1:
+        return ("several statements in one string are not allowed; send them one at a time")
+    return None
+
+
+def _parse_error(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    return None  # evaluated once per string in evaluate(); listed for the catalogue
+
+
+def _opaque(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    if not s.opaque_reasons:
+        return None
+    return (f"{s.opaque_reasons[0]}, so its effect cannot be checked; write the statements"
+            " it would run directly")
+
+
+def _never(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    return None  # runtime rules: enforced at execution, not by static analysis
+
+
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in (
+        Rule("statement.parse-error", "text PostgreSQL's parser rejects never reaches the server",
+             _parse_error),
+        Rule("statement.opaque", "DO, CALL, EXECUTE/FETCH of unseen objects and unknown"
+             " statement types are denied (effect unknowable)", _opaque),
+        Rule("statement.allowlist", "only the listed statement kinds may run (read-only agents)",
+             _allowlist, {"allow": "list[str]"}),
+        Rule("statement.disallow-drop", "no DROP", _kind_rule(
+            "DROP", "DROP is not allowed; nothing was dropped. Do not retry: ask a person to"
+            " run it if it is really intended")),
+        Rule("statement.disallow-truncate", "no TRUNCATE", _kind_rule(
+            "TRUNCATE", "TRUNCATE is not allowed; use DELETE with a WHERE clause for the rows"
+            " you mean")),
+        Rule("statement.where.require.update-delete", "UPDATE/DELETE/MERGE need an effective"
+             " WHERE (tautologies count as none)", _where),
+        Rule("statement.disallow-copy-program", "no COPY to/from programs or server files",
+             _copy_program),
+        Rule("statement.disallow-do", "no anonymous DO blocks", _kind_rule(
+            "DO", "DO blocks are not allowed; their effect cannot be checked before they"
+            " run. Send the statements directly")),
+        Rule("statement.disallow-ddl", "schema changes (CREATE/ALTER/DROP/GRANT/COMMENT...)",
+             _ddl),
+        Rule("statement.disallow-multi-statement", "one statement per string", _multi),
+        Rule("statement.require-approval", "statements of these kinds/tables need approval",
+             _require_approval, {"kinds": "list[str]"}),
+        Rule("statement.affected-row-limit", "DML touching more rows than max_rows is rolled"
+             " back (exact count, savepoint)", _never, {"max_rows": "int"}, runtime=True),
+        Rule("statement.max-rows-returned", "results larger than max_rows are refused",
+             _never, {"max_rows": "int"}, runtime=True),
+        Rule("function.deny", "dangerous functions (files, programs, dblink, large objects,"
+             " backend control, set_config, query_to_xml, sleeps...)", _functions,
+             {"functions": "list[str]", "allow": "list[str]"}),
+        Rule("function.allowlist", "only the listed functions may be called",
+             _function_allowlist, {"allow": "list[str]"}),
+        Rule("session.disallow-security-settings", "no SET/RESET of search_path, role,"
+             " standard_conforming_strings, read-only modes and other security settings",
+             _settings, {"settings": "list[str]"}),
+        Rule("table.deny-list", "these tables may not be read or written", _deny_tables,
+             {"tables": "list[str]"}),
+        Rule("table.allow-list", "only these tables may be read or written", _allow_tables,
+             {"tables": "list[str]"}),
+        Rule("column.disallow-predicate-on-masked", "no WHERE/JOIN conditions on masked"
+             " columns (inference by probing)", _never, runtime=True),
+    )
+}
+
+
+def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
+                    cursors: Mapping[str, StatementFacts]) -> StatementFacts:
+    """Resolve EXECUTE/FETCH of objects prepared/declared earlier on this session."""
+    if not s.opaque_reasons or not (s.executes or s.fetches):
+        return s
+    kinds, writes, reads = set(s.kinds), set(s.writes), set(s.reads)
+    functions, unbounded = set(s.functions), set(s.unbounded_writes)
+    remaining = []
+    for reason in s.opaque_reasons:
+        name = reason.split("'")[1] if "'" in reason else ""
+        source = prepared if reason.startswith("EXECUTE") else cursors
+        inner = source.get(name)
+        if inner is None:
+            remaining.append(reason)
+            continue
+        kinds |= inner.kinds
+        writes |= inner.writes
+        reads |= inner.reads
+        functions |= inner.functions
+        unbounded |= inner.unbounded_writes
+        remaining.extend(inner.opaque_reasons)
+    return attrs.evolve(s, kinds=frozenset(kinds), writes=frozenset(writes),
+                        reads=frozenset(reads), functions=frozenset(functions),
+                        unbounded_writes=frozenset(unbounded), opaque_reasons=tuple(remaining))
+
+
+def evaluate(policy: Policy, identity: Any, analysis: Analysis,
+             statements: Sequence[StatementFacts] | None = None, *,
+             read_only: bool = False) -> Decision:
+    """Evaluate ``policy`` for ``identity`` on an analyzed string. Pure: no I/O."""
+    rules = policy.rules_for(identity)
+    findings: list[Finding] = []
+    ctx = CheckContext(identity=identity, analysis=analysis, read_only=read_only)
+    if analysis.error is not None:
+        for cfg in rules:
+            if cfg.id == "statement.parse-error":
+                findings.append(Finding(
+                    rule_id=cfg.id, level=cfg.level,
+                    message="PostgreSQL's parser rejects this text, so it is not sent; fix the"
+                            " syntax (one statement per call is easiest) and retry"))
+                break
+        else:
+            # Unparseable text is never sent, whatever the policy says: fail closed.
+            findings.append(Finding(rule_id="statement.parse-error", level="error",
+                                    message="PostgreSQL's parser rejects this text"))
+    else:
+        for stmt in statements if statements is not None else analysis.statements:
+            for cfg in rules:
+                rule = RULES[cfg.id]
+                if rule.runtime:
+                    continue
+                reason = rule.check(cfg, ctx, stmt)
+                if reason is not None and not any(f.rule_id == cfg.id for f in findings):
+                    findings.append(Finding(rule_id=cfg.id, level=cfg.level, message=reason))
+    row_limit = _runtime_limit(rules, "statement.affected-row-limit")
+    max_rows = _runtime_limit(rules, "statement.max-rows-returned")
+    if not findings:
+        if row_limit is None and max_rows is None:
+            return ALLOW
+        return Decision(action="allow", affected_row_limit=row_limit, max_rows_returned=max_rows)
+    worst = max(_SEVERITY[f.level] for f in findings)
+    would = "deny" if worst == 3 else "approval" if worst == 2 else "allow"
+    observe = policy.mode == "observe"
+    return Decision(action="allow" if observe else would, findings=tuple(findings), would=would,
+                    observe=observe, affected_row_limit=row_limit, max_rows_returned=max_rows)
+
+
+def _runtime_limit(rules: Sequence[RuleConfig], rule_id: str) -> int | None:
+    limits = [int(r.params.get("max_rows", 0)) for r in rules if r.id == rule_id]
+    return min(limits) if limits else None
+
+
+def catalogue_markdown() -> str:
+    """The rule catalogue as a Markdown table (the README's reference is generated from it)."""
+    lines = ["| rule id | checks | parameters |", "|---|---|---|"]
+    for rule in sorted(RULES.values(), key=lambda r: r.id):
+        params = ", ".join(f"`{k}` ({v})" for k, v in rule.params.items()) or "—"
+        lines.append(f"| `{rule.id}` | {rule.summary} | {params} |")
+    return "\n".join(lines)

@@ -1,0 +1,392 @@
+"""Policy as code: the model, the TOML loader and the built-in default profile.
+
+A policy is an ordered chain of rules (permanent ids, see :mod:`governed_db.guardrails`), a
+masking section and session settings. It is validated completely when loaded: a bad policy
+raises :class:`~governed_db.errors.PolicyError` naming the file and line, never at the first
+execute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..errors import PolicyError
+
+__all__ = [
+    "LEVELS",
+    "MaskRule",
+    "Masking",
+    "Policy",
+    "RuleConfig",
+    "SessionSettings",
+    "UnmaskGrant",
+    "default_policy",
+    "default_policy_text",
+    "load_policy",
+    "parse_policy",
+]
+
+LEVELS = ("error", "approval", "warning", "disabled")
+MODES = ("enforce", "observe")
+STRATEGIES = ("redact", "partial", "email", "hash", "null", "none")
+IDENTITY_KINDS = ("human", "service", "ai_agent")
+_INTERVAL = re.compile(r"^\s*\d+\s*(ms|s|min|h)?\s*$")
+
+
+@attrs.frozen(kw_only=True)
+class RuleConfig:
+    """One configured rule: which check, how severe, for whom, with which parameters.
+
+    Attributes:
+        id: a permanent rule id from the catalogue (``statement.disallow-ddl``).
+        level: ``error`` (deny), ``approval`` (ask a person), ``warning`` (allow, record),
+            ``disabled``.
+        identity_kinds / identity_ids / roles: scope; empty means everyone.
+        tables: restrict table-scoped rules to these tables (``users``, ``public.*``).
+        params: rule-specific parameters (``allow``, ``max_rows``, ``functions``...).
+        line: where the rule starts in its file, for messages.
+    """
+
+    id: str
+    level: str = "error"
+    identity_kinds: tuple[str, ...] = ()
+    identity_ids: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    params: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    line: int | None = attrs.field(default=None, eq=False)
+
+    def applies_to(self, identity: Any) -> bool:
+        if self.identity_kinds and identity.kind not in self.identity_kinds:
+            return False
+        if self.identity_ids and identity.id not in self.identity_ids:
+            return False
+        if self.roles and not set(self.roles) & set(identity.roles):
+            return False
+        return True
+
+
+@attrs.frozen(kw_only=True)
+class MaskRule:
+    """Columns (``table.column`` patterns, ``*`` wildcards) masked with a strategy."""
+
+    columns: tuple[str, ...]
+    strategy: str = "redact"
+    line: int | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class UnmaskGrant:
+    """Lets identities with some roles/ids see some columns with a weaker strategy."""
+
+    columns: tuple[str, ...]
+    strategy: str = "none"
+    roles: tuple[str, ...] = ()
+    identity_ids: tuple[str, ...] = ()
+    line: int | None = attrs.field(default=None, eq=False)
+
+    def applies_to(self, identity: Any) -> bool:
+        if self.identity_ids and identity.id in self.identity_ids:
+            return True
+        return bool(self.roles and set(self.roles) & set(identity.roles))
+
+
+@attrs.frozen(kw_only=True)
+class Masking:
+    """The masking section: declared columns, detectors, grants and the hash key source."""
+
+    detect_names: bool = True
+    detect_values: bool = True
+    columns: tuple[MaskRule, ...] = ()
+    unmask: tuple[UnmaskGrant, ...] = ()
+    not_sensitive: tuple[str, ...] = ()
+    hash_key_env: str = "GOVERNED_DB_MASK_KEY"
+
+
+@attrs.frozen(kw_only=True)
+class SessionSettings:
+    """Server-side settings applied per identity kind."""
+
+    read_only_kinds: tuple[str, ...] = ("ai_agent",)
+    statement_timeout: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
+    search_path: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """A complete, validated policy.
+
+    Build one from TOML with :func:`load_policy` / :func:`parse_policy`, or in Python::
+
+        Policy(name="mine", rules=(RuleConfig(id="statement.disallow-drop"),))
+    """
+
+    name: str = "custom"
+    version: int = 1
+    mode: str = "enforce"
+    rules: tuple[RuleConfig, ...] = ()
+    masking: Masking = attrs.field(factory=Masking)
+    session: SessionSettings = attrs.field(factory=SessionSettings)
+    audit: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    approvals: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    source: str | None = attrs.field(default=None, eq=False)
+    digest: str = attrs.field(default="", eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        from ..guardrails import RULES  # the catalogue lives with the checks
+
+        if self.mode not in MODES:
+            raise PolicyError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}",
+                              path=self.source)
+        for rule in self.rules:
+            if rule.id not in RULES:
+                known = ", ".join(sorted(RULES))
+                raise PolicyError(f"unknown rule id {rule.id!r}; known ids: {known}",
+                                  path=self.source, line=rule.line)
+            if rule.level not in LEVELS:
+                raise PolicyError(f"rule {rule.id}: level must be one of {', '.join(LEVELS)},"
+                                  f" not {rule.level!r}", path=self.source, line=rule.line)
+            for kind in rule.identity_kinds:
+                if kind not in IDENTITY_KINDS:
+                    raise PolicyError(f"rule {rule.id}: unknown identity kind {kind!r}",
+                                      path=self.source, line=rule.line)
+            RULES[rule.id].validate(rule, self.source)
+        for m in self.masking.columns:
+            _check_strategy(m.strategy, self.source, m.line)
+        for g in self.masking.unmask:
+            _check_strategy(g.strategy, self.source, g.line)
+        for kind, value in self.session.statement_timeout.items():
+            if kind not in IDENTITY_KINDS or not _INTERVAL.match(str(value)):
+                raise PolicyError(
+                    f"session.statement_timeout: {kind} = {value!r} must map an identity kind"
+                    " to a duration such as \"30s\" or \"500ms\"", path=self.source)
+        if not self.digest:
+            object.__setattr__(self, "digest", _digest(self))
+
+    def rules_for(self, identity: Any) -> tuple[RuleConfig, ...]:
+        return tuple(r for r in self.rules if r.level != "disabled" and r.applies_to(identity))
+
+    @property
+    def version_tag(self) -> str:
+        """``name@digest``: binds approvals to the exact policy that asked for them."""
+        return f"{self.name}@{self.digest[:12]}"
+
+
+def _check_strategy(strategy: str, path: str | None, line: int | None) -> None:
+    if strategy not in STRATEGIES:
+        raise PolicyError(f"unknown masking strategy {strategy!r}; use one of"
+                          f" {', '.join(STRATEGIES)}", path=path, line=line)
+
+
+def _digest(policy: Policy) -> str:
+    parts = [policy.name, policy.mode]
+    for r in policy.rules:
+        parts.append(repr((r.id, r.level, r.identity_kinds, r.identity_ids, r.roles, r.tables,
+                           sorted((k, repr(v)) for k, v in r.params.items()))))
+    parts.append(repr(policy.masking))
+    parts.append(repr((policy.session.read_only_kinds,
+                       sorted(policy.session.statement_timeout.items()))))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML loading with file:line in every error
+
+_RULE_KEYS = {"id", "level", "identity_kinds", "identity_ids", "roles", "tables"}
+
+
+def _lines_of(text: str, header: str) -> list[int]:
+    """1-based line numbers of each ``[[header]]`` occurrence."""
+    pattern = re.compile(r"^\s*\[\[\s*" + re.escape(header) + r"\s*\]\]", re.M)
+    return [text.count("\n", 0, m.start()) + 1 for m in pattern.finditer(text)]
+
+
+def _str_tuple(value: Any, what: str, path: str | None, line: int | None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise PolicyError(f"{what} must be a string or a list of strings", path=path, line=line)
+
+
+def parse_policy(text: str, *, source: str | None = None) -> Policy:
+    """Parse and validate policy TOML text. ``source`` names the file in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise PolicyError(f"not valid TOML: {exc}", path=source,
+                          line=int(m.group(1)) if m else None) from None
+    return policy_from_dict(data, source=source, text=text)
+
+
+def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
+                     text: str = "") -> Policy:
+    """Build a policy from already-parsed data (TOML tables or a plain dict)."""
+    known_top = {"version", "name", "mode", "rules", "masking", "session", "audit", "approvals"}
+    for key in data:
+        if key not in known_top:
+            raise PolicyError(f"unknown top-level key {key!r}; expected one of"
+                              f" {', '.join(sorted(known_top))}", path=source,
+                              line=_key_line(text, key))
+    version = data.get("version", 1)
+    if version != 1:
+        raise PolicyError(f"unsupported policy version {version!r} (this release reads 1)",
+                          path=source, line=_key_line(text, "version"))
+    rule_lines = _lines_of(text, "rules")
+    rules = []
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise PolicyError("rules must be an array of tables ([[rules]])", path=source)
+    for i, raw in enumerate(raw_rules):
+        line = rule_lines[i] if i < len(rule_lines) else None
+        if not isinstance(raw, Mapping) or "id" not in raw:
+            raise PolicyError("every [[rules]] entry needs an id", path=source, line=line)
+        params = {k: v for k, v in raw.items() if k not in _RULE_KEYS}
+        rules.append(RuleConfig(
+            id=str(raw["id"]), level=str(raw.get("level", "error")),
+            identity_kinds=_str_tuple(raw.get("identity_kinds", ()), "identity_kinds", source, line),
+            identity_ids=_str_tuple(raw.get("identity_ids", ()), "identity_ids", source, line),
+            roles=_str_tuple(raw.get("roles", ()), "roles", source, line),
+            tables=_str_tuple(raw.get("tables", ()), "tables", source, line),
+            params=params, line=line,
+        ))
+    masking = _masking(data.get("masking", {}), source, text)
+    session = _session(data.get("session", {}), source, text)
+    audit = data.get("audit", {})
+    if not isinstance(audit, Mapping):
+        raise PolicyError("[audit] must be a table", path=source, line=_key_line(text, "audit"))
+    _check_audit(audit, source, text)
+    return Policy(
+        name=str(data.get("name", "custom")), version=int(version),
+        mode=str(data.get("mode", "enforce")), rules=tuple(rules), masking=masking,
+        session=session, audit=dict(audit), approvals=dict(data.get("approvals", {})),
+        source=source,
+    )
+
+
+def _key_line(text: str, key: str) -> int | None:
+    m = re.search(r"^\s*\[?\[?\s*" + re.escape(key) + r"\b", text, re.M)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _masking(raw: Any, source: str | None, text: str) -> Masking:
+    if not isinstance(raw, Mapping):
+        raise PolicyError("[masking] must be a table", path=source, line=_key_line(text, "masking"))
+    known = {"detect_names", "detect_values", "columns", "unmask", "not_sensitive", "hash_key_env"}
+    for key in raw:
+        if key not in known:
+            raise PolicyError(f"[masking]: unknown key {key!r}; expected one of"
+                              f" {', '.join(sorted(known))}", path=source,
+                              line=_key_line(text, key))
+    col_lines = _lines_of(text, "masking.columns")
+    cols = []
+    for i, item in enumerate(raw.get("columns", [])):
+        line = col_lines[i] if i < len(col_lines) else None
+        if not isinstance(item, Mapping) or "columns" not in item:
+            raise PolicyError("[[masking.columns]] needs columns = [\"table.column\", ...]",
+                              path=source, line=line)
+        cols.append(MaskRule(columns=_str_tuple(item["columns"], "columns", source, line),
+                             strategy=str(item.get("strategy", "redact")), line=line))
+    grant_lines = _lines_of(text, "masking.unmask")
+    grants = []
+    for i, item in enumerate(raw.get("unmask", [])):
+        line = grant_lines[i] if i < len(grant_lines) else None
+        if not isinstance(item, Mapping) or "columns" not in item:
+            raise PolicyError("[[masking.unmask]] needs columns and roles or identity_ids",
+                              path=source, line=line)
+        grant = UnmaskGrant(
+            columns=_str_tuple(item["columns"], "columns", source, line),
+            strategy=str(item.get("strategy", "none")),
+            roles=_str_tuple(item.get("roles", ()), "roles", source, line),
+            identity_ids=_str_tuple(item.get("identity_ids", ()), "identity_ids", source, line),
+            line=line,
+        )
+        if not grant.roles and not grant.identity_ids:
+            raise PolicyError("[[masking.unmask]] must name roles or identity_ids",
+                              path=source, line=line)
+        grants.append(grant)
+    return Masking(
+        detect_names=bool(raw.get("detect_names", True)),
+        detect_values=bool(raw.get("detect_values", True)),
+        columns=tuple(cols), unmask=tuple(grants),
+        not_sensitive=_str_tuple(raw.get("not_sensitive", ()), "not_sensitive", source, None),
+        hash_key_env=str(raw.get("hash_key_env", "GOVERNED_DB_MASK_KEY")),
+    )
+
+
+def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
+    if not isinstance(raw, Mapping):
+        raise PolicyError("[session] must be a table", path=source, line=_key_line(text, "session"))
+    known = {"read_only_kinds", "statement_timeout", "search_path"}
+    for key in raw:
+        if key not in known:
+            raise PolicyError(f"[session]: unknown key {key!r}; expected one of"
+                              f" {', '.join(sorted(known))}", path=source,
+                              line=_key_line(text, key))
+    timeout = raw.get("statement_timeout", {})
+    if not isinstance(timeout, Mapping):
+        raise PolicyError("session.statement_timeout must be a table of kind = \"30s\"",
+                          path=source, line=_key_line(text, "statement_timeout"))
+    kinds = _str_tuple(raw.get("read_only_kinds", ("ai_agent",)), "read_only_kinds", source,
+                       _key_line(text, "read_only_kinds"))
+    for kind in kinds:
+        if kind not in IDENTITY_KINDS:
+            raise PolicyError(f"session.read_only_kinds: unknown identity kind {kind!r}",
+                              path=source, line=_key_line(text, "read_only_kinds"))
+    return SessionSettings(read_only_kinds=kinds,
+                           statement_timeout={str(k): str(v) for k, v in timeout.items()},
+                           search_path=raw.get("search_path"))
+
+
+def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
+    known = {"path", "durability", "on_failure", "signing_key", "checkpoint_every",
+             "checkpoint_ms", "param_hash_key_env"}
+    for key in audit:
+        if key not in known:
+            raise PolicyError(f"[audit]: unknown key {key!r}; expected one of"
+                              f" {', '.join(sorted(known))}", path=source,
+                              line=_key_line(text, key))
+    if audit.get("durability", "batched") not in ("strict", "batched"):
+        raise PolicyError("audit.durability must be \"strict\" or \"batched\"", path=source,
+                          line=_key_line(text, "durability"))
+    if audit.get("on_failure", "closed") not in ("closed", "open"):
+        raise PolicyError("audit.on_failure must be \"closed\" or \"open\"", path=source,
+                          line=_key_line(text, "on_failure"))
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Load and validate a policy TOML file."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError("policy file not found; check GOVERNED_DB_POLICY or policy=",
+                          path=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read policy file: {exc}", path=str(p)) from None
+    return parse_policy(text, source=str(p))
+
+
+def default_policy_text() -> str:
+    """The built-in default profile as TOML (print it, copy it, edit it)."""
+    return resources.files(__package__).joinpath("default.toml").read_text(encoding="utf-8")
+
+
+_default: Policy | None = None
+
+
+def default_policy() -> Policy:
+    """The built-in default profile (the contract's default), parsed once."""
+    global _default
+    if _default is None:
+        _default = parse_policy(default_policy_text(), source="<built-in default.toml>")
+    return _default

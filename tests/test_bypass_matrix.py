@@ -1,0 +1,192 @@
+"""Bypass matrix: one case per way a statement reaches the server or a row reaches the caller.
+
+Each case runs a denied statement (the statement hook must stop it) and a read of a sensitive
+column (the row hook must mask it), asserting the exact rule and strategy.
+"""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.rows import dict_row, namedtuple_row
+
+import governed_db
+from governed_db import errors
+
+DENIED = "DELETE FROM orders"  # unbounded DELETE: denied for every identity
+READ = "SELECT id, email FROM users ORDER BY id"
+
+
+def _email(row):
+    return row["email"] if isinstance(row, dict) else row[1]
+
+
+SYNC_PATHS = {
+    "execute": lambda c, q: c.cursor().execute(q).fetchall(),
+    "connection.execute": lambda c, q: c.execute(q).fetchall(),
+    "client_cursor": lambda c, q: governed_db.ClientCursor(c).execute(q).fetchall(),
+    "raw_cursor": lambda c, q: governed_db.RawCursor(c).execute(q).fetchall(),
+    "fetchone": lambda c, q: [c.execute(q).fetchone()],
+    "fetchmany": lambda c, q: c.execute(q).fetchmany(5),
+    "iteration": lambda c, q: list(c.execute(q)),
+    "stream": lambda c, q: list(c.cursor().stream(q)),
+    "server_cursor": lambda c, q: _server(c, q),
+    "dict_row_before": lambda c, q: c.cursor(row_factory=dict_row).execute(q).fetchall(),
+    "dict_row_after": lambda c, q: _after(c, q),
+    "namedtuple_row": lambda c, q: [tuple(r) for r in c.cursor(row_factory=namedtuple_row).execute(q)],
+    "results": lambda c, q: [r for cur in c.cursor().execute(q + "; SELECT 1").results()
+                              for r in cur.fetchall()][:-1] if q == READ else c.execute(q),
+    "pipeline": lambda c, q: _pipeline(c, q),
+    "executemany_returning": lambda c, q: _executemany(c, q),
+}
+
+
+def _server(c, q):
+    with c.transaction(), c.cursor(name="srv") as cur:
+        cur.execute(q)
+        return cur.fetchall()
+
+
+def _after(c, q):
+    cur = c.cursor()
+    cur.execute(q)
+    cur.row_factory = dict_row
+    return cur.fetchall()
+
+
+def _pipeline(c, q):
+    with c.pipeline():
+        cur = c.cursor()
+        cur.execute(q)
+    return cur.fetchall()
+
+
+def _executemany(c, q):
+    if q != READ:
+        c.cursor().executemany(q + " WHERE true OR id = %s", [(1,), (2,)])
+        return None
+    cur = c.cursor()
+    cur.executemany("SELECT id, email FROM users WHERE id = %s", [(1001,), (1002,)],
+                    returning=True)
+    rows = []
+    while True:
+        rows += cur.fetchall()
+        if not cur.nextset():
+            break
+    return rows
+
+
+@pytest.mark.parametrize("path", sorted(SYNC_PATHS))
+def test_sync_path_statement_denied(human_conn, path):
+    with pytest.raises(errors.StatementDenied) as info:
+        SYNC_PATHS[path](human_conn, DENIED)
+    # DECLARE ... FOR DELETE is not even valid SQL: denied as unparseable before the server.
+    expected = "statement.parse-error" if path == "server_cursor" else \
+        "statement.where.require.update-delete"
+    assert expected in info.value.rule_ids
+    assert human_conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("path", sorted(SYNC_PATHS))
+def test_sync_path_rows_masked(human_conn, path):
+    rows = SYNC_PATHS[path](human_conn, READ)
+    assert rows, "no rows came back"
+    for row in rows:
+        # Masked with the email strategy, or redacted whole where lineage failed closed.
+        assert _email(row).startswith("****"), row
+        assert "qem" not in repr(row)
+
+
+def test_copy_to_stdout_masked(human_conn):
+    with human_conn.cursor().copy("COPY (SELECT id, email, ssn FROM users ORDER BY id) TO STDOUT") as cp:
+        rows = list(cp.rows())
+    assert rows[0][0] == "1001"
+    assert rows[0][1] == "****@example.com"
+    assert "qsn" not in rows[0][2]
+    with human_conn.cursor().copy("COPY users (email) TO STDOUT") as cp:
+        data = b"".join(bytes(b) for b in cp)
+    assert b"qem" not in data and b"****@example.com" in data
+
+
+def test_copy_program_denied(human_conn):
+    with pytest.raises(errors.StatementDenied) as info:
+        with human_conn.cursor().copy("COPY t FROM PROGRAM 'echo 7'"):
+            pass
+    assert info.value.rule_ids == ("statement.disallow-copy-program",) or \
+        "statement.disallow-copy-program" in info.value.rule_ids
+
+
+def test_reassigned_cursor_factory_stays_governed(human_conn):
+    import psycopg
+
+    class MyCursor(psycopg.Cursor):
+        pass
+
+    human_conn.cursor_factory = MyCursor
+    cur = human_conn.cursor()
+    assert isinstance(cur, MyCursor) and isinstance(cur, governed_db.Cursor.__mro__[1])
+    assert cur.execute(READ).fetchone()[1].startswith("****@")
+    with pytest.raises(errors.StatementDenied):
+        human_conn.cursor().execute(DENIED)
+    with pytest.raises(TypeError):
+        human_conn.cursor_factory = dict
+
+
+def test_opentelemetry_instrumented_connection_stays_governed(human_conn):
+    otel = pytest.importorskip("opentelemetry.instrumentation.psycopg")
+    conn = otel.PsycopgInstrumentor().instrument_connection(human_conn)
+    assert conn.execute(READ).fetchone()[1].startswith("****@")
+    with pytest.raises(errors.StatementDenied):
+        conn.execute(DENIED)
+
+
+def test_server_error_text_redacted(human_conn):
+    import psycopg
+
+    with pytest.raises(psycopg.errors.UniqueViolation) as info:
+        human_conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", [1001, "x@y.com"])
+    assert info.value.sqlstate == "23505"
+    assert "1001" not in str(info.value) and "****" in str(info.value)
+    assert "1001" not in (info.value.diag.message_detail or "")
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation) as info2:
+        human_conn.execute("SELECT %s::int", ["qem.alice@example.com"])
+    assert "qem" not in str(info2.value) and "alice@" not in str(info2.value)
+
+
+def test_ungoverned_connection_rejected_by_governed_cursor(dsn):
+    import psycopg
+
+    with psycopg.connect(dsn) as raw:
+        with pytest.raises(governed_db.InterfaceError):
+            governed_db.Cursor(raw)
+
+
+ASYNC_PATHS = ["execute", "stream", "server_cursor", "dict_row_after", "copy"]
+
+
+@pytest.mark.parametrize("path", ASYNC_PATHS)
+async def test_async_paths(async_agent_conn, path):
+    conn = async_agent_conn
+    with pytest.raises(errors.StatementDenied):
+        await conn.execute(DENIED)
+    await conn.rollback()
+    if path == "execute":
+        rows = await (await conn.execute(READ)).fetchall()
+    elif path == "stream":
+        rows = [r async for r in conn.cursor().stream(READ)]
+    elif path == "server_cursor":
+        async with conn.transaction(), conn.cursor(name="asrv") as cur:
+            await cur.execute(READ)
+            rows = await cur.fetchall()
+    elif path == "dict_row_after":
+        cur = conn.cursor()
+        await cur.execute(READ)
+        cur.row_factory = dict_row
+        rows = await cur.fetchall()
+    else:
+        # COPY is not in the agent allow-list of the default profile (contract).
+        with pytest.raises(errors.StatementDenied) as info:
+            async with conn.cursor().copy("COPY (SELECT id, email FROM users) TO STDOUT"):
+                pass
+        assert "statement.allowlist" in info.value.rule_ids
+        return
+    assert rows and all(_email(r).startswith("****@") for r in rows)
