@@ -205,7 +205,7 @@ _RULE_KEYS = {"id", "level", "identity_kinds", "identity_ids", "roles", "tables"
 
 def _lines_of(text: str, header: str) -> list[int]:
     """1-based line numbers of each ``[[header]]`` occurrence."""
-    pattern = re.compile(r"^\s*\[\[\s*" + re.escape(header) + r"\s*\]\]", re.M)
+    pattern = re.compile(r"^[ \t]*\[\[\s*" + re.escape(header) + r"\s*\]\]", re.M)
     return [text.count("\n", 0, m.start()) + 1 for m in pattern.finditer(text)]
 
 
@@ -274,7 +274,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
 
 
 def _key_line(text: str, key: str) -> int | None:
-    m = re.search(r"^\s*\[?\[?\s*" + re.escape(key) + r"\b", text, re.M)
+    m = re.search(r"^[ \t]*\[?\[?\s*" + re.escape(key) + r"\b", text, re.M)
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 

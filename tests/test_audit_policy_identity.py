@@ -1,0 +1,184 @@
+"""Audit tamper evidence, policy validation, identity propagation (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+import governed_db
+from governed_db import Identity, acting_as, errors
+from governed_db.audit import AuditLog, VerificationError, load_public_key, query, verify
+from governed_db.policy import parse_policy
+
+from .conftest import AGENT, HUMAN
+
+
+@pytest.fixture
+def logged(dsn, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    conn = governed_db.connect(dsn, identity=AGENT, audit=str(path), autocommit=True)
+    conn.execute("SELECT email FROM users").fetchall()
+    with pytest.raises(errors.StatementDenied):
+        conn.execute("DROP TABLE users")
+    conn.close()
+    governed_db.reset_defaults()  # closes the log with a signed close checkpoint
+    pub = load_public_key(tmp_path / "state" / "audit-signing.pub")
+    return path, pub
+
+
+def test_verify_intact_and_query(logged):
+    path, pub = logged
+    report = verify(path, pub)
+    assert report.records >= 5 and report.chains == 1
+    recs = query(path, identity="recs-bot", table="users")
+    assert [r["decision"]["action"] for r in recs] == ["allow", "deny"]
+    assert recs[0]["masked"] == {"email": "email:name:email"}
+    assert recs[1]["decision"]["rules"][0] == "statement.allowlist"
+    assert recs[0]["identity"]["purpose"] == "weekly recommendations"
+    assert "qem" not in path.read_text()
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "reorder", "truncate", "forge"])
+def test_verify_detects_tampering(logged, tamper):
+    path, pub = logged
+    lines = path.read_text().splitlines(keepends=True)
+    if tamper == "edit":
+        lines[2] = lines[2].replace("recs-bot", "recs-box")
+    elif tamper == "delete":
+        del lines[2]
+    elif tamper == "reorder":
+        lines[2], lines[3] = lines[3], lines[2]
+    elif tamper == "truncate":
+        lines = lines[:-1]
+    elif tamper == "forge":
+        rec = json.loads(lines[-1])
+        other = AuditLog.in_memory()
+        rec["sig"] = other.key.sign(bytes.fromhex(rec["hash"])).hex()
+        other.close()
+        lines[-1] = json.dumps(rec) + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(VerificationError) as info:
+        verify(path, pub)
+    assert info.value.index >= 1
+
+
+def test_other_key_detected(logged, tmp_path):
+    path, _ = logged
+    other = AuditLog.in_memory()
+    with pytest.raises(VerificationError, match="another key|signature invalid"):
+        verify(path, other.key.public_key())
+    other.close()
+
+
+def test_cli_verify_exit_codes(logged):
+    from click.testing import CliRunner
+
+    from governed_db.cli import main
+
+    path, _ = logged
+    assert CliRunner().invoke(main, ["audit", "verify", str(path)]).exit_code == 0
+    text = path.read_text().replace("recs-bot", "recs-bxt", 1)
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["audit", "verify", str(path)])
+    assert result.exit_code == 1 and "record" in result.output
+
+
+def test_policy_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "p.toml"
+    bad.write_text('version = 1\n\n[[rules]]\nid = "statement.disallow-drop"\n\n'
+                   '[[rules]]\nid = "no.such.rule"\n')
+    with pytest.raises(errors.PolicyError) as info:
+        governed_db.load_policy(bad)
+    assert info.value.line == 6 and str(bad) in str(info.value)
+    with pytest.raises(errors.PolicyError, match="x.toml: not valid TOML"):
+        parse_policy("version = [", source="x.toml")
+    with pytest.raises(errors.PolicyError, match="level"):
+        parse_policy('[[rules]]\nid = "function.deny"\nlevel = "loud"\n')
+
+
+def test_observe_mode_runs_and_records(dsn, audit):
+    policy = parse_policy('mode = "observe"\n[[rules]]\nid = "statement.disallow-drop"\n')
+    conn = governed_db.connect(dsn, identity=HUMAN, audit=audit, policy=policy, autocommit=True)
+    conn.execute("DROP TABLE t")
+    conn.close()
+    audit.flush()
+    rec = [r for r in audit.records if r.get("type") == "statement"][-1]
+    assert rec["decision"] == {"action": "allow", "would": "deny",
+                               "rules": ["statement.disallow-drop"], "observe": True,
+                               "approval": None}
+
+
+def test_identity_pushed_to_server_and_switched_per_statement(dsn, audit):
+    conn = governed_db.connect(dsn, identity=HUMAN, audit=audit, autocommit=True)
+    assert conn.execute("SELECT current_setting('governed_db.identity')").fetchone()[0] == "human:alice"
+    with acting_as(AGENT):
+        row = conn.execute("SELECT current_setting('governed_db.identity'),"
+                           " current_setting('default_transaction_read_only')").fetchone()
+        assert row == ("ai_agent:recs-bot", "on")
+        with pytest.raises(errors.StatementDenied):
+            conn.execute("DELETE FROM t WHERE a = 1")
+    assert conn.execute("SELECT current_setting('transaction_read_only')").fetchone()[0] == "off"
+    conn.close()
+    audit.flush()
+    kinds = [r["identity"]["id"] for r in audit.records if r.get("type") == "statement"]
+    assert kinds == ["alice", "recs-bot", "recs-bot", "alice"]
+
+
+def test_read_only_server_side_stops_writing_function(agent_conn):
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        agent_conn.execute("SELECT purge_users()")
+
+
+def test_env_identity(dsn, audit, monkeypatch):
+    monkeypatch.setenv("GOVERNED_DB_IDENTITY", "ai_agent:env-bot")
+    conn = governed_db.connect(dsn, audit=audit)
+    assert conn.identity == Identity("env-bot", "ai_agent")
+    with pytest.raises(errors.StatementDenied):
+        conn.execute("UPDATE t SET a = 1 WHERE a = 2")
+    conn.close()
+    with pytest.raises(errors.PolicyError):
+        Identity.parse("robot:x")
+
+
+def test_approval_flow(dsn, audit):
+    ops = governed_db.connect(dsn, identity=Identity("deploy", "service"), audit=audit,
+                              autocommit=True)
+    ddl = "CREATE INDEX t_a ON t (a)"
+    with pytest.raises(errors.ApprovalRequired) as info:
+        ops.execute(ddl)
+    store = governed_db._config.approvals()
+    with pytest.raises(errors.StatementDenied, match="own request"):
+        store.decide(info.value.request_id, Identity("deploy", "human"), approve=True)
+    with pytest.raises(errors.StatementDenied, match="ai_agent"):
+        store.decide(info.value.request_id, AGENT, approve=True)
+    with pytest.raises(errors.ApprovalRequired):  # a changed statement needs its own approval
+        ops.execute("CREATE INDEX t_a2 ON t (a)")
+    store.decide(info.value.request_id, HUMAN, approve=True)
+    ops.execute(ddl)  # runs once
+    with pytest.raises(errors.ApprovalRequired):  # single use
+        ops.execute("DROP INDEX t_a") if False else ops.execute(ddl)
+    ops.close()
+
+
+def test_exports_pinned():
+    assert governed_db.__all__ == sorted(governed_db.__all__)
+    for name in psycopg.__all__:
+        assert hasattr(governed_db, name), name
+    for name in ("Error", "sql", "rows", "pq", "types", "adapt", "Notify", "Xid"):
+        assert getattr(governed_db, name) is getattr(psycopg, name)
+    assert issubclass(governed_db.errors.StatementDenied, psycopg.errors.InsufficientPrivilege)
+    assert psycopg.errors.lookup("42501") is psycopg.errors.InsufficientPrivilege
+
+
+def test_psycopg_internals_still_exist():
+    """The two choke points rely on private psycopg 3.3 methods: fail loudly if they move."""
+    from psycopg._cursor_base import BaseCursor
+
+    for name in ("_convert_query", "_make_row_maker", "_execute_gen", "_stream_send_gen",
+                 "_start_copy_gen", "_select_current_result", "_set_results"):
+        assert hasattr(BaseCursor, name), name
+    from psycopg._copy_base import BaseCopy
+
+    assert hasattr(BaseCopy, "_read_gen")
