@@ -241,7 +241,8 @@ class Governor:
         strongest: tuple[str, str] | None = None
         keyed: dict[str, str] = {}
         unknown = False
-        for src in sources:
+        sensitive: list[tuple[str, str]] = []
+        for src in sorted(sources):
             if src == UNKNOWN:
                 unknown = True
                 continue
@@ -250,8 +251,15 @@ class Governor:
                 continue
             found = self.classifier.column(schema, table, column, ident)
             keyed[column.lower()] = found[0] if found else "none"
-            if found is not None and (strongest is None or _rank(found[0]) > _rank(strongest[0])):
-                strongest = found
+            if found is not None:
+                sensitive.append(found)
+                if strongest is None or _rank(found[0]) > _rank(strongest[0]):
+                    strongest = found
+        if strongest is not None and len(sensitive) > 1 and strongest[0] in _SHAPED:
+            # A value built from several sensitive columns (a whole row, a concatenation):
+            # a shape-keeping strategy (e-mail domain, last four) applied to the combined text
+            # would reveal the other columns, so the whole value is redacted.
+            strongest = ("redact", strongest[1])
         if strongest is not None:
             reason = strongest[1] if len(sources) == 1 and _fname(result, i) in keyed \
                 else f"lineage:{strongest[1]}"
@@ -388,6 +396,9 @@ def redact_exception(exc: BaseException) -> BaseException:
             info[int(field)] = str(value).encode()
     new = type(exc)(message, info=info or None)  # type: ignore[call-arg]
     return new
+
+
+_SHAPED = frozenset({"partial", "email"})
 
 
 def _rank(strategy: str) -> int:
