@@ -60,6 +60,7 @@ from psycopg import (
 )
 
 from . import errors
+from ._aliases import install as _install_submodule_aliases
 from ._config import configure, get_config, reset_defaults
 from ._connection import Connection, connect
 from ._connection_async import AsyncConnection
@@ -75,7 +76,12 @@ from ._cursor_async import (
 from .identity import Identity, acting_as
 from .policy import Policy, load_policy
 
-__version__ = "0.1.0"
+# A drop-in answers version checks the way psycopg does (SQLAlchemy and others gate features on
+# ``dbapi.__version__``); governed_db's own release is ``__governed_version__``.
+__version__: str = _psycopg.__version__
+__governed_version__ = "0.1.0"
+
+_install_submodule_aliases(__name__, _psycopg)
 
 __all__ = sorted(
     [

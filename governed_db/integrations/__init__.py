@@ -1,0 +1,1 @@
+"""Integrations with libraries that drive psycopg for you (SQLAlchemy, LangChain, LlamaIndex)."""

@@ -1,0 +1,100 @@
+"""Drop-in behaviour: submodule imports, DB-API 2.0 surface, psycopg_pool, identity per checkout."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import psycopg
+import psycopg_pool
+import pytest
+
+import governed_db
+from governed_db import acting_as, errors
+
+from .conftest import AGENT, HUMAN, MARKERS
+
+
+def test_submodules_import_by_dotted_name_as_psycopgs_own():
+    code = (
+        "import governed_db, psycopg\n"
+        "from governed_db.pq import ExecStatus\n"
+        "from governed_db.rows import dict_row\n"
+        "import governed_db.types.json as j\n"
+        "import psycopg.types.json as pj\n"
+        "assert j is pj and ExecStatus is psycopg.pq.ExecStatus and dict_row is psycopg.rows.dict_row\n"
+        "assert pj.__spec__.name == 'psycopg.types.json', pj.__spec__.name\n"
+        "import governed_db.errors as e\n"
+        "assert e.__name__ == 'governed_db.errors' and e.StatementDenied\n"
+        "try:\n"
+        "    import governed_db.no_such_module\n"
+        "except ModuleNotFoundError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('imported a module that does not exist')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dbapi_module_globals():
+    assert (governed_db.apilevel, governed_db.threadsafety, governed_db.paramstyle) == \
+        (psycopg.apilevel, psycopg.threadsafety, psycopg.paramstyle)
+    assert governed_db.__version__ == psycopg.__version__
+    assert importlib.metadata.version("governed-db") == governed_db.__governed_version__
+    for exc in ("Warning", "Error", "InterfaceError", "DatabaseError", "DataError",
+                "OperationalError", "IntegrityError", "InternalError", "ProgrammingError",
+                "NotSupportedError"):
+        assert getattr(governed_db, exc) is getattr(psycopg, exc)
+
+
+def test_dbapi_cursor_protocol(human_conn):
+    cur = human_conn.cursor()
+    assert cur.description is None and cur.rowcount == -1
+    cur.execute("SELECT id, email FROM users ORDER BY id")
+    assert [d.name for d in cur.description] == ["id", "email"]
+    assert cur.rowcount == 2
+    assert cur.fetchone() == (1001, "****@example.com")
+    assert cur.fetchmany(5) == [(1002, "****@example.com")]
+    assert cur.fetchall() == []
+    cur.arraysize = 3
+    cur.executemany("INSERT INTO t VALUES (%s)", [(10,), (11,)])
+    assert cur.rowcount == 2
+    cur.setinputsizes([None])
+    cur.setoutputsize(10)
+    cur.close()
+    assert cur.closed
+
+
+def test_pool_with_governed_connection_class(dsn, audit):
+    with psycopg_pool.ConnectionPool(dsn, connection_class=governed_db.Connection, min_size=1,
+                                     max_size=2, kwargs={"identity": HUMAN, "audit": audit},
+                                     open=True) as pool:
+        with pool.connection() as conn:
+            assert isinstance(conn, governed_db.Connection)
+            assert conn.execute("SELECT ssn FROM users WHERE id = 1001").fetchone()[0] \
+                .endswith("3333")
+        with pool.connection() as conn, acting_as(AGENT):
+            row = conn.execute("SELECT email, current_setting('governed_db.identity')"
+                               " FROM users WHERE id = 1001").fetchone()
+            assert row == ("****@example.com", "ai_agent:recs-bot")
+            with pytest.raises(errors.StatementDenied):
+                conn.execute("DELETE FROM users WHERE id = 1001")
+        with pool.connection() as conn:  # the next checkout is alice again, not the agent
+            assert conn.execute("SELECT current_setting('governed_db.identity')").fetchone() \
+                == ("human:alice",)
+    audit.flush()
+    ids = [r["identity"]["id"] for r in audit.records if r["type"] == "statement"]
+    assert "recs-bot" in ids and ids[-1] == "alice"
+
+
+async def test_async_pool_with_governed_connection_class(dsn, audit):
+    async with psycopg_pool.AsyncConnectionPool(
+            dsn, connection_class=governed_db.AsyncConnection, min_size=1, max_size=2,
+            kwargs={"identity": AGENT, "audit": audit}, open=False) as pool:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT email, ssn FROM users")
+            rows = await cur.fetchall()
+            assert rows and not any(m in repr(rows).lower() for m in MARKERS)
+            with pytest.raises(errors.StatementDenied):
+                await conn.execute("DROP TABLE users")
