@@ -36,6 +36,15 @@ __all__ = ["Governor", "StatementContext"]
 logger = logging.getLogger("governed_db")
 
 _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+# Statement kinds that change rows (besides anything with a write target).
+_EFFECT_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "CALL", "EXECUTE"})
+_LEVEL_RANK = {"warning": 0, "approval": 1, "error": 2}
+
+# Rows touched in the current transaction per table, including cascades and trigger writes.
+BLAST_COUNT_SQL = (b"SELECT relid::regclass::text, n_tup_ins + n_tup_upd + n_tup_del"
+                   b" FROM pg_catalog.pg_stat_xact_user_tables"
+                   b" WHERE n_tup_ins + n_tup_upd + n_tup_del > 0")
+BLAST_SAVEPOINT = b"governed_db_blast_radius"
 
 
 @attrs.define(slots=True, kw_only=True)
@@ -52,6 +61,8 @@ class StatementContext:
     approval_id: str | None = None
     masked: dict[str, str] = attrs.field(factory=dict)
     rows_returned: int = 0
+    affected_rows: int | None = None
+    runtime_findings: list[str] = attrs.field(factory=list)
     finished: bool = False
     plans: dict[int, MaskPlan | None] = attrs.field(factory=dict)
 
@@ -173,7 +184,105 @@ class Governor:
             out.append(hmac.new(key, bytes(raw), hashlib.sha256).hexdigest()[:24])
         return tuple(out)
 
+    # -- blast radius (statement.affected-row-limit) -------------------------------------------
+
+    def limits_rows(self) -> bool:
+        """Whether an affected-row limit applies to the current identity at all."""
+        return any(r.id == "statement.affected-row-limit"
+                   for r in self.policy.rules_for(self.identity()))
+
+    def blast_radius_applies(self, ctx: StatementContext) -> bool:
+        """Whether ``ctx`` runs inside a savepoint and has its affected rows counted."""
+        if ctx.decision.affected_row_limit is None:
+            return False
+        user_functions = self.catalog.user_functions if self.catalog is not None else None
+        for s in ctx.statements:
+            if s.writes or s.kinds & _EFFECT_KINDS:
+                return True
+            if s.functions and (user_functions is None or s.functions & user_functions):
+                return True  # a user function may write
+        return False
+
+    def blast_radius_in_pipeline(self, ctx: StatementContext) -> StatementDenied:
+        rule_ids = ("statement.affected-row-limit",)
+        self._record(ctx, outcome="denied", rules=list(rule_ids))
+        return StatementDenied(
+            "denied by policy rule `statement.affected-row-limit`: a statement that changes"
+            " rows under a row limit cannot run in pipeline mode (its exact effect is checked"
+            " in a savepoint); run it outside the pipeline", rule_ids=rule_ids)
+
+    def blast_radius_verdict(self, ctx: StatementContext, rowcount: int,
+                             before: Iterable[tuple[str, int]],
+                             after: Iterable[tuple[str, int]]) -> BaseException | None:
+        """Compare the exact rows a statement touched with its limits.
+
+        ``before``/``after`` are ``(table, ins+upd+del)`` rows of ``pg_stat_xact_user_tables``
+        around the statement: their difference counts cascades and trigger writes too. Returns
+        None to keep the change, or the exception to raise after rolling it back (recorded).
+        """
+        start = dict(before)
+        per_table = {t: n - start.get(t, 0) for t, n in after if n - start.get(t, 0) > 0}
+        # The statistics see every row (cascades, triggers); rowcount is the fallback when
+        # track_counts is off. (executemany checks each execution on its own.)
+        total = sum(per_table.values()) if per_table else max(rowcount, 0)
+        ident = ctx.identity
+        worst: tuple[str, int, int, str] | None = None  # level, touched, limit, scope
+        for cfg in self.policy.rules_for(ident):
+            if cfg.id != "statement.affected-row-limit":
+                continue
+            limit = int(cfg.params["max_rows"])
+            if cfg.tables:
+                from .guardrails import _table_matches
+
+                touched = sum(n for t, n in per_table.items() if _table_matches(t, cfg.tables))
+                scope = ", ".join(cfg.tables)
+            else:
+                touched, scope = total, "all tables"
+            if touched <= limit:
+                continue
+            if worst is None or _LEVEL_RANK[cfg.level] > _LEVEL_RANK[worst[0]]:
+                worst = (cfg.level, touched, limit, scope)
+        ctx.affected_rows = total
+        if worst is None:
+            return None
+        level, touched, limit, scope = worst
+        what = (f"the statement touched {touched} rows ({scope}; limit {limit} for"
+                f" {ident.kind} identities)")
+        rule_ids = ("statement.affected-row-limit",)
+        if level == "warning" or self.policy.mode == "observe":
+            ctx.runtime_findings.append(f"statement.affected-row-limit: {what}")
+            return None
+        if level == "approval":
+            request_id, granted = _config.approvals().check_or_request(
+                identity=ident, analysis=ctx.analysis, params_digest=ctx.params_digest,
+                policy_tag=self.policy.version_tag, rule_ids=rule_ids,
+                message=what, affected_rows=touched)
+            ctx.approval_id = request_id
+            if granted:
+                return None
+            self._record(ctx, outcome="approval_required", rolled_back=True,
+                         affected_rows=touched, rules=list(rule_ids))
+            return ApprovalRequired(
+                f"approval required by policy rule `statement.affected-row-limit`: {what}; it"
+                f" was rolled back (approval request {request_id}: a person runs `governed-db"
+                f" approvals approve {request_id}`, then the identical statement touching"
+                f" exactly {touched} rows runs once)", rule_ids=rule_ids, request_id=request_id)
+        self._record(ctx, outcome="rolled_back", affected_rows=touched, rules=list(rule_ids))
+        return StatementDenied(
+            f"denied by policy rule `statement.affected-row-limit`: {what}; it was rolled back"
+            f" and nothing changed. Narrow the WHERE clause or change at most {limit} rows per"
+            " statement", rule_ids=rule_ids)
+
     # -- row out ------------------------------------------------------------------------------
+
+    def too_many_rows(self, ctx: StatementContext, count: int) -> StatementDenied:
+        """``statement.max-rows-returned``: the result is larger than the identity may read."""
+        limit = ctx.decision.max_rows_returned
+        self._record(ctx, outcome="denied", rows=count, rules=["statement.max-rows-returned"])
+        return StatementDenied(
+            f"denied by policy rule `statement.max-rows-returned`: the result has more than"
+            f" {limit} rows, the most a {ctx.identity.kind} identity may read at once. Add"
+            f" LIMIT {limit} (or aggregate) and retry", rule_ids=("statement.max-rows-returned",))
 
     def plan(self, ctx: StatementContext | None, index: int, result: Any) -> MaskPlan | None:
         """The mask plan for result set ``index`` of ``ctx`` (None: nothing to mask)."""
@@ -339,7 +448,8 @@ class Governor:
                 self.prepared.clear()
             if s.is_ddl:
                 self.catalog_stale = True
-        self._record(ctx, outcome="ok", rowcount=rowcount, status=status)
+        self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
+                     affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
 
     def failed(self, ctx: StatementContext, exc: BaseException) -> None:
         sqlstate = getattr(exc, "sqlstate", None)

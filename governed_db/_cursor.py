@@ -41,6 +41,20 @@ class _SyncCopyMixin:
         self._select_current_result(0)  # type: ignore[attr-defined]
 
 
+    def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+        """As psycopg's; under an affected-row limit each execution runs in its own savepoint
+        (no pipeline), so every execution's exact effect is checked."""
+        conn = self._conn  # type: ignore[attr-defined]
+        if conn._pipeline is not None or not conn._governor.limits_rows():
+            return super().executemany(query, params_seq, returning=returning)  # type: ignore[misc,no-any-return]
+        try:
+            with conn.lock:
+                conn.wait(self._executemany_gen_no_pipeline(  # type: ignore[attr-defined]
+                    query, params_seq, returning))
+        except e._NO_TRACEBACK as ex:
+            raise ex.with_traceback(None) from None
+
+
 class Cursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.Cursor[Any]):
     __module__ = "governed_db"
     __slots__ = ("_gov_ctx",)

@@ -43,6 +43,19 @@ class _AsyncCopyMixin:
         self._select_current_result(0)  # type: ignore[attr-defined]
 
 
+    async def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+        """As psycopg's; under an affected-row limit each execution runs in its own savepoint."""
+        conn = self._conn  # type: ignore[attr-defined]
+        if conn._pipeline is not None or not conn._governor.limits_rows():
+            return await super().executemany(  # type: ignore[misc,no-any-return]
+                query, params_seq, returning=returning)
+        try:
+            async with conn.lock:
+                await conn.wait(self._executemany_gen_no_pipeline(  # type: ignore[attr-defined]
+                    query, params_seq, returning))
+        except e._NO_TRACEBACK as ex:
+            raise ex.with_traceback(None) from None
+
 class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Any]):
     __module__ = "governed_db"
     __slots__ = ("_gov_ctx",)

@@ -19,6 +19,7 @@ from typing import Any
 from psycopg import pq
 from psycopg.rows import RowFactory, RowMaker
 
+from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT
 from .errors import InterfaceError
 
 INTRANS = pq.TransactionStatus.INTRANS
@@ -95,6 +96,48 @@ class GovernedCursorMixin:
     def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._declare_gen(*args, **kwargs))  # type: ignore[misc]
 
+    def _maybe_prepare_gen(self, pgq: Any, *, prepare: bool | None = None,
+                           binary: bool | None = None) -> Any:
+        """Send and run one statement; under an affected-row limit, inside a savepoint.
+
+        The exact rows touched (cascades and triggers included) are read from
+        ``pg_stat_xact_user_tables`` before and after; over the limit, the change is rolled
+        back to the savepoint (the caller's transaction stays usable) and the statement is
+        denied or sent for approval. In autocommit the statement runs in its own transaction.
+        """
+        run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)  # type: ignore[misc]
+        ctx = self._gov_ctx
+        conn = self._conn
+        gov = conn._governor
+        if ctx is None or not gov.blast_radius_applies(ctx):
+            return (yield from run)
+        if conn._pipeline is not None:
+            # A pipeline cannot stop between statements to count and roll back: refuse.
+            if ctx in conn._gov_inflight:
+                conn._gov_inflight.remove(ctx)
+            raise gov.blast_radius_in_pipeline(ctx)
+        own = conn.pgconn.transaction_status == IDLE
+        yield from conn._exec_command(b"BEGIN" if own else b"SAVEPOINT " + BLAST_SAVEPOINT)
+        before = yield from _counts(conn)
+        try:
+            rv = yield from run
+        except BaseException:
+            if own and conn.pgconn.transaction_status != IDLE:
+                yield from conn._exec_command(b"ROLLBACK")
+            raise
+        after = yield from _counts(conn)
+        verdict = gov.blast_radius_verdict(ctx, self._rowcount, before, after)  # type: ignore[attr-defined]
+        if verdict is None:
+            yield from conn._exec_command(b"COMMIT" if own else b"RELEASE " + BLAST_SAVEPOINT)
+            return rv
+        if own:
+            yield from conn._exec_command(b"ROLLBACK")
+        else:
+            yield from conn._exec_command(b"ROLLBACK TO " + BLAST_SAVEPOINT)
+            yield from conn._exec_command(b"RELEASE " + BLAST_SAVEPOINT)
+        self._reset()  # type: ignore[attr-defined]  # no rows of a change that did not happen
+        raise verdict
+
     def _set_results(self, results: Any) -> None:
         super()._set_results(results)  # type: ignore[misc]
         ctx = self._gov_ctx
@@ -108,9 +151,13 @@ class GovernedCursorMixin:
 
     def _make_row_maker(self) -> RowMaker[Any]:
         inner = super()._make_row_maker()  # type: ignore[misc]
-        plan = self._conn._governor.plan(self._gov_ctx, self._iresult,  # type: ignore[attr-defined]
-                                         self.pgresult)  # type: ignore[attr-defined]
-        return inner if plan is None else plan.wrap(inner)
+        gov = self._conn._governor
+        ctx = self._gov_ctx
+        plan = gov.plan(ctx, self._iresult, self.pgresult)  # type: ignore[attr-defined]
+        maker = inner if plan is None else plan.wrap(inner)
+        if ctx is not None and ctx.decision.max_rows_returned is not None:
+            maker = _row_limited(maker, gov, ctx, self.pgresult)  # type: ignore[attr-defined]
+        return maker
 
     @property
     def row_factory(self) -> RowFactory[Any]:
@@ -122,6 +169,27 @@ class GovernedCursorMixin:
         self._row_factory = row_factory
         if self.pgresult:  # type: ignore[attr-defined]
             self._make_row = self._make_row_maker()
+
+
+def _row_limited(maker: Any, gov: Any, ctx: Any, result: Any) -> Any:
+    """Count rows across every result and fetch of the statement (server cursors included)."""
+    limit = ctx.decision.max_rows_returned
+    if result is not None and ctx.rows_returned + result.ntuples > limit:
+        raise gov.too_many_rows(ctx, ctx.rows_returned + result.ntuples)
+
+    def limited(values: Any) -> Any:
+        ctx.rows_returned += 1
+        if ctx.rows_returned > limit:
+            raise gov.too_many_rows(ctx, ctx.rows_returned)
+        return maker(values)
+
+    return limited
+
+
+def _counts(conn: Any) -> Any:
+    res = yield from conn._exec_command(BLAST_COUNT_SQL)
+    return [(res.get_value(i, 0).decode(), int(res.get_value(i, 1)))
+            for i in range(res.ntuples)]
 
 
 def _status(cur: Any) -> str | None:

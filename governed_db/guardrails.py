@@ -87,6 +87,9 @@ class Rule:
     runtime: bool = False
 
     def validate(self, cfg: RuleConfig, source: str | None) -> None:
+        if self.runtime and "max_rows" in self.params and "max_rows" not in cfg.params:
+            raise PolicyError(f"rule {cfg.id} needs max_rows = N (the most rows allowed)",
+                              path=source, line=cfg.line)
         for key, value in cfg.params.items():
             if key not in self.params:
                 raise PolicyError(f"rule {cfg.id}: unknown parameter {key!r}"
