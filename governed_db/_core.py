@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from . import _config
+from . import _config, telemetry
 from ._catalog import Catalog
 from .analysis import Analysis, StatementFacts, analyze
 from .analysis._lineage import UNKNOWN, statement_lineage
@@ -64,6 +64,7 @@ class StatementContext:
     affected_rows: int | None = None
     runtime_findings: list[str] = attrs.field(factory=list)
     finished: bool = False
+    span: Any = None
     plans: dict[int, MaskPlan | None] = attrs.field(factory=dict)
 
 
@@ -153,6 +154,7 @@ class Governor:
             id=uuid.uuid4().hex, identity=ident, analysis=analysis, statements=statements,
             decision=decision, started=started, params_digest=self._digest_params(params),
         )
+        ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
         if decision.action == "deny":
             self._record(ctx, outcome="denied")
             raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)
@@ -459,6 +461,9 @@ class Governor:
         if ctx.finished:
             return
         ctx.finished = True
+        if ctx.span is not None:
+            telemetry.end_statement_span(ctx.span, ctx, outcome)
+        telemetry.record_metrics(ctx, outcome)
         if self.auditor is None:
             return
         self.auditor.statement(ctx, self.conn_info, **outcome)
