@@ -60,6 +60,7 @@ class StatementContext:
     params_digest: tuple[str, ...] = ()
     approval_id: str | None = None
     masked: dict[str, str] = attrs.field(factory=dict)
+    columns: set[str] = attrs.field(factory=set)  # base columns the results derive from
     rows_returned: int = 0
     affected_rows: int | None = None
     runtime_findings: list[str] = attrs.field(factory=list)
@@ -319,7 +320,7 @@ class Governor:
         masks: list[ColumnMask | None] = []
         any_mask = False
         for i in range(result.nfields):
-            cm = self._column_mask(i, result, lineage, catalog, ident, stmt)
+            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, ctx.columns)
             masks.append(cm)
             any_mask = any_mask or cm is not None
         if not any_mask:
@@ -327,7 +328,8 @@ class Governor:
         return MaskPlan(masks, self.classifier.key)
 
     def _column_mask(self, i: int, result: Any, lineage: Any, catalog: Catalog | None,
-                     ident: Identity, stmt: StatementFacts | None) -> ColumnMask | None:
+                     ident: Identity, stmt: StatementFacts | None,
+                     seen: set[str]) -> ColumnMask | None:
         sources: frozenset[str] | None = None
         table_oid = result.ftable(i) if catalog is not None else 0
         if table_oid and catalog is not None:
@@ -349,6 +351,7 @@ class Governor:
             sources = lineage[i][1]
         if sources is None:
             return self._unknown_column(i, result, stmt, catalog, ident)
+        seen.update(src for src in sources if src != UNKNOWN)
         strongest: tuple[str, str] | None = None
         keyed: dict[str, str] = {}
         unknown = False

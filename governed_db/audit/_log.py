@@ -187,6 +187,7 @@ class AuditLog:
                 "rules": list(decision.rule_ids), "observe": decision.observe,
                 "approval": ctx.approval_id,
             },
+            "columns": sorted(ctx.columns),
             "masked": dict(ctx.masked),
             "outcome": {k: v for k, v in outcome.items() if v is not None},
             "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),

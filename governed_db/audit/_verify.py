@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._log import key_id_of, record_hash
 
-__all__ = ["VerificationError", "VerifyReport", "iter_records", "query", "verify"]
+__all__ = ["VerificationError", "VerifyReport", "iter_records", "query", "report", "verify"]
 
 
 class VerificationError(Exception):
@@ -39,6 +39,7 @@ class VerifyReport:
     signed_through: dict[str, int]
     unsigned_tail: dict[str, int]
     open_chains: tuple[str, ...]
+    torn_line: int | None = None  # a partial final line (writer killed mid-write), ignored
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
@@ -73,11 +74,15 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
     state: dict[str, dict[str, Any]] = {}
     count = 0
     lines = list(iter_records(path))
+    torn_line = None
     for n, rec, raw in lines:
         if rec is None:
             if n == len(lines) and not raw.endswith("\n"):
+                if allow_open:
+                    torn_line = n
+                    break
                 raise VerificationError(n, "torn final record (the writer was killed mid-write);"
-                                           f" records before line {n} can still be checked")
+                                           f" records before line {n} verify with --allow-open")
             raise VerificationError(n, "not a valid JSON record (edited)")
         count += 1
         chain = rec.get("chain")
@@ -126,7 +131,7 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
         signed_through={c: st["signed"] for c, st in state.items()},
         unsigned_tail={c: st["seq"] - st["signed"] for c, st in state.items()
                        if st["seq"] > st["signed"]},
-        open_chains=open_chains,
+        open_chains=open_chains, torn_line=torn_line,
     )
 
 
@@ -154,8 +159,7 @@ def query(path: str | Path, *, identity: str | None = None, table: str | None = 
         tables = set(stmt.get("reads", [])) | set(stmt.get("writes", []))
         if table and not any(t == table or t.split(".")[-1] == table for t in tables):
             continue
-        if column and column not in rec.get("masked", {}) and not any(
-                column in str(v) for v in rec.get("masked", {}).values()):
+        if column and not _touches_column(rec, column):
             continue
         if kind and kind.upper() not in stmt.get("kinds", []):
             continue
@@ -167,3 +171,70 @@ def query(path: str | Path, *, identity: str | None = None, table: str | None = 
             continue
         out.append(rec)
     return out
+
+
+def _touches_column(rec: dict[str, Any], column: str) -> bool:
+    """``column`` is ``col``, ``table.col`` or ``schema.table.col``."""
+    want = column.lower().split(".")
+    for src in rec.get("columns", []):
+        if src.lower().split(".")[-len(want):] == want:
+            return True
+    return want[-1] in {m.lower() for m in rec.get("masked", {})}
+
+
+def report(path: str | Path, identity: str, *, since: str | None = None,
+           until: str | None = None) -> dict[str, Any]:
+    """The auditor's question for one identity (id, kind:id or model): which datasets it
+    touched, when, how many rows, for what purpose, what was masked and what was denied."""
+    records = query(path, identity=identity, since=since, until=until)
+    tables: dict[str, dict[str, Any]] = {}
+    denied: list[dict[str, Any]] = []
+    approvals: list[dict[str, Any]] = []
+    purposes: set[str] = set()
+    models: set[str] = set()
+    for rec in records:
+        ident = rec.get("identity", {})
+        if ident.get("purpose"):
+            purposes.add(ident["purpose"])
+        if ident.get("model"):
+            models.add(ident["model"])
+        outcome = rec.get("outcome", {})
+        stmt = rec.get("statement", {})
+        status = outcome.get("outcome")
+        if status in ("denied", "rolled_back"):
+            denied.append({"ts": rec.get("ts"), "summary": stmt.get("summary"),
+                           "rules": outcome.get("rules") or rec.get("decision", {}).get("rules"),
+                           "purpose": ident.get("purpose")})
+            continue
+        if status == "approval_required" or rec.get("decision", {}).get("approval"):
+            approvals.append({"ts": rec.get("ts"), "summary": stmt.get("summary"),
+                              "request": rec.get("decision", {}).get("approval"),
+                              "outcome": status})
+        if status != "ok":
+            continue
+        rows = int(outcome.get("rowcount") or 0)
+        for access, names in (("read", stmt.get("reads", [])), ("write", stmt.get("writes", []))):
+            for t in names:
+                e = tables.setdefault(t, {"table": t, "reads": 0, "writes": 0, "rows": 0,
+                                          "first": rec.get("ts"), "last": rec.get("ts"),
+                                          "columns": set(), "masked": {}, "purposes": set()})
+                e["reads" if access == "read" else "writes"] += 1
+                e["rows"] += rows
+                e["last"] = rec.get("ts")
+                if ident.get("purpose"):
+                    e["purposes"].add(ident["purpose"])
+                bare = t.split(".")[-1]
+                for src in rec.get("columns", []):
+                    parts = src.split(".")
+                    if len(parts) >= 2 and parts[-2] == bare:
+                        e["columns"].add(parts[-1])
+                if len(names) == 1:
+                    e["masked"].update(rec.get("masked", {}))
+    for e in tables.values():
+        e["columns"] = sorted(e["columns"])
+        e["purposes"] = sorted(e["purposes"])
+    return {"identity": identity, "statements": len(records), "purposes": sorted(purposes),
+            "models": sorted(models), "tables": sorted(tables.values(), key=lambda e: e["table"]),
+            "denied": denied, "approvals": approvals,
+            "first": records[0].get("ts") if records else None,
+            "last": records[-1].get("ts") if records else None}

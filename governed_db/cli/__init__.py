@@ -98,6 +98,12 @@ def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
     click.echo(f"OK: {report.records} records in {report.chains} chain(s) verified"
                + ("" if key else " (hashes only: pass --public-key to check signatures)")
                + (f"; {tail} record(s) after the last signed checkpoint" if tail else ""))
+    for chain in report.open_chains:
+        click.echo(f"OPEN: chain {chain[:8]} has no close checkpoint (still being written, or"
+                   " the writer was killed); its records verify up to the last one above")
+    if report.torn_line is not None:
+        click.echo(f"TORN: line {report.torn_line} is a partial record (the writer was killed"
+                   " mid-write); it was not counted")
 
 
 @audit.command("query")
@@ -107,15 +113,18 @@ def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
 @click.option("--column", help="Column that was masked.")
 @click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
 @click.option("--until", help="ISO time.")
+@click.option("--kind", help="Statement kind, e.g. SELECT, UPDATE, DROP.")
+@click.option("--decision", help="allow, deny, approval, denied, rolled_back, error...")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
 def audit_query(log: str, identity: str | None, table: str | None, column: str | None,
-                since: str | None, until: str | None, as_json: bool) -> None:
+                since: str | None, until: str | None, kind: str | None, decision: str | None,
+                as_json: bool) -> None:
     """Who touched what, when and why."""
     from ..audit import query
 
     try:
         records = query(log, identity=identity, table=table, column=column, since=since,
-                        until=until)
+                        until=until, kind=kind, decision=decision)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -136,6 +145,50 @@ def audit_query(log: str, identity: str | None, table: str | None, column: str |
                   ", ".join(sorted(rec.get("masked", {}))),
                   rec.get("outcome", {}).get("outcome", rec.get("decision", {}).get("action", "")))
     _console().print(t)
+
+
+@audit.command("report")
+@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.option("--identity", required=True, help="Identity id, kind:id or model.")
+@click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
+@click.option("--until", help="ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")
+def audit_report(log: str, identity: str, since: str | None, until: str | None,
+                 as_json: bool) -> None:
+    """Which datasets IDENTITY touched, when, how many rows, why; what was masked or denied."""
+    from ..audit import report
+
+    try:
+        rep = report(log, identity, since=since, until=until)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(rep, sort_keys=True, indent=1))
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]{identity}[/]: {rep['statements']} statement(s) from {rep['first']} to"
+              f" {rep['last']}; purposes: {', '.join(rep['purposes']) or '-'};"
+              f" models: {', '.join(rep['models']) or '-'}")
+    t = Table(title="datasets touched")
+    for col in ("table", "reads", "writes", "rows", "columns", "masked", "first", "last"):
+        t.add_column(col)
+    for e in rep["tables"]:
+        t.add_row(e["table"], str(e["reads"]), str(e["writes"]), str(e["rows"]),
+                  ", ".join(e["columns"]),
+                  ", ".join(f"{k} ({v.split(':')[0]})" for k, v in sorted(e["masked"].items())),
+                  (e["first"] or "")[:19], (e["last"] or "")[:19])
+    con.print(t)
+    if rep["denied"]:
+        d = Table(title="denied")
+        for col in ("time", "statement", "rules"):
+            d.add_column(col)
+        for x in rep["denied"]:
+            d.add_row((x["ts"] or "")[:19], x["summary"] or "", ", ".join(x["rules"] or []))
+        con.print(d)
+    for a in rep["approvals"]:
+        con.print(f"approval {a['request']}: {a['summary']} ({a['outcome']})")
 
 
 @main.group()
