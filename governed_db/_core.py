@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import time
 import uuid
@@ -47,26 +48,80 @@ BLAST_COUNT_SQL = (b"SELECT relid::regclass::text, n_tup_ins + n_tup_upd + n_tup
 BLAST_SAVEPOINT = b"governed_db_blast_radius"
 
 
-@attrs.define(slots=True, kw_only=True)
 class StatementContext:
-    """Everything known about one statement on its way through the pipeline."""
+    """Everything known about one statement on its way through the pipeline.
 
-    id: str
-    identity: Identity
-    analysis: Analysis
-    statements: tuple[StatementFacts, ...]
-    decision: Decision
-    started: float
-    params_digest: tuple[str, ...] = ()
-    approval_id: str | None = None
-    masked: dict[str, str] = attrs.field(factory=dict)
-    columns: set[str] = attrs.field(factory=set)  # base columns the results derive from
-    rows_returned: int = 0
-    affected_rows: int | None = None
-    runtime_findings: list[str] = attrs.field(factory=list)
-    finished: bool = False
-    span: Any = None
-    plans: dict[int, MaskPlan | None] = attrs.field(factory=dict)
+    A plain slotted class: one is made per statement, on the hot path. Parameter hashes are
+    computed on first use (by the audit writer thread, or an approval check).
+    """
+
+    __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
+                 "_params_digest", "_param_key", "approval_id", "rows_returned",
+                 "affected_rows", "runtime_findings", "finished", "span", "plans")
+
+    def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
+                 statements: tuple[StatementFacts, ...], decision: Decision, started: float,
+                 params: Sequence[Any] | None = None, param_key: bytes = b"") -> None:
+        self.id = id
+        self.identity = identity
+        self.analysis = analysis
+        self.statements = statements
+        self.decision = decision
+        self.started = started
+        self.params = params
+        self._params_digest: tuple[str, ...] | None = None
+        self._param_key = param_key
+        self.approval_id: str | None = None
+        self.rows_returned = 0
+        self.affected_rows: int | None = None
+        self.runtime_findings: list[str] | None = None
+        self.finished = False
+        self.span: Any = None
+        # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
+        self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
+
+    @property
+    def masked(self) -> dict[str, str]:
+        """Output columns masked in any result of the statement, with strategy and reason."""
+        out: dict[str, str] = {}
+        for _, masked, _ in self.plans.values():
+            out.update(masked)
+        return out
+
+    @property
+    def columns(self) -> set[str]:
+        """Base columns (``schema.table.column``) the statement's results derive from."""
+        out: set[str] = set()
+        for _, _, cols in self.plans.values():
+            out.update(cols)
+        return out
+
+    @property
+    def params_digest(self) -> tuple[str, ...]:
+        """Keyed hashes of parameter values: records can match values, never reveal them."""
+        if self._params_digest is None:
+            self._params_digest = digest_params(self.params, self._param_key)
+        return self._params_digest
+
+
+def digest_params(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
+    if not params:
+        return ()
+    out = []
+    for p in params:
+        raw = p if isinstance(p, (bytes, bytearray, memoryview)) else (
+            b"\x00NULL" if p is None else str(p).encode())
+        out.append(hmac.new(key, bytes(raw), hashlib.sha256).hexdigest()[:24])
+    return tuple(out)
+
+
+_ids = itertools.count(1)
+_id_prefix = uuid.uuid4().hex[:16]
+
+
+def _next_id() -> str:
+    """Unique per process run (random prefix) and cheap (a counter, no syscall)."""
+    return f"{_id_prefix}{next(_ids):012x}"
 
 
 class Governor:
@@ -90,7 +145,13 @@ class Governor:
         self.server_identity: str | None = None
         self.server_read_only: bool | None = None
         self.server_timeout: str | None = None
+        self.synced_identity: Identity | None = None  # the object last synced (fast path)
+        self.pending_identity: Identity | None = None  # from _start_query to gate()
         self._param_key = _config.param_hash_key()
+        # Caches: decisions by (text, identity), mask plans by (text, result shape, identity).
+        self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
+        self._plans: dict[tuple[Any, ...], tuple[MaskPlan | None, dict[str, str],
+                                                  frozenset[str]]] = {}
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -129,12 +190,14 @@ class Governor:
         return out
 
     def session_synced(self, identity: Identity) -> None:
+        self.synced_identity = identity
         self.server_identity = identity.label
         self.server_read_only = self.read_only_for(identity)
         self.server_timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
 
     def session_reset(self) -> None:
         """The server session state is unknown again (rollback of a SET, reconnect)."""
+        self.synced_identity = None
         self.server_identity = None
         self.server_read_only = None
         self.server_timeout = None
@@ -147,15 +210,25 @@ class Governor:
         started = time.perf_counter()
         analysis = analyze(text)
         ident = identity or self.identity()
-        statements = tuple(effective_facts(s, self.prepared, self.cursors)
-                           for s in analysis.statements)
-        decision = evaluate(self.policy, ident, analysis, statements,
-                            read_only=self.read_only_for(ident))
+        key = (analysis.text, ident.kind, ident.id, ident.roles)
+        cached = self._decisions.get(key)
+        if cached is None:
+            statements = tuple(effective_facts(s, self.prepared, self.cursors)
+                               for s in analysis.statements)
+            decision = evaluate(self.policy, ident, analysis, statements,
+                                read_only=self.read_only_for(ident))
+            if not any(s.executes or s.fetches for s in analysis.statements):
+                # Session-independent: the same text and identity always decide the same.
+                if len(self._decisions) >= 2048:
+                    self._decisions.clear()
+                self._decisions[key] = (statements, decision)
+        else:
+            statements, decision = cached
         ctx = StatementContext(
-            id=uuid.uuid4().hex, identity=ident, analysis=analysis, statements=statements,
-            decision=decision, started=started, params_digest=self._digest_params(params),
-        )
-        ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
+            id=_next_id(), identity=ident, analysis=analysis, statements=statements,
+            decision=decision, started=started, params=params, param_key=self._param_key)
+        if telemetry.tracing():
+            ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
         if decision.action == "deny":
             self._record(ctx, outcome="denied")
             raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)
@@ -174,18 +247,6 @@ class Governor:
                     rule_ids=decision.rule_ids, request_id=request_id)
             ctx.approval_id = request_id
         return ctx
-
-    def _digest_params(self, params: Sequence[Any] | None) -> tuple[str, ...]:
-        """Keyed hashes of parameter values: records can match values, never reveal them."""
-        if not params:
-            return ()
-        key = self._param_key
-        out = []
-        for p in params:
-            raw = p if isinstance(p, (bytes, bytearray, memoryview)) else (
-                b"\x00NULL" if p is None else str(p).encode())
-            out.append(hmac.new(key, bytes(raw), hashlib.sha256).hexdigest()[:24])
-        return tuple(out)
 
     # -- blast radius (statement.affected-row-limit) -------------------------------------------
 
@@ -253,7 +314,8 @@ class Governor:
                 f" {ident.kind} identities)")
         rule_ids = ("statement.affected-row-limit",)
         if level == "warning" or self.policy.mode == "observe":
-            ctx.runtime_findings.append(f"statement.affected-row-limit: {what}")
+            ctx.runtime_findings = [*(ctx.runtime_findings or ()),
+                                    f"statement.affected-row-limit: {what}"]
             return None
         if level == "approval":
             request_id, granted = _config.approvals().check_or_request(
@@ -295,20 +357,40 @@ class Governor:
             # A result that no gated statement produced (cannot happen through the public
             # API; covers internals such as a stolen server cursor): mask everything.
             return self._plan_unknown(result, None)
-        cached = ctx.plans.get(index, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
-        plan = self._build_plan(ctx, index, result)
-        ctx.plans[index] = plan
+        cached = ctx.plans.get(index)
+        if cached is not None:
+            return cached[0]
+        catalog = self.catalog
+        key = None
+        if catalog is not None and not self.catalog_stale:
+            ident = ctx.identity
+            cols = range(result.nfields)
+            # (ftable, ftablecol) pin the base columns: a table re-created or a column
+            # replaced since the plan was cached changes them, so `SELECT *` cannot reuse it.
+            key = (ctx.analysis.text, index, ident.kind, ident.id, ident.roles, catalog.version,
+                   tuple(map(result.ftable, cols)), tuple(map(result.ftablecol, cols)))
+            hit = self._plans.get(key)
+            if hit is not None:
+                ctx.plans[index] = hit
+                return hit[0]
+        seen: set[str] = set()
+        plan = self._build_plan(ctx, index, result, seen)
+        masked: dict[str, str] = {}
         if plan is not None:
             for i in plan.masked_columns:
                 col = plan.columns[i]
                 assert col is not None
-                name = _fname(result, i)
-                ctx.masked[name] = f"{col.strategy}:{col.reason}"
+                masked[_fname(result, i)] = f"{col.strategy}:{col.reason}"
+        entry = (plan, masked, frozenset(seen))
+        ctx.plans[index] = entry
+        if key is not None and not self.catalog_stale:
+            if len(self._plans) >= 2048:
+                self._plans.clear()
+            self._plans[key] = entry
         return plan
 
-    def _build_plan(self, ctx: StatementContext, index: int, result: Any) -> MaskPlan | None:
+    def _build_plan(self, ctx: StatementContext, index: int, result: Any,
+                    seen: set[str]) -> MaskPlan | None:
         catalog = self.catalog
         ident = ctx.identity
         stmt = ctx.statements[index] if index < len(ctx.statements) else None
@@ -320,7 +402,7 @@ class Governor:
         masks: list[ColumnMask | None] = []
         any_mask = False
         for i in range(result.nfields):
-            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, ctx.columns)
+            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, seen)
             masks.append(cm)
             any_mask = any_mask or cm is not None
         if not any_mask:
@@ -437,7 +519,7 @@ class Governor:
 
     def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:
         """Record a statement that ran; update session state it changed."""
-        for s in ctx.statements:
+        for s in ctx.statements if ctx.decision is not None and _has_session_effects(ctx) else ():
             for name in s.prepares:
                 self.prepared[name] = _inner_facts(s, name, prepared=True)
                 self.session_trees["prepared:" + name] = _inner_tree(s.tree, "PrepareStmt")
@@ -517,6 +599,11 @@ def redact_exception(exc: BaseException) -> BaseException:
 
 
 _SHAPED = frozenset({"partial", "email"})
+
+
+def _has_session_effects(ctx: StatementContext) -> bool:
+    return any(s.prepares or s.declares or s.closes or s.kind == "DEALLOCATE" or s.is_ddl
+               for s in ctx.statements)
 
 
 def _rank(strategy: str) -> int:

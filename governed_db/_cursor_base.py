@@ -25,6 +25,7 @@ from .errors import InterfaceError
 INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
+_SYNCABLE = (IDLE, INTRANS)
 
 
 class GovernedCursorMixin:
@@ -45,19 +46,30 @@ class GovernedCursorMixin:
     # -- statement in ---------------------------------------------------------------------------
 
     def _start_query(self, query: Any = None) -> Any:
+        # A plain function returning a generator: the common case adds no generator layer.
         conn = self._conn
         gov = conn._governor
         if gov is None:
             raise InterfaceError("the connection is not governed (closed or not set up)")
         if gov.auditor is not None:
             gov.auditor.check()
-        yield from conn._gov_session_gen(gov.identity())
+        ident = gov.identity()
+        gov.pending_identity = ident
+        if ident is not gov.synced_identity or gov.catalog_stale \
+                or conn.pgconn.transaction_status not in _SYNCABLE:
+            return self._gov_sync_then_start(ident, query)
+        return super()._start_query(query)  # type: ignore[misc]
+
+    def _gov_sync_then_start(self, ident: Any, query: Any) -> Any:
+        yield from self._conn._gov_session_gen(ident)
         yield from super()._start_query(query)  # type: ignore[misc]
 
     def _convert_query(self, query: Any, params: Any = None) -> Any:
         pgq = super()._convert_query(query, params)  # type: ignore[misc]
         conn = self._conn
-        ctx = conn._governor.gate(pgq.query, pgq.params)
+        gov = conn._governor
+        ident, gov.pending_identity = gov.pending_identity, None
+        ctx = gov.gate(pgq.query, pgq.params, ident)
         self._gov_ctx = ctx
         if conn._pipeline is not None:
             conn._gov_inflight.append(ctx)
@@ -107,10 +119,14 @@ class GovernedCursorMixin:
         """
         run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)  # type: ignore[misc]
         ctx = self._gov_ctx
+        if ctx is None or ctx.decision.affected_row_limit is None \
+                or not self._conn._governor.blast_radius_applies(ctx):
+            return run  # the common case: psycopg's own generator, no extra layer
+        return self._gov_blast_radius_gen(ctx, run)
+
+    def _gov_blast_radius_gen(self, ctx: Any, run: Any) -> Any:
         conn = self._conn
         gov = conn._governor
-        if ctx is None or not gov.blast_radius_applies(ctx):
-            return (yield from run)
         if conn._pipeline is not None:
             # A pipeline cannot stop between statements to count and roll back: refuse.
             if ctx in conn._gov_inflight:

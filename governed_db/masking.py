@@ -162,11 +162,16 @@ def _strategy_text(strategy: str, key: bytes) -> Callable[[str], str | None]:
     if strategy == "redact":
         return lambda s: REDACTED
     if strategy == "partial":
-        return lambda s: ("*" * (len(s) - 4) + s[-4:]) if len(s) > 8 else REDACTED
+        def partial(s: str) -> str:
+            n = len(s)
+            return "*" * (n - 4) + s[-4:] if n > 8 else REDACTED
+        return partial
     if strategy == "email":
+        prefix = REDACTED + "@"
+
         def email(s: str) -> str:
-            local, at, domain = s.rpartition("@")
-            return f"{REDACTED}@{domain}" if at and local else REDACTED
+            at = s.rfind("@")
+            return prefix + s[at + 1:] if at > 0 else REDACTED
         return email
     if strategy == "hash":
         def keyed(s: str) -> str:
@@ -264,14 +269,20 @@ class _Masker:
 
 
 class MaskPlan:
-    """Per-column maskers for one result set; ``apply(values)`` masks one row."""
+    """Per-column maskers for one result set; ``apply(values)`` masks one row.
 
-    __slots__ = ("columns", "_maskers", "_indexes")
+    Built once per result shape; per row it only runs the precomputed strategy of each masked
+    column (strings, the common case, take a direct call; other types the generic masker).
+    """
+
+    __slots__ = ("columns", "_maskers", "_indexes", "_ops")
 
     def __init__(self, columns: Sequence[ColumnMask | None], key: bytes) -> None:
         self.columns = tuple(columns)
         self._maskers = tuple(_Masker(c, key) if c is not None else None for c in self.columns)
         self._indexes = tuple(i for i, c in enumerate(self.columns) if c is not None)
+        self._ops = tuple((i, m.text_fn, m) for i, m in enumerate(self._maskers)
+                          if m is not None)
 
     @property
     def masked_columns(self) -> tuple[int, ...]:
@@ -279,17 +290,28 @@ class MaskPlan:
 
     def apply(self, values: Sequence[Any]) -> Any:
         row = list(values)
-        maskers = self._maskers
-        for i in self._indexes:
-            row[i] = maskers[i](row[i])  # type: ignore[misc]
+        for i, fast, slow in self._ops:
+            v = row[i]
+            if v.__class__ is str and fast is not None:
+                row[i] = fast(v)
+            elif v is not None:
+                row[i] = slow(v)
         return row
 
     def wrap(self, make_row: Callable[[Sequence[Any]], Any]) -> Callable[[Sequence[Any]], Any]:
         """A row maker that masks, then runs the caller's row factory's maker."""
-        apply = self.apply
+        ops = self._ops
+        str_ = str
 
         def masked_row(values: Sequence[Any]) -> Any:
-            return make_row(apply(values))
+            row = list(values)
+            for i, fast, slow in ops:
+                v = row[i]
+                if v.__class__ is str_ and fast is not None:
+                    row[i] = fast(v)
+                elif v is not None:
+                    row[i] = slow(v)
+            return make_row(row)
 
         return masked_row
 

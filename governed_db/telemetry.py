@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 __all__ = ["end_statement_span", "record_metrics", "start_statement_span", "use_providers"]
@@ -39,25 +40,86 @@ class _Instruments:
 
 _VERSION = "0.1.0"
 _inst = _Instruments()
+_explicit_tracer = False
+_explicit_meter = False
+_NOOP_TRACER_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_NOOP_METER_PROVIDERS = tuple(c for c in (
+    getattr(getattr(metrics, "_internal", None), "_ProxyMeterProvider", None),
+    metrics.NoOpMeterProvider) if c is not None)
 
 
 def use_providers(tracer_provider: Any = None, meter_provider: Any = None) -> None:
-    """Send governed_db's spans and metrics to these providers instead of the global ones."""
-    global _inst
+    """Send governed_db's spans and metrics to these providers instead of the global ones
+    (``None``: the global one)."""
+    global _inst, _explicit_tracer, _explicit_meter
     _inst = _Instruments(tracer_provider, meter_provider)
+    _explicit_tracer = tracer_provider is not None
+    _explicit_meter = meter_provider is not None
+
+
+_UNSET = object()
+
+
+def tracing() -> bool:
+    """Whether a span could record (an SDK or other real provider is installed).
+
+    Reads the API's global directly when it can: ``trace.get_tracer_provider()`` looks up an
+    environment variable on every call while no provider is set, which costs more than the
+    rest of a statement's governance.
+    """
+    if _explicit_tracer:
+        return True
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNSET)
+    if provider is _UNSET:
+        provider = trace.get_tracer_provider()
+    return provider is not None and not isinstance(provider, _NOOP_TRACER_PROVIDERS)
+
+
+def metering() -> bool:
+    if _explicit_meter:
+        return True
+    provider = getattr(_metrics_internal, "_METER_PROVIDER", _UNSET)
+    if provider is _UNSET:
+        provider = metrics.get_meter_provider()
+    return provider is not None and not isinstance(provider, _NOOP_METER_PROVIDERS)
 
 
 def pseudonym(label: str, key: bytes) -> str:
     return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+_attr_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
 def start_statement_span(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> Any:
-    """A started span for ``ctx`` (None when tracing is not recording)."""
+    """A started span for ``ctx`` (None when tracing is not recording).
+
+    The attributes that depend only on the statement text, identity, connection and decision
+    are built once and reused; the span gets them at creation (one validation pass).
+    """
     analysis = ctx.analysis
-    summary = analysis.summary or "statement"
-    span = _inst.tracer.start_span(summary, kind=SpanKind.CLIENT)
+    ident = ctx.identity
+    decision = ctx.decision
+    ck = (analysis.text, ident.kind, ident.id, ident.purpose, ident.model, ident.roles,
+          conn_info.get("host"), conn_info.get("port"), conn_info.get("dbname"),
+          decision.action, decision.rule_ids)
+    attrs = _attr_cache.get(ck)
+    if attrs is None:
+        attrs = _static_attributes(ctx, conn_info, key)
+        if len(_attr_cache) >= 1024:
+            _attr_cache.clear()
+        _attr_cache[ck] = attrs
+    span = _inst.tracer.start_span(attrs["db.query.summary"], kind=SpanKind.CLIENT,
+                                   attributes=attrs)
     if not span.is_recording():
         return None
+    span.set_attribute("governed_db.audit.record_id", ctx.id)
+    return span
+
+
+def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    analysis = ctx.analysis
+    summary = analysis.summary or "statement"
     ident = ctx.identity
     stmts = ctx.statements
     tables = sorted({t for s in stmts for t in s.reads} | {t for s in stmts for t in s.writes})
@@ -70,7 +132,6 @@ def start_statement_span(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> 
         "enduser.pseudo.id": pseudonym(ident.label, key),
         "governed_db.identity.kind": ident.kind,
         "governed_db.decision": ctx.decision.action,
-        "governed_db.audit.record_id": ctx.id,
     }
     if analysis.error is None and analysis.normalized:
         attrs["db.query.text"] = analysis.normalized
@@ -88,8 +149,7 @@ def start_statement_span(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> 
             attrs["gen_ai.request.model"] = ident.model
     if ctx.decision.rule_ids:
         attrs["governed_db.rule_ids"] = list(ctx.decision.rule_ids)
-    span.set_attributes(attrs)
-    return span
+    return attrs
 
 
 def end_statement_span(span: Any, ctx: Any, outcome: Mapping[str, Any]) -> None:
@@ -119,6 +179,8 @@ def end_statement_span(span: Any, ctx: Any, outcome: Mapping[str, Any]) -> None:
 
 
 def record_metrics(ctx: Any, outcome: Mapping[str, Any]) -> None:
+    if not metering():
+        return
     status = outcome.get("outcome")
     kind = ctx.identity.kind
     decision = {"denied": "deny", "rolled_back": "deny",

@@ -10,7 +10,6 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-import attrs
 import pgparse
 
 from ._facts import (
@@ -36,9 +35,8 @@ __all__ = [
 ]
 
 
-@attrs.frozen(kw_only=True)
 class Analysis:
-    """The analysis of one string as sent to the server.
+    """The analysis of one string as sent to the server (immutable once built).
 
     Attributes:
         text: the text analyzed.
@@ -46,20 +44,48 @@ class Analysis:
         error: the parser's message when the text does not parse (then nothing runs).
         normalized: the text with every literal replaced by ``$n`` (safe for audit/spans).
         fingerprint: libpg_query's fingerprint, equal for statements differing in literals.
+
+    ``normalized`` and ``fingerprint`` are computed on first use — by the audit writer thread
+    or a span, off the statement's path — and then kept.
     """
 
-    text: str
-    statements: tuple[StatementFacts, ...]
-    error: str | None = None
-    normalized: str = ""
-    fingerprint: str = ""
+    __slots__ = ("text", "statements", "error", "_normalized", "_fingerprint", "_kinds")
+
+    def __init__(self, *, text: str, statements: tuple[StatementFacts, ...],
+                 error: str | None = None, normalized: str | None = None,
+                 fingerprint: str | None = None) -> None:
+        self.text = text
+        self.statements = statements
+        self.error = error
+        self._normalized = normalized
+        self._fingerprint = fingerprint
+        kinds: set[str] = set()
+        for st in statements:
+            kinds |= st.kinds
+        self._kinds = frozenset(kinds)
+
+    def __repr__(self) -> str:
+        return f"Analysis(text={self.text[:60]!r}, statements={len(self.statements)}," \
+               f" error={self.error!r})"
+
+    @property
+    def normalized(self) -> str:
+        if self._normalized is None:
+            self._normalized = _normalize(self)
+        return self._normalized
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            try:
+                self._fingerprint = pgparse.fingerprint(self.text)
+            except Exception:  # noqa: BLE001 - best effort; the record keeps the rest
+                self._fingerprint = ""
+        return self._fingerprint
 
     @property
     def kinds(self) -> frozenset[str]:
-        out: set[str] = set()
-        for s in self.statements:
-            out |= s.kinds
-        return frozenset(out)
+        return self._kinds
 
     @property
     def reads(self) -> frozenset[str]:
@@ -88,27 +114,33 @@ def _parse(text: str) -> Analysis:
         return Analysis(text=text, statements=(), error=str(getattr(exc, "message", exc)),
                         normalized="", fingerprint="")
     except Exception as exc:  # noqa: BLE001 - anything else from the C extension: fail closed
-        return Analysis(text=text, statements=(), error=f"parser failure: {type(exc).__name__}")
+        return Analysis(text=text, statements=(), error=f"parser failure: {type(exc).__name__}",
+                        normalized="", fingerprint="")
+    return Analysis(text=text, statements=extract_all(text, parsed), error=None)
+
+
+def _normalize(analysis: Analysis) -> str:
+    if analysis.error is not None:
+        return ""
     try:
-        normalized = pgparse.normalize(text)
-    except Exception:  # noqa: BLE001 - normalization is best effort; never keep raw literals
-        normalized = "; ".join(sorted({kind for s in extract_all(text, parsed) for kind in s.kinds}))
-    try:
-        fingerprint = pgparse.fingerprint(text)
-    except Exception:  # noqa: BLE001
-        fingerprint = ""
-    return Analysis(text=text, statements=extract_all(text, parsed), error=None,
-                    normalized=normalized, fingerprint=fingerprint)
+        return str(pgparse.normalize(analysis.text))
+    except Exception:  # noqa: BLE001 - never fall back to the raw text (it has literals)
+        return "; ".join(sorted(analysis.kinds))
 
 
 class AnalysisCache:
     """A bounded, thread-safe LRU of analyses keyed by the exact text sent.
 
-    Bounded by entries *and* by total text size so that 100k distinct literal-inlined queries
-    (ClientCursor) cannot grow memory without limit.
+    Bounded by entries *and* by estimated memory so that 100k distinct literal-inlined queries
+    (ClientCursor) or a few huge ones cannot grow memory without limit. An entry (text, parse
+    tree, facts) takes about 100-220 bytes per byte of SQL text (measured with tracemalloc):
+    it is accounted as ``ENTRY_OVERHEAD + BYTES_PER_CHAR * len(text)``.
     """
 
-    def __init__(self, max_entries: int = 4096, max_bytes: int = 32 * 1024 * 1024) -> None:
+    ENTRY_OVERHEAD = 4096
+    BYTES_PER_CHAR = 160
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._data: OrderedDict[str, Analysis] = OrderedDict()
@@ -135,7 +167,7 @@ class AnalysisCache:
             return result
         result = _parse(text)
         self.misses += 1
-        size = len(text)
+        size = self.ENTRY_OVERHEAD + self.BYTES_PER_CHAR * len(text)
         if size > self.max_bytes // 16:
             return result  # one huge statement must not evict the whole cache
         with self._lock:
@@ -144,7 +176,7 @@ class AnalysisCache:
                 self._bytes += size
                 while len(data) > self.max_entries or self._bytes > self.max_bytes:
                     old, _ = data.popitem(last=False)
-                    self._bytes -= len(old)
+                    self._bytes -= self.ENTRY_OVERHEAD + self.BYTES_PER_CHAR * len(old)
         return result
 
     def clear(self) -> None:
