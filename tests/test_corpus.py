@@ -11,7 +11,7 @@ import governed_db
 from governed_db import errors
 from governed_db.analysis import analyze
 
-from .conftest import AGENT, MARKERS, corpus_statements
+from .conftest import AGENT, HUMAN, MARKERS, corpus_statements
 
 STATEMENTS = corpus_statements()
 # Labels that depend on session state the string alone cannot show (resolved at run time by
@@ -70,14 +70,13 @@ def _snapshot(dsn):
             " (SELECT count(*) FROM audit_ddl), (SELECT count(*) FROM audit_trunc)").fetchone()
 
 
-@pytest.mark.parametrize("case", STATEMENTS, ids=[str(c["id"]) for c in STATEMENTS])
-def test_agent_under_default_profile(case, dsn, audit):
-    """As an ai_agent: nothing that writes takes effect; read-only app queries run; no marker leaks."""
+def _run(case, dsn, audit, identity):
+    """Run one corpus case as ``identity``; return (state before, after, rows, outcome)."""
     before = _snapshot(dsn)
     if case["setup"]:
         with psycopg.connect(dsn, autocommit=True) as raw:
             raw.execute(case["setup"])
-    conn = governed_db.connect(dsn, identity=AGENT, audit=audit,
+    conn = governed_db.connect(dsn, identity=identity, audit=audit,
                                autocommit=case["mode"] == "autocommit")
     rows = []
     outcome = "ok"
@@ -97,13 +96,39 @@ def test_agent_under_default_profile(case, dsn, audit):
         outcome = "error"
     finally:
         conn.close()
-    after = _snapshot(dsn)
-    assert after == before, f"state changed: {before} -> {after}"
+    return before, _snapshot(dsn), rows, outcome
+
+
+def _no_marker(rows):
     text = repr(rows).lower()
     for marker in MARKERS:
         assert marker not in text, f"{marker} leaked in {rows!r}"
+
+
+@pytest.mark.parametrize("case", STATEMENTS, ids=[str(c["id"]) for c in STATEMENTS])
+def test_agent_under_default_profile(case, dsn, audit):
+    """As an ai_agent: nothing that writes takes effect; read-only app queries run; no marker leaks."""
+    before, after, rows, outcome = _run(case, dsn, audit, AGENT)
+    assert after == before, f"state changed: {before} -> {after}"
+    _no_marker(rows)
     writes = set(case["kinds"]) & WRITE_KINDS or case["dangerous_functions"] or case["opaque"]
     if writes:
         assert outcome != "ok" or not case["writes"], "a writing statement ran"
     elif case["category"] == "app" and case["kinds"]:
         assert outcome == "ok", "a read-only application query was not allowed"
+
+
+DDL = {"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "DO"}
+DESTRUCTIVE = [c for c in STATEMENTS
+               if set(c["kinds"]) & DDL or c["has_unbounded_write"] or c["dangerous_functions"]]
+
+
+@pytest.mark.parametrize("case", DESTRUCTIVE, ids=[str(c["id"]) for c in DESTRUCTIVE])
+def test_human_destructive_subset_under_default_profile(case, dsn, audit):
+    """As a human: DROP, TRUNCATE, unbounded UPDATE/DELETE, DO, dangerous functions and
+    unapproved DDL take no effect either; reads stay masked."""
+    before, after, rows, outcome = _run(case, dsn, audit, HUMAN)
+    assert after == before, f"state changed: {before} -> {after}"
+    assert outcome != "ok" or not (set(case["kinds"]) & DDL or case["writes"]), \
+        "a destructive statement ran"
+    _no_marker(rows)
