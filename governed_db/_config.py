@@ -38,6 +38,7 @@ _config = Config()
 _resolved_policy: Policy | None = None
 _auditors: dict[str, Any] = {}
 _approvals: Any = None
+_approval_stores: dict[tuple[Any, ...], Any] = {}
 _warned_default = False
 _param_key: bytes | None = None
 
@@ -92,6 +93,11 @@ def reset_defaults() -> None:
         _config = Config()
         _resolved_policy = None
         _approvals = None
+        for store in _approval_stores.values():
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+        _approval_stores.clear()
         _warned_default = False
         _param_key = None
 
@@ -153,14 +159,22 @@ def resolve_auditor(explicit: Any, policy: Policy) -> Any:
         return auditor
 
 
-def approvals() -> Any:
+def approvals(policy: Policy | None = None) -> Any:
+    """The approval store: one set with set_approvals(), else the one the policy's
+    ``[approvals]`` table or GOVERNED_DB_APPROVALS_DSN selects (file store by default)."""
     global _approvals
-    from .approvals import ApprovalStore
+    from .approvals import store_for
 
+    settings = dict(policy.approvals) if policy is not None else {}
     with _lock:
-        if _approvals is None:
-            _approvals = ApprovalStore.default()
-        return _approvals
+        if _approvals is not None:
+            return _approvals
+        key = (settings.get("store"), settings.get("dsn_env"), settings.get("ttl_seconds"),
+               os.environ.get("GOVERNED_DB_APPROVALS_DSN"), str(state_dir()))
+        store = _approval_stores.get(key)
+        if store is None:
+            store = _approval_stores[key] = store_for(settings)
+        return store
 
 
 def set_approvals(store: Any) -> None:

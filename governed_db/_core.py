@@ -233,11 +233,24 @@ class Governor:
             self._record(ctx, outcome="denied")
             raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)
         if decision.action == "approval":
-            approvals = _config.approvals()
+            approvals = _config.approvals(self.policy)
             request_id, granted = approvals.check_or_request(
                 identity=ident, analysis=analysis, params_digest=ctx.params_digest,
                 policy_tag=self.policy.version_tag, rule_ids=decision.rule_ids,
                 message=decision.message())
+            if not granted and self._may_wait():
+                status = approvals.wait(request_id, float(self.policy.approvals["wait_seconds"]))
+                if status == "approved":
+                    request_id, granted = approvals.check_or_request(
+                        identity=ident, analysis=analysis, params_digest=ctx.params_digest,
+                        policy_tag=self.policy.version_tag, rule_ids=decision.rule_ids,
+                        message=decision.message())
+                elif status == "denied":
+                    ctx.approval_id = request_id
+                    self._record(ctx, outcome="denied", rules=list(decision.rule_ids))
+                    raise StatementDenied(
+                        f"approval request {request_id} was denied by a person; do not retry"
+                        " this statement", rule_ids=decision.rule_ids)
             if not granted:
                 ctx.approval_id = request_id
                 self._record(ctx, outcome="approval_required")
@@ -247,6 +260,18 @@ class Governor:
                     rule_ids=decision.rule_ids, request_id=request_id)
             ctx.approval_id = request_id
         return ctx
+
+    def _may_wait(self) -> bool:
+        """Wait mode: only when configured, and never on an event loop's thread."""
+        if not self.policy.approvals.get("wait_seconds"):
+            return False
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return True
+        return False
 
     # -- blast radius (statement.affected-row-limit) -------------------------------------------
 
@@ -318,7 +343,7 @@ class Governor:
                                     f"statement.affected-row-limit: {what}"]
             return None
         if level == "approval":
-            request_id, granted = _config.approvals().check_or_request(
+            request_id, granted = _config.approvals(self.policy).check_or_request(
                 identity=ident, analysis=ctx.analysis, params_digest=ctx.params_digest,
                 policy_tag=self.policy.version_tag, rule_ids=rule_ids,
                 message=what, affected_rows=touched)

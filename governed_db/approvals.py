@@ -5,24 +5,36 @@ A statement that a rule at level ``approval`` matches raises ``ApprovalRequired`
 ``governed-db approvals approve ID``; the identical statement then runs **once** before the
 approval expires. A changed statement, parameter, identity or policy needs a new approval.
 
-The embedded store is a directory of JSON files (one per request, written atomically);
-every replica on the host sees it. Every request, decision and use is recorded.
+Two stores with the same behaviour:
+
+* :class:`ApprovalStore` — a directory of JSON files (one per request, written atomically);
+  the embedded default, shared by every process on the host.
+* :class:`PostgresApprovalStore` — a table ``governed_db.approval_requests`` so every replica
+  on every host sees the same requests; single use is one atomic ``UPDATE``, and decisions are
+  announced with ``NOTIFY governed_db_approvals`` so waiters wake at once.
+
+Choose with ``GOVERNED_DB_APPROVALS_DSN`` or the policy's ``[approvals]`` table
+(``store = "postgres"``, ``dsn_env = "..."``). ``wait_seconds = N`` makes a (sync)
+statement block up to N seconds for a decision instead of raising at once. Every request,
+decision and use is recorded in the audit trail.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import PolicyError, StatementDenied
 
-__all__ = ["ApprovalStore", "binding_hash"]
+__all__ = ["ApprovalStore", "PostgresApprovalStore", "binding_hash", "store_for"]
 
 DEFAULT_TTL = 3600.0
 
@@ -63,7 +75,9 @@ class ApprovalStore:
 
     def get(self, request_id: str) -> dict[str, Any]:
         try:
-            return json.loads(self._path(request_id).read_text())
+            req: dict[str, Any] = json.loads(self._path(request_id).read_text())
+            self._expire(req)
+            return req
         except FileNotFoundError:
             raise PolicyError(f"no approval request {request_id}") from None
         except (OSError, ValueError) as exc:
@@ -89,10 +103,30 @@ class ApprovalStore:
 
     # -- the flow -------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _locked(self) -> Any:
+        """An exclusive lock across processes: an approval is used exactly once."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                          policy_tag: str, rule_ids: Sequence[str], message: str,
                          affected_rows: int | None = None) -> tuple[str, bool]:
         """``(request_id, granted)``: consume a matching approval, or file/find a request."""
+        with self._locked():
+            return self._check_or_request(
+                identity=identity, analysis=analysis, params_digest=params_digest,
+                policy_tag=policy_tag, rule_ids=rule_ids, message=message,
+                affected_rows=affected_rows)
+
+    def _check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
+                          policy_tag: str, rule_ids: Sequence[str], message: str,
+                          affected_rows: int | None) -> tuple[str, bool]:
         binding = binding_hash(normalized=analysis.normalized or analysis.text,
                                params_digest=params_digest, identity_label=identity.label,
                                policy_tag=policy_tag)
@@ -122,20 +156,26 @@ class ApprovalStore:
         self._write(req)
         return req["id"], False
 
+    def wait(self, request_id: str, timeout: float) -> str:
+        """Block up to ``timeout`` seconds while the request is pending; return its status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            req = self.get(request_id)
+            self._expire(req)
+            if req["status"] != "pending" or time.monotonic() >= deadline:
+                return str(req["status"])
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
     def decide(self, request_id: str, approver: Any, *, approve: bool,
                note: str | None = None) -> dict[str, Any]:
         """Approve or deny a pending request as ``approver`` (an Identity)."""
+        with self._locked():
+            return self._decide(request_id, approver, approve=approve, note=note)
+
+    def _decide(self, request_id: str, approver: Any, *, approve: bool,
+                note: str | None) -> dict[str, Any]:
         req = self.get(request_id)
-        self._expire(req)
-        if req["status"] != "pending":
-            raise StatementDenied(f"approval request {request_id} is {req['status']}, not pending",
-                                  rule_ids=("approval.not-pending",))
-        if approver.kind == "ai_agent":
-            raise StatementDenied("an ai_agent identity cannot approve statements",
-                                  rule_ids=("approval.agent-approver",))
-        if approver.id == req["requester"]["id"]:
-            raise StatementDenied("the requester cannot approve its own request",
-                                  rule_ids=("approval.self-approval",))
+        check_decision(req, request_id, approver)
         req["status"] = "approved" if approve else "denied"
         req["decisions"].append({"by": approver.to_record(), "approve": approve,
                                  "at": time.time(), "note": note})
@@ -143,3 +183,204 @@ class ApprovalStore:
             req["expires_at"] = time.time() + self.ttl
         self._write(req)
         return req
+
+
+def check_decision(req: dict[str, Any], request_id: str, approver: Any) -> None:
+    """The refusals every store applies before a decision is written."""
+    if req["status"] != "pending":
+        raise StatementDenied(f"approval request {request_id} is {req['status']}, not pending",
+                              rule_ids=("approval.not-pending",))
+    if approver.kind == "ai_agent":
+        raise StatementDenied("an ai_agent identity cannot approve statements",
+                              rule_ids=("approval.agent-approver",))
+    if approver.id == req["requester"]["id"]:
+        raise StatementDenied("the requester cannot approve its own request",
+                              rule_ids=("approval.self-approval",))
+
+
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS governed_db;
+CREATE TABLE IF NOT EXISTS governed_db.approval_requests (
+    id text PRIMARY KEY,
+    binding text NOT NULL,
+    status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    requester jsonb NOT NULL,
+    statement text,
+    summary text,
+    rule_ids text[] NOT NULL,
+    policy text NOT NULL,
+    reason text,
+    affected_rows bigint,
+    decisions jsonb NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS approval_requests_binding
+    ON governed_db.approval_requests (binding, status);
+"""
+_CHANNEL = "governed_db_approvals"
+_COLUMNS = ("id, binding, status, extract(epoch FROM requested_at), extract(epoch FROM"
+            " expires_at), extract(epoch FROM used_at), requester, statement, summary, rule_ids,"
+            " policy, reason, affected_rows, decisions")
+
+
+class PostgresApprovalStore:
+    """Approval requests in ``governed_db.approval_requests`` (shared by every replica).
+
+    Uses its own plain psycopg connection (store bookkeeping is not a governed statement);
+    the role needs CREATE on the database the first time, then SELECT/INSERT/UPDATE on the
+    table. Thread-safe: one connection, serialized by a lock.
+    """
+
+    def __init__(self, dsn: str, ttl: float = DEFAULT_TTL) -> None:
+        import threading
+
+        self.dsn = dsn
+        self.ttl = ttl
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            try:
+                conn = psycopg.connect(self.dsn, autocommit=True,
+                                       application_name="governed_db approvals")
+                conn.execute(_DDL)
+            except psycopg.Error as exc:
+                raise PolicyError(f"the approval store at GOVERNED_DB_APPROVALS_DSN cannot be"
+                                  f" used ({type(exc).__name__}: {exc}); check the DSN and that"
+                                  " the role may create schema governed_db") from None
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @staticmethod
+    def _row(row: Sequence[Any]) -> dict[str, Any]:
+        keys = ("id", "binding", "status", "requested_at", "expires_at", "used_at", "requester",
+                "statement", "summary", "rule_ids", "policy", "reason", "affected_rows",
+                "decisions")
+        req = dict(zip(keys, row, strict=True))
+        for k in ("requested_at", "expires_at", "used_at"):
+            req[k] = float(req[k]) if req[k] is not None else None
+        if req["status"] in ("pending", "approved") and req["expires_at"] < time.time():
+            req["status"] = "expired"
+        return req
+
+    def get(self, request_id: str) -> dict[str, Any]:
+        with self._lock:
+            row = self._connection().execute(
+                f"SELECT {_COLUMNS} FROM governed_db.approval_requests WHERE id = %s",
+                (request_id,)).fetchone()
+        if row is None:
+            raise PolicyError(f"no approval request {request_id}")
+        return self._row(row)
+
+    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._connection().execute(
+                f"SELECT {_COLUMNS} FROM governed_db.approval_requests"
+                " ORDER BY requested_at").fetchall()
+        out = [self._row(r) for r in rows]
+        return [r for r in out if status is None or r["status"] == status]
+
+    def check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
+                         policy_tag: str, rule_ids: Sequence[str], message: str,
+                         affected_rows: int | None = None) -> tuple[str, bool]:
+        """``(request_id, granted)``: consume a matching approval atomically, or file one."""
+        from psycopg.types.json import Jsonb
+
+        binding = binding_hash(normalized=analysis.normalized or analysis.text,
+                               params_digest=params_digest, identity_label=identity.label,
+                               policy_tag=policy_tag)
+        with self._lock:
+            conn = self._connection()
+            used = conn.execute(
+                "UPDATE governed_db.approval_requests SET status = 'used', used_at = now()"
+                " WHERE id = (SELECT id FROM governed_db.approval_requests WHERE binding = %s"
+                "   AND status = 'approved' AND expires_at > now()"
+                "   AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
+                "   ORDER BY requested_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                " RETURNING id", (binding, affected_rows, affected_rows)).fetchone()
+            if used is not None:
+                return str(used[0]), True
+            pending = conn.execute(
+                "SELECT id FROM governed_db.approval_requests WHERE binding = %s"
+                " AND status = 'pending' AND expires_at > now()"
+                " AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
+                " ORDER BY requested_at LIMIT 1",
+                (binding, affected_rows, affected_rows)).fetchone()
+            if pending is not None:
+                return str(pending[0]), False
+            request_id = uuid.uuid4().hex[:16]
+            conn.execute(
+                "INSERT INTO governed_db.approval_requests (id, binding, status, expires_at,"
+                " requester, statement, summary, rule_ids, policy, reason, affected_rows)"
+                " VALUES (%s, %s, 'pending', now() + make_interval(secs => %s), %s, %s, %s,"
+                " %s, %s, %s, %s)",
+                (request_id, binding, self.ttl, Jsonb(identity.to_record()), analysis.normalized,
+                 analysis.summary, list(rule_ids), policy_tag, message, affected_rows))
+            conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
+        return request_id, False
+
+    def decide(self, request_id: str, approver: Any, *, approve: bool,
+               note: str | None = None) -> dict[str, Any]:
+        from psycopg.types.json import Jsonb
+
+        req = self.get(request_id)
+        check_decision(req, request_id, approver)
+        decision = {"by": approver.to_record(), "approve": approve, "at": time.time(),
+                    "note": note}
+        with self._lock:
+            conn = self._connection()
+            row = conn.execute(
+                "UPDATE governed_db.approval_requests SET status = %s,"
+                " decisions = decisions || %s::jsonb,"
+                " expires_at = CASE WHEN %s THEN now() + make_interval(secs => %s)"
+                "   ELSE expires_at END"
+                " WHERE id = %s AND status = 'pending' AND expires_at > now() RETURNING id",
+                ("approved" if approve else "denied", Jsonb([decision]), approve, self.ttl,
+                 request_id)).fetchone()
+            if row is None:  # decided or expired by someone else in between
+                raise StatementDenied(f"approval request {request_id} is no longer pending",
+                                      rule_ids=("approval.not-pending",))
+            conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
+        return self.get(request_id)
+
+    def wait(self, request_id: str, timeout: float) -> str:
+        """Block up to ``timeout`` seconds (LISTEN/NOTIFY) while the request is pending."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True) as listener:
+            listener.execute(f"LISTEN {_CHANNEL}")
+            while True:
+                status = str(self.get(request_id)["status"])
+                left = deadline - time.monotonic()
+                if status != "pending" or left <= 0:
+                    return status
+                for note in listener.notifies(timeout=min(left, 5.0)):
+                    if note.payload == request_id:
+                        break
+
+
+def store_for(settings: Mapping[str, Any]) -> Any:
+    """The approval store a policy's ``[approvals]`` table (or the environment) selects."""
+    ttl = float(settings.get("ttl_seconds", DEFAULT_TTL))
+    dsn = os.environ.get("GOVERNED_DB_APPROVALS_DSN")
+    if settings.get("store") == "postgres" or dsn:
+        env = str(settings.get("dsn_env", "GOVERNED_DB_APPROVALS_DSN"))
+        dsn = os.environ.get(env) or dsn
+        if not dsn:
+            raise PolicyError(f"approvals.store = \"postgres\" needs a DSN in ${env}")
+        return PostgresApprovalStore(dsn, ttl=ttl)
+    store = ApprovalStore.default()
+    store.ttl = ttl
+    return store

@@ -193,28 +193,43 @@ def audit_report(log: str, identity: str, since: str | None, until: str | None,
 
 @main.group()
 def approvals() -> None:
-    """List, approve or deny pending approval requests."""
+    """List, approve or deny pending approval requests.
+
+    The store is the one GOVERNED_DB_APPROVALS_DSN (PostgreSQL) or the [approvals] table of
+    the GOVERNED_DB_POLICY file selects; otherwise the local file store.
+    """
+
+
+def _store() -> Any:
+    import os
+
+    from .. import _config
+    from ..policy import load_policy
+
+    path = os.environ.get("GOVERNED_DB_POLICY")
+    try:
+        return _config.approvals(load_policy(path) if path else None)
+    except PolicyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @approvals.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include decided and expired requests.")
 def approvals_list(show_all: bool) -> None:
     """Pending approval requests."""
-    from .. import _config
-
-    for req in _config.approvals().list(None if show_all else "pending"):
+    for req in _store().list(None if show_all else "pending"):
         who = req["requester"]
         click.echo(f"{req['id']}  {req['status']:<8} {who['kind']}:{who['id']}  "
                    f"{req['summary']}  rules={','.join(req['rule_ids'])}")
 
 
 def _decide(request_id: str, approver: str, approve: bool, note: str | None) -> None:
-    from .. import _config
     from ..identity import Identity
 
     try:
         ident = Identity.parse(approver) if ":" in approver else Identity(approver, "human")
-        req = _config.approvals().decide(request_id, ident, approve=approve, note=note)
+        req = _store().decide(request_id, ident, approve=approve, note=note)
     except (StatementDenied, PolicyError) as exc:
         click.echo(f"refused: {exc}", err=True)
         sys.exit(1)

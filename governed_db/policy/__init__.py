@@ -265,6 +265,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     if not isinstance(audit, Mapping):
         raise PolicyError("[audit] must be a table", path=source, line=_key_line(text, "audit"))
     _check_audit(audit, source, text)
+    _check_approvals(data.get("approvals", {}), source, text)
     return Policy(
         name=str(data.get("name", "custom")), version=int(version),
         mode=str(data.get("mode", "enforce")), rules=tuple(rules), masking=masking,
@@ -345,6 +346,27 @@ def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
     return SessionSettings(read_only_kinds=kinds,
                            statement_timeout={str(k): str(v) for k, v in timeout.items()},
                            search_path=raw.get("search_path"))
+
+
+def _check_approvals(raw: Any, source: str | None, text: str) -> None:
+    if not isinstance(raw, Mapping):
+        raise PolicyError("[approvals] must be a table", path=source,
+                          line=_key_line(text, "approvals"))
+    known = {"store", "dsn_env", "wait_seconds", "ttl_seconds"}
+    for key in raw:
+        if key not in known:
+            raise PolicyError(f"[approvals]: unknown key {key!r}; expected one of"
+                              f" {', '.join(sorted(known))}", path=source,
+                              line=_key_line(text, key))
+    if raw.get("store", "file") not in ("file", "postgres"):
+        raise PolicyError('approvals.store must be "file" or "postgres"', path=source,
+                          line=_key_line(text, "store"))
+    for key, low in (("wait_seconds", 0.0), ("ttl_seconds", 1.0)):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < low):
+            raise PolicyError(f"approvals.{key} must be a number of seconds >= {low:g}",
+                              path=source, line=_key_line(text, key))
 
 
 def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
