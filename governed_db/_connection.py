@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from ._connection_base import GovernedConnectionMixin, pop_governed_kwargs
+from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor import Cursor, ServerCursor, governed_cursor_class
 
 __all__ = ["Connection", "connect"]
@@ -61,6 +61,12 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
                 raise
         # Raised outside the except block so the unredacted error is not chained to it.
         raise failure
+
+    def notifies(self, *, timeout: float | None = None,
+                 stop_after: int | None = None) -> Any:
+        """As psycopg's, with detectable values in payloads masked."""
+        for n in super().notifies(timeout=timeout, stop_after=stop_after):
+            yield masked_notify(n)
 
     def close(self) -> None:
         self._gov_closing()

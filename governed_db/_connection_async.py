@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from ._connection_base import GovernedConnectionMixin, pop_governed_kwargs
+from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor_async import AsyncCursor, AsyncServerCursor, governed_async_cursor_class
 
 __all__ = ["AsyncConnection"]
@@ -56,6 +56,12 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
             if failure is exc:
                 raise
         raise failure
+
+    async def notifies(self, *, timeout: float | None = None,
+                       stop_after: int | None = None) -> Any:
+        """As psycopg's, with detectable values in payloads masked."""
+        async for n in super().notifies(timeout=timeout, stop_after=stop_after):
+            yield masked_notify(n)
 
     async def close(self) -> None:
         self._gov_closing()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import weakref
+from functools import partial
 from typing import Any
 
-from psycopg import pq
+from psycopg import Notify, pq
+from psycopg import errors as e
 from psycopg.adapt import Transformer
 from psycopg.rows import tuple_row
 
 from . import _config
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, store_catalog
-from ._core import Governor, redact_exception
+from ._core import Governor, redact_exception, redacted_diag_info
+from .masking import mask_text_values
 from .errors import InterfaceError, PolicyError
 from .identity import Identity
 
@@ -61,6 +66,11 @@ class GovernedConnectionMixin:
         gov.catalog = catalog_for(key)
         gov.catalog_stale = gov.catalog is None
         self._governor = gov
+        # Notices (RAISE NOTICE ...) and NOTIFY payloads reach the caller outside any result:
+        # route them through redaction. (psycopg binds these handlers to BaseConnection's.)
+        wself = weakref.ref(self)
+        self.pgconn.notice_handler = partial(_notice_handler, wself)  # type: ignore[attr-defined]
+        self.pgconn.notify_handler = partial(_notify_handler, wself)  # type: ignore[attr-defined]
         gov.event("connect")
 
     @property
@@ -130,3 +140,38 @@ class GovernedConnectionMixin:
                 gov.event("close")
             except Exception:  # noqa: BLE001 - closing must not fail because audit did
                 pass
+
+
+logger = logging.getLogger("governed_db")
+
+
+def masked_notify(n: Notify) -> Notify:
+    """A notification with detectable values in its payload masked."""
+    payload = mask_text_values(n.payload)
+    return n if payload == n.payload else Notify(n.channel, payload, n.pid)
+
+
+def _notice_handler(wself: Any, res: Any) -> None:
+    self = wself()
+    if not (self and self._notice_handlers):
+        return
+    raw = e.Diagnostic(res, self.pgconn._encoding)
+    diag = e.Diagnostic(redacted_diag_info(raw, raw.sqlstate), self.pgconn._encoding)
+    for cb in self._notice_handlers:
+        try:
+            cb(diag)
+        except Exception as ex:  # noqa: BLE001 - as psycopg: a bad handler must not break I/O
+            logger.exception("error processing notice callback '%s': %s", cb, ex)
+
+
+def _notify_handler(wself: Any, pgn: Any) -> None:
+    self = wself()
+    if not self:
+        return
+    enc = self.pgconn._encoding
+    n = masked_notify(Notify(pgn.relname.decode(enc), pgn.extra.decode(enc), pgn.be_pid))
+    if self._notify_handlers:
+        for cb in self._notify_handlers:
+            cb(n)
+    elif (d := self._notifies_backlog) is not None:
+        d.append(n)

@@ -588,6 +588,33 @@ class Governor:
         return redact_exception(exc)
 
 
+def redacted_diag_info(diag: Any, sqlstate: str | None) -> dict[int, bytes | None]:
+    """A server message's fields, with data values removed from every text field."""
+    from psycopg.pq import DiagnosticField as F
+
+    info: dict[int, bytes | None] = {}
+    if diag is None:
+        return info
+    for field, attr in ((F.SQLSTATE, "sqlstate"), (F.SEVERITY, "severity"),
+                        (F.SEVERITY_NONLOCALIZED, "severity_nonlocalized"),
+                        (F.MESSAGE_PRIMARY, "message_primary"),
+                        (F.MESSAGE_DETAIL, "message_detail"), (F.MESSAGE_HINT, "message_hint"),
+                        (F.CONTEXT, "context"), (F.SCHEMA_NAME, "schema_name"),
+                        (F.TABLE_NAME, "table_name"), (F.COLUMN_NAME, "column_name"),
+                        (F.DATATYPE_NAME, "datatype_name"),
+                        (F.CONSTRAINT_NAME, "constraint_name"),
+                        (F.STATEMENT_POSITION, "statement_position")):
+        value = getattr(diag, attr, None)
+        if value is None:
+            continue
+        if attr in ("message_primary", "message_detail", "message_hint", "context"):
+            value = redact_message(value, sqlstate, field={
+                "message_primary": "message", "message_detail": "detail",
+                "message_hint": "hint", "context": "context"}[attr])
+        info[int(field)] = str(value).encode()
+    return info
+
+
 def redact_exception(exc: BaseException) -> BaseException:
     import psycopg
 
@@ -598,27 +625,7 @@ def redact_exception(exc: BaseException) -> BaseException:
     message = redact_message(str(exc), sqlstate) or ""
     if message == str(exc) and not (diag and (diag.message_detail or diag.context)):
         return exc
-    from psycopg.pq import DiagnosticField as F
-
-    info: dict[int, bytes | None] = {}
-    if diag is not None:
-        for field, attr in ((F.SQLSTATE, "sqlstate"), (F.SEVERITY, "severity"),
-                            (F.SEVERITY_NONLOCALIZED, "severity_nonlocalized"),
-                            (F.MESSAGE_PRIMARY, "message_primary"),
-                            (F.MESSAGE_DETAIL, "message_detail"), (F.MESSAGE_HINT, "message_hint"),
-                            (F.CONTEXT, "context"), (F.SCHEMA_NAME, "schema_name"),
-                            (F.TABLE_NAME, "table_name"), (F.COLUMN_NAME, "column_name"),
-                            (F.DATATYPE_NAME, "datatype_name"),
-                            (F.CONSTRAINT_NAME, "constraint_name"),
-                            (F.STATEMENT_POSITION, "statement_position")):
-            value = getattr(diag, attr, None)
-            if value is None:
-                continue
-            if attr in ("message_primary", "message_detail", "message_hint", "context"):
-                value = redact_message(value, sqlstate, field={
-                    "message_primary": "message", "message_detail": "detail",
-                    "message_hint": "hint", "context": "context"}[attr])
-            info[int(field)] = str(value).encode()
+    info = redacted_diag_info(diag, sqlstate)
     new = type(exc)(message, info=info or None)  # type: ignore[call-arg]
     return new
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as e
 
-from ._cursor_base import GovernedCopyMixin, GovernedCursorMixin
+from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
 
 __all__ = ["ClientCursor", "Copy", "Cursor", "RawCursor", "RawServerCursor", "ServerCursor"]
 
@@ -57,27 +57,27 @@ class _SyncCopyMixin:
 
 class Cursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.Cursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class ClientCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.ClientCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class RawCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.RawCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class ServerCursor(GovernedCursorMixin, psycopg.ServerCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class RawServerCursor(GovernedCursorMixin, psycopg.RawServerCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 _wrapped: dict[type, type] = {}
@@ -98,7 +98,7 @@ def governed_cursor_class(cls: Any, *, server: bool = False) -> type:
         pass
     bases = (GovernedCursorMixin, cls) if server or issubclass(cls, psycopg.ServerCursor) else (
         GovernedCursorMixin, _SyncCopyMixin, cls)
-    new = type(f"Governed{cls.__name__}", bases, {"__slots__": ("_gov_ctx",),
+    new = type(f"Governed{cls.__name__}", bases, {"__slots__": GOV_SLOTS,
                                                   "__module__": "governed_db"})
     _wrapped[cls] = new
     return new

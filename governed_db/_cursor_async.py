@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as e
 
-from ._cursor_base import GovernedCopyMixin, GovernedCursorMixin
+from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
 
 __all__ = ["AsyncClientCursor", "AsyncCopy", "AsyncCursor", "AsyncRawCursor",
            "AsyncRawServerCursor", "AsyncServerCursor"]
@@ -58,27 +58,27 @@ class _AsyncCopyMixin:
 
 class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class AsyncClientCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncClientCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class AsyncRawCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncRawCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class AsyncServerCursor(GovernedCursorMixin, psycopg.AsyncServerCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 class AsyncRawServerCursor(GovernedCursorMixin, psycopg.AsyncRawServerCursor[Any]):
     __module__ = "governed_db"
-    __slots__ = ("_gov_ctx",)
+    __slots__ = GOV_SLOTS
 
 
 _wrapped: dict[type, type] = {}
@@ -100,7 +100,7 @@ def governed_async_cursor_class(cls: Any, *, server: bool = False) -> type:
         pass
     bases = (GovernedCursorMixin, cls) if issubclass(cls, psycopg.AsyncServerCursor) else (
         GovernedCursorMixin, _AsyncCopyMixin, cls)
-    new = type(f"Governed{cls.__name__}", bases, {"__slots__": ("_gov_ctx",),
+    new = type(f"Governed{cls.__name__}", bases, {"__slots__": GOV_SLOTS,
                                                   "__module__": "governed_db"})
     _wrapped[cls] = new
     return new

@@ -26,6 +26,8 @@ INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
+# Instance slots every concrete governed cursor class declares.
+GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view")
 
 
 class GovernedCursorMixin:
@@ -33,6 +35,8 @@ class GovernedCursorMixin:
 
     __slots__ = ()
     _gov_ctx: Any
+    _gov_result: Any
+    _gov_result_view: Any
     _conn: Any
 
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
@@ -169,11 +173,25 @@ class GovernedCursorMixin:
         inner = super()._make_row_maker()  # type: ignore[misc]
         gov = self._conn._governor
         ctx = self._gov_ctx
-        plan = gov.plan(ctx, self._iresult, self.pgresult)  # type: ignore[attr-defined]
+        plan = gov.plan(ctx, self._iresult, self._gov_result)
         maker = inner if plan is None else plan.wrap(inner)
         if ctx is not None and ctx.decision.max_rows_returned is not None:
-            maker = _row_limited(maker, gov, ctx, self.pgresult)  # type: ignore[attr-defined]
+            maker = _row_limited(maker, gov, ctx, self._gov_result)
         return maker
+
+    @property
+    def pgresult(self) -> Any:
+        """The current result, seen through a view whose ``get_value()`` masks like rows do.
+
+        ``cursor.pgresult.get_value()`` is raw libpq access: without the view it would hand
+        out sensitive values unmasked (a known leak path).
+        """
+        return self._gov_result_view
+
+    @pgresult.setter
+    def pgresult(self, res: Any) -> None:
+        self._gov_result = res
+        self._gov_result_view = None if res is None else GovernedResult(res, self)
 
     @property
     def row_factory(self) -> RowFactory[Any]:
@@ -185,6 +203,45 @@ class GovernedCursorMixin:
         self._row_factory = row_factory
         if self.pgresult:  # type: ignore[attr-defined]
             self._make_row = self._make_row_maker()
+
+
+class GovernedResult:
+    """A read-only view of a libpq result: values of masked columns come back masked.
+
+    Everything but ``get_value`` is the underlying result's (psycopg reads status, fields and
+    errors through it). Text-format values are masked with the column's strategy; a masked
+    binary-format value is withheld (None), since it cannot be masked in place.
+    """
+
+    __slots__ = ("_res", "_cursor")
+
+    def __init__(self, res: Any, cursor: Any) -> None:
+        self._res = res
+        self._cursor = cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._res, name)
+
+    def get_value(self, row_number: int, column_number: int) -> bytes | None:
+        res = self._res
+        value = res.get_value(row_number, column_number)
+        if value is None:
+            return None
+        cur = self._cursor
+        gov = cur._conn._governor
+        plan = gov.plan(cur._gov_ctx, cur._iresult, res) if gov is not None else None
+        if plan is None or plan.columns[column_number] is None:
+            return value
+        if res.fformat(column_number) != 0:
+            return None
+        masked = plan.apply_one(column_number, bytes(value).decode("utf-8", "replace"))
+        return None if masked is None else str(masked).encode()
+
+    def set_attributes(self, descriptions: Any) -> None:
+        raise TypeError("a governed result is read-only")
+
+    def __repr__(self) -> str:
+        return f"<governed {self._res!r}>"
 
 
 def _row_limited(maker: Any, gov: Any, ctx: Any, result: Any) -> Any:

@@ -298,6 +298,11 @@ class MaskPlan:
                 row[i] = slow(v)
         return row
 
+    def apply_one(self, index: int, value: Any) -> Any:
+        """Mask one value of column ``index`` (for raw result access)."""
+        masker = self._maskers[index]
+        return value if masker is None else masker(value)
+
     def wrap(self, make_row: Callable[[Sequence[Any]], Any]) -> Callable[[Sequence[Any]], Any]:
         """A row maker that masks, then runs the caller's row factory's maker."""
         ops = self._ops

@@ -7,7 +7,7 @@ column (the row hook must mask it), asserting the exact rule and strategy.
 from __future__ import annotations
 
 import pytest
-from psycopg.rows import dict_row, namedtuple_row
+from psycopg.rows import class_row, dict_row, namedtuple_row
 
 import governed_db
 from governed_db import errors
@@ -36,8 +36,41 @@ SYNC_PATHS = {
     "results": lambda c, q: [r for cur in c.cursor().execute(q + "; SELECT 1").results()
                               for r in cur.fetchall()][:-1] if q == READ else c.execute(q),
     "pipeline": lambda c, q: _pipeline(c, q),
+    "class_row": lambda c, q: [(r.id, r.email) for r in
+                               c.cursor(row_factory=class_row(_User)).execute(q)],
+    "pgresult_get_value": lambda c, q: _raw_values(c, q),
+    "sql_declare_fetch": lambda c, q: _sql_cursor(c, q),
+    "sql_prepare_execute": lambda c, q: _sql_prepared(c, q),
     "executemany_returning": lambda c, q: _executemany(c, q),
 }
+
+
+class _User:
+    def __init__(self, id, email):  # noqa: A002 - column names
+        self.id, self.email = id, email
+
+
+def _raw_values(c, q):
+    """``cursor.pgresult.get_value()``: raw libpq access to the current result."""
+    cur = c.execute(q)
+    res = cur.pgresult
+    return [(res.get_value(i, 0), (res.get_value(i, 1) or b"").decode())
+            for i in range(res.ntuples)]
+
+
+def _sql_cursor(c, q):
+    """DECLARE / FETCH issued as SQL text (not a psycopg server cursor)."""
+    with c.transaction():
+        c.execute(f"DECLARE sqlcur CURSOR FOR {q}")
+        return c.execute("FETCH ALL FROM sqlcur").fetchall()
+
+
+def _sql_prepared(c, q):
+    c.execute(f"PREPARE sqlprep AS {q}")
+    try:
+        return c.execute("EXECUTE sqlprep").fetchall()
+    finally:
+        c.execute("DEALLOCATE sqlprep")
 
 
 def _server(c, q):
@@ -80,7 +113,7 @@ def test_sync_path_statement_denied(human_conn, path):
     with pytest.raises(errors.StatementDenied) as info:
         SYNC_PATHS[path](human_conn, DENIED)
     # DECLARE ... FOR DELETE is not even valid SQL: denied as unparseable before the server.
-    expected = "statement.parse-error" if path == "server_cursor" else \
+    expected = "statement.parse-error" if path in ("server_cursor", "sql_declare_fetch") else \
         "statement.where.require.update-delete"
     assert expected in info.value.rule_ids
     assert human_conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2
@@ -190,3 +223,63 @@ async def test_async_paths(async_agent_conn, path):
         assert "statement.allowlist" in info.value.rule_ids
         return
     assert rows and all(_email(r).startswith("****@") for r in rows)
+
+
+def test_returning_of_a_write_masked(human_conn):
+    rows = human_conn.execute("UPDATE users SET name = name WHERE id = 1001"
+                              " RETURNING id, email, ssn").fetchall()
+    assert rows[0][1] == "****@example.com" and "qsn" not in rows[0][2]
+
+
+@pytest.fixture
+def leaky_function(dsn):
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("""CREATE FUNCTION leak() RETURNS int LANGUAGE plpgsql AS $$
+            DECLARE v text; BEGIN SELECT email INTO v FROM users WHERE id = 1001;
+            RAISE NOTICE 'user %', v USING DETAIL = 'detail ' || v, HINT = v;
+            RETURN 1; END$$""")
+
+
+def test_notices_redacted(human_conn, leaky_function):
+    seen = []
+    human_conn.add_notice_handler(seen.append)
+    # The result itself is redacted (a user function: lineage unknown, fails closed).
+    assert human_conn.execute("SELECT leak()").fetchone() == (None,)
+    assert len(seen) == 1
+    diag = seen[0]
+    text = " ".join(str(x) for x in (diag.message_primary, diag.message_detail,
+                                       diag.message_hint))
+    assert "qem" not in text and "****@example.com" in text
+    assert diag.severity == "NOTICE"
+
+
+def test_notify_payloads_masked(human_conn, dsn, audit):
+    listener = governed_db.connect(dsn, identity=human_conn.identity, audit=audit,
+                                   autocommit=True)
+    try:
+        listener.execute("LISTEN ch")
+        human_conn.execute("SELECT pg_notify('ch', email) FROM users WHERE id = 1001")
+        human_conn.execute("NOTIFY ch, 'ssn 123-45-6789 for qem.bob@example.com'")
+        got = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
+        handled = []
+        listener.add_notify_handler(handled.append)
+        human_conn.execute("NOTIFY ch, 'card 4111 1111 1111 1111'")
+        listener.execute("SELECT 1")  # notifications are delivered while the connection works
+    finally:
+        listener.close()
+    assert got == ["****@example.com", "ssn *******6789 for ****@example.com"]
+    assert handled and "4111 1111 1111 1111" not in handled[0].payload
+
+
+async def test_async_notifies_masked(dsn, audit):
+    alice = governed_db.Identity("alice", "human")
+    async with await governed_db.AsyncConnection.connect(
+            dsn, identity=alice, audit=audit, autocommit=True) as listener, \
+            await governed_db.AsyncConnection.connect(
+                dsn, identity=alice, audit=audit, autocommit=True) as sender:
+        await listener.execute("LISTEN ch2")
+        await sender.execute("SELECT pg_notify('ch2', email) FROM users WHERE id = 1002")
+        got = [n.payload async for n in listener.notifies(timeout=2, stop_after=1)]
+    assert got == ["****@example.com"]
