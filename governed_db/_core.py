@@ -217,6 +217,7 @@ class Governor:
                                for s in analysis.statements)
             decision = evaluate(self.policy, ident, analysis, statements,
                                 read_only=self.read_only_for(ident))
+            decision = self._check_predicates(ident, statements, decision)
             if not any(s.executes or s.fetches for s in analysis.statements):
                 # Session-independent: the same text and identity always decide the same.
                 if len(self._decisions) >= 2048:
@@ -260,6 +261,52 @@ class Governor:
                     rule_ids=decision.rule_ids, request_id=request_id)
             ctx.approval_id = request_id
         return ctx
+
+    def _check_predicates(self, ident: Identity, statements: Sequence[StatementFacts],
+                          decision: Decision) -> Decision:
+        """``column.disallow-predicate-on-masked``: no filtering, joining, grouping or
+        ordering on a column this identity sees masked (inference by probing)."""
+        rules = [r for r in self.policy.rules_for(ident)
+                 if r.id == "column.disallow-predicate-on-masked"]
+        if not rules or (decision.action == "deny" and not decision.observe):
+            return decision
+        from .analysis._facts import predicate_columns
+        from .guardrails import Finding, rebuild_decision
+
+        probed: set[str] = set()
+        for s in statements:
+            names = predicate_columns(s.tree)
+            if not names:
+                continue
+            for table in s.reads | s.writes:
+                rel = self.catalog.resolve(table) if self.catalog is not None else None
+                if rel is None:
+                    # Unknown table (or no catalog yet): judge by the column names alone.
+                    probed.update(f"{table}.{n}" for n in names
+                                  if self.classifier.column("?", table, n, ident) is not None)
+                    continue
+                if rel.is_view:
+                    from .analysis._lineage import relation_columns
+
+                    for col, sources in relation_columns(rel, self.catalog):
+                        if col.lower() in names and any(
+                                src == UNKNOWN or self.classifier.column(
+                                    *src.split(".", 2), ident) is not None
+                                for src in sources):
+                            probed.add(f"{rel.name}.{col}")
+                    continue
+                for col in rel.columns:
+                    if col.lower() in names and \
+                            self.classifier.column(rel.schema, rel.name, col, ident) is not None:
+                        probed.add(f"{rel.name}.{col}")
+        if not probed:
+            return decision
+        cfg = rules[0]
+        finding = Finding(rule_id=cfg.id, level=cfg.level, message=(
+            f"filters, joins or orders on masked column(s) {', '.join(sorted(probed))}, which"
+            f" would reveal their values to a {ident.kind} identity; select them (masked)"
+            " instead of filtering on them"))
+        return rebuild_decision(self.policy, (*decision.findings, finding), decision)
 
     def _may_wait(self) -> bool:
         """Wait mode: only when configured, and never on an event loop's thread."""

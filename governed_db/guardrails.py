@@ -295,8 +295,9 @@ RULES: dict[str, Rule] = {
              {"tables": "list[str]"}),
         Rule("table.allow-list", "only these tables may be read or written", _allow_tables,
              {"tables": "list[str]"}),
-        Rule("column.disallow-predicate-on-masked", "no WHERE/JOIN conditions on masked"
-             " columns (inference by probing)", _never, runtime=True),
+        Rule("column.disallow-predicate-on-masked", "no WHERE/JOIN/HAVING/GROUP BY/ORDER BY"
+             " on columns the identity sees masked (inference by probing)", _never,
+             runtime=True),
     )
 }
 
@@ -366,6 +367,18 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
     observe = policy.mode == "observe"
     return Decision(action="allow" if observe else would, findings=tuple(findings), would=would,
                     observe=observe, affected_row_limit=row_limit, max_rows_returned=max_rows)
+
+
+def rebuild_decision(policy: Policy, findings: Sequence[Finding], base: Decision) -> Decision:
+    """A decision from findings (as :func:`evaluate` builds it), keeping runtime limits."""
+    if not findings:
+        return base
+    worst = max(_SEVERITY[f.level] for f in findings)
+    would = "deny" if worst == 3 else "approval" if worst == 2 else "allow"
+    observe = policy.mode == "observe"
+    return Decision(action="allow" if observe else would, findings=tuple(findings), would=would,
+                    observe=observe, affected_row_limit=base.affected_row_limit,
+                    max_rows_returned=base.max_rows_returned)
 
 
 def _runtime_limit(rules: Sequence[RuleConfig], rule_id: str) -> int | None:

@@ -60,3 +60,43 @@ roles = ["support-lead"]
         email, ssn = conn.execute("SELECT email, ssn FROM users WHERE id = 1001").fetchone()
     assert email == "qem.alice@example.com"
     assert ssn.endswith("3333") and "qsn" not in ssn
+
+
+PROBE_POLICY = """
+[[rules]]
+id = "column.disallow-predicate-on-masked"
+identity_kinds = ["ai_agent"]
+
+[[masking.unmask]]
+columns = ["users.email"]
+identity_ids = ["trusted-bot"]
+"""
+
+
+@pytest.mark.parametrize("sql,probed", [
+    ("SELECT id FROM users WHERE ssn LIKE '123%'", "users.ssn"),
+    ("SELECT id FROM users ORDER BY email", "users.email"),
+    ("SELECT count(*) FROM users GROUP BY ssn", "users.ssn"),
+    ("SELECT o.id FROM orders o JOIN users u ON u.email = o.note", "users.email"),
+    ("SELECT id FROM orders WHERE user_id IN (SELECT id FROM users WHERE ssn = '1')",
+     "users.ssn"),
+    ("SELECT id FROM v_users WHERE email > 'm'", "v_users.email"),
+    (None, None),
+])
+def test_predicate_on_masked_column_denied(dsn, audit, sql, probed):
+    policy = parse_policy(PROBE_POLICY)
+    agent = Identity("probe-bot", "ai_agent")
+    with governed_db.connect(dsn, identity=agent, policy=policy, audit=audit) as conn:
+        # Selecting masked columns and filtering on others is fine.
+        assert conn.execute("SELECT email FROM users WHERE id = 1001 ORDER BY name"
+                            ).fetchone() == ("****@example.com",)
+        if sql is None:
+            return
+        with pytest.raises(governed_db.errors.StatementDenied) as ei:
+            conn.execute(sql)
+        assert ei.value.rule_ids == ("column.disallow-predicate-on-masked",)
+        assert probed in str(ei.value)
+    trusted = Identity("trusted-bot", "ai_agent")
+    if "email" in probed:
+        with governed_db.connect(dsn, identity=trusted, policy=policy, audit=audit) as conn:
+            conn.execute(sql)  # unmasked for this identity: filtering reveals nothing new

@@ -928,3 +928,43 @@ def extract_all(sql: str, parsed: list[dict[str, Any]]) -> tuple[StatementFacts,
     """Facts for every statement of a parsed string, sharing PREPARE state in order."""
     prepared: dict[str, _Collector] = {}
     return tuple(_extract(raw, text, prepared) for raw, text in split_statements(sql, parsed))
+
+
+# Clauses whose column references decide which rows come back (or in which order): a probe
+# such as ``WHERE ssn LIKE '123%'`` or ``ORDER BY ssn`` reveals a masked value bit by bit.
+_PREDICATE_KEYS = frozenset({"whereClause", "havingClause", "quals", "sortClause", "groupClause",
+                             "distinctClause", "joinCondition", "partitionClause",
+                             "orderClause"})
+
+
+def predicate_columns(tree: Any) -> frozenset[str]:
+    """Lower-cased names of the columns referenced in filters, joins, grouping and ordering
+    anywhere in ``tree`` (subqueries and CTEs included)."""
+    out: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                collect(item)
+        elif isinstance(node, dict):
+            ref = node.get("ColumnRef")
+            if ref is not None:
+                fields = ref.get("fields") or ()
+                if fields and isinstance(fields[-1], dict) and "String" in fields[-1]:
+                    out.add(str(fields[-1]["String"].get("sval", "")).lower())
+                return
+            for value in node.values():
+                collect(value)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in _PREDICATE_KEYS:
+                    collect(value)
+                walk(value)
+
+    walk(tree)
+    return frozenset(out)
