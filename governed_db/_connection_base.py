@@ -13,6 +13,7 @@ from psycopg.adapt import Transformer
 from psycopg.rows import tuple_row
 
 from . import _config
+from . import testing as _testing
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, store_catalog
 from ._core import Governor, redact_exception, redacted_diag_info
 from .masking import mask_text_values
@@ -131,7 +132,10 @@ class GovernedConnectionMixin:
                 self._governor.failed(ctx, exc)
         if getattr(self, "_gov_inflight", None):
             self._gov_inflight.clear()
-        return redact_exception(exc)
+        out = redact_exception(exc)
+        if _testing._monitor is not None:
+            _testing._monitor.check("error", out)
+        return out
 
     def _gov_closing(self) -> None:
         gov = self._governor
@@ -148,6 +152,8 @@ logger = logging.getLogger("governed_db")
 def masked_notify(n: Notify) -> Notify:
     """A notification with detectable values in its payload masked."""
     payload = mask_text_values(n.payload)
+    if _testing._monitor is not None:
+        _testing._monitor.check("notify", payload)
     return n if payload == n.payload else Notify(n.channel, payload, n.pid)
 
 
@@ -157,6 +163,9 @@ def _notice_handler(wself: Any, res: Any) -> None:
         return
     raw = e.Diagnostic(res, self.pgconn._encoding)
     diag = e.Diagnostic(redacted_diag_info(raw, raw.sqlstate), self.pgconn._encoding)
+    if _testing._monitor is not None:
+        _testing._monitor.check("notice", [diag.message_primary, diag.message_detail,
+                                           diag.message_hint])
     for cb in self._notice_handlers:
         try:
             cb(diag)

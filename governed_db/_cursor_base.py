@@ -19,6 +19,7 @@ from typing import Any
 from psycopg import pq
 from psycopg.rows import RowFactory, RowMaker
 
+from . import testing as _testing
 from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT
 from .errors import InterfaceError
 
@@ -171,6 +172,8 @@ class GovernedCursorMixin:
 
     def _make_row_maker(self) -> RowMaker[Any]:
         inner = super()._make_row_maker()  # type: ignore[misc]
+        if _testing._monitor is not None:  # strict mode of the pytest plugin
+            inner = _testing._monitor.wrap_rows(inner)
         gov = self._conn._governor
         ctx = self._gov_ctx
         plan = gov.plan(ctx, self._iresult, self._gov_result)

@@ -153,7 +153,11 @@ def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> di
 
 
 def end_statement_span(span: Any, ctx: Any, outcome: Mapping[str, Any]) -> None:
+    from . import testing
+
     status = outcome.get("outcome")
+    if testing._monitor is not None:
+        testing._monitor.check("span", dict(getattr(span, "attributes", None) or {}))
     if ctx.approval_id:
         span.set_attribute("governed_db.approval_id", ctx.approval_id)
     if ctx.masked:

@@ -7,9 +7,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import itertools
+import logging
+import secrets
+import threading
+
 from .masking import detect
 
-__all__ = ["assert_no_unmasked_pii", "find_pii"]
+# The active egress monitor (strict mode of the pytest plugin), or None. Read by the row,
+# error, notice, span and audit paths; None costs one global lookup per result set.
+_monitor: EgressMonitor | None = None
+_canary_ids = itertools.count(1)
+
+__all__ = ["EgressMonitor", "assert_no_unmasked_pii", "find_pii", "monitor", "pii_canary"]
 
 
 def _texts(obj: Any, path: str = "$") -> Iterable[tuple[str, str]]:
@@ -74,3 +84,93 @@ def assert_no_unmasked_pii(obj: Any, *, canaries: Iterable[str] = ()) -> None:
     if found:
         lines = "\n".join(f"  {where}: {what}" for where, what in found[:20])
         raise AssertionError(f"unmasked PII found ({len(found)}):\n{lines}")
+
+
+def pii_canary(kind: str = "email") -> str:
+    """A unique, realistic PII value to seed in test data (emails, SSNs, phones, cards)."""
+    n = next(_canary_ids)
+    tag = secrets.token_hex(3)
+    if kind == "email":
+        return f"canary.{tag}{n}@example.com"
+    if kind == "ssn":
+        return f"{100 + n % 500:03d}-{10 + n % 89:02d}-{1000 + n % 8999:04d}"
+    if kind == "phone":
+        return f"(555) {200 + n % 700:03d}-{1000 + n % 8999:04d}"
+    if kind == "card":
+        body = f"4{n:014d}"[-15:]
+        for check in "0123456789":
+            digits = body + check
+            total = sum((d * 2 - 9 if d * 2 > 9 else d * 2) if i % 2 else d
+                        for i, d in enumerate(int(c) for c in reversed(digits)))
+            if total % 10 == 0:
+                return digits
+    raise ValueError(f"unknown canary kind {kind!r}; use email, ssn, phone or card")
+
+
+class EgressMonitor:
+    """Collects every unmasked PII value (or canary) seen leaving governed connections.
+
+    Paths checked: rows (every fetch path, after masking), error text, notices and NOTIFY
+    payloads, span attributes, audit records, and ``governed_db`` log records.
+    """
+
+    def __init__(self, canaries: Iterable[str] = (), *, detectors: bool = True) -> None:
+        self.canaries = [c.lower() for c in canaries]
+        self.detectors = detectors
+        self.violations: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._log_handler = _LogCheck(self)
+
+    def add_canary(self, value: str) -> str:
+        self.canaries.append(value.lower())
+        return value
+
+    def check(self, where: str, obj: Any) -> None:
+        found = []
+        for path, text in _texts(obj):
+            if self.detectors:
+                for start, end, cat in detect(text):
+                    found.append((f"{where} {path}", f"{cat}: {text[start:end][:3]}…"))
+            low = text.lower()
+            for c in self.canaries:
+                if c in low:
+                    found.append((f"{where} {path}", f"canary {c[:6]}…"))
+        if found:
+            with self._lock:
+                self.violations.extend(found)
+
+    def wrap_rows(self, make_row: Any) -> Any:
+        def checked(values: Any) -> Any:
+            self.check("row", list(values))  # the values as masked, before the row factory
+            return make_row(values)
+
+        return checked
+
+    def __enter__(self) -> EgressMonitor:
+        global _monitor
+        _monitor = self
+        logging.getLogger("governed_db").addHandler(self._log_handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        global _monitor
+        _monitor = None
+        logging.getLogger("governed_db").removeHandler(self._log_handler)
+
+    def report(self) -> str:
+        lines = "\n".join(f"  {where}: {what}" for where, what in self.violations[:20])
+        return f"unmasked PII left the database ({len(self.violations)}):\n{lines}"
+
+
+class _LogCheck(logging.Handler):
+    def __init__(self, mon: EgressMonitor) -> None:
+        super().__init__()
+        self.mon = mon
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.mon.check("log", record.getMessage())
+
+
+def monitor() -> EgressMonitor | None:
+    """The active egress monitor (strict mode), if any."""
+    return _monitor

@@ -314,9 +314,13 @@ class AuditLog:
 
     @staticmethod
     def _materialize(item: Any) -> dict[str, Any]:
-        if type(item) is tuple and item[0] is _STATEMENT:
-            return build_statement_record(*item[1:])
-        return item  # type: ignore[no-any-return]
+        rec = build_statement_record(*item[1:]) \
+            if type(item) is tuple and item[0] is _STATEMENT else item
+        from .. import testing
+
+        if testing._monitor is not None:
+            testing._monitor.check("audit record", rec)
+        return rec  # type: ignore[no-any-return]
 
     def _chain(self, rec: dict[str, Any], sign: bool = False) -> bytes:
         """Link ``rec`` into the chain; return its JSONL line (canonical body + hash + sig)."""
