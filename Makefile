@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/governed-db: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,integrations]'
 	touch $(BIN)/governed-db
 
 install: $(BIN)/governed-db
@@ -20,7 +20,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info
