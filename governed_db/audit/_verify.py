@@ -182,10 +182,16 @@ def _touches_column(rec: dict[str, Any], column: str) -> bool:
     return want[-1] in {m.lower() for m in rec.get("masked", {})}
 
 
+_CATALOG_PREFIXES = ("pg_catalog.", "information_schema.", "pg_")
+
+
 def report(path: str | Path, identity: str, *, since: str | None = None,
-           until: str | None = None) -> dict[str, Any]:
+           until: str | None = None, include_catalog: bool = False) -> dict[str, Any]:
     """The auditor's question for one identity (id, kind:id or model): which datasets it
-    touched, when, how many rows, for what purpose, what was masked and what was denied."""
+    touched, when, how many rows, for what purpose, what was masked and what was denied.
+
+    System-catalog reads (ORM reflection, ``\\d``-style introspection) are left out unless
+    ``include_catalog``."""
     records = query(path, identity=identity, since=since, until=until)
     tables: dict[str, dict[str, Any]] = {}
     denied: list[dict[str, Any]] = []
@@ -215,6 +221,8 @@ def report(path: str | Path, identity: str, *, since: str | None = None,
         rows = int(outcome.get("rowcount") or 0)
         for access, names in (("read", stmt.get("reads", [])), ("write", stmt.get("writes", []))):
             for t in names:
+                if not include_catalog and t.startswith(_CATALOG_PREFIXES):
+                    continue
                 e = tables.setdefault(t, {"table": t, "reads": 0, "writes": 0, "rows": 0,
                                           "first": rec.get("ts"), "last": rec.get("ts"),
                                           "columns": set(), "masked": {}, "purposes": set()})
@@ -224,12 +232,13 @@ def report(path: str | Path, identity: str, *, since: str | None = None,
                 if ident.get("purpose"):
                     e["purposes"].add(ident["purpose"])
                 bare = t.split(".")[-1]
+                masked = rec.get("masked", {})
                 for src in rec.get("columns", []):
                     parts = src.split(".")
                     if len(parts) >= 2 and parts[-2] == bare:
                         e["columns"].add(parts[-1])
-                if len(names) == 1:
-                    e["masked"].update(rec.get("masked", {}))
+                        if parts[-1] in masked:
+                            e["masked"][parts[-1]] = masked[parts[-1]]
     for e in tables.values():
         e["columns"] = sorted(e["columns"])
         e["purposes"] = sorted(e["purposes"])

@@ -152,40 +152,57 @@ def audit_query(log: str, identity: str | None, table: str | None, column: str |
 @click.option("--identity", required=True, help="Identity id, kind:id or model.")
 @click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
 @click.option("--until", help="ISO time.")
+@click.option("--include-catalog", is_flag=True,
+              help="Also list system-catalog reads (ORM reflection, introspection).")
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")
 def audit_report(log: str, identity: str, since: str | None, until: str | None,
-                 as_json: bool) -> None:
-    """Which datasets IDENTITY touched, when, how many rows, why; what was masked or denied."""
+                 include_catalog: bool, as_json: bool) -> None:
+    """Which datasets IDENTITY touched, when, how many rows, why; what was masked or denied.
+
+    \b
+    Example:
+      governed-db audit report audit.jsonl --identity recs-bot --since 2026-11-01
+    """
     from ..audit import report
 
     try:
-        rep = report(log, identity, since=since, until=until)
+        rep = report(log, identity, since=since, until=until, include_catalog=include_catalog)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(rep, sort_keys=True, indent=1))
         return
+    render_report(rep, _console())
+
+
+def render_report(rep: dict[str, Any], con: Any) -> None:
+    """The auditor's report as rich tables (``audit report`` and the demo)."""
     from rich.table import Table
 
-    con = _console()
-    con.print(f"[bold]{identity}[/]: {rep['statements']} statement(s) from {rep['first']} to"
-              f" {rep['last']}; purposes: {', '.join(rep['purposes']) or '-'};"
+    con.print(f"[bold]{rep['identity']}[/]: {rep['statements']} statement(s) from"
+              f" {(rep['first'] or '-')[:19]} to {(rep['last'] or '-')[:19]};"
+              f" purposes: {', '.join(rep['purposes']) or '-'};"
               f" models: {', '.join(rep['models']) or '-'}")
     t = Table(title="datasets touched")
-    for col in ("table", "reads", "writes", "rows", "columns", "masked", "first", "last"):
-        t.add_column(col)
+    t.add_column("table", no_wrap=True)
+    for col in ("reads", "writes", "rows"):
+        t.add_column(col, justify="right")
+    t.add_column("columns read")
+    t.add_column("masked (strategy)")
+    t.add_column("last (UTC)", no_wrap=True)
     for e in rep["tables"]:
         t.add_row(e["table"], str(e["reads"]), str(e["writes"]), str(e["rows"]),
                   ", ".join(e["columns"]),
                   ", ".join(f"{k} ({v.split(':')[0]})" for k, v in sorted(e["masked"].items())),
-                  (e["first"] or "")[:19], (e["last"] or "")[:19])
+                  (e["last"] or "")[11:19])
     con.print(t)
     if rep["denied"]:
         d = Table(title="denied")
-        for col in ("time", "statement", "rules"):
-            d.add_column(col)
+        d.add_column("time (UTC)", no_wrap=True)
+        d.add_column("statement")
+        d.add_column("rules")
         for x in rep["denied"]:
-            d.add_row((x["ts"] or "")[:19], x["summary"] or "", ", ".join(x["rules"] or []))
+            d.add_row((x["ts"] or "")[11:19], x["summary"] or "", ", ".join(x["rules"] or []))
         con.print(d)
     for a in rep["approvals"]:
         con.print(f"approval {a['request']}: {a['summary']} ({a['outcome']})")

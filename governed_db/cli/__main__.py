@@ -1,0 +1,5 @@
+"""``python -m governed_db.cli`` runs the ``governed-db`` command line."""
+
+from . import main
+
+main()
