@@ -335,10 +335,44 @@ def _table(results: list[dict[str, Any]], title: str) -> str:
     return "\n".join(lines)
 
 
+def readme_table(out: dict[str, Any]) -> str:
+    """One table, same-CPU and split-CPU side by side (the README's performance section)."""
+    runs = out["runs"]
+    same = runs.get("same-CPU", {}).get("results", [])
+    split = {(r["case"], r["variant"]): r for r in runs.get("split-CPU", {}).get("results", [])}
+
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return ""
+        ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}×)"
+        return f"{r['median']:,} {r['unit']}{ratio}"
+
+    lines = ["| case | variant | same-CPU | split-CPU | target |", "|---|---|---|---|---|"]
+    for r in same:
+        lines.append(f"| {r['case']} | {r['variant']} | {cell(r)} |"
+                     f" {cell(split.get((r['case'], r['variant'])))} | {r['target']} |")
+    lines.append("")
+    lines.append(f"Python {out['python']}, psycopg {out['psycopg']}, PostgreSQL server"
+                 f" {out.get('server')}, {out['cpus']} CPUs; {out['seconds']} s.")
+    return "\n".join(lines)
+
+
+def update_readme(out: dict[str, Any], path: Path) -> None:
+    text = path.read_text()
+    start, end = "<!-- bench:start -->\n", "\n<!-- bench:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + readme_table(out) + end + tail)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
     ap.add_argument("--json", default="benchmarks/results.json", help="where to write JSON")
+    ap.add_argument("--readme", action="store_true",
+                    help="write the table into README.md's performance section")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     dsn = os.environ.get("GOVERNED_DB_TEST_DSN")
@@ -377,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
     out["seconds"] = round(time.time() - started, 1)
     Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    if args.readme:
+        update_readme(out, Path("README.md"))
     print(f"({out['seconds']} s; JSON in {args.json})")
     return 0
 

@@ -71,3 +71,14 @@ def test_audit_verify_on_a_missing_or_garbage_file(tmp_path):
     assert result.exit_code == 1 and "record 1" in result.output
     missing = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2
+
+
+def test_readme_rule_reference_is_the_catalogue():
+    from pathlib import Path
+
+    from governed_db.guardrails import catalogue_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("<!-- rules:start -->\n", 1)[1].split("\n<!-- rules:end -->", 1)[0]
+    assert block.strip() == catalogue_markdown().strip(), \
+        "README rule reference drifted: paste `governed-db policy rules` output"
