@@ -180,8 +180,11 @@ class AuditLog:
         self._prev = "0" * 64
         self._since_checkpoint = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending: list[bytes] = []
-        self._pending_records: list[dict[str, Any]] = []
+        self._pending: list[tuple[dict[str, Any], bytes]] = []  # chained, not yet written
+        self._undurable = 0  # queued records (not checkpoints) among them
+        self._durable_seq = 0
+        self._durable_prev = "0" * 64
+        self._file_id: tuple[int, int] | None = None
         self._done = threading.Condition()
         self._enqueued = 0
         self._durable = 0
@@ -291,26 +294,41 @@ class AuditLog:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            lines = []
             for i, rec in enumerate(batch):
-                lines.append(self._chain(rec))
+                self._pending.append((rec, self._chain(rec)))
                 if i % 64 == 63:
                     time.sleep(0)
+            self._undurable += len(batch)
             due = self._since_checkpoint and (
                 self._since_checkpoint >= self.checkpoint_every
                 or time.monotonic() - last_checkpoint >= self.checkpoint_ms / 1000 or stop)
-            if due and not self.strict:
-                lines.append(self._chain({"type": "checkpoint", "ts": _now(),
-                                          "close": bool(stop)}, sign=True))
+            if (due and not self.strict) or stop:
+                cp = {"type": "checkpoint", "ts": _now(), "close": bool(stop)}
+                self._pending.append((cp, self._chain(cp, sign=True)))
                 last_checkpoint = time.monotonic()
-            elif stop:
-                lines.append(self._chain({"type": "checkpoint", "ts": _now(), "close": True},
-                                         sign=True))
-            self._pending.extend(lines)
             if self._pending:
-                self._write_pending(len(batch))
-            elif batch:
-                self._mark_durable(len(batch))
+                self._write_pending()
+            if stop and self._pending:
+                self._last_resort()
+
+    def _last_resort(self) -> None:
+        """Closing with records the log cannot take: retry briefly, then save them beside it."""
+        deadline = time.monotonic() + 5.0
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+            self._write_pending()
+        if not self._pending or self.path is None:
+            return
+        side = self.path.with_name(f"{self.path.name}.unwritten-{self.chain[:8]}.jsonl")
+        try:
+            with open(side, "ab") as fh:
+                fh.write(b"".join(line for _, line in self._pending))
+            warnings.warn(f"governed_db: {len(self._pending)} audit records could not be"
+                          f" written to {self.path} ({self.error}); saved in {side}",
+                          stacklevel=1)
+        except OSError as exc:
+            warnings.warn(f"governed_db: {len(self._pending)} audit records are lost: the log"
+                          f" and {side} cannot be written ({exc})", stacklevel=1)
 
     @staticmethod
     def _materialize(item: Any) -> dict[str, Any]:
@@ -343,22 +361,55 @@ class AuditLog:
         else:
             self._since_checkpoint += 1
         self._prev = digest
-        if self.keep_in_memory:
-            self._pending_records.append(rec)
         return body[:-1] + tail + b"}\n"
 
-    def _write_pending(self, new_records: int) -> None:
-        data = b"".join(self._pending)
+    def _rechain(self) -> None:
+        """The file at ``path`` is not the one this chain was written to (rotated, deleted or
+        replaced): start a new chain there, whose first record names where the old one ended,
+        and re-link the records not yet written."""
+        old_chain, old_seq, old_prev = self.chain, self._durable_seq, self._durable_prev
+        self.chain = uuid.uuid4().hex
+        self._seq = 0
+        self._prev = "0" * 64
+        pending = [rec for rec, _ in self._pending]
+        self._pending = []
+        marker = {"type": "rotated", "ts": _now(), "previous_chain": old_chain,
+                  "previous_seq": old_seq, "previous_hash": old_prev}
+        self._pending.append((marker, self._chain(marker, sign=True)))
+        for rec in pending:
+            for key in ("chain", "seq", "prev", "hash", "sig", "v", "key_id"):
+                rec.pop(key, None)
+            self._pending.append((rec, self._chain(rec, sign=rec.get("type") == "checkpoint")))
+
+    def _write_pending(self) -> None:
+        """Append every pending line under an exclusive lock, fsync, and mark them durable.
+
+        A failed write (disk full, I/O error, permissions) is undone to the file's size before
+        it, so a retry appends the same records once, whole: nothing torn, nothing duplicated.
+        """
         if self.path is not None:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
-                    view = memoryview(data)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                    os.fsync(fd)
+                    st = os.fstat(fd)
+                    ident = (st.st_dev, st.st_ino)
+                    if self._file_id is not None and ident != self._file_id:
+                        self._rechain()
+                    start = st.st_size
+                    view = memoryview(b"".join(line for _, line in self._pending))
+                    try:
+                        while view:
+                            n = os.write(fd, view)
+                            view = view[n:]
+                        os.fsync(fd)
+                    except OSError:
+                        try:
+                            os.ftruncate(fd, start)
+                        except OSError:
+                            pass
+                        raise
+                    self._file_id = ident
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -368,15 +419,17 @@ class AuditLog:
                     self._done.notify_all()
                 time.sleep(0.05)
                 return
+        last = self._pending[-1][0]
+        self._durable_seq, self._durable_prev = last["seq"], last["hash"]
         if self.keep_in_memory:
-            self.records.extend(self._pending_records)
-            self._pending_records = []
+            self.records.extend(rec for rec, _ in self._pending)
             if len(self.records) > 100_000:
                 del self.records[:50_000]
         self.written += len(self._pending)
         self._pending = []
         self.error = None
-        self._mark_durable(new_records)
+        n, self._undurable = self._undurable, 0
+        self._mark_durable(n)
 
     def _mark_durable(self, n: int) -> None:
         with self._done:
