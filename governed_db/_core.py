@@ -485,6 +485,7 @@ class Governor:
                      ident: Identity, stmt: StatementFacts | None,
                      seen: set[str]) -> ColumnMask | None:
         sources: frozenset[str] | None = None
+        direct = False  # the value is a base column as stored (result provenance)
         table_oid = result.ftable(i) if catalog is not None else 0
         if table_oid and catalog is not None:
             rel = catalog.by_oid.get(table_oid)
@@ -494,6 +495,7 @@ class Governor:
                 col = rel.column_by_attnum(result.ftablecol(i))
                 if col is not None and not rel.is_view:
                     sources = frozenset({f"{rel.qualname}.{col}"})
+                    direct = True
                 elif col is not None:
                     from .analysis._lineage import relation_columns
 
@@ -503,6 +505,7 @@ class Governor:
                             break
         if sources is None and lineage is not None:
             sources = lineage[i][1]
+            direct = i in self._direct_positions(stmt, catalog)
         if sources is None:
             return self._unknown_column(i, result, stmt, catalog, ident)
         seen.update(src for src in sources if src != UNKNOWN)
@@ -528,14 +531,55 @@ class Governor:
             # a shape-keeping strategy (e-mail domain, last four) applied to the combined text
             # would reveal the other columns, so the whole value is redacted.
             strongest = ("redact", strongest[1])
+        elif strongest is not None and strongest[0] == "email" and not direct:
+            # A value *derived* from an e-mail (reverse(email), substr(...)) may put the local
+            # part where the domain should be: keeping "the domain" could reveal it.
+            strongest = ("redact", strongest[1])
         if strongest is not None:
-            reason = strongest[1] if len(sources) == 1 and _fname(result, i) in keyed \
-                else f"lineage:{strongest[1]}"
+            reason = strongest[1] if direct else f"lineage:{strongest[1]}"
             return ColumnMask(strategy=strongest[0], reason=reason,
                               sources=tuple(sorted(sources)), keyed=keyed)
         if unknown:
             return self._unknown_column(i, result, stmt, catalog, ident)
         return None
+
+    def _direct_positions(self, stmt: StatementFacts | None,
+                          catalog: Catalog | None) -> frozenset[int]:
+        """Output positions that are plain column references on base tables (no expression,
+        view, CTE or subquery in between): ``COPY users (email)``, ``COPY (SELECT id, email
+        FROM users)``. Only those keep shape-preserving strategies without provenance."""
+        if stmt is None or catalog is None:
+            return frozenset()
+        tree = stmt.tree
+        copy = tree.get("CopyStmt")
+        if copy is not None:
+            if copy.get("relation") is not None and copy.get("query") is None:
+                rel = catalog.resolve(_rv_name(copy["relation"]))
+                if rel is None or rel.is_view:
+                    return frozenset()
+                n = len(copy.get("attlist") or ()) or len(rel.columns)
+                return frozenset(range(n))
+            tree = copy.get("query") or {}
+        sel = tree.get("SelectStmt")
+        if not sel or sel.get("withClause") or sel.get("op", "SETOP_NONE") != "SETOP_NONE":
+            return frozenset()
+        for item in sel.get("fromClause") or ():
+            rv = item.get("RangeVar") if isinstance(item, dict) else None
+            if rv is None:
+                return frozenset()
+            rel = catalog.resolve(_rv_name(rv))
+            if rel is None or rel.is_view:
+                return frozenset()
+        out = set()
+        for pos, target in enumerate(sel.get("targetList") or ()):
+            val = (target.get("ResTarget") or {}).get("val") or {}
+            ref = val.get("ColumnRef")
+            if ref is None:
+                continue
+            if any("A_Star" in f for f in ref.get("fields") or ()):
+                return frozenset(out)  # positions after a * are not known from the text
+            out.add(pos)
+        return frozenset(out)
 
     def _unknown_column(self, i: int, result: Any, stmt: StatementFacts | None,
                         catalog: Catalog | None, ident: Identity) -> ColumnMask | None:
@@ -678,6 +722,11 @@ def redact_exception(exc: BaseException) -> BaseException:
 
 
 _SHAPED = frozenset({"partial", "email"})
+
+
+def _rv_name(rv: Mapping[str, Any]) -> str:
+    name = str(rv.get("relname", ""))
+    return f"{rv['schemaname']}.{name}" if rv.get("schemaname") else name
 
 
 def _has_session_effects(ctx: StatementContext) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -137,6 +138,8 @@ class ApprovalStore:
             if affected_rows is not None and req.get("affected_rows") not in (None, affected_rows):
                 continue
             if req["status"] == "approved":
+                if not sealed(req):
+                    continue  # forged or edited by hand: not an approval
                 req["status"] = "used"
                 req["used_at"] = time.time()
                 self._write(req)
@@ -180,9 +183,34 @@ class ApprovalStore:
         req["decisions"].append({"by": approver.to_record(), "approve": approve,
                                  "at": time.time(), "note": note})
         if approve:
-            req["expires_at"] = time.time() + self.ttl
+            req["expires_at"] = round(time.time() + self.ttl, 3)
+        req["seal"] = seal(req)
         self._write(req)
         return req
+
+
+def _seal_key() -> bytes:
+    """Key for approval seals: GOVERNED_DB_APPROVALS_KEY (share it across hosts using one
+    PostgreSQL store), else a key kept in the state directory."""
+    env = os.environ.get("GOVERNED_DB_APPROVALS_KEY")
+    if env:
+        return env.encode()
+    from ._config import _persistent_key
+
+    return _persistent_key("approvals.key")
+
+
+def seal(req: Mapping[str, Any]) -> str:
+    """An HMAC over what makes a decision valid: a request edited or written by hand (an
+    "approved" file dropped into the store, an UPDATE on the table) does not carry it."""
+    body = json.dumps([req.get("id"), req.get("binding"), req.get("status"),
+                       round(float(req.get("expires_at") or 0), 3), req.get("affected_rows"),
+                       req.get("decisions")], sort_keys=True, default=str)
+    return hmac.new(_seal_key(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def sealed(req: Mapping[str, Any]) -> bool:
+    return hmac.compare_digest(str(req.get("seal") or ""), seal(req))
 
 
 def check_decision(req: dict[str, Any], request_id: str, approver: Any) -> None:
@@ -218,6 +246,7 @@ CREATE TABLE IF NOT EXISTS governed_db.approval_requests (
 );
 CREATE INDEX IF NOT EXISTS approval_requests_binding
     ON governed_db.approval_requests (binding, status);
+ALTER TABLE governed_db.approval_requests ADD COLUMN IF NOT EXISTS seal text;
 """
 _CHANNEL = "governed_db_approvals"
 _COLUMNS = ("id, binding, status, extract(epoch FROM requested_at), extract(epoch FROM"
@@ -302,15 +331,22 @@ class PostgresApprovalStore:
                                policy_tag=policy_tag)
         with self._lock:
             conn = self._connection()
-            used = conn.execute(
-                "UPDATE governed_db.approval_requests SET status = 'used', used_at = now()"
-                " WHERE id = (SELECT id FROM governed_db.approval_requests WHERE binding = %s"
-                "   AND status = 'approved' AND expires_at > now()"
-                "   AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
-                "   ORDER BY requested_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                " RETURNING id", (binding, affected_rows, affected_rows)).fetchone()
-            if used is not None:
-                return str(used[0]), True
+            approved = conn.execute(
+                f"SELECT {_COLUMNS}, seal FROM governed_db.approval_requests WHERE binding = %s"
+                " AND status = 'approved' AND expires_at > now()"
+                " AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
+                " ORDER BY requested_at", (binding, affected_rows, affected_rows)).fetchall()
+            for row in approved:
+                req = self._row(row[:-1])
+                req["seal"] = row[-1]
+                if not sealed(req):
+                    continue  # written or edited outside `approvals approve`: not an approval
+                used = conn.execute(
+                    "UPDATE governed_db.approval_requests SET status = 'used', used_at = now()"
+                    " WHERE id = %s AND status = 'approved' RETURNING id",
+                    (req["id"],)).fetchone()
+                if used is not None:  # single use: another replica may have taken it first
+                    return str(used[0]), True
             pending = conn.execute(
                 "SELECT id FROM governed_db.approval_requests WHERE binding = %s"
                 " AND status = 'pending' AND expires_at > now()"
@@ -338,15 +374,17 @@ class PostgresApprovalStore:
         check_decision(req, request_id, approver)
         decision = {"by": approver.to_record(), "approve": approve, "at": time.time(),
                     "note": note}
+        req["status"] = "approved" if approve else "denied"
+        req["decisions"] = [*req["decisions"], decision]
+        if approve:
+            req["expires_at"] = round(time.time() + self.ttl, 3)
         with self._lock:
             conn = self._connection()
             row = conn.execute(
-                "UPDATE governed_db.approval_requests SET status = %s,"
-                " decisions = decisions || %s::jsonb,"
-                " expires_at = CASE WHEN %s THEN now() + make_interval(secs => %s)"
-                "   ELSE expires_at END"
+                "UPDATE governed_db.approval_requests SET status = %s, decisions = %s,"
+                " expires_at = to_timestamp(%s), seal = %s"
                 " WHERE id = %s AND status = 'pending' AND expires_at > now() RETURNING id",
-                ("approved" if approve else "denied", Jsonb([decision]), approve, self.ttl,
+                (req["status"], Jsonb(req["decisions"]), req["expires_at"], seal(req),
                  request_id)).fetchone()
             if row is None:  # decided or expired by someone else in between
                 raise StatementDenied(f"approval request {request_id} is no longer pending",

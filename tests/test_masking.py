@@ -23,7 +23,8 @@ SHAPES = [
     ("SELECT ARRAY[email, ssn] AS a FROM users WHERE id = 1001", {"a": "redact:lineage:name:email"}),
     ("WITH c AS (SELECT ssn AS harmless FROM users) SELECT harmless FROM c",
      {"harmless": "partial:lineage:name:national_id"}),
-    ("SELECT name FROM orgs UNION ALL SELECT email FROM users", {"name": "email:lineage:name:email"}),
+    ("SELECT name FROM orgs UNION ALL SELECT email FROM users", {"name": "redact:lineage:name:email"}),
+    ("SELECT lower(email) AS email FROM users", {"email": "redact:lineage:name:email"}),
     ("SELECT x FROM unnest((SELECT array_agg(ssn) FROM users)) AS x",
      {"x": "partial:lineage:name:national_id"}),
 ]

@@ -108,6 +108,11 @@ class Analysis:
 
 
 def _parse(text: str) -> Analysis:
+    if "\x00" in text:
+        # libpq and the parser stop at a NUL byte: what follows would be invisible to one of
+        # them. Such text is never legitimate SQL; refuse it.
+        return Analysis(text=text, statements=(), error="the statement contains a NUL byte",
+                        normalized="", fingerprint="")
     try:
         parsed: list[dict[str, Any]] = pgparse.parse(text)
     except pgparse.PGQueryError as exc:
