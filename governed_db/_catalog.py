@@ -31,6 +31,10 @@ SELECT NULL, NULL, p.proname::text, 'F', NULL, NULL, NULL
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 UNION ALL
+SELECT NULL, NULL, p.proname::text, 'B', NULL, NULL, NULL
+FROM (SELECT DISTINCT proname FROM pg_catalog.pg_proc
+      WHERE pronamespace = 'pg_catalog'::pg_catalog.regnamespace) AS p
+UNION ALL
 SELECT NULL, NULL, s::text, 'S', NULL, NULL, NULL
 FROM unnest(pg_catalog.current_schemas(true)) AS s
 """
@@ -69,28 +73,32 @@ class Catalog:
     """Relations by OID and by name, the session's schema search path, user functions."""
 
     def __init__(self, relations: Iterable[Relation], search_path: Sequence[str],
-                 user_functions: Iterable[str], version: int = 0) -> None:
+                 user_functions: Iterable[str], version: int = 0, *,
+                 builtin_functions: Iterable[str] = ()) -> None:
         self.by_oid = {r.oid: r for r in relations}
         self.by_name = {(r.schema, r.name): r for r in self.by_oid.values()}
         self.search_path = tuple(search_path)
         self.user_functions = frozenset(user_functions)
+        self.builtin_functions = frozenset(builtin_functions)
         self.version = version
         self._view_lineage: dict[int, Any] = {}
         self.lock = threading.Lock()
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
-        rels, path, funcs = [], [], []
+        rels, path, funcs, builtins = [], [], [], []
         for oid, schema, name, kind, attnums, names, viewdef in rows:
             if kind == "F":
                 funcs.append(str(name).lower())
+            elif kind == "B":
+                builtins.append(str(name).lower())
             elif kind == "S":
                 path.append(str(name))
             else:
                 rels.append(Relation(oid=int(oid), schema=schema, name=name, kind=kind,
                                      columns=tuple(names), attnums=tuple(attnums),
                                      viewdef=viewdef))
-        return cls(rels, path, funcs, version)
+        return cls(rels, path, funcs, version, builtin_functions=builtins)
 
     def resolve(self, name: str) -> Relation | None:
         """The relation an (optionally schema-qualified) name means on this session."""

@@ -46,6 +46,10 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
         conn = super().connect(conninfo, **kwargs)
         try:
             conn._gov_setup(opts)
+            # Identity on the session and the catalog snapshot now, not at the first
+            # statement: a first statement in pipeline mode then has exact lineage too.
+            with conn.lock:
+                conn.wait(conn._gov_session_gen(conn._governor.identity()))
         except BaseException:
             conn.close()
             raise

@@ -42,6 +42,10 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
         conn = await super().connect(conninfo, **kwargs)
         try:
             conn._gov_setup(opts)
+            # Identity on the session and the catalog snapshot now, not at the first
+            # statement: a first statement in pipeline mode then has exact lineage too.
+            async with conn.lock:
+                await conn.wait(conn._gov_session_gen(conn._governor.identity()))
         except BaseException:
             await conn.close()
             raise

@@ -606,7 +606,13 @@ class Governor:
                     return True
             if rel.is_view:
                 return True
-        return bool(stmt.functions & catalog.user_functions) or stmt.opaque
+        if stmt.functions & catalog.user_functions or stmt.opaque:
+            return True
+        if catalog.builtin_functions and stmt.functions - catalog.builtin_functions:
+            # A function the snapshot does not know (created since): reload, fail closed.
+            self.catalog_stale = True
+            return True
+        return False
 
     def _plan_unknown(self, result: Any, stmt: StatementFacts | None) -> MaskPlan:
         return MaskPlan([ColumnMask(strategy="redact", reason="unknown-lineage")] * result.nfields,

@@ -101,3 +101,24 @@ def test_predicate_on_masked_column_denied(dsn, audit, sql, probed):
     if "email" in probed:
         with governed_db.connect(dsn, identity=trusted, policy=policy, audit=audit) as conn:
             conn.execute(sql)  # unmasked for this identity: filtering reveals nothing new
+
+
+def test_function_created_after_connect_fails_closed(agent_conn, dsn):
+    import psycopg
+
+    agent_conn.execute("SELECT 1")  # the catalog snapshot is taken
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("CREATE FUNCTION contact(int) RETURNS text LANGUAGE sql STABLE AS"
+                    " 'SELECT email FROM users WHERE id = $1'")
+    (value,) = agent_conn.execute("SELECT contact(1001)").fetchone()
+    assert value == REDACTED
+
+
+def test_first_statement_in_a_pipeline_has_exact_lineage(dsn, audit):
+    from .conftest import AGENT
+
+    with governed_db.connect(dsn, identity=AGENT, audit=audit) as conn:
+        with conn.pipeline():
+            cur = conn.cursor().execute("SELECT lower(name) AS n, email FROM users WHERE id = 1001")
+        # email keeps its domain (exact provenance), not redacted as unknown lineage
+        assert cur.fetchone()[1] == "****@example.com"

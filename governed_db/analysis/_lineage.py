@@ -351,8 +351,11 @@ class _Lineage:
                     if hit is not None:
                         out |= hit
                         return
-        if name in self.catalog.user_functions:
-            out.add(UNKNOWN)  # a user function's body can read any table
+        builtins = getattr(self.catalog, "builtin_functions", frozenset())
+        if name in self.catalog.user_functions or (builtins and name not in builtins):
+            # A user function's body can read any table; a function the snapshot does not
+            # know yet (created since it was taken) is treated the same: fail closed.
+            out.add(UNKNOWN)
         for key, value in body.items():
             if key != "funcname" and isinstance(value, (dict, list)):
                 self._refs(value, scopes, ctes, out)
