@@ -144,6 +144,19 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
+def _sinks_from(settings: Mapping[str, Any]) -> list[Any]:
+    """Secondary sinks the ``[audit]`` settings or the environment ask for."""
+    from ._sinks import OtlpLogSink, PostgresAuditSink
+
+    sinks: list[Any] = []
+    dsn = os.environ.get(str(settings.get("postgres_dsn_env", "GOVERNED_DB_AUDIT_DSN")))
+    if dsn:
+        sinks.append(PostgresAuditSink(dsn))
+    if settings.get("otlp"):
+        sinks.append(OtlpLogSink(settings.get("otlp_logger_provider")))
+    return sinks
+
+
 def _format_ts(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="microseconds")
 
@@ -185,6 +198,7 @@ class AuditLog:
         self._durable_seq = 0
         self._durable_prev = "0" * 64
         self._file_id: tuple[int, int] | None = None
+        self.sinks: list[Any] = _sinks_from(settings)
         self._done = threading.Condition()
         self._enqueued = 0
         self._durable = 0
@@ -306,17 +320,26 @@ class AuditLog:
                 cp = {"type": "checkpoint", "ts": _now(), "close": bool(stop)}
                 self._pending.append((cp, self._chain(cp, sign=True)))
                 last_checkpoint = time.monotonic()
-            if self._pending:
+            if self._pending or any(sink.backlog for sink in self.sinks):
                 self._write_pending()
-            if stop and self._pending:
+            if stop and (self._pending or any(sink.backlog for sink in self.sinks)):
                 self._last_resort()
+            if stop:
+                for sink in self.sinks:
+                    sink.close()
 
     def _last_resort(self) -> None:
         """Closing with records the log cannot take: retry briefly, then save them beside it."""
         deadline = time.monotonic() + 5.0
-        while self._pending and time.monotonic() < deadline:
+        while (self._pending or any(s.backlog for s in self.sinks)) \
+                and time.monotonic() < deadline:
             time.sleep(0.1)
             self._write_pending()
+        for sink in self.sinks:
+            if sink.backlog:
+                warnings.warn(f"governed_db: {len(sink.backlog)} audit records did not reach"
+                              f" {type(sink).__name__} ({self.error}); they are in the local"
+                              " log", stacklevel=1)
         if not self._pending or self.path is None:
             return
         side = self.path.with_name(f"{self.path.name}.unwritten-{self.chain[:8]}.jsonl")
@@ -387,7 +410,7 @@ class AuditLog:
         A failed write (disk full, I/O error, permissions) is undone to the file's size before
         it, so a retry appends the same records once, whole: nothing torn, nothing duplicated.
         """
-        if self.path is not None:
+        if self.path is not None and self._pending:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
@@ -419,14 +442,26 @@ class AuditLog:
                     self._done.notify_all()
                 time.sleep(0.05)
                 return
-        last = self._pending[-1][0]
-        self._durable_seq, self._durable_prev = last["seq"], last["hash"]
-        if self.keep_in_memory:
-            self.records.extend(rec for rec, _ in self._pending)
-            if len(self.records) > 100_000:
-                del self.records[:50_000]
-        self.written += len(self._pending)
-        self._pending = []
+        if self._pending:
+            last = self._pending[-1][0]
+            self._durable_seq, self._durable_prev = last["seq"], last["hash"]
+            if self.keep_in_memory:
+                self.records.extend(rec for rec, _ in self._pending)
+                if len(self.records) > 100_000:
+                    del self.records[:50_000]
+            self.written += len(self._pending)
+            for sink in self.sinks:
+                sink.backlog.extend(self._pending)
+            self._pending = []
+        for sink in self.sinks:  # a sink that fails keeps its backlog: retried, not repeated
+            try:
+                sink.flush()
+            except OSError as exc:
+                self.error = exc
+                with self._done:
+                    self._done.notify_all()
+                time.sleep(0.05)
+                return
         self.error = None
         n, self._undurable = self._undurable, 0
         self._mark_durable(n)

@@ -49,16 +49,31 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def is_store_url(path: str | Path) -> bool:
+    """A PostgreSQL audit store (``postgresql://...``) rather than a JSONL file."""
+    return str(path).startswith(("postgresql://", "postgres://"))
+
+
 def iter_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """``(line number, record or None if unparseable, raw line)`` for each line."""
+    """``(line number, record or None if unparseable, raw line)`` for each line of a JSONL
+    log, or of a PostgreSQL store (``postgresql://...``, chain by chain)."""
+    if is_store_url(path):
+        from ._sinks import fetch_lines
+
+        lines: Any = (line + "\n" for line in fetch_lines(str(path)))
+        yield from _parse_lines(lines)
+        return
     with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            text = raw.decode("utf-8", "replace")
-            try:
-                rec = json.loads(text)
-                yield n, rec if isinstance(rec, dict) else None, text
-            except ValueError:
-                yield n, None, text
+        yield from _parse_lines(raw.decode("utf-8", "replace") for raw in fh)
+
+
+def _parse_lines(lines: Any) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    for n, text in enumerate(lines, 1):
+        try:
+            rec = json.loads(text)
+            yield n, rec if isinstance(rec, dict) else None, text
+        except ValueError:
+            yield n, None, text
 
 
 def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,

@@ -20,6 +20,40 @@ def _console() -> Any:
     return Console(highlight=False)
 
 
+def _readable(fn: Any) -> Any:
+    """Audit commands: an unreadable log or unreachable store is exit code 2 and a message."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, psycopg.Error) as exc:
+            click.echo(f"error: cannot read the audit log: {type(exc).__name__}: {exc}",
+                       err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+class _LogSource(click.ParamType):
+    """A JSONL audit log file, or a PostgreSQL audit store URL (postgresql://...)."""
+
+    name = "LOG"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from ..audit._verify import is_store_url
+
+        text = str(value)
+        if is_store_url(text) or Path(text).is_file():
+            return text
+        self.fail(f"{text!r} is neither an audit log file nor a postgresql:// store URL",
+                  param, ctx)
+        raise AssertionError  # unreachable: fail() raises
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="governed-db")
 def main() -> None:
@@ -80,10 +114,11 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.argument("log", type=_LogSource())
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
               help="PEM public key; without it signatures are not checked.")
 @click.option("--allow-open", is_flag=True, help="Accept chains still being written.")
+@_readable
 def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
     """Exit 0 when LOG is intact; otherwise name the first bad record and why."""
     from ..audit import VerificationError, load_public_key, verify
@@ -107,7 +142,7 @@ def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
 
 
 @audit.command("query")
-@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.argument("log", type=_LogSource())
 @click.option("--identity", help="Identity id, kind:id or model.")
 @click.option("--table", help="Table read or written.")
 @click.option("--column", help="Column that was masked.")
@@ -116,6 +151,7 @@ def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
 @click.option("--kind", help="Statement kind, e.g. SELECT, UPDATE, DROP.")
 @click.option("--decision", help="allow, deny, approval, denied, rolled_back, error...")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@_readable
 def audit_query(log: str, identity: str | None, table: str | None, column: str | None,
                 since: str | None, until: str | None, kind: str | None, decision: str | None,
                 as_json: bool) -> None:
@@ -148,13 +184,14 @@ def audit_query(log: str, identity: str | None, table: str | None, column: str |
 
 
 @audit.command("report")
-@click.argument("log", type=click.Path(exists=True, dir_okay=False))
+@click.argument("log", type=_LogSource())
 @click.option("--identity", required=True, help="Identity id, kind:id or model.")
 @click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
 @click.option("--until", help="ISO time.")
 @click.option("--include-catalog", is_flag=True,
               help="Also list system-catalog reads (ORM reflection, introspection).")
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")
+@_readable
 def audit_report(log: str, identity: str, since: str | None, until: str | None,
                  include_catalog: bool, as_json: bool) -> None:
     """Which datasets IDENTITY touched, when, how many rows, why; what was masked or denied.

@@ -371,7 +371,8 @@ def _check_approvals(raw: Any, source: str | None, text: str) -> None:
 
 def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
     known = {"path", "durability", "on_failure", "signing_key", "checkpoint_every",
-             "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env"}
+             "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env",
+             "postgres_dsn_env", "otlp"}
     for key in audit:
         if key not in known:
             raise PolicyError(f"[audit]: unknown key {key!r}; expected one of"
