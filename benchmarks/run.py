@@ -35,6 +35,7 @@ from governed_db import Identity, telemetry
 from governed_db._pgcluster import Cluster
 from governed_db.analysis import AnalysisCache
 from governed_db.audit import AuditLog
+from governed_db.policy import parse_policy
 
 SERVICE = Identity("bench-svc", "service", purpose="benchmark")
 AGENT = Identity("bench-agent", "ai_agent", purpose="benchmark", model="bench-llm")
@@ -154,9 +155,14 @@ class Bench:
             q = "SELECT id, email, note FROM bench WHERE id = %s"
             return lambda: cur.execute(q, (next(ids) % 10000 + 1,)).fetchone()
 
+        empty = governed_db.connect(self.dsn, identity=SERVICE, policy=parse_policy(""),
+                                    audit=self.audit, autocommit=True)
+        _pin([empty], *pin)
         self.add("point SELECT by PK", interleaved(
-            {"raw psycopg": point(raw), "governed (agent)": point(agent)},
+            {"raw psycopg": point(raw), "governed (empty policy, audit on)": point(empty),
+             "governed (agent, default profile)": point(agent)},
             rounds=self.rounds, per_round=n), "raw psycopg", "≤ 1.10× (P1)")
+        empty.close()
 
         def one(c: Any) -> Callable[[], Any]:
             cur = c.cursor()
