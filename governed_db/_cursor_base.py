@@ -222,6 +222,14 @@ class GovernedResult:
         self._res = res
         self._cursor = cursor
 
+    # What psycopg itself reads on every statement, forwarded without __getattr__'s detour.
+    status = property(lambda self: self._res.status)
+    ntuples = property(lambda self: self._res.ntuples)
+    nfields = property(lambda self: self._res.nfields)
+    command_status = property(lambda self: self._res.command_status)
+    command_tuples = property(lambda self: self._res.command_tuples)
+    binary_tuples = property(lambda self: self._res.binary_tuples)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._res, name)
 
