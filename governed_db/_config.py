@@ -87,7 +87,7 @@ def reset_defaults() -> None:
         for auditor in list(_auditors.values()):
             try:
                 auditor.close()
-            except Exception:  # noqa: BLE001 - closing on reset must not mask the test result
+            except Exception:  # noqa: BLE001, S110 - closing on reset must not mask the test result
                 pass
         _auditors.clear()
         _config = Config()

@@ -16,9 +16,9 @@ from . import _config
 from . import testing as _testing
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, store_catalog
 from ._core import Governor, redact_exception, redacted_diag_info
-from .masking import mask_text_values
 from .errors import InterfaceError, PolicyError
 from .identity import Identity
+from .masking import mask_text_values
 
 INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
@@ -142,7 +142,7 @@ class GovernedConnectionMixin:
         if gov is not None and not self.closed:  # type: ignore[attr-defined]
             try:
                 gov.event("close")
-            except Exception:  # noqa: BLE001 - closing must not fail because audit did
+            except Exception:  # noqa: BLE001, S110 - closing must not fail because audit did
                 pass
 
 
@@ -169,7 +169,7 @@ def _notice_handler(wself: Any, res: Any) -> None:
     for cb in self._notice_handlers:
         try:
             cb(diag)
-        except Exception as ex:  # noqa: BLE001 - as psycopg: a bad handler must not break I/O
+        except Exception as ex:  # noqa: BLE001, S110 - as psycopg: a bad handler must not break I/O
             logger.exception("error processing notice callback '%s': %s", cb, ex)
 
 

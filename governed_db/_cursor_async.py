@@ -39,7 +39,7 @@ class _AsyncCopyMixin:
                 async with AsyncCopy(self, writer=writer) as copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
-            raise ex.with_traceback(None)
+            raise ex.with_traceback(None) from None
         self._select_current_result(0)  # type: ignore[attr-defined]
 
 

@@ -64,7 +64,7 @@ def _flush_audit() -> None:
     for log in list(_open_logs):
         try:
             log.flush(timeout=5)
-        except Exception:  # noqa: BLE001 - an unwritable log is not this check's business
+        except Exception:  # noqa: BLE001, S110 - an unwritable log is not this check's business
             pass
 
 

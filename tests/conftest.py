@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -58,15 +59,24 @@ def template_db(server_dsn: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def scratch_database(server_dsn: str, template: str | None = None, prefix: str = "gdb"):
+    """A new database (empty, or a copy of ``template``) dropped afterwards; yields its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_dsn, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    try:
+        yield re.sub(r"dbname=\S+", f"dbname={name}", server_dsn)
+    finally:
+        with psycopg.connect(server_dsn, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def dsn(server_dsn: str, template_db: str):
     """A fresh database per test (from the template): tests may change anything."""
-    name = f"gdb_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield re.sub(r"dbname=\S+", f"dbname={name}", server_dsn)
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(server_dsn, template_db) as d:
+        yield d
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
 import time
-import uuid
 from urllib.parse import quote
 
 import psycopg
@@ -16,6 +14,8 @@ import governed_db
 from governed_db import Identity, errors
 from governed_db.audit import AuditLog, record_hash, verify
 from governed_db.cli import main
+
+from .conftest import scratch_database
 
 SVC = Identity("sink-svc", "service")
 
@@ -28,15 +28,12 @@ def _url(dsn: str) -> str:
 
 @pytest.fixture
 def store(server_dsn, monkeypatch):
-    name = f"gdb_audit_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    dsn = re.sub(r"dbname=\S+", f"dbname={name}", server_dsn)
-    monkeypatch.setenv("GOVERNED_DB_AUDIT_DSN", dsn)
-    yield name, dsn
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(server_dsn, prefix="gdb_audit") as dsn:
+        monkeypatch.setenv("GOVERNED_DB_AUDIT_DSN", dsn)
+        yield dsn.split("dbname=")[1].split()[0], dsn
+        with psycopg.connect(server_dsn, autocommit=True) as c:
+            c.execute(f"ALTER DATABASE {dsn.split('dbname=')[1].split()[0]}"
+                      " ALLOW_CONNECTIONS true")
 
 
 def _rows(dsn: str) -> list[tuple[str, int]]:

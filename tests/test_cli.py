@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import uuid
 
 import psycopg
-
 import pytest
 from click.testing import CliRunner
 
 from governed_db.cli import main
 
+from .conftest import scratch_database
+
 
 @pytest.fixture
 def empty_dsn(server_dsn):
-    name = f"gdb_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    yield re.sub(r"dbname=\S+", f"dbname={name}", server_dsn)
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(server_dsn, prefix="gdb_empty") as d:
+        yield d
 
 
 def test_demo_tells_the_whole_story_on_an_existing_server(empty_dsn):

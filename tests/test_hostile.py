@@ -14,7 +14,7 @@ from governed_db import Identity, errors
 from governed_db.audit import VerificationError, verify
 from governed_db.policy import parse_policy
 
-from .conftest import AGENT, MARKERS
+from .conftest import MARKERS
 
 DEPLOY = Identity("deploy-bot", "service")
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import uuid
-
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 import governed_db
 
-from .conftest import AGENT, MARKERS, corpus_statements
+from .conftest import AGENT, MARKERS, corpus_statements, scratch_database
 
 CASES = [c for c in corpus_statements()
          if c["category"] == "lineage" and c["kinds"] == ["SELECT"] and not c["setup"]]
@@ -20,12 +17,8 @@ CASES = [c for c in corpus_statements()
 @pytest.fixture(scope="module")
 def shared_dsn(server_dsn, template_db):
     """One database for the module: these statements only read."""
-    name = f"gdb_ro_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield re.sub(r"dbname=\S+", f"dbname={name}", server_dsn)
-    with psycopg.connect(server_dsn, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(server_dsn, template_db, prefix="gdb_ro") as d:
+        yield d
 
 
 def _fetchall(c, q, p):

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import governed_db
 from governed_db import errors, telemetry
 
-from .conftest import AGENT, MARKERS
+from .conftest import MARKERS
 
 
 @pytest.fixture

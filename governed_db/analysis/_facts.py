@@ -440,7 +440,7 @@ def _sql_in_string(arg: Any, writes: bool, c: _Collector) -> None:
 
 
 def _walk_fields(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
-    for key, value in body.items():
+    for value in body.values():
         if isinstance(value, (dict, list)):
             _walk(value, c, now, ctes)
 

@@ -93,7 +93,7 @@ class _Lineage:
                                 else body["rarg"], outer, ctes)
             if len(left) != len(right):
                 raise _Unresolvable("set operation branches differ in width")
-            return [(ln, ls | rs) for (ln, ls), (_, rs) in zip(left, right)]
+            return [(ln, ls | rs) for (ln, ls), (_, rs) in zip(left, right, strict=False)]
         if body.get("valuesLists"):
             rows = [item.get("List", {}).get("items", []) for item in body["valuesLists"]]
             width = len(rows[0]) if rows else 0
@@ -460,7 +460,7 @@ def relation_columns(rel: Relation, catalog: Catalog) -> list[Column]:
     lineage = catalog.view_lineage(rel, lambda r: _view_columns(r, catalog))
     if lineage is None or len(lineage) != len(rel.columns):
         return [(c, frozenset({UNKNOWN, f"{rel.qualname}.{c}"})) for c in rel.columns]
-    return [(c, src) for c, (_, src) in zip(rel.columns, lineage)]
+    return [(c, src) for c, (_, src) in zip(rel.columns, lineage, strict=False)]
 
 
 def _view_columns(rel: Relation, catalog: Catalog) -> list[Column] | None:

@@ -1,7 +1,15 @@
 """The audit trail: signed, hash-chained JSONL records; offline verification and queries."""
 
 from ._log import SCHEMA_VERSION, AuditLog, canonical, key_id_of, load_or_create_key, record_hash
-from ._verify import VerificationError, VerifyReport, iter_records, load_public_key, query, report, verify
+from ._verify import (
+    VerificationError,
+    VerifyReport,
+    iter_records,
+    load_public_key,
+    query,
+    report,
+    verify,
+)
 
 __all__ = [
     "AuditLog",

@@ -141,7 +141,7 @@ def load_or_create_key(path: str | os.PathLike[str] | None) -> Ed25519PrivateKey
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _sinks_from(settings: Mapping[str, Any]) -> list[Any]:
@@ -158,7 +158,7 @@ def _sinks_from(settings: Mapping[str, Any]) -> list[Any]:
 
 
 def _format_ts(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
 
 
 class AuditLog:
@@ -436,11 +436,7 @@ class AuditLog:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                # Keep the records for retry; new statements fail closed meanwhile.
-                self.error = exc
-                with self._done:
-                    self._done.notify_all()
-                time.sleep(0.05)
+                self._failed(exc)
                 return
         if self._pending:
             last = self._pending[-1][0]
@@ -457,14 +453,18 @@ class AuditLog:
             try:
                 sink.flush()
             except OSError as exc:
-                self.error = exc
-                with self._done:
-                    self._done.notify_all()
-                time.sleep(0.05)
+                self._failed(exc)
                 return
         self.error = None
         n, self._undurable = self._undurable, 0
         self._mark_durable(n)
+
+    def _failed(self, exc: OSError) -> None:
+        """Keep the records for retry; new statements fail closed meanwhile."""
+        self.error = exc
+        with self._done:
+            self._done.notify_all()
+        time.sleep(0.05)
 
     def _mark_durable(self, n: int) -> None:
         with self._done:
@@ -493,5 +493,5 @@ def _close_all() -> None:
     for log in list(_open_logs):
         try:
             log.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown: best effort, never raise
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: best effort, never raise
             pass

@@ -154,7 +154,7 @@ def _parse_time(text: str | None) -> dt.datetime | None:
     if not text:
         return None
     value = dt.datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def query(path: str | Path, *, identity: str | None = None, table: str | None = None,

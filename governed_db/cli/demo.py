@@ -89,7 +89,7 @@ CREATE TABLE promotions (id serial PRIMARY KEY, customer_id int REFERENCES custo
 
 def seed_rows(n_customers: int = 300, seed: int = 7) -> tuple[list[tuple], list[tuple]]:
     """Deterministic, realistic-looking customers and orders (no network, no extra package)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     customers, orders = [], []
     for i in range(1, n_customers + 1):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)

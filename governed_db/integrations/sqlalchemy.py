@@ -50,9 +50,10 @@ class GovernedAsyncDialect(PGDialectAsync_psycopg):
 
     @classmethod
     def import_dbapi(cls) -> Any:
+        from sqlalchemy.dialects.postgresql.psycopg import PsycopgAdaptDBAPI
+
         import governed_db
         from governed_db.pq import ExecStatus
-        from sqlalchemy.dialects.postgresql.psycopg import PsycopgAdaptDBAPI
 
         return PsycopgAdaptDBAPI(governed_db, ExecStatus)
 
