@@ -131,3 +131,16 @@ def test_llamaindex_run_sql_and_nl_sql_engine(dsn, audit):
     finally:
         db.engine.dispose()
     assert {r["identity"]["id"] for r in _statements(audit)} == {"sql-agent"}
+
+
+def test_example_agent_runs_offline(dsn):
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples"
+                                 / "langchain_agent.py"))
+    example["_seed"](dsn)
+    transcript = example["run"](dsn)
+    assert "****@example.com" in transcript[1] and "ada@" not in " ".join(transcript)
+    assert "statement.disallow-drop" in transcript[2]
+    assert transcript[-1].startswith("model: ")

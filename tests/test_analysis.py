@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,12 @@ from governed_db import Identity
 from governed_db.analysis import AnalysisCache, analyze
 from governed_db.guardrails import evaluate
 from governed_db.policy import default_policy
+
+
+def _n(default: int) -> int:
+    """Examples per property: bounded in CI; GOVERNED_DB_FUZZ_EXAMPLES=20000 for a long run."""
+    return int(os.environ.get("GOVERNED_DB_FUZZ_EXAMPLES", default))
+
 
 AGENT = Identity("fuzz-bot", "ai_agent")
 HUMAN = Identity("fuzzer", "human")
@@ -39,7 +46,7 @@ KEYWORDS = st.sampled_from(["SELECT", "DROP TABLE users", "DELETE FROM users", "
                             "--", "/*", "*/", "$$", "'", "E'\\'", "U&'", "\\", "INSERT INTO"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=_n(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(SQLISH, KEYWORDS), max_size=8).map(" ".join))
 def test_analyzer_never_raises_and_fails_closed(text):
     analysis = analyze(text)
@@ -58,7 +65,7 @@ def test_analyzer_never_raises_and_fails_closed(text):
                            for s in analysis.statements)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=_n(200), deadline=None)
 @given(st.sampled_from(["true", "1=1", "'a'='a'", "NOT false", "1 = 1 OR id = 5", "id = id",
                         "true AND true", "(1<2)", "2 > 1", "NULL IS NULL"]),
        st.sampled_from(["UPDATE users SET name = 'x' WHERE {}", "DELETE FROM users WHERE {}"]))

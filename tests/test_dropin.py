@@ -98,3 +98,24 @@ async def test_async_pool_with_governed_connection_class(dsn, audit):
             assert rows and not any(m in repr(rows).lower() for m in MARKERS)
             with pytest.raises(errors.StatementDenied):
                 await conn.execute("DROP TABLE users")
+
+
+async def test_async_tasks_with_their_own_identities_on_a_shared_pool(dsn, audit):
+    import asyncio
+
+    people = [governed_db.Identity(f"web-user-{i}", "human") for i in range(20)]
+    async with psycopg_pool.AsyncConnectionPool(
+            dsn, connection_class=governed_db.AsyncConnection, min_size=2, max_size=4,
+            kwargs={"identity": HUMAN, "audit": audit, "autocommit": True}) as pool:
+        async def request(ident):
+            with acting_as(ident):
+                for _ in range(5):
+                    async with pool.connection() as c:
+                        cur = await c.execute("SELECT current_setting('governed_db.identity')")
+                        assert (await cur.fetchone())[0] == ident.label
+                        await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*(request(p) for p in people)), timeout=60)
+    audit.flush()
+    for p in people:
+        assert sum(1 for r in audit.records if r["type"] == "statement"
+                   and r["identity"]["id"] == p.id) == 5
