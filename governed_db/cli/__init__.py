@@ -86,7 +86,13 @@ def demo(dsn: str | None, as_json: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="Directory for audit-signing.key and audit-signing.pub.")
 def keygen(out: str) -> None:
-    """Create an Ed25519 key pair for signing audit logs."""
+    """Create an Ed25519 key pair for signing audit logs.
+
+    \b
+    Example:
+      governed-db keygen --out /etc/governed_db
+      # then in the policy:  [audit] signing_key = "/etc/governed_db/audit-signing.key"
+    """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -120,7 +126,16 @@ def audit() -> None:
 @click.option("--allow-open", is_flag=True, help="Accept chains still being written.")
 @_readable
 def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
-    """Exit 0 when LOG is intact; otherwise name the first bad record and why."""
+    """Exit 0 when LOG is intact; otherwise name the first bad record and why (exit 1).
+
+    LOG is a JSONL file or a PostgreSQL store (postgresql://...). Exit 2: unreadable.
+
+    \b
+    Examples:
+      governed-db audit verify audit.jsonl --public-key audit-signing.pub
+      governed-db audit verify audit.jsonl --allow-open      # still being written
+      governed-db audit verify postgresql://auditor@db/audit
+    """
     from ..audit import VerificationError, load_public_key, verify
 
     key = load_public_key(public_key) if public_key else None
@@ -155,7 +170,14 @@ def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
 def audit_query(log: str, identity: str | None, table: str | None, column: str | None,
                 since: str | None, until: str | None, kind: str | None, decision: str | None,
                 as_json: bool) -> None:
-    """Who touched what, when and why."""
+    """Who touched what, when and why: one row (or JSON record) per statement.
+
+    \b
+    Examples:
+      governed-db audit query audit.jsonl --identity recs-bot --table users
+      governed-db audit query audit.jsonl --identity gpt-4o --since 2026-11-01 --json
+      governed-db audit query audit.jsonl --decision deny --kind DROP
+    """
     from ..audit import query
 
     try:
@@ -271,7 +293,12 @@ def _store() -> Any:
 @approvals.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include decided and expired requests.")
 def approvals_list(show_all: bool) -> None:
-    """Pending approval requests."""
+    """Pending approval requests (--all: decided and expired ones too).
+
+    \b
+    Example:
+      governed-db approvals list
+    """
     for req in _store().list(None if show_all else "pending"):
         who = req["requester"]
         click.echo(f"{req['id']}  {req['status']:<8} {who['kind']}:{who['id']}  "
@@ -296,7 +323,14 @@ def _decide(request_id: str, approver: str, approve: bool, note: str | None) -> 
               help="The approver's identity (kind:id or id of a human).")
 @click.option("--note")
 def approvals_approve(request_id: str, approver: str, note: str | None) -> None:
-    """Approve REQUEST_ID (never your own request; never as an ai_agent)."""
+    """Approve REQUEST_ID (never your own request; never as an ai_agent).
+
+    The identical statement then runs once before the approval expires.
+
+    \b
+    Example:
+      governed-db approvals approve 3f9c2a1b0d4e5f60 --as human:maria --note "ok for today"
+    """
     _decide(request_id, approver, True, note)
 
 
@@ -305,7 +339,12 @@ def approvals_approve(request_id: str, approver: str, note: str | None) -> None:
 @click.option("--as", "approver", required=True, envvar="GOVERNED_DB_IDENTITY")
 @click.option("--note")
 def approvals_deny(request_id: str, approver: str, note: str | None) -> None:
-    """Deny REQUEST_ID."""
+    """Deny REQUEST_ID (a waiting statement is then denied; do not retry it).
+
+    \b
+    Example:
+      governed-db approvals deny 3f9c2a1b0d4e5f60 --as human:maria --note "too broad"
+    """
     _decide(request_id, approver, False, note)
 
 
@@ -349,7 +388,12 @@ def policy_rules() -> None:
 @click.argument("dsn")
 @click.option("--sample", default=200, show_default=True, help="Rows sampled per table.")
 def scan(dsn: str, sample: int) -> None:
-    """Find likely PII columns (names + sampled values) and print a proposed policy."""
+    """Find likely PII columns (names + sampled values) and print a proposed policy.
+
+    \b
+    Example:
+      governed-db scan "host=db dbname=shop user=auditor" > masking.toml
+    """
     from .scan import run_scan
 
     sys.exit(run_scan(dsn, sample))
