@@ -146,6 +146,7 @@ class Governor:
         self.server_read_only: bool | None = None
         self.server_timeout: str | None = None
         self.synced_identity: Identity | None = None  # the object last synced (fast path)
+        self.server_search_path = False
         self.pending_identity: Identity | None = None  # from _start_query to gate()
         self._param_key = _config.param_hash_key()
         # Caches: decisions by (text, identity), mask plans by (text, result shape, identity).
@@ -187,10 +188,17 @@ class Governor:
         timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
         if timeout != self.server_timeout:
             out.append(b"SET statement_timeout = " + _sql_literal(str(timeout)))
+        path = self.policy.session.search_path
+        if path is not None and not self.server_search_path:
+            # Pinned: what names resolve to is part of what the analyzer decided on, and
+            # session.disallow-security-settings keeps statements from changing it.
+            out.append(b"SELECT pg_catalog.set_config('search_path', " + _sql_literal(path)
+                       + b", false)")
         return out
 
     def session_synced(self, identity: Identity) -> None:
         self.synced_identity = identity
+        self.server_search_path = self.policy.session.search_path is not None
         self.server_identity = identity.label
         self.server_read_only = self.read_only_for(identity)
         self.server_timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
@@ -198,6 +206,7 @@ class Governor:
     def session_reset(self) -> None:
         """The server session state is unknown again (rollback of a SET, reconnect)."""
         self.synced_identity = None
+        self.server_search_path = False
         self.server_identity = None
         self.server_read_only = None
         self.server_timeout = None

@@ -182,3 +182,18 @@ def test_psycopg_internals_still_exist():
     from psycopg._copy_base import BaseCopy
 
     assert hasattr(BaseCopy, "_read_gen")
+
+
+def test_search_path_pinned_at_connect(dsn, audit):
+    policy = parse_policy('[session]\nsearch_path = ["evil", "public"]\n'
+                          '[[rules]]\nid = "session.disallow-security-settings"\n')
+    with governed_db.connect(dsn, identity=AGENT, policy=policy, audit=audit) as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ('"evil", "public"',)
+        # evil.users shadows public.users for this session, and the analyzer agrees
+        assert conn.execute("SELECT email FROM users").fetchone() == ("****@example.com",)
+        with pytest.raises(errors.StatementDenied):
+            conn.execute("SET search_path = public")
+        conn.rollback()
+        assert conn.execute("SHOW search_path").fetchone() == ('"evil", "public"',)
+    with pytest.raises(errors.PolicyError, match="search_path"):
+        parse_policy('[session]\nsearch_path = []\n')

@@ -117,7 +117,7 @@ class SessionSettings:
 
     read_only_kinds: tuple[str, ...] = ("ai_agent",)
     statement_timeout: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
-    search_path: str | None = None
+    search_path: str | None = None  # pinned at connect (quoted, comma-separated schemas)
 
 
 @attrs.frozen(kw_only=True)
@@ -343,9 +343,17 @@ def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
         if kind not in IDENTITY_KINDS:
             raise PolicyError(f"session.read_only_kinds: unknown identity kind {kind!r}",
                               path=source, line=_key_line(text, "read_only_kinds"))
+    path = raw.get("search_path")
+    if path is not None:
+        schemas = _str_tuple(path, "search_path", source, _key_line(text, "search_path"))
+        if not schemas or not all(schemas):
+            raise PolicyError("session.search_path must list schema names, e.g."
+                              ' ["app", "public"]', path=source,
+                              line=_key_line(text, "search_path"))
+        path = ", ".join('"' + s.replace('"', '""') + '"' for s in schemas)
     return SessionSettings(read_only_kinds=kinds,
                            statement_timeout={str(k): str(v) for k, v in timeout.items()},
-                           search_path=raw.get("search_path"))
+                           search_path=path)
 
 
 def _check_approvals(raw: Any, source: str | None, text: str) -> None:
