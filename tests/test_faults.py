@@ -195,3 +195,24 @@ def test_threads_switching_identities_on_a_shared_pool(dsn, audit):
             and r["statement"]["summary"].startswith("SELECT")]
     for p in people:
         assert sum(1 for r in recs if r["identity"]["id"] == p.id) == 10
+
+
+def test_server_restarted_mid_transaction(tmp_path):
+    from governed_db._pgcluster import Cluster
+
+    log = AuditLog.in_memory()
+    with Cluster() as cluster:
+        with psycopg.connect(cluster.dsn, autocommit=True) as raw:
+            raw.execute("CREATE TABLE r (a int); INSERT INTO r VALUES (1)")
+        conn = governed_db.connect(cluster.dsn, identity=SVC, audit=log)
+        conn.execute("UPDATE r SET a = 2 WHERE a = 1")
+        cluster.restart()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT a FROM r")
+        conn.close()
+        with governed_db.connect(cluster.dsn, identity=SVC, audit=log) as again:
+            assert again.execute("SELECT a FROM r").fetchone() == (1,)  # never committed
+    log.flush()
+    outcomes = [r["outcome"]["outcome"] for r in log.records if r["type"] == "statement"]
+    assert outcomes[:2] == ["ok", "error"]
+    log.close()
