@@ -67,21 +67,19 @@ def tracing() -> bool:
     environment variable on every call while no provider is set, which costs more than the
     rest of a statement's governance.
     """
-    if _explicit_tracer:
-        return True
-    provider = getattr(trace, "_TRACER_PROVIDER", _UNSET)
-    if provider is _UNSET:
-        provider = trace.get_tracer_provider()
-    return provider is not None and not isinstance(provider, _NOOP_TRACER_PROVIDERS)
+    return _explicit_tracer or _real(getattr(trace, "_TRACER_PROVIDER", _UNSET),
+                                     trace.get_tracer_provider, _NOOP_TRACER_PROVIDERS)
 
 
 def metering() -> bool:
-    if _explicit_meter:
-        return True
-    provider = getattr(_metrics_internal, "_METER_PROVIDER", _UNSET)
+    return _explicit_meter or _real(getattr(_metrics_internal, "_METER_PROVIDER", _UNSET),
+                                    metrics.get_meter_provider, _NOOP_METER_PROVIDERS)
+
+
+def _real(provider: Any, getter: Any, noop: tuple[type, ...]) -> bool:
     if provider is _UNSET:
-        provider = metrics.get_meter_provider()
-    return provider is not None and not isinstance(provider, _NOOP_METER_PROVIDERS)
+        provider = getter()
+    return provider is not None and not isinstance(provider, noop)
 
 
 def pseudonym(label: str, key: bytes) -> str:

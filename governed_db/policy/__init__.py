@@ -283,11 +283,7 @@ def _masking(raw: Any, source: str | None, text: str) -> Masking:
     if not isinstance(raw, Mapping):
         raise PolicyError("[masking] must be a table", path=source, line=_key_line(text, "masking"))
     known = {"detect_names", "detect_values", "columns", "unmask", "not_sensitive", "hash_key_env"}
-    for key in raw:
-        if key not in known:
-            raise PolicyError(f"[masking]: unknown key {key!r}; expected one of"
-                              f" {', '.join(sorted(known))}", path=source,
-                              line=_key_line(text, key))
+    _check_keys(raw, known, "masking", source, text)
     col_lines = _lines_of(text, "masking.columns")
     cols = []
     for i, item in enumerate(raw.get("columns", [])):
@@ -328,11 +324,7 @@ def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
     if not isinstance(raw, Mapping):
         raise PolicyError("[session] must be a table", path=source, line=_key_line(text, "session"))
     known = {"read_only_kinds", "statement_timeout", "search_path"}
-    for key in raw:
-        if key not in known:
-            raise PolicyError(f"[session]: unknown key {key!r}; expected one of"
-                              f" {', '.join(sorted(known))}", path=source,
-                              line=_key_line(text, key))
+    _check_keys(raw, known, "session", source, text)
     timeout = raw.get("statement_timeout", {})
     if not isinstance(timeout, Mapping):
         raise PolicyError("session.statement_timeout must be a table of kind = \"30s\"",
@@ -356,16 +348,21 @@ def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
                            search_path=path)
 
 
+def _check_keys(raw: Mapping[str, Any], known: set[str], section: str, source: str | None,
+                text: str) -> None:
+    for key in raw:
+        if key not in known:
+            raise PolicyError(f"[{section}]: unknown key {key!r}; expected one of"
+                              f" {', '.join(sorted(known))}", path=source,
+                              line=_key_line(text, key))
+
+
 def _check_approvals(raw: Any, source: str | None, text: str) -> None:
     if not isinstance(raw, Mapping):
         raise PolicyError("[approvals] must be a table", path=source,
                           line=_key_line(text, "approvals"))
     known = {"store", "dsn_env", "wait_seconds", "ttl_seconds"}
-    for key in raw:
-        if key not in known:
-            raise PolicyError(f"[approvals]: unknown key {key!r}; expected one of"
-                              f" {', '.join(sorted(known))}", path=source,
-                              line=_key_line(text, key))
+    _check_keys(raw, known, "approvals", source, text)
     if raw.get("store", "file") not in ("file", "postgres"):
         raise PolicyError('approvals.store must be "file" or "postgres"', path=source,
                           line=_key_line(text, "store"))
@@ -381,11 +378,7 @@ def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> Non
     known = {"path", "durability", "on_failure", "signing_key", "checkpoint_every",
              "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env",
              "postgres_dsn_env", "otlp"}
-    for key in audit:
-        if key not in known:
-            raise PolicyError(f"[audit]: unknown key {key!r}; expected one of"
-                              f" {', '.join(sorted(known))}", path=source,
-                              line=_key_line(text, key))
+    _check_keys(audit, known, "audit", source, text)
     if audit.get("durability", "batched") not in ("strict", "batched"):
         raise PolicyError("audit.durability must be \"strict\" or \"batched\"", path=source,
                           line=_key_line(text, "durability"))
