@@ -55,8 +55,10 @@ def test_span_per_statement_with_conventions_and_identity(otel, agent_conn, audi
     assert len(a["enduser.pseudo.id"]) == 16 and "recs-bot" not in a["enduser.pseudo.id"]
     assert a["governed_db.masked_columns"] == ("email",)
     audit.flush()
-    ids = {r["id"] for r in audit.records if r["type"] == "statement"}
-    assert a["governed_db.audit.record_id"] in ids
+    by_id = {r["id"]: r for r in audit.records if r["type"] == "statement"}
+    rec = by_id[a["governed_db.audit.record_id"]]
+    assert rec["trace"] == {"trace_id": f"{select.context.trace_id:032x}",
+                            "span_id": f"{select.context.span_id:016x}"}
     d = dict(drop.attributes)
     assert d["governed_db.decision"] == "deny"
     assert d["db.response.status_code"] == "42501"

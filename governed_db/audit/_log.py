@@ -56,7 +56,7 @@ def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapp
     analysis = ctx.analysis
     stmts = ctx.statements
     decision = ctx.decision
-    return {
+    rec = {
         "type": "statement",
         "id": ctx.id,
         "ts": _format_ts(ts),
@@ -81,6 +81,10 @@ def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapp
         "outcome": {k: v for k, v in outcome.items() if v is not None},
         "duration_ms": duration_ms,
     }
+    if ctx.span is not None:  # correlate with the trace the statement ran in
+        sc = ctx.span.get_span_context()
+        rec["trace"] = {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
+    return rec
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
