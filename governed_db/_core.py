@@ -292,21 +292,19 @@ class Governor:
                 if rel is None:
                     # Unknown table (or no catalog yet): judge by the column names alone.
                     probed.update(f"{table}.{n}" for n in names
-                                  if self.classifier.column("?", table, n, ident) is not None)
+                                  if self._masked_for("?", table, n, ident))
                     continue
                 if rel.is_view:
                     from .analysis._lineage import relation_columns
 
                     for col, sources in relation_columns(rel, self.catalog):
                         if col.lower() in names and any(
-                                src == UNKNOWN or self.classifier.column(
-                                    *src.split(".", 2), ident) is not None
+                                src == UNKNOWN or self._masked_for(*src.split(".", 2), ident)
                                 for src in sources):
                             probed.add(f"{rel.name}.{col}")
                     continue
                 for col in rel.columns:
-                    if col.lower() in names and \
-                            self.classifier.column(rel.schema, rel.name, col, ident) is not None:
+                    if col.lower() in names and self._masked_for(rel.schema, rel.name, col, ident):
                         probed.add(f"{rel.name}.{col}")
         if not probed:
             return decision
@@ -316,6 +314,10 @@ class Governor:
             f" would reveal their values to a {ident.kind} identity; select them (masked)"
             " instead of filtering on them"))
         return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _masked_for(self, schema: str, table: str, column: str, ident: Identity) -> bool:
+        found = self.classifier.column(schema, table, column, ident)
+        return found is not None and found[0] != "none"
 
     def _may_wait(self) -> bool:
         """Wait mode: only when configured, and never on an event loop's thread."""
@@ -532,7 +534,8 @@ class Governor:
             found = self.classifier.column(schema, table, column, ident)
             keyed[column.lower()] = found[0] if found else "none"
             if found is not None:
-                sensitive.append(found)
+                if found[0] != "none":  # an unmask grant reveals it: not a secret here
+                    sensitive.append(found)
                 if strongest is None or _rank(found[0]) > _rank(strongest[0]):
                     strongest = found
         if strongest is not None and len(sensitive) > 1 and strongest[0] in _SHAPED:
@@ -611,7 +614,7 @@ class Governor:
             if rel.schema in _CATALOG_SCHEMAS:
                 continue
             for col in rel.columns:
-                if self.classifier.column(rel.schema, rel.name, col, ident) is not None:
+                if self._masked_for(rel.schema, rel.name, col, ident):
                     return True
             if rel.is_view:
                 return True

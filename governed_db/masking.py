@@ -382,8 +382,7 @@ class Classifier:
         for grant in self.masking.unmask:
             if grant.applies_to(identity) and any(
                     fnmatchcase(n, p.lower()) for p in grant.columns for n in names):
-                if grant.strategy == "none":
-                    return None
+                # Recorded either way: the audit shows which grant revealed what.
                 return (grant.strategy, "unmask-grant")
         return found
 

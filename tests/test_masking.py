@@ -61,6 +61,10 @@ roles = ["support-lead"]
         email, ssn = conn.execute("SELECT email, ssn FROM users WHERE id = 1001").fetchone()
     assert email == "qem.alice@example.com"
     assert ssn.endswith("3333") and "qsn" not in ssn
+    audit.flush()
+    rec = [r for r in audit.records if r["type"] == "statement"][-1]
+    # the grant is on the record: who saw what unmasked, and why
+    assert rec["masked"] == {"email": "none:unmask-grant", "ssn": "partial:name:ssn"}
 
 
 PROBE_POLICY = """
