@@ -178,9 +178,13 @@ def _strategy_text(strategy: str, key: bytes) -> Callable[[str], str | None]:
     if strategy == "redact":
         return lambda s: REDACTED
     if strategy == "partial":
+        stars = ["*" * k for k in range(64)]
+
         def partial(s: str) -> str:
             n = len(s)
-            return "*" * (n - 4) + s[-4:] if n > 8 else REDACTED
+            if n <= 8:
+                return REDACTED
+            return (stars[n - 4] if n < 68 else "*" * (n - 4)) + s[-4:]
         return partial
     if strategy == "email":
         prefix = REDACTED + "@"
@@ -320,9 +324,44 @@ class MaskPlan:
         return value if masker is None else masker(value)
 
     def wrap(self, make_row: Callable[[Sequence[Any]], Any]) -> Callable[[Sequence[Any]], Any]:
-        """A row maker that masks, then runs the caller's row factory's maker."""
+        """A row maker that masks, then runs the caller's row factory's maker.
+
+        Runs once per row: the common shapes (one or two masked columns with a text strategy)
+        get unrolled closures; anything else the general loop.
+        """
         ops = self._ops
         str_ = str
+        if len(ops) == 1 and ops[0][1] is not None:
+            (i, f, sf), = ops
+
+            def masked_one(values: Sequence[Any]) -> Any:
+                row = list(values)
+                v = row[i]
+                if v.__class__ is str_:
+                    row[i] = f(v)
+                elif v is not None:
+                    row[i] = sf(v)
+                return make_row(row)
+
+            return masked_one
+        if len(ops) == 2 and ops[0][1] is not None and ops[1][1] is not None:
+            (i, f, sf), (j, g, sg) = ops
+
+            def masked_two(values: Sequence[Any]) -> Any:
+                row = list(values)
+                v = row[i]
+                if v.__class__ is str_:
+                    row[i] = f(v)
+                elif v is not None:
+                    row[i] = sf(v)
+                v = row[j]
+                if v.__class__ is str_:
+                    row[j] = g(v)
+                elif v is not None:
+                    row[j] = sg(v)
+                return make_row(row)
+
+            return masked_two
 
         def masked_row(values: Sequence[Any]) -> Any:
             row = list(values)
