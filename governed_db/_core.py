@@ -219,7 +219,9 @@ class Governor:
         started = time.perf_counter()
         analysis = analyze(text)
         ident = identity or self.identity()
-        key = (analysis.text, ident.kind, ident.id, ident.roles)
+        catalog = self.catalog
+        key = (analysis.text, ident.kind, ident.id, ident.roles,
+               catalog.version if catalog is not None else -1)
         cached = self._decisions.get(key)
         if cached is None:
             statements = tuple(effective_facts(s, self.prepared, self.cursors)
