@@ -108,10 +108,9 @@ def start_statement_span(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> 
             _attr_cache.clear()
         _attr_cache[ck] = attrs
     span = _inst.tracer.start_span(attrs["db.query.summary"], kind=SpanKind.CLIENT,
-                                   attributes=attrs)
+                                   attributes={**attrs, "governed_db.audit.record_id": ctx.id})
     if not span.is_recording():
         return None
-    span.set_attribute("governed_db.audit.record_id", ctx.id)
     return span
 
 
@@ -156,27 +155,29 @@ def end_statement_span(span: Any, ctx: Any, outcome: Mapping[str, Any]) -> None:
     status = outcome.get("outcome")
     if testing._monitor is not None:
         testing._monitor.check("span", dict(getattr(span, "attributes", None) or {}))
+    extra: dict[str, Any] = {}  # one validation pass in the SDK instead of one per attribute
     if ctx.approval_id:
-        span.set_attribute("governed_db.approval_id", ctx.approval_id)
-    if ctx.masked:
-        span.set_attribute("governed_db.masked_columns", sorted(ctx.masked))
+        extra["governed_db.approval_id"] = ctx.approval_id
+    plans = ctx.plans
+    if plans and any(m for _, m, _ in plans.values()):
+        extra["governed_db.masked_columns"] = sorted(ctx.masked)
     for key in ("rowcount", "affected_rows"):
         if outcome.get(key) is not None:
-            span.set_attribute(f"governed_db.{key}", int(outcome[key]))
+            extra[f"governed_db.{key}"] = int(outcome[key])
     if status in ("denied", "approval_required", "rolled_back"):
-        span.set_attribute("governed_db.decision", "approval" if status == "approval_required"
-                           else "deny")
-        span.set_attribute("db.response.status_code", "42501")
-        span.set_status(Status(StatusCode.ERROR, status))
+        extra["governed_db.decision"] = "approval" if status == "approval_required" else "deny"
+        extra["db.response.status_code"] = "42501"
         rules = outcome.get("rules") or list(ctx.decision.rule_ids)
         if rules:
-            span.set_attribute("governed_db.rule_ids", list(rules))
+            extra["governed_db.rule_ids"] = list(rules)
+        span.set_status(Status(StatusCode.ERROR, status))
     elif status == "error":
         if outcome.get("sqlstate"):
-            span.set_attribute("db.response.status_code", outcome["sqlstate"])
-        span.set_attribute("error.type", outcome.get("sqlstate") or
-                           outcome.get("error_class") or "error")
+            extra["db.response.status_code"] = outcome["sqlstate"]
+        extra["error.type"] = outcome.get("sqlstate") or outcome.get("error_class") or "error"
         span.set_status(Status(StatusCode.ERROR))
+    if extra:
+        span.set_attributes(extra)
     span.end()
 
 
