@@ -124,6 +124,21 @@ def test_deleted_log_starts_a_linked_chain_in_a_new_file(dsn, tmp_path):
     assert new[0]["previous_seq"] >= 2
     verify(log_path, pub)
     assert len(_statement_ids(moved)) + len(_statement_ids(log_path)) == 2
+    # Given together, the rotated file and the new one verify as one trail ...
+    from click.testing import CliRunner
+
+    from governed_db.cli import main
+
+    both = CliRunner().invoke(main, ["audit", "verify", str(moved), str(log_path)])
+    assert both.exit_code == 0 and "OPEN" not in both.output, both.output
+    # ... the new one alone verifies and says it continues an earlier log ...
+    alone = CliRunner().invoke(main, ["audit", "verify", str(log_path)])
+    assert alone.exit_code == 0 and "continues chain" in alone.output
+    # ... and a record cut from the end of the old file is a gap.
+    lines = moved.read_text().splitlines(keepends=True)
+    moved.write_text("".join(lines[:-1]))
+    cut = CliRunner().invoke(main, ["audit", "verify", str(moved), str(log_path)])
+    assert cut.exit_code == 1 and "GAP" in cut.output and "missing" in cut.output
 
 
 def test_slow_disk_applies_back_pressure_with_bounded_memory(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from ._verify import (
     query,
     report,
     verify,
+    verify_many,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "record_hash",
     "report",
     "verify",
+    "verify_many",
 ]

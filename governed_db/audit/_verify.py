@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._log import key_id_of, record_hash
 
-__all__ = ["VerificationError", "VerifyReport", "iter_records", "query", "report", "verify"]
+__all__ = ["VerificationError", "VerifyReport", "iter_records", "query", "report", "verify",
+           "verify_many"]
 
 
 class VerificationError(Exception):
@@ -40,6 +41,8 @@ class VerifyReport:
     unsigned_tail: dict[str, int]
     open_chains: tuple[str, ...]
     torn_line: int | None = None  # a partial final line (writer killed mid-write), ignored
+    chain_ends: dict[str, tuple[int, str]] = attrs.field(factory=dict)  # chain: (seq, hash)
+    rotations: tuple[dict[str, Any], ...] = ()  # "rotated" records: where a chain continued
 
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
@@ -90,6 +93,7 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
     count = 0
     lines = list(iter_records(path))
     torn_line = None
+    rotations: list[dict[str, Any]] = []
     for n, rec, raw in lines:
         if rec is None:
             if n == len(lines) and not raw.endswith("\n"):
@@ -133,6 +137,8 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
         st["seq"] = rec["seq"]
         st["prev"] = rec["hash"]
         st["last_line"] = n
+        if rec.get("type") == "rotated":
+            rotations.append(rec)
     open_chains = tuple(c for c, st in state.items() if not st["closed"])
     if open_chains and not allow_open:
         c = open_chains[0]
@@ -147,7 +153,48 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
         unsigned_tail={c: st["seq"] - st["signed"] for c, st in state.items()
                        if st["seq"] > st["signed"]},
         open_chains=open_chains, torn_line=torn_line,
+        chain_ends={c: (st["seq"], st["prev"]) for c, st in state.items()},
+        rotations=tuple(rotations),
     )
+
+
+def verify_many(paths: list[str], public_key: Ed25519PublicKey | None = None, *,
+                allow_open: bool = False) -> tuple[list[VerifyReport], list[str]]:
+    """Verify several logs (rotated files, several hosts' files) as one trail.
+
+    A chain that a "rotated" record in any of them continues is complete; a rotated record
+    whose predecessor is missing or ends elsewhere is a gap. Returns the reports and the gaps
+    (empty when the trail is whole); raises VerificationError (with the file) on a bad record.
+    """
+    reports = []
+    for path in paths:
+        try:
+            reports.append(verify(path, public_key, allow_open=True))
+        except VerificationError as exc:
+            raise VerificationError(exc.index, f"{path}: {exc.reason}") from None
+    ends = {c: end for r in reports for c, end in r.chain_ends.items()}
+    continued: set[str] = set()
+    gaps: list[str] = []
+    for r in reports:
+        for rot in r.rotations:
+            prev = str(rot.get("previous_chain"))
+            end = ends.get(prev)
+            if end is None:
+                continue  # its predecessor is in an earlier log not given: nothing to compare
+            if end != (rot.get("previous_seq"), rot.get("previous_hash")):
+                gaps.append(f"chain {prev[:8]} ends at record {end[0]} but chain"
+                            f" {rot['chain'][:8]} says it ended at {rot.get('previous_seq')}:"
+                            " records are missing between them")
+            else:
+                continued.add(prev)
+    if not allow_open:
+        for r in reports:
+            for chain in r.open_chains:
+                if chain not in continued:
+                    gaps.append(f"chain {chain[:8]} ends without its close checkpoint and no"
+                                " rotated log continues it (truncated, or the writer was"
+                                " killed)")
+    return reports, gaps
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:

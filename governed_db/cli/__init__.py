@@ -120,40 +120,57 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("log", type=_LogSource())
+@click.argument("log", type=_LogSource(), nargs=-1, required=True)
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
               help="PEM public key; without it signatures are not checked.")
 @click.option("--allow-open", is_flag=True, help="Accept chains still being written.")
 @_readable
-def audit_verify(log: str, public_key: str | None, allow_open: bool) -> None:
-    """Exit 0 when LOG is intact; otherwise name the first bad record and why (exit 1).
+def audit_verify(log: tuple[str, ...], public_key: str | None, allow_open: bool) -> None:
+    """Exit 0 when the LOG(s) are intact; otherwise name the first bad record and why (exit 1).
 
-    LOG is a JSONL file or a PostgreSQL store (postgresql://...). Exit 2: unreadable.
+    LOG is a JSONL file or a PostgreSQL store (postgresql://...); give rotated files and other
+    hosts' logs together to check the links between their chains. Exit 2: unreadable.
 
     \b
     Examples:
       governed-db audit verify audit.jsonl --public-key audit-signing.pub
+      governed-db audit verify audit.jsonl.1 audit.jsonl     # rotated: checks the link
       governed-db audit verify audit.jsonl --allow-open      # still being written
       governed-db audit verify postgresql://auditor@db/audit
     """
-    from ..audit import VerificationError, load_public_key, verify
+    from ..audit import VerificationError, load_public_key, verify_many
 
     key = load_public_key(public_key) if public_key else None
     try:
-        report = verify(log, key, allow_open=allow_open)
+        reports, gaps = verify_many(list(log), key, allow_open=allow_open)
     except VerificationError as exc:
-        click.echo(f"TAMPERED: {log}: record {exc.index}: {exc.reason}", err=True)
+        where = log[0] if len(log) == 1 else "log"
+        click.echo(f"TAMPERED: {where}: record {exc.index}: {exc.reason}", err=True)
         sys.exit(1)
-    tail = sum(report.unsigned_tail.values())
-    click.echo(f"OK: {report.records} records in {report.chains} chain(s) verified"
+    if gaps:
+        for gap in gaps:
+            click.echo(f"GAP: {gap}", err=True)
+        sys.exit(1)
+    records = sum(r.records for r in reports)
+    chains = sum(r.chains for r in reports)
+    tail = sum(sum(r.unsigned_tail.values()) for r in reports)
+    click.echo(f"OK: {records} records in {chains} chain(s) verified"
                + ("" if key else " (hashes only: pass --public-key to check signatures)")
                + (f"; {tail} record(s) after the last signed checkpoint" if tail else ""))
-    for chain in report.open_chains:
-        click.echo(f"OPEN: chain {chain[:8]} has no close checkpoint (still being written, or"
-                   " the writer was killed); its records verify up to the last one above")
-    if report.torn_line is not None:
-        click.echo(f"TORN: line {report.torn_line} is a partial record (the writer was killed"
-                   " mid-write); it was not counted")
+    continued = {str(rot.get("previous_chain")) for r in reports for rot in r.rotations}
+    known = {c for r in reports for c in r.chain_ends}
+    for prev in sorted(continued - known):
+        click.echo(f"NOTE: a chain here continues chain {prev[:8]} from an earlier (rotated)"
+                   " log; give that file too to check the link")
+    for r in reports:
+        for chain in r.open_chains:
+            if chain not in continued:
+                click.echo(f"OPEN: chain {chain[:8]} has no close checkpoint (still being"
+                           " written, or the writer was killed); its records verify up to the"
+                           " last one above")
+        if r.torn_line is not None:
+            click.echo(f"TORN: line {r.torn_line} is a partial record (the writer was killed"
+                       " mid-write); it was not counted")
 
 
 @audit.command("query")
