@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import psycopg
 from psycopg import errors as e
 
+from . import _config
 from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
+from .errors import ApprovalRequired, StatementDenied
 
 __all__ = ["AsyncClientCursor", "AsyncCopy", "AsyncCursor", "AsyncRawCursor",
            "AsyncRawServerCursor", "AsyncServerCursor"]
@@ -42,6 +45,27 @@ class _AsyncCopyMixin:
             raise ex.with_traceback(None) from None
         self._select_current_result(0)  # type: ignore[attr-defined]
 
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        """As psycopg's. In approval wait mode (``[approvals] wait_seconds``) a statement that
+        needs approval waits for the decision without blocking the event loop, then runs
+        (approved) or is denied; the sync path waits inside the statement hook instead."""
+        try:
+            return await super().execute(query, params, **kwargs)  # type: ignore[misc]
+        except ApprovalRequired as exc:
+            gov = self._conn._governor  # type: ignore[attr-defined]
+            wait = gov.policy.approvals.get("wait_seconds") if gov is not None else None
+            if not wait:
+                raise
+            store = _config.approvals(gov.policy)
+            status = await asyncio.to_thread(store.wait, exc.request_id, float(wait))
+            if status == "denied":
+                gov.event("approval_denied", request_id=exc.request_id)
+                raise StatementDenied(
+                    f"approval request {exc.request_id} was denied by a person; do not retry"
+                    " this statement", rule_ids=exc.rule_ids) from None
+            if status != "approved":
+                raise
+        return await super().execute(query, params, **kwargs)  # type: ignore[misc]
 
     async def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint."""

@@ -165,3 +165,45 @@ def test_approvals_policy_table_validated():
         parse_policy('[approvals]\nwait_seconds = -1\n')
     with pytest.raises(errors.PolicyError, match="unknown key"):
         parse_policy('[approvals]\nwait = 3\n')
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+async def test_async_wait_mode_does_not_block_the_loop(dsn, audit, store_kind, decision):
+    import asyncio
+
+    policy = _policy("[approvals]\nwait_seconds = 20\n")
+    store = governed_db._config.approvals(policy)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    async def approver():
+        for _ in range(200):
+            pending = await asyncio.to_thread(store.list, "pending")
+            if pending:
+                await asyncio.sleep(0.3)
+                await asyncio.to_thread(store.decide, pending[0]["id"], ALICE,
+                                        approve=decision == "approve")
+                return
+            await asyncio.sleep(0.05)
+
+    conn = await governed_db.AsyncConnection.connect(dsn, identity=DEPLOY, policy=policy,
+                                                     audit=audit, autocommit=True)
+    async with conn:
+        tick = asyncio.create_task(ticker())
+        helper = asyncio.create_task(approver())
+        try:
+            if decision == "approve":
+                await conn.execute(DDL)
+            else:
+                with pytest.raises(errors.StatementDenied, match="denied by a person"):
+                    await conn.execute(DDL)
+        finally:
+            tick.cancel()
+            await helper
+    assert ticks >= 5  # the event loop kept running while the statement waited
+    assert _has_index(dsn) == (decision == "approve")
