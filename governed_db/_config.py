@@ -206,8 +206,12 @@ def _persistent_key(name: str) -> bytes:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(key.hex())
-        os.link(tmp, path) if not path.exists() else None
-        os.unlink(tmp)
-        return bytes.fromhex(path.read_text().strip())
-    except OSError:
+        try:
+            os.link(tmp, path)  # atomic publish; another process may have won the race
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return bytes.fromhex(path.read_text().strip())  # the published key, whoever wrote it
+    except (OSError, ValueError):
         return secrets.token_bytes(32)  # read-only home: per-process key, still never raw

@@ -155,3 +155,19 @@ def test_auditor_report_answers_which_datasets_the_model_touched(dsn, tmp_path):
     only_users = CliRunner().invoke(main, ["audit", "query", str(path), "--column",
                                            "users.email", "--json"])
     assert len(only_users.output.strip().splitlines()) == 1
+
+
+def test_many_processes_creating_the_signing_key_at_once(tmp_path):
+    env = dict(os.environ, GOVERNED_DB_HOME=str(tmp_path / "state"))
+    code = ("from governed_db.audit import load_or_create_key\n"
+            "import sys\n"
+            "k = load_or_create_key(None)\n"
+            "from cryptography.hazmat.primitives import serialization as s\n"
+            "sys.stdout.write(k.public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())\n")
+    procs = [subprocess.Popen([sys.executable, "-W", "ignore", "-c", code], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [e for _, e in outs]
+    assert len({o for o, _ in outs}) == 1  # every process signs with the same key
+    assert not [f for f in (tmp_path / "state").iterdir() if f.name.endswith(".tmp")]

@@ -115,32 +115,60 @@ def key_id_of(public: Ed25519PublicKey) -> str:
 
 
 def load_or_create_key(path: str | os.PathLike[str] | None) -> Ed25519PrivateKey:
-    """Load the Ed25519 signing key, creating it (0600, with a warning) on first use."""
+    """Load the Ed25519 signing key, creating it (0600, with a warning) on first use.
+
+    Safe when several processes start at once: the key is written to a temporary file and
+    published with an atomic link, so every process ends up with the same, complete key.
+    """
     from .._config import state_dir
 
     p = Path(path).expanduser() if path else state_dir() / "audit-signing.key"
-    try:
-        key = serialization.load_pem_private_key(p.read_bytes(), password=None)
-    except FileNotFoundError:
-        key = Ed25519PrivateKey.generate()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        pub = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-        p.with_suffix(".pub").write_bytes(pub)
-        warnings.warn(f"governed_db: created an audit signing key at {p} (public key"
-                      f" {p.with_suffix('.pub')}); keep the private key safe and give auditors"
-                      " the public one", stacklevel=2)
+    for _ in range(3):
+        try:
+            key = serialization.load_pem_private_key(p.read_bytes(), password=None)
+        except FileNotFoundError:
+            try:
+                created = _create_key(p)
+            except OSError as exc:
+                raise AuditUnavailable(f"cannot create the audit signing key {p}: {exc}"
+                                       ) from None
+            if created is not None:
+                return created
+            continue  # another process published one first: load it
+        except (OSError, ValueError) as exc:
+            raise AuditUnavailable(f"cannot load the audit signing key {p}: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise AuditUnavailable(f"{p} is not an Ed25519 private key (make one with"
+                                   " `governed-db keygen`)")
         return key
-    except (OSError, ValueError) as exc:
-        raise AuditUnavailable(f"cannot load the audit signing key {p}: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise AuditUnavailable(f"{p} is not an Ed25519 private key (make one with"
-                               " `governed-db keygen`)")
+    raise AuditUnavailable(f"cannot load or create the audit signing key {p}")
+
+
+def _create_key(p: Path) -> Ed25519PrivateKey | None:
+    key = Ed25519PrivateKey.generate()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, p)  # atomic: fails if another process published its key first
+    except FileExistsError:
+        return None
+    finally:
+        os.unlink(tmp)
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub_tmp = p.with_name(f".{p.name}.{os.getpid()}.pub.tmp")
+    pub_tmp.write_bytes(pub)
+    os.replace(pub_tmp, p.with_suffix(".pub"))
+    warnings.warn(f"governed_db: created an audit signing key at {p} (public key"
+                  f" {p.with_suffix('.pub')}); keep the private key safe and give auditors"
+                  " the public one", stacklevel=3)
     return key
 
 
