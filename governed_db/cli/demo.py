@@ -183,7 +183,7 @@ def _story(dsn: str, home: Path, out: _Out) -> None:
     import psycopg
 
     import governed_db
-    from governed_db import Identity, errors
+    from governed_db import Identity
     from governed_db.audit import VerificationError, load_public_key, report, verify
     from governed_db.policy import parse_policy
 
@@ -276,7 +276,6 @@ def _story(dsn: str, home: Path, out: _Out) -> None:
         out.step("9. a tampered copy", False, "NOT detected")
     except VerificationError as exc:
         out.step("9. someone edits one record: caught", True, f"TAMPERED: {exc}")
-    _ = errors  # (errors are shown as the text the model receives)
 
 
 def _sql_tool(dsn: str, agent: Any, out: _Out) -> Callable[[str, str], str]:
