@@ -40,7 +40,7 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
                                            else governed_cursor_class(cls, server=True))
 
     @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:  # type: ignore[override]
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:
         """Connect like psycopg, plus ``identity=``, ``policy=``, ``audit=``."""
         opts = pop_governed_kwargs(kwargs)
         conn = super().connect(conninfo, **kwargs)
@@ -49,7 +49,7 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
             # Identity on the session and the catalog snapshot now, not at the first
             # statement: a first statement in pipeline mode then has exact lineage too.
             with conn.lock:
-                conn.wait(conn._gov_session_gen(conn._governor.identity()))
+                conn.wait(conn._gov_session_gen(conn.governor.identity()))
         except BaseException:
             conn.close()
             raise

@@ -36,7 +36,7 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
                                            else governed_async_cursor_class(cls, server=True))
 
     @classmethod
-    async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncConnection:  # type: ignore[override]
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncConnection:
         """Connect like psycopg, plus ``identity=``, ``policy=``, ``audit=``."""
         opts = pop_governed_kwargs(kwargs)
         conn = await super().connect(conninfo, **kwargs)
@@ -45,7 +45,7 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
             # Identity on the session and the catalog snapshot now, not at the first
             # statement: a first statement in pipeline mode then has exact lineage too.
             async with conn.lock:
-                await conn.wait(conn._gov_session_gen(conn._governor.identity()))
+                await conn.wait(conn._gov_session_gen(conn.governor.identity()))
         except BaseException:
             await conn.close()
             raise

@@ -70,8 +70,8 @@ class GovernedConnectionMixin:
         # Notices (RAISE NOTICE ...) and NOTIFY payloads reach the caller outside any result:
         # route them through redaction. (psycopg binds these handlers to BaseConnection's.)
         wself = weakref.ref(self)
-        self.pgconn.notice_handler = partial(_notice_handler, wself)  # type: ignore[attr-defined]
-        self.pgconn.notify_handler = partial(_notify_handler, wself)  # type: ignore[attr-defined]
+        self.pgconn.notice_handler = partial(_notice_handler, wself)
+        self.pgconn.notify_handler = partial(_notify_handler, wself)
         gov.event("connect")
 
     @property

@@ -301,7 +301,7 @@ class Governor:
 
                     for col, sources in relation_columns(rel, self.catalog):
                         if col.lower() in names and any(
-                                src == UNKNOWN or self._masked_for(*src.split(".", 2), ident)
+                                src == UNKNOWN or self._masked_for(*_split3(src), ident)
                                 for src in sources):
                             probed.add(f"{rel.name}.{col}")
                     continue
@@ -512,9 +512,9 @@ class Governor:
                 elif col is not None:
                     from .analysis._lineage import relation_columns
 
-                    for name, src in relation_columns(rel, catalog):
+                    for name, view_sources in relation_columns(rel, catalog):
                         if name == col:
-                            sources = src
+                            sources = view_sources
                             break
         if sources is None and lineage is not None:
             sources = lineage[i][1]
@@ -584,7 +584,7 @@ class Governor:
             rel = catalog.resolve(_rv_name(rv))
             if rel is None or rel.is_view:
                 return frozenset()
-        out = set()
+        out: set[int] = set()
         for pos, target in enumerate(sel.get("targetList") or ()):
             val = (target.get("ResTarget") or {}).get("val") or {}
             ref = val.get("ColumnRef")
@@ -737,11 +737,17 @@ def redact_exception(exc: BaseException) -> BaseException:
     if message == str(exc) and not (diag and (diag.message_detail or diag.context)):
         return exc
     info = redacted_diag_info(diag, sqlstate)
-    new = type(exc)(message, info=info or None)  # type: ignore[call-arg]
+    new = type(exc)(message, info=info or None)
     return new
 
 
 _SHAPED = frozenset({"partial", "email"})
+
+
+def _split3(src: str) -> tuple[str, str, str]:
+    """``schema.table.column`` (the column may contain dots)."""
+    schema, table, column = src.split(".", 2)
+    return schema, table, column
 
 
 def _rv_name(rv: Mapping[str, Any]) -> str:

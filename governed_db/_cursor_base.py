@@ -199,12 +199,12 @@ class GovernedCursorMixin:
     @property
     def row_factory(self) -> RowFactory[Any]:
         """Writable; setting it after execute() still goes through the row choke point."""
-        return self._row_factory  # type: ignore[attr-defined,no-any-return]
+        return self._row_factory
 
     @row_factory.setter
     def row_factory(self, row_factory: RowFactory[Any]) -> None:
         self._row_factory = row_factory
-        if self.pgresult:  # type: ignore[attr-defined]
+        if self.pgresult:
             self._make_row = self._make_row_maker()
 
 

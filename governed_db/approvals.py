@@ -85,7 +85,7 @@ class ApprovalStore:
             raise PolicyError(f"approval request {request_id} is unreadable: {exc}") from None
 
     def list(self, status: str | None = None) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         if not self.directory.exists():
             return out
         for path in sorted(self.directory.glob("*.json")):

@@ -351,7 +351,7 @@ class _Lineage:
                     if hit is not None:
                         out |= hit
                         return
-        builtins = getattr(self.catalog, "builtin_functions", frozenset())
+        builtins: frozenset[str] = getattr(self.catalog, "builtin_functions", frozenset())
         if name in self.catalog.user_functions or (builtins and name not in builtins):
             # A user function's body can read any table; a function the snapshot does not
             # know yet (created since it was taken) is treated the same: fail closed.

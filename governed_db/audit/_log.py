@@ -393,7 +393,7 @@ class AuditLog:
 
         if testing._monitor is not None:
             testing._monitor.check("audit record", rec)
-        return rec  # type: ignore[no-any-return]
+        return rec
 
     def _chain(self, rec: dict[str, Any], sign: bool = False) -> bytes:
         """Link ``rec`` into the chain; return its JSONL line (canonical body + hash + sig)."""

@@ -38,7 +38,7 @@ def _readable(fn: Any) -> Any:
     return wrapper
 
 
-class _LogSource(click.ParamType):
+class _LogSource(click.ParamType):  # type: ignore[type-arg]
     """A JSONL audit log file, or a PostgreSQL audit store URL (postgresql://...)."""
 
     name = "LOG"

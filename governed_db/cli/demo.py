@@ -87,7 +87,8 @@ CREATE TABLE promotions (id serial PRIMARY KEY, customer_id int REFERENCES custo
 """
 
 
-def seed_rows(n_customers: int = 300, seed: int = 7) -> tuple[list[tuple], list[tuple]]:
+def seed_rows(n_customers: int = 300, seed: int = 7) -> tuple[list[tuple[Any, ...]],
+                                                              list[tuple[Any, ...]]]:
     """Deterministic, realistic-looking customers and orders (no network, no extra package)."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
     customers, orders = [], []
@@ -222,7 +223,8 @@ def _story(dsn: str, home: Path, out: _Out) -> None:
 
     mass = tool("call_3", "UPDATE customers SET segment = 'vip' WHERE segment = 'gold'")
     with psycopg.connect(dsn) as raw:
-        vip = raw.execute("SELECT count(*) FROM customers WHERE segment = 'vip'").fetchone()[0]
+        vip = (raw.execute("SELECT count(*) FROM customers WHERE segment = 'vip'").fetchone()
+               or (0,))[0]
     out.step("3. a mass UPDATE: stopped by the exact blast-radius limit, rolled back",
              "affected-row-limit" in mass and vip == 0, f"{mass}\n\ncustomers now vip: {vip}")
 
@@ -247,7 +249,7 @@ def _story(dsn: str, home: Path, out: _Out) -> None:
              f"{self_try.output.strip() or '(nothing pending)'}")
     again = tool("call_5", promo)
     with psycopg.connect(dsn) as raw:
-        promos = raw.execute("SELECT count(*) FROM promotions").fetchone()[0]
+        promos = (raw.execute("SELECT count(*) FROM promotions").fetchone() or (0,))[0]
     out.step("6. the identical statement now runs, once", promos == 5,
              f"{again}\npromotions created: {promos}")
 
