@@ -7,13 +7,16 @@ shared per database by every connection of the process.
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
 
-__all__ = ["CATALOG_QUERY", "Catalog", "Relation", "catalog_for", "store_catalog"]
+__all__ = ["CATALOG_QUERY", "Catalog", "Relation", "catalog_for", "next_catalog_version",
+           "store_catalog"]
 
 CATALOG_QUERY = b"""
 SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
@@ -40,6 +43,7 @@ FROM unnest(pg_catalog.current_schemas(true)) AS s
 """
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+REFRESH_SECONDS = 60.0
 
 
 @attrs.frozen(kw_only=True)
@@ -81,8 +85,14 @@ class Catalog:
         self.user_functions = frozenset(user_functions)
         self.builtin_functions = frozenset(builtin_functions)
         self.version = version
+        self.loaded_at = time.monotonic()
         self._view_lineage: dict[int, Any] = {}
         self.lock = threading.Lock()
+
+    def fresh(self) -> bool:
+        """Younger than REFRESH_SECONDS: schema changes made by other sessions (a renamed
+        column, a new table) are picked up within that window."""
+        return time.monotonic() - self.loaded_at < REFRESH_SECONDS
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
@@ -125,6 +135,14 @@ class Catalog:
 
 _catalogs: dict[tuple[Any, ...], Catalog] = {}
 _catalogs_lock = threading.Lock()
+
+
+_versions = itertools.count(1)
+
+
+def next_catalog_version() -> int:
+    """Process-unique snapshot versions: caches keyed by version never mix two snapshots."""
+    return next(_versions)
 
 
 def catalog_for(key: tuple[Any, ...]) -> Catalog | None:

@@ -14,7 +14,7 @@ from psycopg.rows import tuple_row
 
 from . import _config
 from . import testing as _testing
-from ._catalog import CATALOG_QUERY, Catalog, catalog_for, store_catalog
+from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._core import Governor, redact_exception, redacted_diag_info
 from .errors import InterfaceError, PolicyError
 from .identity import Identity
@@ -60,7 +60,8 @@ class GovernedConnectionMixin:
                 " to on (the PostgreSQL default)")
         conn_info = {"host": info.host, "port": info.port, "dbname": info.dbname,
                      "user": info.user, "server_version": info.server_version}
-        key = (info.host, info.port, info.dbname, info.user)
+        # Shared per database, role and pinned search_path (names resolve through it).
+        key = (info.host, info.port, info.dbname, info.user, policy.session.search_path)
         self._gov_inflight = []
         gov = Governor(policy=policy, identity=opts.get("identity"), auditor=auditor,
                        catalog_key=key, conn_info=conn_info)
@@ -103,17 +104,24 @@ class GovernedConnectionMixin:
         for sql in gov.session_sync_sql(identity, status == INTRANS):
             yield from self._exec_command(sql)  # type: ignore[attr-defined]
         gov.session_synced(identity)
+        gov.catalog_due()  # (ages the snapshot: also checked at connect)
+        if gov.catalog_stale and not gov.catalog_forced:
+            # Stale by age only: another connection may have refreshed the shared snapshot.
+            shared = catalog_for(gov.catalog_key)
+            if shared is not None and shared.fresh() and shared is not gov.catalog:
+                gov.catalog = shared
+                gov.catalog_stale = False
         if gov.catalog_stale and self._pipeline is None:
             res = yield from self._exec_command(CATALOG_QUERY)  # type: ignore[attr-defined]
             if res is not None:
                 tx = Transformer(self)  # type: ignore[arg-type]
                 tx.set_pgresult(res)
                 rows = tx.load_rows(0, res.ntuples, tuple_row(None))  # type: ignore[arg-type]
-                version = (gov.catalog.version + 1) if gov.catalog else 1
-                catalog = Catalog.from_rows(rows, version)
+                catalog = Catalog.from_rows(rows, next_catalog_version())
                 store_catalog(gov.catalog_key, catalog)
                 gov.catalog = catalog
                 gov.catalog_stale = False
+                gov.catalog_forced = False
 
     def _commit_gen(self) -> Any:
         yield from super()._commit_gen()  # type: ignore[misc]

@@ -137,6 +137,7 @@ class Governor:
         self.classifier = Classifier(policy)
         self.catalog: Catalog | None = None
         self.catalog_stale = True
+        self.catalog_forced = False  # stale because of DDL / an unknown object: query again
         # Session state the analyzer cannot see from one string.
         self.prepared: dict[str, StatementFacts] = {}
         self.cursors: dict[str, StatementFacts] = {}
@@ -153,6 +154,22 @@ class Governor:
         self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
         self._plans: dict[tuple[Any, ...], tuple[MaskPlan | None, dict[str, str],
                                                   frozenset[str]]] = {}
+
+    # -- catalog snapshot ----------------------------------------------------------------------
+
+    def mark_catalog_stale(self) -> None:
+        """Reload the snapshot before the next statement (DDL ran, an unknown object showed)."""
+        self.catalog_stale = True
+        self.catalog_forced = True
+
+    def catalog_due(self) -> bool:
+        """Whether the snapshot must be refreshed before the next statement."""
+        if self.catalog_stale:
+            return True
+        if self.catalog is None or not self.catalog.fresh():
+            self.catalog_stale = True  # by age: a newer shared snapshot will do
+            return True
+        return False
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -503,12 +520,20 @@ class Governor:
         if table_oid and catalog is not None:
             rel = catalog.by_oid.get(table_oid)
             if rel is None:
-                self.catalog_stale = True  # a table we do not know yet: reload next time
+                self.mark_catalog_stale()  # a table we do not know yet: reload next time
             else:
                 col = rel.column_by_attnum(result.ftablecol(i))
+                if col is None:
+                    self.mark_catalog_stale()  # a column added since the snapshot
                 if col is not None and not rel.is_view:
                     sources = frozenset({f"{rel.qualname}.{col}"})
                     direct = True
+                    named = _unaliased_ref(stmt, i)
+                    if named is not None and named != col.lower():
+                        # The statement names this column differently from the snapshot: it
+                        # was renamed by another session. Reload, and judge by both names.
+                        self.mark_catalog_stale()
+                        sources = sources | {f"{rel.qualname}.{named}"}
                 elif col is not None:
                     from .analysis._lineage import relation_columns
 
@@ -624,7 +649,7 @@ class Governor:
             return True
         if catalog.builtin_functions and stmt.functions - catalog.builtin_functions:
             # A function the snapshot does not know (created since): reload, fail closed.
-            self.catalog_stale = True
+            self.mark_catalog_stale()
             return True
         return False
 
@@ -670,7 +695,7 @@ class Governor:
             if s.kind == "DEALLOCATE":
                 self.prepared.clear()
             if s.is_ddl:
-                self.catalog_stale = True
+                self.mark_catalog_stale()
         self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
                      affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
 
@@ -742,6 +767,31 @@ def redact_exception(exc: BaseException) -> BaseException:
 
 
 _SHAPED = frozenset({"partial", "email"})
+
+
+def _unaliased_ref(stmt: StatementFacts | None, pos: int) -> str | None:
+    """The column name of output ``pos`` when it is a plain, unaliased column reference in
+    a single SELECT (lower-cased), else None."""
+    if stmt is None:
+        return None
+    sel = stmt.tree.get("SelectStmt")
+    if not sel or sel.get("op", "SETOP_NONE") != "SETOP_NONE":
+        return None
+    targets = sel.get("targetList") or ()
+    for target in targets[:pos + 1]:
+        val = (target.get("ResTarget") or {}).get("val") or {}
+        ref = val.get("ColumnRef")
+        if ref is not None and any("A_Star" in f for f in ref.get("fields") or ()):
+            return None  # positions after a * are not known from the text
+    if pos >= len(targets):
+        return None
+    res = targets[pos].get("ResTarget") or {}
+    ref = (res.get("val") or {}).get("ColumnRef")
+    if ref is None or res.get("name"):
+        return None
+    last = (ref.get("fields") or [{}])[-1]
+    name = (last.get("String") or {}).get("sval") if isinstance(last, dict) else None
+    return str(name).lower() if name else None
 
 
 def _split3(src: str) -> tuple[str, str, str]:

@@ -60,7 +60,7 @@ class GovernedCursorMixin:
             gov.auditor.check()
         ident = gov.identity()
         gov.pending_identity = ident
-        if ident is not gov.synced_identity or gov.catalog_stale \
+        if ident is not gov.synced_identity or gov.catalog_due() \
                 or conn.pgconn.transaction_status not in _SYNCABLE:
             return self._gov_sync_then_start(ident, query)
         return super()._start_query(query)  # type: ignore[misc]

@@ -126,3 +126,27 @@ def test_first_statement_in_a_pipeline_has_exact_lineage(dsn, audit):
             cur = conn.cursor().execute("SELECT lower(name) AS n, email FROM users WHERE id = 1001")
         # email keeps its domain (exact provenance), not redacted as unknown lineage
         assert cur.fetchone()[1] == "****@example.com"
+
+
+def test_schema_changed_by_another_session_is_picked_up(agent_conn, dsn, monkeypatch):
+    """A column renamed elsewhere (note -> ssn) is masked once the snapshot refreshes."""
+    import psycopg
+
+    from governed_db import _catalog
+
+    assert agent_conn.execute("SELECT note FROM orders WHERE id = 1").fetchone() == ("qnt gift",)
+    agent_conn.rollback()  # end the read transaction: ALTER TABLE waits for its lock otherwise
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("UPDATE orders SET note = '123-45-6789' WHERE id = 1")
+        raw.execute("ALTER TABLE orders RENAME COLUMN note TO ssn")
+    # Right away (the snapshot still says "note"): the statement names the column ssn, which
+    # disagrees with the snapshot, so it is judged by both names and the snapshot reloads.
+    (value,) = agent_conn.execute("SELECT ssn FROM orders WHERE id = 1").fetchone()
+    assert value == "*******6789"
+    agent_conn.rollback()
+    # And by age: another rename is picked up when the snapshot is older than REFRESH_SECONDS.
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("ALTER TABLE orders RENAME COLUMN ssn TO email")
+    monkeypatch.setattr(_catalog, "REFRESH_SECONDS", 0.0)
+    (value,) = agent_conn.execute("SELECT o.* FROM orders o WHERE id = 1").fetchone()[3:4]
+    assert value == REDACTED  # email strategy on a non-e-mail value: nothing kept
