@@ -2,6 +2,7 @@
 
 from ._log import SCHEMA_VERSION, AuditLog, canonical, key_id_of, load_or_create_key, record_hash
 from ._verify import (
+    TrailReport,
     VerificationError,
     VerifyReport,
     iter_records,
@@ -14,6 +15,7 @@ from ._verify import (
 
 __all__ = [
     "AuditLog",
+    "TrailReport",
     "SCHEMA_VERSION",
     "VerificationError",
     "VerifyReport",

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._log import key_id_of, record_hash
 
-__all__ = ["VerificationError", "VerifyReport", "iter_records", "query", "report", "verify",
-           "verify_many"]
+__all__ = ["TrailReport", "VerificationError", "VerifyReport", "iter_records", "query", "report",
+           "verify", "verify_many"]
 
 
 class VerificationError(Exception):
@@ -158,13 +158,30 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
     )
 
 
-def verify_many(paths: list[str], public_key: Ed25519PublicKey | None = None, *,
-                allow_open: bool = False) -> tuple[list[VerifyReport], list[str]]:
+@attrs.frozen(kw_only=True)
+class TrailReport:
+    """Several logs verified as one trail (see :func:`verify_many`)."""
+
+    reports: tuple[VerifyReport, ...]
+    gaps: tuple[str, ...]  # links that do not match: records missing between two chains
+    open_chains: tuple[str, ...]  # chains with no close checkpoint that nothing continues
+    earlier: tuple[str, ...]  # chains continued here from logs not given
+
+    @property
+    def records(self) -> int:
+        return sum(r.records for r in self.reports)
+
+    @property
+    def chains(self) -> int:
+        return sum(r.chains for r in self.reports)
+
+
+def verify_many(paths: list[str], public_key: Ed25519PublicKey | None = None) -> TrailReport:
     """Verify several logs (rotated files, several hosts' files) as one trail.
 
     A chain that a "rotated" record in any of them continues is complete; a rotated record
-    whose predecessor is missing or ends elsewhere is a gap. Returns the reports and the gaps
-    (empty when the trail is whole); raises VerificationError (with the file) on a bad record.
+    whose predecessor is given but ends elsewhere is a gap. Raises VerificationError (naming
+    the file) on a bad record.
     """
     reports = []
     for path in paths:
@@ -174,27 +191,23 @@ def verify_many(paths: list[str], public_key: Ed25519PublicKey | None = None, *,
             raise VerificationError(exc.index, f"{path}: {exc.reason}") from None
     ends = {c: end for r in reports for c, end in r.chain_ends.items()}
     continued: set[str] = set()
+    earlier: set[str] = set()
     gaps: list[str] = []
     for r in reports:
         for rot in r.rotations:
             prev = str(rot.get("previous_chain"))
             end = ends.get(prev)
             if end is None:
-                continue  # its predecessor is in an earlier log not given: nothing to compare
-            if end != (rot.get("previous_seq"), rot.get("previous_hash")):
+                earlier.add(prev)  # its predecessor is in a log not given: nothing to compare
+            elif end != (rot.get("previous_seq"), rot.get("previous_hash")):
                 gaps.append(f"chain {prev[:8]} ends at record {end[0]} but chain"
                             f" {rot['chain'][:8]} says it ended at {rot.get('previous_seq')}:"
                             " records are missing between them")
             else:
                 continued.add(prev)
-    if not allow_open:
-        for r in reports:
-            for chain in r.open_chains:
-                if chain not in continued:
-                    gaps.append(f"chain {chain[:8]} ends without its close checkpoint and no"
-                                " rotated log continues it (truncated, or the writer was"
-                                " killed)")
-    return reports, gaps
+    still_open = tuple(c for r in reports for c in r.open_chains if c not in continued)
+    return TrailReport(reports=tuple(reports), gaps=tuple(gaps), open_chains=still_open,
+                       earlier=tuple(sorted(earlier)))
 
 
 def _parse_time(text: str | None) -> dt.datetime | None:

@@ -142,32 +142,30 @@ def audit_verify(log: tuple[str, ...], public_key: str | None, allow_open: bool)
 
     key = load_public_key(public_key) if public_key else None
     try:
-        reports, gaps = verify_many(list(log), key, allow_open=allow_open)
+        trail = verify_many(list(log), key)
     except VerificationError as exc:
         where = log[0] if len(log) == 1 else "log"
         click.echo(f"TAMPERED: {where}: record {exc.index}: {exc.reason}", err=True)
         sys.exit(1)
-    if gaps:
-        for gap in gaps:
-            click.echo(f"GAP: {gap}", err=True)
+    problems = [f"GAP: {gap}" for gap in trail.gaps]
+    if not allow_open:
+        problems += [f"TRUNCATED: chain {c[:8]} ends without its close checkpoint and no"
+                     " rotated log continues it (truncated, or the writer was killed; "
+                     "--allow-open accepts a log still being written)" for c in trail.open_chains]
+    if problems:
+        click.echo("\n".join(problems), err=True)
         sys.exit(1)
-    records = sum(r.records for r in reports)
-    chains = sum(r.chains for r in reports)
-    tail = sum(sum(r.unsigned_tail.values()) for r in reports)
-    click.echo(f"OK: {records} records in {chains} chain(s) verified"
+    tail = sum(sum(r.unsigned_tail.values()) for r in trail.reports)
+    click.echo(f"OK: {trail.records} records in {trail.chains} chain(s) verified"
                + ("" if key else " (hashes only: pass --public-key to check signatures)")
                + (f"; {tail} record(s) after the last signed checkpoint" if tail else ""))
-    continued = {str(rot.get("previous_chain")) for r in reports for rot in r.rotations}
-    known = {c for r in reports for c in r.chain_ends}
-    for prev in sorted(continued - known):
+    for prev in trail.earlier:
         click.echo(f"NOTE: a chain here continues chain {prev[:8]} from an earlier (rotated)"
                    " log; give that file too to check the link")
-    for r in reports:
-        for chain in r.open_chains:
-            if chain not in continued:
-                click.echo(f"OPEN: chain {chain[:8]} has no close checkpoint (still being"
-                           " written, or the writer was killed); its records verify up to the"
-                           " last one above")
+    for chain in trail.open_chains:
+        click.echo(f"OPEN: chain {chain[:8]} has no close checkpoint (still being written, or"
+                   " the writer was killed); its records verify up to the last one above")
+    for r in trail.reports:
         if r.torn_line is not None:
             click.echo(f"TORN: line {r.torn_line} is a partial record (the writer was killed"
                        " mid-write); it was not counted")
