@@ -501,10 +501,11 @@ class Governor:
             lineage = statement_lineage(stmt.tree, catalog, self.session_trees)
             if lineage is not None and len(lineage) != result.nfields:
                 lineage = None
+        refs = self._base_column_refs(stmt, catalog)
         masks: list[ColumnMask | None] = []
         any_mask = False
         for i in range(result.nfields):
-            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, seen)
+            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, refs, seen)
             masks.append(cm)
             any_mask = any_mask or cm is not None
         if not any_mask:
@@ -513,7 +514,7 @@ class Governor:
 
     def _column_mask(self, i: int, result: Any, lineage: Any, catalog: Catalog | None,
                      ident: Identity, stmt: StatementFacts | None,
-                     seen: set[str]) -> ColumnMask | None:
+                     refs: Mapping[int, str | None], seen: set[str]) -> ColumnMask | None:
         sources: frozenset[str] | None = None
         direct = False  # the value is a base column as stored (result provenance)
         table_oid = result.ftable(i) if catalog is not None else 0
@@ -528,7 +529,7 @@ class Governor:
                 if col is not None and not rel.is_view:
                     sources = frozenset({f"{rel.qualname}.{col}"})
                     direct = True
-                    named = _unaliased_ref(stmt, i)
+                    named = refs.get(i)
                     if named is not None and named != col.lower():
                         # The statement names this column differently from the snapshot: it
                         # was renamed by another session. Reload, and judge by both names.
@@ -543,7 +544,7 @@ class Governor:
                             break
         if sources is None and lineage is not None:
             sources = lineage[i][1]
-            direct = i in self._direct_positions(stmt, catalog)
+            direct = i in refs
         if sources is None:
             return self._unknown_column(i, result, stmt, catalog, ident)
         seen.update(src for src in sources if src != UNKNOWN)
@@ -582,43 +583,48 @@ class Governor:
             return self._unknown_column(i, result, stmt, catalog, ident)
         return None
 
-    def _direct_positions(self, stmt: StatementFacts | None,
-                          catalog: Catalog | None) -> frozenset[int]:
+    def _base_column_refs(self, stmt: StatementFacts | None,
+                          catalog: Catalog | None) -> dict[int, str | None]:
         """Output positions that are plain column references on base tables (no expression,
-        view, CTE or subquery in between): ``COPY users (email)``, ``COPY (SELECT id, email
-        FROM users)``. Only those keep shape-preserving strategies without provenance."""
+        view, CTE or subquery in between) — ``COPY users (email)``, ``SELECT id, email FROM
+        users`` — mapped to the column name the text uses (lower-cased; None when aliased or
+        not spelled out). Only these keep shape-preserving strategies without provenance, and
+        only their names can reveal a column renamed since the catalog snapshot."""
         if stmt is None or catalog is None:
-            return frozenset()
+            return {}
         tree = stmt.tree
         copy = tree.get("CopyStmt")
         if copy is not None:
             if copy.get("relation") is not None and copy.get("query") is None:
                 rel = catalog.resolve(_rv_name(copy["relation"]))
                 if rel is None or rel.is_view:
-                    return frozenset()
+                    return {}
                 n = len(copy.get("attlist") or ()) or len(rel.columns)
-                return frozenset(range(n))
+                return dict.fromkeys(range(n))
             tree = copy.get("query") or {}
         sel = tree.get("SelectStmt")
         if not sel or sel.get("withClause") or sel.get("op", "SETOP_NONE") != "SETOP_NONE":
-            return frozenset()
+            return {}
         for item in sel.get("fromClause") or ():
             rv = item.get("RangeVar") if isinstance(item, dict) else None
             if rv is None:
-                return frozenset()
+                return {}
             rel = catalog.resolve(_rv_name(rv))
             if rel is None or rel.is_view:
-                return frozenset()
-        out: set[int] = set()
+                return {}
+        out: dict[int, str | None] = {}
         for pos, target in enumerate(sel.get("targetList") or ()):
-            val = (target.get("ResTarget") or {}).get("val") or {}
-            ref = val.get("ColumnRef")
+            res = target.get("ResTarget") or {}
+            ref = (res.get("val") or {}).get("ColumnRef")
             if ref is None:
                 continue
-            if any("A_Star" in f for f in ref.get("fields") or ()):
-                return frozenset(out)  # positions after a * are not known from the text
-            out.add(pos)
-        return frozenset(out)
+            fields = ref.get("fields") or ()
+            if any("A_Star" in f for f in fields):
+                return out  # positions after a * are not known from the text
+            last = fields[-1] if fields else {}
+            name = (last.get("String") or {}).get("sval") if isinstance(last, dict) else None
+            out[pos] = None if res.get("name") or not name else str(name).lower()
+        return out
 
     def _unknown_column(self, i: int, result: Any, stmt: StatementFacts | None,
                         catalog: Catalog | None, ident: Identity) -> ColumnMask | None:
@@ -680,7 +686,7 @@ class Governor:
 
     def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:
         """Record a statement that ran; update session state it changed."""
-        for s in ctx.statements if ctx.decision is not None and _has_session_effects(ctx) else ():
+        for s in ctx.statements if _has_session_effects(ctx) else ():
             for name in s.prepares:
                 self.prepared[name] = _inner_facts(s, name, prepared=True)
                 self.session_trees["prepared:" + name] = _inner_tree(s.tree, "PrepareStmt")
@@ -767,31 +773,6 @@ def redact_exception(exc: BaseException) -> BaseException:
 
 
 _SHAPED = frozenset({"partial", "email"})
-
-
-def _unaliased_ref(stmt: StatementFacts | None, pos: int) -> str | None:
-    """The column name of output ``pos`` when it is a plain, unaliased column reference in
-    a single SELECT (lower-cased), else None."""
-    if stmt is None:
-        return None
-    sel = stmt.tree.get("SelectStmt")
-    if not sel or sel.get("op", "SETOP_NONE") != "SETOP_NONE":
-        return None
-    targets = sel.get("targetList") or ()
-    for target in targets[:pos + 1]:
-        val = (target.get("ResTarget") or {}).get("val") or {}
-        ref = val.get("ColumnRef")
-        if ref is not None and any("A_Star" in f for f in ref.get("fields") or ()):
-            return None  # positions after a * are not known from the text
-    if pos >= len(targets):
-        return None
-    res = targets[pos].get("ResTarget") or {}
-    ref = (res.get("val") or {}).get("ColumnRef")
-    if ref is None or res.get("name"):
-        return None
-    last = (ref.get("fields") or [{}])[-1]
-    name = (last.get("String") or {}).get("sval") if isinstance(last, dict) else None
-    return str(name).lower() if name else None
 
 
 def _split3(src: str) -> tuple[str, str, str]:

@@ -150,3 +150,26 @@ def test_schema_changed_by_another_session_is_picked_up(agent_conn, dsn, monkeyp
     monkeypatch.setattr(_catalog, "REFRESH_SECONDS", 0.0)
     (value,) = agent_conn.execute("SELECT o.* FROM orders o WHERE id = 1").fetchone()[3:4]
     assert value == REDACTED  # email strategy on a non-e-mail value: nothing kept
+
+
+def test_alias_through_a_subquery_is_not_taken_for_a_rename(agent_conn):
+    """`SELECT x FROM (SELECT note AS x ...)` names the column x: no rename, no reload."""
+    import governed_db._connection as gc
+
+    q = "SELECT x FROM (SELECT note AS x FROM orders) s ORDER BY x"
+    assert agent_conn.execute(q).fetchall() == [("qnt gift",), ("qnt rush",)]
+    reloads = []
+    original = gc.Connection._exec_command
+
+    def spy(self, cmd, *a, **k):
+        if b"pg_catalog.pg_class" in bytes(cmd):
+            reloads.append(cmd)
+        return original(self, cmd, *a, **k)
+
+    gc.Connection._exec_command = spy
+    try:
+        for _ in range(3):
+            agent_conn.execute(q).fetchall()
+    finally:
+        gc.Connection._exec_command = original
+    assert reloads == []
