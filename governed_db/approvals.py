@@ -47,6 +47,18 @@ def binding_hash(*, normalized: str, params_digest: Sequence[str], identity_labe
     return hashlib.sha256(data.encode()).hexdigest()
 
 
+def statement_binding(analysis: Any) -> str:
+    """The exact statement an approval is for, without its text: the normalized form plus a
+    keyed hash of the text sent. Why both: the normalized form alone would let an approval
+    of ``DELETE … WHERE id = 5`` run ``… WHERE id = 6`` (same ``$1``), and a plain hash of the
+    text could be reversed by trying values; the key is the one parameters are hashed with."""
+    from ._config import param_hash_key
+
+    digest = hmac.new(param_hash_key(), analysis.text.encode("utf-8", "surrogatepass"),
+                      hashlib.sha256).hexdigest()
+    return f"{analysis.normalized}\x00{digest}"
+
+
 class ApprovalStore:
     """Approval requests on disk (``<state>/approvals/<id>.json``)."""
 
@@ -128,7 +140,7 @@ class ApprovalStore:
     def _check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                           policy_tag: str, rule_ids: Sequence[str], message: str,
                           affected_rows: int | None) -> tuple[str, bool]:
-        binding = binding_hash(normalized=analysis.normalized or analysis.text,
+        binding = binding_hash(normalized=statement_binding(analysis),
                                params_digest=params_digest, identity_label=identity.label,
                                policy_tag=policy_tag)
         pending = None
@@ -326,7 +338,7 @@ class PostgresApprovalStore:
         """``(request_id, granted)``: consume a matching approval atomically, or file one."""
         from psycopg.types.json import Jsonb
 
-        binding = binding_hash(normalized=analysis.normalized or analysis.text,
+        binding = binding_hash(normalized=statement_binding(analysis),
                                params_digest=params_digest, identity_label=identity.label,
                                policy_tag=policy_tag)
         with self._lock:

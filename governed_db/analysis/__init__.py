@@ -21,6 +21,7 @@ from ._facts import (
     extract_all,
     is_dangerous_function,
 )
+from ._normalize import neutral_text, normalize_statement, placeholder
 
 __all__ = [
     "Analysis",
@@ -42,8 +43,11 @@ class Analysis:
         text: the text analyzed.
         statements: facts per statement, in order (empty for an empty query).
         error: the parser's message when the text does not parse (then nothing runs).
-        normalized: the text with every literal replaced by ``$n`` (safe for audit/spans).
-        fingerprint: libpg_query's fingerprint, equal for statements differing in literals.
+        normalized: the text with every literal replaced by ``$n`` and comments removed, in
+            every statement kind (see ``_normalize``); a placeholder naming the statement
+            kinds when that cannot be done with confidence. Never the raw text.
+        fingerprint: libpg_query's fingerprint, equal for statements differing in literals;
+            for text that does not parse, ``text:`` and a keyed hash of it.
 
     ``normalized`` and ``fingerprint`` are computed on first use — by the audit writer thread
     or a span, off the statement's path — and then kept.
@@ -77,10 +81,7 @@ class Analysis:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            try:
-                self._fingerprint = pgparse.fingerprint(self.text)
-            except Exception:  # noqa: BLE001 - best effort; the record keeps the rest
-                self._fingerprint = ""
+            self._fingerprint = _fingerprint(self)
         return self._fingerprint
 
     @property
@@ -112,25 +113,51 @@ def _parse(text: str) -> Analysis:
         # libpq and the parser stop at a NUL byte: what follows would be invisible to one of
         # them. Such text is never legitimate SQL; refuse it.
         return Analysis(text=text, statements=(), error="the statement contains a NUL byte",
-                        normalized="", fingerprint="")
+                        normalized=placeholder(()))
     try:
         parsed: list[dict[str, Any]] = pgparse.parse(text)
     except pgparse.PGQueryError as exc:
         return Analysis(text=text, statements=(), error=str(getattr(exc, "message", exc)),
-                        normalized="", fingerprint="")
+                        normalized=placeholder(()))
     except Exception as exc:  # noqa: BLE001 - anything else from the C extension: fail closed
         return Analysis(text=text, statements=(), error=f"parser failure: {type(exc).__name__}",
-                        normalized="", fingerprint="")
+                        normalized=placeholder(()))
     return Analysis(text=text, statements=extract_all(text, parsed), error=None)
 
 
 def _normalize(analysis: Analysis) -> str:
+    """Literal- and comment-free text, or a placeholder: never the raw text (fail closed)."""
     if analysis.error is not None:
-        return ""
+        return placeholder(())
     try:
-        return str(pgparse.normalize(analysis.text))
+        out = normalize_statement(analysis.text, [s.tree for s in analysis.statements])
     except Exception:  # noqa: BLE001 - never fall back to the raw text (it has literals)
-        return "; ".join(sorted(analysis.kinds))
+        out = None
+    return placeholder(analysis.kinds) if out is None else out
+
+
+def _fingerprint(analysis: Analysis) -> str:
+    """libpg_query's fingerprint of the literal-free text (see ``neutral_text``)."""
+    if analysis.error is None:
+        try:
+            neutral = neutral_text(analysis.text, [s.tree for s in analysis.statements])
+            if neutral is not None:
+                return str(pgparse.fingerprint(neutral))
+        except Exception:  # noqa: BLE001, S110 - falls back to the keyed hash below
+            pass
+    return _keyed_fingerprint(analysis.text)
+
+
+def _keyed_fingerprint(text: str) -> str:
+    """For text libpg_query cannot fingerprint: a keyed hash (a plain hash of a short
+    statement could be reversed by trying values)."""
+    import hashlib
+    import hmac
+
+    from .._config import param_hash_key
+
+    return "text:" + hmac.new(param_hash_key(), text.encode("utf-8", "surrogatepass"),
+                              hashlib.sha256).hexdigest()[:32]
 
 
 class AnalysisCache:
