@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 import weakref
 from functools import partial
 from typing import Any
@@ -58,8 +59,11 @@ class GovernedConnectionMixin:
                 "standard_conforming_strings is off on this server/session; governed_db refuses"
                 " to run because statements would be lexed differently than analyzed. Set it"
                 " to on (the PostgreSQL default)")
+        # "session": one id per governed connection, so a report (and OpenLineage) can
+        # follow one agent run end to end across its statements, commits and close.
         conn_info = {"host": info.host, "port": info.port, "dbname": info.dbname,
-                     "user": info.user, "server_version": info.server_version}
+                     "user": info.user, "server_version": info.server_version,
+                     "session": uuid.uuid4().hex}
         # Shared per database, role and pinned search_path (names resolve through it).
         key = (info.host, info.port, info.dbname, info.user, policy.session.search_path)
         self._gov_inflight = []

@@ -57,7 +57,7 @@ class StatementContext:
 
     __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
-                 "affected_rows", "runtime_findings", "finished", "span", "plans")
+                 "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -79,6 +79,8 @@ class StatementContext:
         self.span: Any = None
         # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
+        # result index -> ((output column, its base columns or "?"), ...): names, no values
+        self.lineage: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {}
 
     @property
     def masked(self) -> dict[str, str]:
@@ -152,8 +154,8 @@ class Governor:
         self._param_key = _config.param_hash_key()
         # Caches: decisions by (text, identity), mask plans by (text, result shape, identity).
         self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
-        self._plans: dict[tuple[Any, ...], tuple[MaskPlan | None, dict[str, str],
-                                                  frozenset[str]]] = {}
+        self._plans: dict[tuple[Any, ...], tuple[tuple[MaskPlan | None, dict[str, str],
+                                                        frozenset[str]], Any]] = {}
 
     # -- catalog snapshot ----------------------------------------------------------------------
 
@@ -241,11 +243,7 @@ class Governor:
                catalog.version if catalog is not None else -1)
         cached = self._decisions.get(key)
         if cached is None:
-            statements = tuple(effective_facts(s, self.prepared, self.cursors)
-                               for s in analysis.statements)
-            decision = evaluate(self.policy, ident, analysis, statements,
-                                read_only=self.read_only_for(ident))
-            decision = self._check_predicates(ident, statements, decision)
+            statements, decision = self.decide(analysis, ident)
             if not any(s.executes or s.fetches for s in analysis.statements):
                 # Session-independent: the same text and identity always decide the same.
                 if len(self._decisions) >= 2048:
@@ -289,6 +287,16 @@ class Governor:
                     rule_ids=decision.rule_ids, request_id=request_id)
             ctx.approval_id = request_id
         return ctx
+
+    def decide(self, analysis: Analysis, ident: Identity
+               ) -> tuple[tuple[StatementFacts, ...], Decision]:
+        """The policy's decision on an analyzed string for ``ident``: no I/O, nothing
+        recorded, no approval requested (``gate`` acts on it; ``policy replay`` reports it)."""
+        statements = tuple(effective_facts(s, self.prepared, self.cursors)
+                           for s in analysis.statements)
+        decision = evaluate(self.policy, ident, analysis, statements,
+                            read_only=self.read_only_for(ident))
+        return statements, self._check_predicates(ident, statements, decision)
 
     def _check_predicates(self, ident: Identity, statements: Sequence[StatementFacts],
                           decision: Decision) -> Decision:
@@ -473,10 +481,11 @@ class Governor:
                    tuple(map(result.ftable, cols)), tuple(map(result.ftablecol, cols)))
             hit = self._plans.get(key)
             if hit is not None:
-                ctx.plans[index] = hit
-                return hit[0]
+                ctx.plans[index], ctx.lineage[index] = hit
+                return hit[0][0]
         seen: set[str] = set()
-        plan = self._build_plan(ctx, index, result, seen)
+        sources: dict[int, frozenset[str]] = {}
+        plan = self._build_plan(ctx, index, result, seen, sources)
         masked: dict[str, str] = {}
         if plan is not None:
             for i in plan.masked_columns:
@@ -485,14 +494,20 @@ class Governor:
                 masked[_fname(result, i)] = f"{col.strategy}:{col.reason}"
         entry = (plan, masked, frozenset(seen))
         ctx.plans[index] = entry
+        # Per output column lineage for the audit record (OpenLineage column lineage):
+        # column names only, "?" where it could not be established.
+        lineage = tuple((_fname(result, i), tuple(sorted(sources.get(i, (UNKNOWN,)))))
+                        for i in range(result.nfields))
+        ctx.lineage[index] = lineage
         if key is not None and not self.catalog_stale:
             if len(self._plans) >= 2048:
                 self._plans.clear()
-            self._plans[key] = entry
+            self._plans[key] = (entry, lineage)
         return plan
 
     def _build_plan(self, ctx: StatementContext, index: int, result: Any,
-                    seen: set[str]) -> MaskPlan | None:
+                    seen: set[str], sources: dict[int, frozenset[str]] | None = None
+                    ) -> MaskPlan | None:
         catalog = self.catalog
         ident = ctx.identity
         stmt = ctx.statements[index] if index < len(ctx.statements) else None
@@ -505,7 +520,7 @@ class Governor:
         masks: list[ColumnMask | None] = []
         any_mask = False
         for i in range(result.nfields):
-            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, refs, seen)
+            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, refs, seen, sources)
             masks.append(cm)
             any_mask = any_mask or cm is not None
         if not any_mask:
@@ -514,7 +529,8 @@ class Governor:
 
     def _column_mask(self, i: int, result: Any, lineage: Any, catalog: Catalog | None,
                      ident: Identity, stmt: StatementFacts | None,
-                     refs: Mapping[int, str | None], seen: set[str]) -> ColumnMask | None:
+                     refs: Mapping[int, str | None], seen: set[str],
+                     sources_out: dict[int, frozenset[str]] | None = None) -> ColumnMask | None:
         sources: frozenset[str] | None = None
         direct = False  # the value is a base column as stored (result provenance)
         table_oid = result.ftable(i) if catalog is not None else 0
@@ -547,6 +563,8 @@ class Governor:
             direct = i in refs
         if sources is None:
             return self._unknown_column(i, result, stmt, catalog, ident)
+        if sources_out is not None:
+            sources_out[i] = sources
         seen.update(src for src in sources if src != UNKNOWN)
         strongest: tuple[str, str] | None = None
         keyed: dict[str, str] = {}
@@ -686,6 +704,12 @@ class Governor:
 
     def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:
         """Record a statement that ran; update session state it changed."""
+        self.session_effects(ctx)
+        self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
+                     affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
+
+    def session_effects(self, ctx: StatementContext) -> None:
+        """Remember what a statement that ran prepared, declared or closed (and DDL)."""
         for s in ctx.statements if _has_session_effects(ctx) else ():
             for name in s.prepares:
                 self.prepared[name] = _inner_facts(s, name, prepared=True)
@@ -702,8 +726,6 @@ class Governor:
                 self.prepared.clear()
             if s.is_ddl:
                 self.mark_catalog_stale()
-        self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
-                     affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
 
     def failed(self, ctx: StatementContext, exc: BaseException) -> None:
         sqlstate = getattr(exc, "sqlstate", None)

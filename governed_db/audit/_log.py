@@ -81,6 +81,11 @@ def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapp
         "outcome": {k: v for k, v in outcome.items() if v is not None},
         "duration_ms": duration_ms,
     }
+    lineage = getattr(ctx, "lineage", None)
+    if lineage:
+        # Which base columns each output column derives from ("?": not established), in
+        # result order; names only. OpenLineage's column-lineage facet is built from it.
+        rec["lineage"] = [[name, list(srcs)] for i in sorted(lineage) for name, srcs in lineage[i]]
     if ctx.span is not None:  # correlate with the trace the statement ran in
         sc = ctx.span.get_span_context()
         rec["trace"] = {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
@@ -186,6 +191,11 @@ def _sinks_from(settings: Mapping[str, Any]) -> list[Any]:
         sinks.append(PostgresAuditSink(dsn))
     if settings.get("otlp"):
         sinks.append(OtlpLogSink(settings.get("otlp_logger_provider")))
+    lineage = settings.get("openlineage")
+    if lineage and lineage.get("enabled", True):
+        from ._openlineage import OpenLineageSink
+
+        sinks.append(OpenLineageSink(lineage, client=settings.get("openlineage_client")))
     return sinks
 
 

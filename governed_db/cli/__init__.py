@@ -222,21 +222,35 @@ def audit_query(log: str, identity: str | None, table: str | None, column: str |
 
 @audit.command("report")
 @click.argument("log", type=_LogSource())
-@click.option("--identity", required=True, help="Identity id, kind:id or model.")
+@click.option("--identity", help="Identity id, kind:id or model.")
+@click.option("--session", help="One governed connection (its id, or 8+ leading characters).")
+@click.option("--tool-call", help="One tool call (the identity's tool_call_id or run_id).")
 @click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
 @click.option("--until", help="ISO time.")
 @click.option("--include-catalog", is_flag=True,
               help="Also list system-catalog reads (ORM reflection, introspection).")
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")
 @_readable
-def audit_report(log: str, identity: str, since: str | None, until: str | None,
-                 include_catalog: bool, as_json: bool) -> None:
+def audit_report(log: str, identity: str | None, session: str | None, tool_call: str | None,
+                 since: str | None, until: str | None, include_catalog: bool,
+                 as_json: bool) -> None:
     """Which datasets IDENTITY touched, when, how many rows, why; what was masked or denied.
 
+    With --session or --tool-call: what that one agent run did, end to end (statements,
+    decisions, rows, tables and columns, masking, approvals, commits).
+
     \b
-    Example:
+    Examples:
       governed-db audit report audit.jsonl --identity recs-bot --since 2026-11-01
+      governed-db audit report audit.jsonl --tool-call call_7Qx2 --json
     """
+    if session or tool_call:
+        from .export import session_view
+
+        session_view(log, session, tool_call, include_catalog, as_json)
+        return
+    if not identity:
+        raise click.UsageError("give --identity, --session or --tool-call")
     from ..audit import report
 
     try:
@@ -413,6 +427,14 @@ def scan(dsn: str, sample: int) -> None:
 
     sys.exit(run_scan(dsn, sample))
 
+
+# Commands in their own modules (registered here, one line each).
+from .export import audit_export  # noqa: E402
+
+audit.add_command(audit_export)
+from .replay import policy_replay  # noqa: E402
+
+policy.add_command(policy_replay)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

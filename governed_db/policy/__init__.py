@@ -377,8 +377,12 @@ def _check_approvals(raw: Any, source: str | None, text: str) -> None:
 def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
     known = {"path", "durability", "on_failure", "signing_key", "checkpoint_every",
              "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env",
-             "postgres_dsn_env", "otlp"}
+             "postgres_dsn_env", "otlp", "openlineage"}
     _check_keys(audit, known, "audit", source, text)
+    if "openlineage" in audit:
+        from ..audit._openlineage import check_settings
+
+        check_settings(audit["openlineage"], source)
     if audit.get("durability", "batched") not in ("strict", "batched"):
         raise PolicyError("audit.durability must be \"strict\" or \"batched\"", path=source,
                           line=_key_line(text, "durability"))
