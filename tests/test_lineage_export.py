@@ -26,7 +26,7 @@ from governed_db.audit import AuditLog, _export, iter_records, verify
 from governed_db.cli import main
 from governed_db.errors import StatementDenied
 from governed_db.policy import default_policy_text, parse_policy
-from governed_db.testing import assert_no_unmasked_pii, pii_canary
+from governed_db.testing import EgressMonitor, assert_no_unmasked_pii, pii_canary
 
 pytest.importorskip("openlineage.client")
 jsonschema = pytest.importorskip("jsonschema")
@@ -39,9 +39,13 @@ JOIN = ("SELECT u.name, lower(u.email) AS e, o.amount * 2 AS dbl FROM users u"
 LITERAL = "qlit-7781"  # a literal only the statements carry: must never be exported
 
 
-def _record(dsn: str, path: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def _record(dsn: str, path: Path, settings: dict[str, Any] | None = None,
+            monitor: EgressMonitor | None = None) -> dict[str, Any]:
     """A demo-like session; returns the canary and the ids of what was recorded."""
     canary = pii_canary("email")
+    if monitor is not None:
+        monitor.add_canary(canary)
+        monitor.add_canary(LITERAL)
     with psycopg.connect(dsn, autocommit=True) as raw:
         raw.execute("INSERT INTO users (id, email, name) VALUES (1003, %s, 'qnm Carol')",
                     (canary,))
@@ -308,7 +312,11 @@ def test_openlineage_live_emission_file_transport(dsn, tmp_path):
     ol = tmp_path / "ol.jsonl"
     settings = {"openlineage": {"transport": {"type": "file", "log_file_path": str(ol),
                                               "append": True}, "batch_ms": 5}}
-    recorded = _record(dsn, tmp_path / "audit.jsonl", settings)
+    # Strict mode: every row, error, span, audit record and governed_db log line is checked
+    # for PII and canaries while the session runs and the emitter works.
+    with EgressMonitor() as mon:
+        recorded = _record(dsn, tmp_path / "audit.jsonl", settings, mon)
+    assert not mon.violations, mon.report()
     (sink,) = [s for s in recorded["log"].sinks if type(s).__name__ == "OpenLineageSink"]
     assert (sink.failed, sink.dropped) == (0, 0) and sink.sent > 0
     events = list(_export.iter_lines(ol.read_text()))
