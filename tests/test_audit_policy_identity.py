@@ -105,8 +105,10 @@ def test_observe_mode_runs_and_records(dsn, audit):
     conn.close()
     audit.flush()
     rec = [r for r in audit.records if r.get("type") == "statement"][-1]
+    # The file extends the default profile, whose DDL-approval rule matches too.
     assert rec["decision"] == {"action": "allow", "would": "deny",
-                               "rules": ["statement.disallow-drop"], "observe": True,
+                               "rules": ["statement.disallow-drop", "statement.disallow-ddl"],
+                               "observe": True,
                                "approval": None}
 
 

@@ -70,13 +70,32 @@ def _snapshot(dsn):
             " (SELECT count(*) FROM audit_ddl), (SELECT count(*) FROM audit_trunc)").fetchone()
 
 
-def _run(case, dsn, audit, identity):
+# A policy file that only adds one masked column: it layers on the default profile, so every
+# default guardrail still holds (the issue: such a file used to drop them all).
+MASKING_ONLY = '''
+[[masking.columns]]
+columns = ["orders.note"]
+strategy = "redact"
+'''
+
+
+@pytest.fixture(params=["default", "masking-only-file"])
+def profile(request, tmp_path):
+    """The default profile (no policy), or a policy *file* that only adds a masked column."""
+    if request.param == "default":
+        return None, ()
+    path = tmp_path / "policy.toml"
+    path.write_text(MASKING_ONLY)
+    return str(path), ("qnt",)
+
+
+def _run(case, dsn, audit, identity, policy=None):
     """Run one corpus case as ``identity``; return (state before, after, rows, outcome)."""
     before = _snapshot(dsn)
     if case["setup"]:
         with psycopg.connect(dsn, autocommit=True) as raw:
             raw.execute(case["setup"])
-    conn = governed_db.connect(dsn, identity=identity, audit=audit,
+    conn = governed_db.connect(dsn, identity=identity, audit=audit, policy=policy,
                                autocommit=case["mode"] == "autocommit")
     rows = []
     outcome = "ok"
@@ -99,18 +118,19 @@ def _run(case, dsn, audit, identity):
     return before, _snapshot(dsn), rows, outcome
 
 
-def _no_marker(rows):
+def _no_marker(rows, extra=()):
     text = repr(rows).lower()
-    for marker in MARKERS:
+    for marker in (*MARKERS, *extra):
         assert marker not in text, f"{marker} leaked in {rows!r}"
 
 
 @pytest.mark.parametrize("case", STATEMENTS, ids=[str(c["id"]) for c in STATEMENTS])
-def test_agent_under_default_profile(case, dsn, audit):
+def test_agent_under_default_profile(case, dsn, audit, profile):
     """As an ai_agent: nothing that writes takes effect; read-only app queries run; no marker leaks."""
-    before, after, rows, outcome = _run(case, dsn, audit, AGENT)
+    policy, extra = profile
+    before, after, rows, outcome = _run(case, dsn, audit, AGENT, policy)
     assert after == before, f"state changed: {before} -> {after}"
-    _no_marker(rows)
+    _no_marker(rows, extra)
     writes = set(case["kinds"]) & WRITE_KINDS or case["dangerous_functions"] or case["opaque"]
     if writes:
         assert outcome != "ok" or not case["writes"], "a writing statement ran"
@@ -124,11 +144,12 @@ DESTRUCTIVE = [c for c in STATEMENTS
 
 
 @pytest.mark.parametrize("case", DESTRUCTIVE, ids=[str(c["id"]) for c in DESTRUCTIVE])
-def test_human_destructive_subset_under_default_profile(case, dsn, audit):
+def test_human_destructive_subset_under_default_profile(case, dsn, audit, profile):
     """As a human: DROP, TRUNCATE, unbounded UPDATE/DELETE, DO, dangerous functions and
     unapproved DDL take no effect either; reads stay masked."""
-    before, after, rows, outcome = _run(case, dsn, audit, HUMAN)
+    policy, extra = profile
+    before, after, rows, outcome = _run(case, dsn, audit, HUMAN, policy)
     assert after == before, f"state changed: {before} -> {after}"
     assert outcome != "ok" or not (set(case["kinds"]) & DDL or case["writes"]), \
         "a destructive statement ran"
-    _no_marker(rows)
+    _no_marker(rows, extra)

@@ -386,15 +386,43 @@ def policy() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def policy_check(file: str) -> None:
     """Validate a policy file; errors name file and line."""
-    from ..policy import load_policy
-
-    try:
-        p = load_policy(file)
-    except PolicyError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    click.echo(f"OK: {file}: policy {p.name!r} ({p.mode}), {len(p.rules)} rules,"
+    p = _load_policy_echoing_warnings(file)
+    layered = ("extends the built-in default" if p.extends == "default"
+               else "starts empty (extends = \"none\")")
+    click.echo(f"OK: {file}: policy {p.name!r} ({p.mode}), {layered}, {len(p.rules)} rules,"
                f" {len(p.masking.columns)} masking rules, version {p.version_tag}")
+
+
+def _load_policy_echoing_warnings(file: str) -> Any:
+    import warnings
+
+    from ..policy import PolicyWarning, load_policy
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PolicyWarning)
+        try:
+            p = load_policy(file)
+        except PolicyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    return p
+
+
+@policy.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--effective", is_flag=True,
+              help="Print the merged policy (built-in default + FILE) with each rule's origin.")
+def policy_show(file: str, effective: bool) -> None:
+    """Print a policy file; with --effective, what actually applies after layering."""
+    from .policy_show import render_effective
+
+    p = _load_policy_echoing_warnings(file)
+    if effective:
+        click.echo(render_effective(p), nl=False)
+    else:
+        click.echo(Path(file).read_text(encoding="utf-8"), nl=False)
 
 
 @policy.command("show-default")

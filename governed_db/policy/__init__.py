@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..errors import PolicyError
 __all__ = [
     "LEVELS",
     "MaskRule",
+    "PolicyWarning",
     "Masking",
     "Policy",
     "RuleConfig",
@@ -39,6 +41,14 @@ MODES = ("enforce", "observe")
 STRATEGIES = ("redact", "partial", "email", "hash", "null", "none")
 IDENTITY_KINDS = ("human", "service", "ai_agent")
 _INTERVAL = re.compile(r"^\s*\d+\s*(ms|s|min|h)?\s*$")
+EXTENDS = ("default", "none")
+BUILTIN = "builtin"
+
+
+class PolicyWarning(UserWarning):
+    """A policy that loads but weakens the protection users expect (``extends = "none"``)."""
+
+    __module__ = "governed_db"
 
 
 @attrs.frozen(kw_only=True)
@@ -53,6 +63,8 @@ class RuleConfig:
         tables: restrict table-scoped rules to these tables (``users``, ``public.*``).
         params: rule-specific parameters (``allow``, ``max_rows``, ``functions``...).
         line: where the rule starts in its file, for messages.
+        origin: where the effective rule comes from: ``builtin`` (the default profile),
+            ``file:LINE`` (added by the policy file) or ``builtin, overridden at file:LINE``.
     """
 
     id: str
@@ -63,6 +75,7 @@ class RuleConfig:
     tables: tuple[str, ...] = ()
     params: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     line: int | None = attrs.field(default=None, eq=False)
+    origin: str = attrs.field(default="", eq=False, repr=False)
 
     def applies_to(self, identity: Any) -> bool:
         if self.identity_kinds and identity.kind not in self.identity_kinds:
@@ -81,6 +94,7 @@ class MaskRule:
     columns: tuple[str, ...]
     strategy: str = "redact"
     line: int | None = attrs.field(default=None, eq=False)
+    origin: str = attrs.field(default="", eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -92,6 +106,7 @@ class UnmaskGrant:
     roles: tuple[str, ...] = ()
     identity_ids: tuple[str, ...] = ()
     line: int | None = attrs.field(default=None, eq=False)
+    origin: str = attrs.field(default="", eq=False, repr=False)
 
     def applies_to(self, identity: Any) -> bool:
         if self.identity_ids and identity.id in self.identity_ids:
@@ -139,6 +154,7 @@ class Policy:
     approvals: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     source: str | None = attrs.field(default=None, eq=False)
     digest: str = attrs.field(default="", eq=False)
+    extends: str = attrs.field(default="none", eq=False)
 
     def __attrs_post_init__(self) -> None:
         from ..guardrails import RULES  # the catalogue lives with the checks
@@ -170,6 +186,13 @@ class Policy:
                     " to a duration such as \"30s\" or \"500ms\"", path=self.source)
         if not self.digest:
             object.__setattr__(self, "digest", _digest(self))
+
+    def rule(self, rule_id: str) -> RuleConfig | None:
+        """The first enabled rule with this id, or None."""
+        for r in self.rules:
+            if r.id == rule_id and r.level != "disabled":
+                return r
+        return None
 
     def rules_for(self, identity: Any) -> tuple[RuleConfig, ...]:
         return tuple(r for r in self.rules if r.level != "disabled" and r.applies_to(identity))
@@ -218,20 +241,38 @@ def _str_tuple(value: Any, what: str, path: str | None, line: int | None) -> tup
 
 
 def parse_policy(text: str, *, source: str | None = None) -> Policy:
-    """Parse and validate policy TOML text. ``source`` names the file in error messages."""
+    """Parse and validate policy TOML text. ``source`` names the file in error messages.
+
+    The result extends the built-in default profile unless the text says ``extends = "none"``
+    (see :func:`policy_from_dict`).
+    """
+    return _parse(text, source=source, builtin=False)
+
+
+def _parse(text: str, *, source: str | None, builtin: bool) -> Policy:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise PolicyError(f"not valid TOML: {exc}", path=source,
                           line=int(m.group(1)) if m else None) from None
-    return policy_from_dict(data, source=source, text=text)
+    return policy_from_dict(data, source=source, text=text, _builtin=builtin)
 
 
 def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
-                     text: str = "") -> Policy:
-    """Build a policy from already-parsed data (TOML tables or a plain dict)."""
-    known_top = {"version", "name", "mode", "rules", "masking", "session", "audit", "approvals"}
+                     text: str = "", _builtin: bool = False) -> Policy:
+    """Build a policy from already-parsed data (TOML tables or a plain dict).
+
+    Layering (why: a file written to add one masked column must not silently drop every
+    default guardrail): unless ``extends = "none"``, the file is merged onto the built-in
+    default profile. A ``[[rules]]`` entry whose id is a default rule's id overrides that
+    rule field by field (only the keys the entry sets; ``level = "disabled"`` switches it off
+    and stays visible in ``policy show --effective``); other entries are added after the
+    default rules. Masking columns, grants and ``not_sensitive`` add to the default's;
+    ``[session]``, ``[audit]`` and ``[approvals]`` keys override one by one.
+    """
+    known_top = {"version", "name", "mode", "rules", "masking", "session", "audit", "approvals",
+                 "extends"}
     for key in data:
         if key not in known_top:
             raise PolicyError(f"unknown top-level key {key!r}; expected one of"
@@ -241,8 +282,14 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     if version != 1:
         raise PolicyError(f"unsupported policy version {version!r} (this release reads 1)",
                           path=source, line=_key_line(text, "version"))
+    extends = data.get("extends", "none" if _builtin else "default")
+    if extends not in EXTENDS:
+        raise PolicyError(f"extends must be \"default\" (layer on the built-in profile) or"
+                          f" \"none\" (start empty), not {extends!r}", path=source,
+                          line=_key_line(text, "extends"))
+    where = source or "<policy>"
     rule_lines = _lines_of(text, "rules")
-    rules = []
+    rules: list[tuple[RuleConfig, Mapping[str, Any]]] = []
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
         raise PolicyError("rules must be an array of tables ([[rules]])", path=source)
@@ -251,27 +298,94 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
         if not isinstance(raw, Mapping) or "id" not in raw:
             raise PolicyError("every [[rules]] entry needs an id", path=source, line=line)
         params = {k: v for k, v in raw.items() if k not in _RULE_KEYS}
-        rules.append(RuleConfig(
+        rules.append((RuleConfig(
             id=str(raw["id"]), level=str(raw.get("level", "error")),
             identity_kinds=_str_tuple(raw.get("identity_kinds", ()), "identity_kinds", source, line),
             identity_ids=_str_tuple(raw.get("identity_ids", ()), "identity_ids", source, line),
             roles=_str_tuple(raw.get("roles", ()), "roles", source, line),
             tables=_str_tuple(raw.get("tables", ()), "tables", source, line),
             params=params, line=line,
-        ))
-    masking = _masking(data.get("masking", {}), source, text)
-    session = _session(data.get("session", {}), source, text)
+            origin=BUILTIN if _builtin else f"{where}:{line}" if line else where,
+        ), raw))
+    raw_masking = data.get("masking", {})
+    masking = _masking(raw_masking, source, text, BUILTIN if _builtin else where)
+    raw_session = data.get("session", {})
+    session = _session(raw_session, source, text)
     audit = data.get("audit", {})
     if not isinstance(audit, Mapping):
         raise PolicyError("[audit] must be a table", path=source, line=_key_line(text, "audit"))
     _check_audit(audit, source, text)
-    _check_approvals(data.get("approvals", {}), source, text)
+    approvals = data.get("approvals", {})
+    _check_approvals(approvals, source, text)
+    name = str(data.get("name", "custom"))
+    mode = str(data.get("mode", "enforce"))
+    if extends == "none":
+        if not _builtin:
+            warnings.warn(
+                f"governed_db: policy {where} says extends = \"none\": the built-in default"
+                " guardrails (read-only agents, no DROP/TRUNCATE/unbounded writes, function,"
+                " setting and catalog allow-lists, DDL approval) apply only where this file"
+                " lists them", PolicyWarning, stacklevel=4)
+        return Policy(name=name, version=int(version), mode=mode,
+                      rules=tuple(r for r, _ in rules), masking=masking, session=session,
+                      audit=dict(audit), approvals=dict(approvals), source=source,
+                      extends="none")
+    base = default_policy()
     return Policy(
-        name=str(data.get("name", "custom")), version=int(version),
-        mode=str(data.get("mode", "enforce")), rules=tuple(rules), masking=masking,
-        session=session, audit=dict(audit), approvals=dict(data.get("approvals", {})),
-        source=source,
+        name=name, version=int(version),
+        mode=mode if "mode" in data else base.mode,
+        rules=_merge_rules(base.rules, rules),
+        masking=_merge_masking(base.masking, masking, raw_masking),
+        session=_merge_session(base.session, session, raw_session),
+        audit={**base.audit, **audit}, approvals={**base.approvals, **approvals},
+        source=source, extends="default",
     )
+
+
+def _merge_rules(base: Sequence[RuleConfig],
+                 own: Sequence[tuple[RuleConfig, Mapping[str, Any]]]) -> tuple[RuleConfig, ...]:
+    merged = list(base)
+    overridden: set[str] = set()
+    added: list[RuleConfig] = []
+    for rule, raw in own:
+        index = next((i for i, b in enumerate(merged)
+                      if b.id == rule.id and b.origin == BUILTIN), None)
+        if index is None or rule.id in overridden:
+            added.append(rule)  # a new rule, or a second entry for an already-overridden id
+            continue
+        overridden.add(rule.id)
+        b = merged[index]
+        changes: dict[str, Any] = {k: getattr(rule, k) for k in
+                                   ("level", "identity_kinds", "identity_ids", "roles", "tables")
+                                   if k in raw}
+        own_params = {k: v for k, v in raw.items() if k not in _RULE_KEYS}
+        merged[index] = attrs.evolve(b, **changes, params={**b.params, **own_params},
+                                     line=rule.line,
+                                     origin=f"{BUILTIN}, overridden at {rule.origin}")
+    return tuple(merged + added)
+
+
+def _merge_masking(base: Masking, own: Masking, raw: Mapping[str, Any]) -> Masking:
+    return Masking(
+        detect_names=own.detect_names if "detect_names" in raw else base.detect_names,
+        detect_values=own.detect_values if "detect_values" in raw else base.detect_values,
+        columns=base.columns + own.columns, unmask=base.unmask + own.unmask,
+        not_sensitive=base.not_sensitive + own.not_sensitive,
+        hash_key_env=own.hash_key_env if "hash_key_env" in raw else base.hash_key_env,
+    )
+
+
+def _merge_session(base: SessionSettings, own: SessionSettings,
+                   raw: Mapping[str, Any]) -> SessionSettings:
+    return SessionSettings(
+        read_only_kinds=own.read_only_kinds if "read_only_kinds" in raw else base.read_only_kinds,
+        statement_timeout={**base.statement_timeout, **own.statement_timeout},
+        search_path=own.search_path if "search_path" in raw else base.search_path,
+    )
+
+
+def _origin(where: str, line: int | None) -> str:
+    return where if where == BUILTIN or line is None else f"{where}:{line}"
 
 
 def _key_line(text: str, key: str) -> int | None:
@@ -279,7 +393,7 @@ def _key_line(text: str, key: str) -> int | None:
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
-def _masking(raw: Any, source: str | None, text: str) -> Masking:
+def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
     if not isinstance(raw, Mapping):
         raise PolicyError("[masking] must be a table", path=source, line=_key_line(text, "masking"))
     known = {"detect_names", "detect_values", "columns", "unmask", "not_sensitive", "hash_key_env"}
@@ -292,7 +406,8 @@ def _masking(raw: Any, source: str | None, text: str) -> Masking:
             raise PolicyError("[[masking.columns]] needs columns = [\"table.column\", ...]",
                               path=source, line=line)
         cols.append(MaskRule(columns=_str_tuple(item["columns"], "columns", source, line),
-                             strategy=str(item.get("strategy", "redact")), line=line))
+                             strategy=str(item.get("strategy", "redact")), line=line,
+                             origin=_origin(where, line)))
     grant_lines = _lines_of(text, "masking.unmask")
     grants = []
     for i, item in enumerate(raw.get("unmask", [])):
@@ -305,7 +420,7 @@ def _masking(raw: Any, source: str | None, text: str) -> Masking:
             strategy=str(item.get("strategy", "none")),
             roles=_str_tuple(item.get("roles", ()), "roles", source, line),
             identity_ids=_str_tuple(item.get("identity_ids", ()), "identity_ids", source, line),
-            line=line,
+            line=line, origin=_origin(where, line),
         )
         if not grant.roles and not grant.identity_ids:
             raise PolicyError("[[masking.unmask]] must name roles or identity_ids",
@@ -416,5 +531,5 @@ def default_policy() -> Policy:
     """The built-in default profile (the contract's default), parsed once."""
     global _default
     if _default is None:
-        _default = parse_policy(default_policy_text(), source="<built-in default.toml>")
+        _default = _parse(default_policy_text(), source="<built-in default.toml>", builtin=True)
     return _default
