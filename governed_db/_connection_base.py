@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 import weakref
 from functools import partial
@@ -50,6 +51,12 @@ class GovernedConnectionMixin:
     _pipeline: Any
 
     def _gov_setup(self, opts: dict[str, Any]) -> None:
+        if "sqlalchemy" in sys.modules:
+            # SQLAlchemy prints bound parameter values in error text unless the engine hides
+            # them; engines made with module=governed_db are not ours to configure otherwise.
+            from .integrations.sqlalchemy import protect_engines
+
+            protect_engines()
         policy = _config.resolve_policy(opts.get("policy"))
         auditor = _config.resolve_auditor(opts.get("audit"), policy)
         info = self.info  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Iterable
@@ -19,6 +20,17 @@ _monitor: EgressMonitor | None = None
 _canary_ids = itertools.count(1)
 
 __all__ = ["EgressMonitor", "assert_no_unmasked_pii", "find_pii", "monitor", "pii_canary"]
+
+# SQLAlchemy appends the bound values to error text as "[parameters: ...]" unless the engine
+# hides them ("[SQL parameters hidden due to hide_parameters=True]"). Values a caller bound are
+# exactly what must not reach a model or a log, whatever they look like, so the text itself is
+# a finding — detectors alone would miss an id or a name.
+_SQLALCHEMY_PARAMS = re.compile(r"\[parameters: (?!\(\)\]|\{\}\]|\[\]\])")
+
+
+def _extra_findings(text: str) -> Iterable[str]:
+    if "[parameters: " in text and _SQLALCHEMY_PARAMS.search(text):
+        yield "SQLAlchemy bound parameters in text ([parameters: …])"
 
 
 def _texts(obj: Any, path: str = "$") -> Iterable[tuple[str, str]]:
@@ -66,6 +78,7 @@ def find_pii(obj: Any, canaries: Iterable[str] = ()) -> list[tuple[str, str]]:
     for where, text in _texts(obj):
         for start, end, cat in detect(text):
             found.append((where, f"{cat}: {text[start:end][:3]}…"))
+        found.extend((where, what) for what in _extra_findings(text))
         low = text.lower()
         for c in canaries:
             if c in low:
@@ -131,6 +144,7 @@ class EgressMonitor:
             if self.detectors:
                 for start, end, cat in detect(text):
                     found.append((f"{where} {path}", f"{cat}: {text[start:end][:3]}…"))
+            found.extend((f"{where} {path}", what) for what in _extra_findings(text))
             low = text.lower()
             for c in self.canaries:
                 if c in low:
@@ -149,17 +163,24 @@ class EgressMonitor:
     def __enter__(self) -> EgressMonitor:
         global _monitor
         _monitor = self
-        logging.getLogger("governed_db").addHandler(self._log_handler)
+        for name in _WATCHED_LOGGERS:
+            logging.getLogger(name).addHandler(self._log_handler)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         global _monitor
         _monitor = None
-        logging.getLogger("governed_db").removeHandler(self._log_handler)
+        for name in _WATCHED_LOGGERS:
+            logging.getLogger(name).removeHandler(self._log_handler)
 
     def report(self) -> str:
         lines = "\n".join(f"  {where}: {what}" for where, what in self.violations[:20])
         return f"unmasked PII left the database ({len(self.violations)}):\n{lines}"
+
+
+# Our own records, and SQLAlchemy's engine/pool logs (echo=True prints statements and
+# parameters there).
+_WATCHED_LOGGERS = ("governed_db", "sqlalchemy")
 
 
 class _LogCheck(logging.Handler):

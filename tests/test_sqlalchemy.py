@@ -67,15 +67,62 @@ def test_drop_denied_through_engine_and_table_kept(engine, dsn):
         assert raw.execute("SELECT count(*) FROM orders").fetchone() == (2,)
 
 
-def test_error_text_hides_bound_parameters(dsn, audit):
-    eng = sa.create_engine(_url(dsn), connect_args={"identity": HUMAN, "audit": audit})
+def _engine(dsn: str, style: str, **connect_args):
+    """An engine the two documented ways: our dialect, or SQLAlchemy's with module=."""
+    if style == "governed":
+        return sa.create_engine(_url(dsn), connect_args=connect_args)
+    return sa.create_engine(_url(dsn, "psycopg"), module=governed_db, connect_args=connect_args)
+
+
+@pytest.mark.parametrize("style", ["governed", "module"])
+def test_error_text_hides_bound_parameters(dsn, audit, style):
+    eng = _engine(dsn, style, identity=HUMAN, audit=audit)
     try:
         with eng.begin() as c, pytest.raises(sa.exc.IntegrityError) as ei:
             c.execute(sa.text("INSERT INTO users (id, email) VALUES (:id, :email)"),
                       {"id": 1001, "email": "new.person@example.com"})
         text = str(ei.value)
         assert "new.person" not in text and "1001" not in text.split("\n[SQL")[0]
-        assert "[SQL parameters hidden" in text
+        assert "[SQL parameters hidden" in text and "[parameters:" not in text
+    finally:
+        eng.dispose()
+
+
+async def test_async_error_text_hides_bound_parameters(dsn, audit):
+    # (SQLAlchemy's async psycopg dialect cannot take module=: the async twin is ours only.)
+    eng = create_async_engine(_url(dsn), connect_args={"identity": HUMAN, "audit": audit})
+    try:
+        async with eng.begin() as c:
+            with pytest.raises(sa.exc.IntegrityError) as ei:
+                await c.execute(sa.text("INSERT INTO users (id, email) VALUES (:id, :email)"),
+                                {"id": 1001, "email": "new.person@example.com"})
+        text = str(ei.value)
+        assert "new.person" not in text and "[SQL parameters hidden" in text
+    finally:
+        await eng.dispose()
+
+
+def test_strict_mode_flags_sqlalchemy_parameter_text(dsn, audit):
+    # An engine whose owner turned hiding off again: the text is a finding for strict mode
+    # and for assert_no_unmasked_pii, even when no value looks like PII.
+    from governed_db.testing import EgressMonitor, assert_no_unmasked_pii
+
+    eng = _engine(dsn, "governed", identity=HUMAN, audit=audit)
+    try:
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+        eng.hide_parameters = False
+        with eng.begin() as c, pytest.raises(sa.exc.IntegrityError) as ei:
+            c.execute(sa.text("INSERT INTO users (id, name) VALUES (:id, :name)"),
+                      {"id": 1001, "name": "Plain Name"})
+        assert "[parameters:" in str(ei.value)
+        with pytest.raises(AssertionError, match=r"SQLAlchemy bound parameters"):
+            assert_no_unmasked_pii(str(ei.value))
+        with EgressMonitor() as mon:
+            import logging
+
+            logging.getLogger("sqlalchemy.engine").error("%s", ei.value)
+        assert any("SQLAlchemy bound parameters" in what for _, what in mon.violations)
     finally:
         eng.dispose()
 
