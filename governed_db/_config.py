@@ -170,11 +170,30 @@ def approvals(policy: Policy | None = None) -> Any:
         if _approvals is not None:
             return _approvals
         key = (settings.get("store"), settings.get("dsn_env"), settings.get("ttl_seconds"),
+               repr(settings.get("notify")), settings.get("console_url"),
                os.environ.get("GOVERNED_DB_APPROVALS_DSN"), str(state_dir()))
         store = _approval_stores.get(key)
         if store is None:
-            store = _approval_stores[key] = store_for(settings)
+            store = _approval_stores[key] = store_for(
+                settings, on_notify_failure=_notify_failure_recorder(policy))
         return store
+
+
+def _notify_failure_recorder(policy: Policy | None) -> Any:
+    """Write a failed approval notification to the audit trail (target kind and host only)."""
+
+    def record(target: Any, event: Any, reason: str) -> None:
+        from urllib.parse import urlsplit
+
+        auditor = resolve_auditor(None, policy or resolve_policy(None))
+        if auditor is None:
+            return
+        auditor.event("approval.notify_failed", Identity("governed_db", "service"), {},
+                      request_id=event.get("request_id"), event=event.get("event"),
+                      target_kind=target.kind, target_host=urlsplit(target.url).netloc,
+                      reason=reason)
+
+    return record
 
 
 def set_approvals(store: Any) -> None:

@@ -65,6 +65,7 @@ class ApprovalStore:
     def __init__(self, directory: str | os.PathLike[str], ttl: float = DEFAULT_TTL) -> None:
         self.directory = Path(directory)
         self.ttl = ttl
+        self.notifier: Any = None  # governed_db.webhooks.Notifier, set by store_for()
 
     @classmethod
     def default(cls) -> ApprovalStore:
@@ -106,9 +107,25 @@ class ApprovalStore:
             except (OSError, ValueError):
                 continue
             self._expire(req)
+            if req.get("status") == "expired" and self.notifier is not None \
+                    and not req.get("expiry_announced"):
+                self._announce_expiry(path, req)
             if status is None or req.get("status") == status:
                 out.append(req)
         return sorted(out, key=lambda r: r.get("requested_at", 0))
+
+    def _announce_expiry(self, path: Path, req: dict[str, Any]) -> None:
+        """Announce an expiry once: the marker is written back under the store's lock."""
+        with self._locked():
+            try:
+                on_disk = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return
+            if on_disk.get("expiry_announced"):
+                return
+            on_disk["expiry_announced"] = True
+            self._write(on_disk)
+        _announce(self, "expired", req)
 
     def _expire(self, req: dict[str, Any]) -> None:
         if req.get("status") in ("pending", "approved") and req.get("expires_at", 0) < time.time():
@@ -167,8 +184,10 @@ class ApprovalStore:
             "requester": identity.to_record(), "statement": analysis.normalized,
             "summary": analysis.summary, "rule_ids": list(rule_ids), "policy": policy_tag,
             "reason": message, "affected_rows": affected_rows, "decisions": [],
+            "tables": _tables_of(analysis),
         }
         self._write(req)
+        _announce(self, "requested", req)
         return req["id"], False
 
     def wait(self, request_id: str, timeout: float) -> str:
@@ -198,7 +217,30 @@ class ApprovalStore:
             req["expires_at"] = round(time.time() + self.ttl, 3)
         req["seal"] = seal(req)
         self._write(req)
+        _announce(self, "decided", req)
         return req
+
+
+def _tables_of(analysis: Any) -> list[str]:
+    """Tables a request's statement reads or writes (names only: shown to the approver)."""
+    names: set[str] = set()
+    for stmt in getattr(analysis, "statements", ()) or ():
+        names.update(getattr(stmt, "reads", ()) or ())
+        names.update(getattr(stmt, "writes", ()) or ())
+    return sorted(names)
+
+
+def _announce(store: Any, event: str, req: Mapping[str, Any]) -> None:
+    """Hand an approval event to the store's notifier (queued: never blocks, never raises)."""
+    notifier = getattr(store, "notifier", None)
+    if notifier is None:
+        return
+    try:
+        notifier.notify(event, req)
+    except Exception:  # noqa: BLE001 - a notification problem must not fail the statement
+        import logging
+
+        logging.getLogger("governed_db.webhooks").exception("queueing a notification failed")
 
 
 def _seal_key() -> bytes:
@@ -259,11 +301,14 @@ CREATE TABLE IF NOT EXISTS governed_db.approval_requests (
 CREATE INDEX IF NOT EXISTS approval_requests_binding
     ON governed_db.approval_requests (binding, status);
 ALTER TABLE governed_db.approval_requests ADD COLUMN IF NOT EXISTS seal text;
+ALTER TABLE governed_db.approval_requests ADD COLUMN IF NOT EXISTS tables text[];
+ALTER TABLE governed_db.approval_requests
+    ADD COLUMN IF NOT EXISTS expiry_announced boolean NOT NULL DEFAULT false;
 """
 _CHANNEL = "governed_db_approvals"
 _COLUMNS = ("id, binding, status, extract(epoch FROM requested_at), extract(epoch FROM"
             " expires_at), extract(epoch FROM used_at), requester, statement, summary, rule_ids,"
-            " policy, reason, affected_rows, decisions")
+            " policy, reason, affected_rows, decisions, coalesce(tables, '{}')")
 
 
 class PostgresApprovalStore:
@@ -279,6 +324,7 @@ class PostgresApprovalStore:
 
         self.dsn = dsn
         self.ttl = ttl
+        self.notifier: Any = None  # governed_db.webhooks.Notifier, set by store_for()
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -307,7 +353,7 @@ class PostgresApprovalStore:
     def _row(row: Sequence[Any]) -> dict[str, Any]:
         keys = ("id", "binding", "status", "requested_at", "expires_at", "used_at", "requester",
                 "statement", "summary", "rule_ids", "policy", "reason", "affected_rows",
-                "decisions")
+                "decisions", "tables")
         req = dict(zip(keys, row, strict=True))
         for k in ("requested_at", "expires_at", "used_at"):
             req[k] = float(req[k]) if req[k] is not None else None
@@ -330,7 +376,20 @@ class PostgresApprovalStore:
                 f"SELECT {_COLUMNS} FROM governed_db.approval_requests"
                 " ORDER BY requested_at").fetchall()
         out = [self._row(r) for r in rows]
+        if self.notifier is not None:
+            for req in out:
+                if req["status"] == "expired":
+                    self._announce_expiry(req)
         return [r for r in out if status is None or r["status"] == status]
+
+    def _announce_expiry(self, req: dict[str, Any]) -> None:
+        """Once per request across replicas: the flag flips in one atomic UPDATE."""
+        with self._lock:
+            row = self._connection().execute(
+                "UPDATE governed_db.approval_requests SET expiry_announced = true"
+                " WHERE id = %s AND NOT expiry_announced RETURNING id", (req["id"],)).fetchone()
+        if row is not None:
+            _announce(self, "expired", req)
 
     def check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                          policy_tag: str, rule_ids: Sequence[str], message: str,
@@ -370,12 +429,16 @@ class PostgresApprovalStore:
             request_id = uuid.uuid4().hex[:16]
             conn.execute(
                 "INSERT INTO governed_db.approval_requests (id, binding, status, expires_at,"
-                " requester, statement, summary, rule_ids, policy, reason, affected_rows)"
+                " requester, statement, summary, rule_ids, policy, reason, affected_rows,"
+                " tables)"
                 " VALUES (%s, %s, 'pending', now() + make_interval(secs => %s), %s, %s, %s,"
-                " %s, %s, %s, %s)",
+                " %s, %s, %s, %s, %s)",
                 (request_id, binding, self.ttl, Jsonb(identity.to_record()), analysis.normalized,
-                 analysis.summary, list(rule_ids), policy_tag, message, affected_rows))
+                 analysis.summary, list(rule_ids), policy_tag, message, affected_rows,
+                 _tables_of(analysis)))
             conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
+        if self.notifier is not None:
+            _announce(self, "requested", self.get(request_id))
         return request_id, False
 
     def decide(self, request_id: str, approver: Any, *, approve: bool,
@@ -402,7 +465,9 @@ class PostgresApprovalStore:
                 raise StatementDenied(f"approval request {request_id} is no longer pending",
                                       rule_ids=("approval.not-pending",))
             conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
-        return self.get(request_id)
+        decided = self.get(request_id)
+        _announce(self, "decided", decided)
+        return decided
 
     def wait(self, request_id: str, timeout: float) -> str:
         """Block up to ``timeout`` seconds (LISTEN/NOTIFY) while the request is pending."""
@@ -421,8 +486,17 @@ class PostgresApprovalStore:
                         break
 
 
-def store_for(settings: Mapping[str, Any]) -> Any:
-    """The approval store a policy's ``[approvals]`` table (or the environment) selects."""
+def store_for(settings: Mapping[str, Any], on_notify_failure: Any = None) -> Any:
+    """The approval store a policy's ``[approvals]`` table (or the environment) selects, with
+    its notifier when the table has ``[[approvals.notify]]`` targets."""
+    from .webhooks import Notifier
+
+    store = _store_for(settings)
+    store.notifier = Notifier.from_settings(settings, on_failure=on_notify_failure)
+    return store
+
+
+def _store_for(settings: Mapping[str, Any]) -> Any:
     ttl = float(settings.get("ttl_seconds", DEFAULT_TTL))
     dsn = os.environ.get("GOVERNED_DB_APPROVALS_DSN")
     if settings.get("store") == "postgres" or dsn:

@@ -463,6 +463,9 @@ audit.add_command(audit_export)
 from .replay import policy_replay  # noqa: E402
 
 policy.add_command(policy_replay)
+from .console import console as _console_command  # noqa: E402
+
+main.add_command(_console_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

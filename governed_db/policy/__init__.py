@@ -476,8 +476,29 @@ def _check_approvals(raw: Any, source: str | None, text: str) -> None:
     if not isinstance(raw, Mapping):
         raise PolicyError("[approvals] must be a table", path=source,
                           line=_key_line(text, "approvals"))
-    known = {"store", "dsn_env", "wait_seconds", "ttl_seconds"}
+    known = {"store", "dsn_env", "wait_seconds", "ttl_seconds", "notify", "console_url"}
     _check_keys(raw, known, "approvals", source, text)
+    notify = raw.get("notify", [])
+    if isinstance(notify, Mapping):
+        notify = [notify]
+    if not isinstance(notify, list):
+        raise PolicyError("approvals.notify must be an array of tables ([[approvals.notify]])",
+                          path=source, line=_key_line(text, "notify"))
+    from ..webhooks import Target
+
+    for entry in notify:
+        if not isinstance(entry, Mapping):
+            raise PolicyError("each [[approvals.notify]] entry must be a table", path=source,
+                              line=_key_line(text, "notify"))
+        try:
+            Target.from_mapping(entry)
+        except (PolicyError, TypeError) as exc:
+            raise PolicyError(getattr(exc, "detail", str(exc)), path=source,
+                              line=_key_line(text, "url")) from None
+    url = raw.get("console_url")
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        raise PolicyError("approvals.console_url must be an http(s):// URL", path=source,
+                          line=_key_line(text, "console_url"))
     if raw.get("store", "file") not in ("file", "postgres"):
         raise PolicyError('approvals.store must be "file" or "postgres"', path=source,
                           line=_key_line(text, "store"))
