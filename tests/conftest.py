@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,19 @@ from governed_db.audit import AuditLog
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = next((p for p in (ROOT.parent / "shared" / "corpus", ROOT / "tests" / "corpus")
                if (p / "statements.jsonl").exists()), None)
+
+
+# Nothing the suite runs — in-process, in subprocesses, in pytester runs — may write to the
+# real home directory: the whole session gets a home, a state directory and an XDG state
+# directory of its own (each test then gets its own GOVERNED_DB_HOME on top).
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="governed_db_test_home_"))
+os.environ["HOME"] = str(_SESSION_HOME)
+os.environ["XDG_STATE_HOME"] = str(_SESSION_HOME / ".local" / "state")
+os.environ["GOVERNED_DB_HOME"] = str(_SESSION_HOME / "governed_db")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -11,7 +11,7 @@ Security, and why:
 * **Every request is authenticated.** A random access token is made at each start and printed
   once in the URL (``http://HOST:PORT/?token=…``). Opening that URL exchanges it for an
   ``HttpOnly``, ``SameSite=Strict`` session cookie and redirects to a URL without the token
-  (so it does not stay in history or leak in a ``Referer``; ``Referrer-Policy: no-referrer``
+  (so it does not stay in history or leak in a ``Referer``; ``Referrer-Policy: same-origin``
   too). Anything else gets 401. Tokens and cookies are compared in constant time.
 * **CSRF protection on every state-changing request**: each form carries a token derived
   (HMAC) from the session; a POST without it, or with another session's, gets 403 — as does a
@@ -221,7 +221,9 @@ def _secure(resp: Any) -> Any:
                                                " frame-ancestors 'none'")
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["X-Content-Type-Options"] = "nosniff"
-    resp.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin: nothing leaks to other sites, and same-origin form posts keep a real Origin
+    # header (with no-referrer, browsers send "Origin: null", which the check refuses).
+    resp.headers["Referrer-Policy"] = "same-origin"
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -283,7 +285,7 @@ def _totals(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _charts(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    from ._charts import grouped_bars, stacked_bars
+    from ._svg import grouped_bars, stacked_bars
 
     if not records:
         return []

@@ -42,7 +42,7 @@ def stacked_bars(title: str, buckets: Sequence[str],
     top = max(totals or [0]) or 1
     left, bottom, plot_h = 40, 40, height - 90
     slot = (width - left - 10) / max(1, len(buckets))
-    bar_w = max(2.0, slot * 0.7)
+    bar_w = min(60.0, max(2.0, slot * 0.7))
     parts = [f'<svg class="chart" role="img" aria-label="{html.escape(title)}"'
              f' xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
              f' viewBox="0 0 {width} {height}">',
@@ -64,9 +64,9 @@ def stacked_bars(title: str, buckets: Sequence[str],
                          f' height="{h:.1f}" fill="{_colour(key, j)}">'
                          f'<title>{html.escape(bucket)} {html.escape(key)}: {n}</title></rect>')
         if len(buckets) <= 12 or i % max(1, len(buckets) // 8) == 0:
-            parts.append(f'<text x="{x:.1f}" y="{height - bottom + 30}" font-size="10">'
+            parts.append(f'<text x="{x:.1f}" y="{24 + plot_h + 14}" font-size="10">'
                          f'{html.escape(bucket)}</text>')
-    parts.extend(_legend(keys, left, height - 28))
+    parts.extend(_legend(keys, left, height - bottom + 12))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -87,6 +87,8 @@ def grouped_bars(title: str, rows: Mapping[str, Mapping[str, int]], *, width: in
                      f'{html.escape(name[:28])}</text>')
         for j, key in enumerate(keys):
             n = values.get(key, 0)
+            if not n:
+                continue
             w = (width - label_w - 50) * n / top
             parts.append(f'<rect class="bar" x="{label_w}" y="{y}" width="{w:.1f}"'
                          f' height="{bar_h - 2}" fill="{_colour(key, j)}">'
