@@ -2,6 +2,7 @@
 
 from ._log import SCHEMA_VERSION, AuditLog, canonical, key_id_of, load_or_create_key, record_hash
 from ._verify import (
+    DECISIONS,
     TrailReport,
     VerificationError,
     VerifyReport,
@@ -9,11 +10,13 @@ from ._verify import (
     load_public_key,
     query,
     report,
+    summary,
     verify,
     verify_many,
 )
 
 __all__ = [
+    "DECISIONS",
     "AuditLog",
     "TrailReport",
     "SCHEMA_VERSION",
@@ -27,6 +30,7 @@ __all__ = [
     "query",
     "record_hash",
     "report",
+    "summary",
     "verify",
     "verify_many",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -210,17 +210,56 @@ def verify_many(paths: list[str], public_key: Ed25519PublicKey | None = None) ->
                        earlier=tuple(sorted(earlier)))
 
 
-def _parse_time(text: str | None) -> dt.datetime | None:
+_RELATIVE = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+# What --decision selects: the decision taken (action), what happened (outcome), and what
+# observe mode would have done.
+DECISIONS = ("allow", "deny", "approval", "ok", "denied", "approval_required", "rolled_back",
+             "error", "would_deny", "would_approve")
+
+
+def _parse_time(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
+    """An ISO time (UTC unless it says otherwise), ``now``, ``today``, ``yesterday``, or an age
+    such as ``30m``, ``1h``, ``7d``, ``2w`` (that long ago)."""
     if not text:
         return None
-    value = dt.datetime.fromisoformat(text)
+    word = text.strip().lower()
+    current = now or dt.datetime.now(dt.UTC)
+    midnight = current.replace(hour=0, minute=0, second=0, microsecond=0)
+    if word == "now":
+        return current
+    if word == "today":
+        return midnight
+    if word == "yesterday":
+        return midnight - dt.timedelta(days=1)
+    digits = word.lstrip("-")
+    if len(digits) >= 2 and digits[-1] in _RELATIVE and digits[:-1].isdigit():
+        return current - dt.timedelta(seconds=int(digits[:-1]) * _RELATIVE[digits[-1]])
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a time: {text!r}; use an ISO time (2026-11-01T09:00), today,"
+                         " yesterday, now, or an age such as 30m, 1h, 7d") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def decision_matches(rec: Mapping[str, Any], decision: str) -> bool:
+    """Whether a statement record has ``decision`` (one of :data:`DECISIONS`)."""
+    dec = rec.get("decision", {})
+    outcome = rec.get("outcome", {}).get("outcome")
+    if decision == "would_deny":
+        return bool(dec.get("observe")) and dec.get("would") == "deny"
+    if decision == "would_approve":
+        return bool(dec.get("observe")) and dec.get("would") == "approval"
+    return dec.get("action") == decision or outcome == decision
 
 
 def query(path: str | Path, *, identity: str | None = None, table: str | None = None,
           column: str | None = None, since: str | None = None, until: str | None = None,
           kind: str | None = None, decision: str | None = None) -> list[dict[str, Any]]:
     """Statement records matching every given filter (who touched what, when and why)."""
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
     lo, hi = _parse_time(since), _parse_time(until)
     out = []
     for _, rec, _ in iter_records(path):
@@ -238,8 +277,7 @@ def query(path: str | Path, *, identity: str | None = None, table: str | None = 
             continue
         if kind and kind.upper() not in stmt.get("kinds", []):
             continue
-        if decision and rec.get("decision", {}).get("action") != decision and \
-                rec.get("outcome", {}).get("outcome") != decision:
+        if decision and not decision_matches(rec, decision):
             continue
         ts = _parse_time(rec.get("ts"))
         if lo and ts and ts < lo or hi and ts and ts > hi:
@@ -258,6 +296,49 @@ def _touches_column(rec: dict[str, Any], column: str) -> bool:
 
 
 _CATALOG_PREFIXES = ("pg_catalog.", "information_schema.", "pg_")
+
+
+def summary(path: str | Path, *, since: str | None = None, until: str | None = None,
+            include_catalog: bool = False) -> list[dict[str, Any]]:
+    """``audit report`` with no filter: one entry per identity — what every identity did."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in query(path, since=since, until=until):
+        ident = rec.get("identity", {})
+        label = f"{ident.get('kind')}:{ident.get('id')}"
+        e = out.setdefault(label, {"identity": label, "statements": 0, "ok": 0, "denied": 0,
+                                   "approvals": 0, "errors": 0, "would_deny": 0, "rows": 0,
+                                   "tables": set(), "masked": set(), "purposes": set(),
+                                   "models": set(), "tool_calls": set(),
+                                   "first": rec.get("ts"), "last": rec.get("ts")})
+        e["statements"] += 1
+        e["last"] = rec.get("ts")
+        outcome = rec.get("outcome", {}).get("outcome")
+        if outcome in ("denied", "rolled_back"):
+            e["denied"] += 1
+        elif outcome == "approval_required":
+            e["approvals"] += 1
+        elif outcome == "error":
+            e["errors"] += 1
+        elif outcome == "ok":
+            e["ok"] += 1
+            e["rows"] += int(rec.get("outcome", {}).get("rowcount") or 0)
+        if decision_matches(rec, "would_deny"):
+            e["would_deny"] += 1
+        stmt = rec.get("statement", {})
+        for t in set(stmt.get("reads") or []) | set(stmt.get("writes") or []):
+            if include_catalog or not str(t).startswith(_CATALOG_PREFIXES):
+                e["tables"].add(t)
+        e["masked"].update(rec.get("masked") or {})
+        for key, field in (("purposes", "purpose"), ("models", "model")):
+            if ident.get(field):
+                e[key].add(ident[field])
+        attrs = ident.get("attributes") or {}
+        if attrs.get("tool_call_id"):
+            e["tool_calls"].add(str(attrs["tool_call_id"]))
+    for e in out.values():
+        for key in ("tables", "masked", "purposes", "models", "tool_calls"):
+            e[key] = sorted(e[key])
+    return sorted(out.values(), key=lambda e: e["identity"])
 
 
 def report(path: str | Path, identity: str, *, since: str | None = None,

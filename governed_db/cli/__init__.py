@@ -13,6 +13,10 @@ from ..errors import PolicyError, StatementDenied
 
 __all__ = ["main"]
 
+# Mirrors governed_db.audit.DECISIONS (kept literal: the CLI imports nothing heavy at start).
+_DECISIONS = ("allow", "deny", "approval", "ok", "denied", "approval_required", "rolled_back",
+              "error", "would_deny", "would_approve")
+
 
 def _console() -> Any:
     from rich.console import Console
@@ -171,27 +175,34 @@ def audit_verify(log: tuple[str, ...], public_key: str | None, allow_open: bool)
                        " mid-write); it was not counted")
 
 
+_TIME_HELP = "ISO time (2026-11-01T09:00, UTC), today, yesterday, or an age: 30m, 1h, 7d."
+
+
 @audit.command("query")
 @click.argument("log", type=_LogSource())
 @click.option("--identity", help="Identity id, kind:id or model.")
 @click.option("--table", help="Table read or written.")
 @click.option("--column", help="Column that was masked.")
-@click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
-@click.option("--until", help="ISO time.")
+@click.option("--since", help=_TIME_HELP)
+@click.option("--until", help=_TIME_HELP)
 @click.option("--kind", help="Statement kind, e.g. SELECT, UPDATE, DROP.")
-@click.option("--decision", help="allow, deny, approval, denied, rolled_back, error...")
+@click.option("--decision", type=click.Choice(_DECISIONS),
+              help="What was decided or happened; would_deny/would_approve select observe-mode"
+                   " results, error selects statements that failed.")
+@click.option("--wide", is_flag=True, help="All columns (default: what fits 80 columns).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
 @_readable
 def audit_query(log: str, identity: str | None, table: str | None, column: str | None,
                 since: str | None, until: str | None, kind: str | None, decision: str | None,
-                as_json: bool) -> None:
+                wide: bool, as_json: bool) -> None:
     """Who touched what, when and why: one row (or JSON record) per statement.
 
     \b
     Examples:
       governed-db audit query audit.jsonl --identity recs-bot --table users
-      governed-db audit query audit.jsonl --identity gpt-4o --since 2026-11-01 --json
-      governed-db audit query audit.jsonl --decision deny --kind DROP
+      governed-db audit query audit.jsonl --identity gpt-4o --since today --json
+      governed-db audit query audit.jsonl --decision would_deny --since 1h
+      governed-db audit query audit.jsonl --decision denied --kind DROP --wide
     """
     from ..audit import query
 
@@ -206,18 +217,39 @@ def audit_query(log: str, identity: str | None, table: str | None, column: str |
         return
     from rich.table import Table
 
-    t = Table(title=f"{len(records)} statement(s)")
-    for col in ("time", "identity", "purpose", "statement", "tables", "masked", "decision"):
-        t.add_column(col)
+    con = _console()
+    t = Table(title=f"{len(records)} statement(s)", expand=False)
+    t.add_column("time (UTC)", no_wrap=True)
+    t.add_column("identity", no_wrap=True)
+    t.add_column("statement", overflow="fold")
+    t.add_column("decision", overflow="fold")
+    if wide:
+        for col in ("purpose", "tool call", "tables", "masked", "rules", "rows"):
+            t.add_column(col, overflow="fold")
     for rec in records:
         ident = rec.get("identity", {})
         stmt = rec.get("statement", {})
-        t.add_row(rec.get("ts", "")[:19], f"{ident.get('kind')}:{ident.get('id')}",
-                  ident.get("purpose") or "", stmt.get("summary", ""),
-                  ", ".join(sorted(set(stmt.get("reads", [])) | set(stmt.get("writes", [])))),
-                  ", ".join(sorted(rec.get("masked", {}))),
-                  rec.get("outcome", {}).get("outcome", rec.get("decision", {}).get("action", "")))
-    _console().print(t)
+        out = rec.get("outcome", {})
+        dec = rec.get("decision", {})
+        what = str(out.get("outcome") or dec.get("action") or "")
+        if dec.get("observe") and dec.get("would") not in (None, "allow"):
+            what += f" (would {dec['would']})"
+        if out.get("sqlstate"):
+            what += f" {out['sqlstate']}"
+        row = [(rec.get("ts") or "")[:19].replace("T", " ") if wide else
+               (rec.get("ts") or "")[11:19], f"{ident.get('kind')}:{ident.get('id')}",
+               str(stmt.get("summary") or ""), what]
+        if wide:
+            row += [ident.get("purpose") or "",
+                    str((ident.get("attributes") or {}).get("tool_call_id") or ""),
+                    ", ".join(sorted(set(stmt.get("reads", [])) | set(stmt.get("writes", [])))),
+                    ", ".join(sorted(rec.get("masked", {}))),
+                    ", ".join(out.get("rules") or dec.get("rules") or []),
+                    str(out.get("rowcount", ""))]
+        t.add_row(*row)
+    con.print(t)
+    if not wide and records:
+        con.print("(--wide for purpose, tool call, tables, masked columns, rules, rows)")
 
 
 @audit.command("report")
@@ -225,8 +257,8 @@ def audit_query(log: str, identity: str | None, table: str | None, column: str |
 @click.option("--identity", help="Identity id, kind:id or model.")
 @click.option("--session", help="One governed connection (its id, or 8+ leading characters).")
 @click.option("--tool-call", help="One tool call (the identity's tool_call_id or run_id).")
-@click.option("--since", help="ISO time, e.g. 2026-11-01T00:00.")
-@click.option("--until", help="ISO time.")
+@click.option("--since", help=_TIME_HELP)
+@click.option("--until", help=_TIME_HELP)
 @click.option("--include-catalog", is_flag=True,
               help="Also list system-catalog reads (ORM reflection, introspection).")
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")
@@ -250,7 +282,17 @@ def audit_report(log: str, identity: str | None, session: str | None, tool_call:
         session_view(log, session, tool_call, include_catalog, as_json)
         return
     if not identity:
-        raise click.UsageError("give --identity, --session or --tool-call")
+        from ..audit import summary
+
+        try:
+            rows = summary(log, since=since, until=until, include_catalog=include_catalog)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        if as_json:
+            click.echo(json.dumps(rows, sort_keys=True, indent=1))
+            return
+        render_summary(rows, _console())
+        return
     from ..audit import report
 
     try:
@@ -261,6 +303,31 @@ def audit_report(log: str, identity: str | None, session: str | None, tool_call:
         click.echo(json.dumps(rep, sort_keys=True, indent=1))
         return
     render_report(rep, _console())
+
+
+def render_summary(rows: list[dict[str, Any]], con: Any) -> None:
+    """``audit report`` without a filter: every identity in one table that fits 80 columns."""
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} identities", expand=False)
+    t.add_column("identity", no_wrap=True)
+    for col in ("stmts", "ok", "denied", "approval", "errors"):
+        t.add_column(col, justify="right")
+    t.add_column("tables", overflow="fold")
+    for e in rows:
+        extra = f" (+{e['would_deny']} would deny)" if e["would_deny"] else ""
+        t.add_row(e["identity"], str(e["statements"]), str(e["ok"]), f"{e['denied']}{extra}",
+                  str(e["approvals"]), str(e["errors"]), ", ".join(e["tables"]) or "-")
+    con.print(t)
+    for e in rows:
+        bits = [f"purposes: {', '.join(e['purposes'])}" if e["purposes"] else "",
+                f"models: {', '.join(e['models'])}" if e["models"] else "",
+                f"masked: {', '.join(e['masked'])}" if e["masked"] else "",
+                f"tool calls: {len(e['tool_calls'])}" if e["tool_calls"] else ""]
+        line = "; ".join(b for b in bits if b)
+        if line:
+            con.print(f"{e['identity']}: {line}")
+    con.print("(details: --identity ID, --session ID or --tool-call ID)")
 
 
 def render_report(rep: dict[str, Any], con: Any) -> None:
