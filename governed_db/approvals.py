@@ -508,3 +508,25 @@ def _store_for(settings: Mapping[str, Any]) -> Any:
     store = ApprovalStore.default()
     store.ttl = ttl
     return store
+
+
+def prune(store: Any, older_than: float) -> int:
+    """Delete requests that can no longer be used (denied, used, expired) and were made more
+    than ``older_than`` seconds ago; returns how many. Pending and approved requests are kept
+    whatever their age (an approved one still expires by itself)."""
+    cutoff = time.time() - older_than
+    if isinstance(store, PostgresApprovalStore):
+        with store._lock:
+            rows = store._connection().execute(
+                "DELETE FROM governed_db.approval_requests WHERE requested_at < to_timestamp(%s)"
+                " AND (status IN ('denied', 'used') OR expires_at < now()) RETURNING id",
+                (cutoff,)).fetchall()
+        return len(rows)
+    removed = 0
+    with store._locked():
+        for req in store.list():
+            if req.get("status") in ("denied", "used", "expired") \
+                    and float(req.get("requested_at") or 0) < cutoff:
+                store._path(req["id"]).unlink(missing_ok=True)
+                removed += 1
+    return removed

@@ -388,17 +388,18 @@ def _store() -> Any:
 
 @approvals.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Include decided and expired requests.")
-def approvals_list(show_all: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per request.")
+def approvals_list(show_all: bool, as_json: bool) -> None:
     """Pending approval requests (--all: decided and expired ones too).
 
     \b
-    Example:
+    Examples:
       governed-db approvals list
+      governed-db approvals list --all --json
     """
-    for req in _store().list(None if show_all else "pending"):
-        who = req["requester"]
-        click.echo(f"{req['id']}  {req['status']:<8} {who['kind']}:{who['id']}  "
-                   f"{req['summary']}  rules={','.join(req['rule_ids'])}")
+    from .approvals_view import print_requests
+
+    print_requests(_store().list(None if show_all else "pending"), as_json, _console())
 
 
 def _decide(request_id: str, approver: str, approve: bool, note: str | None) -> None:
@@ -530,6 +531,10 @@ audit.add_command(audit_export)
 from .replay import policy_replay  # noqa: E402
 
 policy.add_command(policy_replay)
+from .approvals_view import approvals_prune, approvals_show  # noqa: E402
+
+approvals.add_command(approvals_show)
+approvals.add_command(approvals_prune)
 from .console import console as _console_command  # noqa: E402
 
 main.add_command(_console_command)
