@@ -182,6 +182,11 @@ class EventBuilder:
         self.c = _facet_classes()
         self._open: dict[str, tuple[Any, str]] = {}  # run id -> (job, session)
         self._session_runs: dict[str, set[str]] = {}
+        # The client validates every object it builds (URLs, times): reuse what repeats —
+        # run facets per run, datasets per statement shape, the SQL facet per text.
+        self._facets: dict[str, dict[str, Any]] = {}
+        self._datasets: dict[tuple[Any, ...], tuple[list[Any], list[Any]]] = {}
+        self._sql: dict[str, Any] = {}
 
     def _job(self, rec: Mapping[str, Any], kind: str) -> Any:
         ident = rec.get("identity") or {}
@@ -230,11 +235,60 @@ class EventBuilder:
         out.append(self._statement_event(rec, run_id, job))
         return out
 
+    def _cached_run_facets(self, rec: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+        facets = self._facets.get(run_id)
+        if facets is None:
+            if len(self._facets) >= 4096:
+                self._facets.clear()
+            facets = self._facets[run_id] = self._run_facets(rec)
+        return facets
+
+    def _cached_datasets(self, rec: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+        stmt = rec.get("statement") or {}
+        ident = rec.get("identity") or {}
+        db = rec.get("db") or {}
+        key = (db.get("host"), db.get("port"), db.get("dbname"), tuple(stmt.get("reads") or ()),
+               tuple(stmt.get("writes") or ()), stmt.get("fingerprint"), ident.get("kind"),
+               ident.get("id"), repr(rec.get("lineage")), repr(sorted((rec.get("masked") or {})
+                                                                     .items())))
+        hit = self._datasets.get(key)
+        if hit is None:
+            if len(self._datasets) >= 1024:
+                self._datasets.clear()
+            hit = self._datasets[key] = self._build_datasets(rec)
+        return hit
+
     def _statement_event(self, rec: Mapping[str, Any], run_id: str, job: Any) -> Any:
         ev, c = self.c["ev"], self.c
         stmt = rec.get("statement") or {}
         dec = rec.get("decision") or {}
         outcome = rec.get("outcome") or {}
+        inputs, outputs = self._cached_datasets(rec)
+        facets = dict(self._cached_run_facets(rec, run_id))
+        rowcount = outcome.get("rowcount")
+        facets["governed_db_statement"] = c["StatementFacet"](producer=PRODUCER,
+            recordId=rec.get("id"), chain=str(rec.get("chain")), seq=int(rec.get("seq") or 0),
+            hash=str(rec.get("hash")), decision=str(dec.get("action") or ""),
+            outcome=outcome.get("outcome"), rules=list(dec.get("rules") or ()),
+            summary=stmt.get("summary"), rowcount=int(rowcount) if rowcount is not None else None)
+        job_facets = dict(job.facets or {})
+        text = stmt.get("normalized")
+        if text:
+            sql = self._sql.get(text)
+            if sql is None:
+                if len(self._sql) >= 1024:
+                    self._sql.clear()
+                sql = self._sql[text] = c["sql"].SQLJobFacet(
+                    producer=PRODUCER, query=text, dialect="postgres")
+            job_facets["sql"] = sql
+        job_now = ev.Job(namespace=job.namespace, name=job.name, facets=job_facets)
+        return ev.RunEvent(eventType=ev.RunState.RUNNING, eventTime=_time(rec.get("ts")),
+                           run=ev.Run(runId=run_id, facets=facets), job=job_now,
+                           inputs=list(inputs), outputs=list(outputs), producer=PRODUCER)
+
+    def _build_datasets(self, rec: Mapping[str, Any]) -> tuple[list[Any], list[Any]]:
+        ev = self.c["ev"]
+        stmt = rec.get("statement") or {}
         ns = _namespace(rec)
         schemas = _qualifier(rec)
         inputs = [ev.InputDataset(namespace=ns, name=_dataset_name(rec, t, schemas))
@@ -244,21 +298,7 @@ class EventBuilder:
         result = self._result_dataset(rec, ns, schemas)
         if result is not None:
             outputs.append(result)
-        facets = dict(self._run_facets(rec))
-        rowcount = outcome.get("rowcount")
-        facets["governed_db_statement"] = c["StatementFacet"](producer=PRODUCER,
-            recordId=rec.get("id"), chain=str(rec.get("chain")), seq=int(rec.get("seq") or 0),
-            hash=str(rec.get("hash")), decision=str(dec.get("action") or ""),
-            outcome=outcome.get("outcome"), rules=list(dec.get("rules") or ()),
-            summary=stmt.get("summary"), rowcount=int(rowcount) if rowcount is not None else None)
-        job_facets = dict(job.facets or {})
-        if stmt.get("normalized"):
-            job_facets["sql"] = c["sql"].SQLJobFacet(
-                producer=PRODUCER, query=stmt["normalized"], dialect="postgres")
-        job_now = ev.Job(namespace=job.namespace, name=job.name, facets=job_facets)
-        return ev.RunEvent(eventType=ev.RunState.RUNNING, eventTime=_time(rec.get("ts")),
-                           run=ev.Run(runId=run_id, facets=facets), job=job_now,
-                           inputs=inputs, outputs=outputs, producer=PRODUCER)
+        return inputs, outputs
 
     def _result_dataset(self, rec: Mapping[str, Any], ns: str,
                         schemas: Mapping[str, str]) -> Any:
