@@ -297,6 +297,11 @@ def _lineage_checks(events: list[dict[str, Any]], recorded: dict[str, Any]) -> N
     assert [(d["namespace"], d["name"]) for d in insert["outputs"]] == \
         [(ns, f"{dbname}.public.orders")]
     assert insert["inputs"] == []
+    # The denied DROP is reported (decision, rules) but moved no data: no dataset edges.
+    (drop,) = [e for e in events if e["eventType"] == "RUNNING"
+               and e["run"]["facets"]["governed_db_statement"]["decision"] == "deny"]
+    assert (drop["inputs"], drop["outputs"]) == ([], [])
+    assert "statement.disallow-drop" in drop["run"]["facets"]["governed_db_statement"]["rules"]
 
 
 def test_openlineage_export_validates_and_names_the_lineage(recorded, tmp_path):

@@ -42,6 +42,7 @@ _RUN_NAMESPACE = uuid.UUID("5b0f3c2e-8f7e-4a39-9c55-7d0e6f1a2b3c")
 
 SETTINGS_KEYS = frozenset({"enabled", "transport", "namespace", "job_name", "run_per",
                            "batch_ms", "max_queue"})
+_SYSTEM = ("pg_", "information_schema.")
 _TRANSPORTS = ("http", "console", "file", "kafka", "composite", "noop")
 
 
@@ -220,6 +221,10 @@ class EventBuilder:
             return self._close_session(session_id(rec), rec.get("ts"))
         if kind != "statement":
             return []
+        stmt = rec.get("statement") or {}
+        if not any(not str(t).startswith(_SYSTEM) for t in
+                   (*(stmt.get("reads") or ()), *(stmt.get("writes") or ()))):
+            return []  # no user table (SELECT 1, SET, ORM reflection): nothing for lineage
         run_id, run_kind = self._run_key(rec)
         ev = self.c["ev"]
         out = []
@@ -263,7 +268,10 @@ class EventBuilder:
         stmt = rec.get("statement") or {}
         dec = rec.get("decision") or {}
         outcome = rec.get("outcome") or {}
-        inputs, outputs = self._cached_datasets(rec)
+        # Only a statement that ran moved data: a denied, rolled-back or failed one keeps its
+        # event (the attempt, its decision and rules) without dataset edges.
+        inputs, outputs = self._cached_datasets(rec) if outcome.get("outcome") == "ok" \
+            else ([], [])
         facets = dict(self._cached_run_facets(rec, run_id))
         rowcount = outcome.get("rowcount")
         facets["governed_db_statement"] = c["StatementFacet"](producer=PRODUCER,
