@@ -119,6 +119,19 @@ def key_id_of(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def _configured_key(path: str | os.PathLike[str] | None) -> Ed25519PrivateKey:
+    """The key a policy names must exist: creating it silently would sign with a key the
+    auditor's public key does not match ("signed with another key" later, and no way to tell
+    a typo from tampering). Only the default location is created on first use."""
+    if path is not None and not Path(path).expanduser().exists():
+        raise AuditUnavailable(
+            f"the audit signing key configured in the policy ([audit] signing_key) does not"
+            f" exist: {Path(path).expanduser()}; create it with `governed-db keygen --out DIR`"
+            " (relative paths are relative to the policy file), or remove the setting to use"
+            " the default key")
+    return load_or_create_key(path)
+
+
 def load_or_create_key(path: str | os.PathLike[str] | None) -> Ed25519PrivateKey:
     """Load the Ed25519 signing key, creating it (0600, with a warning) on first use.
 
@@ -223,7 +236,7 @@ class AuditLog:
         self.max_queue = int(settings.get("max_queue", 100_000))
         self.strict = self.durability == "strict"
         self.chain = uuid.uuid4().hex
-        self.key = signing_key or (load_or_create_key(settings.get("signing_key"))
+        self.key = signing_key or (_configured_key(settings.get("signing_key"))
                                    if self.path else Ed25519PrivateKey.generate())
         self.key_id = key_id_of(self.key.public_key())
         self.records: list[dict[str, Any]] = [] if memory or self.path is None else []

@@ -455,6 +455,15 @@ def policy() -> None:
 def policy_check(file: str) -> None:
     """Validate a policy file; errors name file and line."""
     p = _load_policy_echoing_warnings(file)
+    key = p.audit.get("signing_key")
+    if key and not Path(str(key)).expanduser().exists():
+        line = next((n for n, text in enumerate(Path(file).read_text().splitlines(), 1)
+                     if text.strip().startswith("signing_key")), None)
+        where = f"{file}:{line}" if line else file
+        click.echo(f"error: {where}: [audit] signing_key {key} does not exist (relative paths"
+                   " are relative to the policy file); create it with `governed-db keygen"
+                   " --out DIR`", err=True)
+        sys.exit(1)
     layered = ("extends the built-in default" if p.extends == "default"
                else "starts empty (extends = \"none\")")
     click.echo(f"OK: {file}: policy {p.name!r} ({p.mode}), {layered}, {len(p.rules)} rules,"

@@ -315,6 +315,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     if not isinstance(audit, Mapping):
         raise PolicyError("[audit] must be a table", path=source, line=_key_line(text, "audit"))
     _check_audit(audit, source, text)
+    audit = _relative_to_policy(audit, source, ("signing_key",))
     approvals = data.get("approvals", {})
     _check_approvals(approvals, source, text)
     name = str(data.get("name", "custom"))
@@ -508,6 +509,21 @@ def _check_approvals(raw: Any, source: str | None, text: str) -> None:
                                   or value < low):
             raise PolicyError(f"approvals.{key} must be a number of seconds >= {low:g}",
                               path=source, line=_key_line(text, key))
+
+
+def _relative_to_policy(section: Mapping[str, Any], source: str | None,
+                        keys: tuple[str, ...]) -> dict[str, Any]:
+    """Relative file paths in a policy mean "next to the policy file", not "wherever the
+    process happens to start" (the same file then works from any working directory)."""
+    out = dict(section)
+    if not source or source.startswith("<") or not Path(source).exists():
+        return out
+    base = Path(source).resolve().parent
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            out[key] = str(base / value)
+    return out
 
 
 def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
