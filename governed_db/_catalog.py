@@ -40,6 +40,10 @@ FROM (SELECT DISTINCT proname FROM pg_catalog.pg_proc
 UNION ALL
 SELECT NULL, NULL, s::text, 'S', NULL, NULL, NULL
 FROM unnest(pg_catalog.current_schemas(true)) AS s
+UNION ALL
+SELECT DISTINCT NULL::int8, NULL::text, o.oprname::text, 'O', NULL::int4[], NULL::text[], NULL::text
+FROM pg_catalog.pg_operator o
+WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
 """
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
@@ -78,12 +82,15 @@ class Catalog:
 
     def __init__(self, relations: Iterable[Relation], search_path: Sequence[str],
                  user_functions: Iterable[str], version: int = 0, *,
-                 builtin_functions: Iterable[str] = ()) -> None:
+                 builtin_functions: Iterable[str] = (),
+                 user_operators: Iterable[str] = ()) -> None:
         self.by_oid = {r.oid: r for r in relations}
         self.by_name = {(r.schema, r.name): r for r in self.by_oid.values()}
         self.search_path = tuple(search_path)
         self.user_functions = frozenset(user_functions)
         self.builtin_functions = frozenset(builtin_functions)
+        # operator symbols defined outside pg_catalog (a user "+" may shadow the built-in one)
+        self.user_operators = frozenset(user_operators)
         self.version = version
         self.loaded_at = time.monotonic()
         self._view_lineage: dict[int, Any] = {}
@@ -96,9 +103,11 @@ class Catalog:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
-        rels, path, funcs, builtins = [], [], [], []
+        rels, path, funcs, builtins, ops = [], [], [], [], []
         for oid, schema, name, kind, attnums, names, viewdef in rows:
-            if kind == "F":
+            if kind == "O":
+                ops.append(str(name))
+            elif kind == "F":
                 funcs.append(str(name).lower())
             elif kind == "B":
                 builtins.append(str(name).lower())
@@ -108,7 +117,7 @@ class Catalog:
                 rels.append(Relation(oid=int(oid), schema=schema, name=name, kind=kind,
                                      columns=tuple(names), attnums=tuple(attnums),
                                      viewdef=viewdef))
-        return cls(rels, path, funcs, version, builtin_functions=builtins)
+        return cls(rels, path, funcs, version, builtin_functions=builtins, user_operators=ops)
 
     def resolve(self, name: str) -> Relation | None:
         """The relation an (optionally schema-qualified) name means on this session."""

@@ -295,7 +295,7 @@ class Governor:
         statements = tuple(effective_facts(s, self.prepared, self.cursors)
                            for s in analysis.statements)
         decision = evaluate(self.policy, ident, analysis, statements,
-                            read_only=self.read_only_for(ident))
+                            read_only=self.read_only_for(ident), catalog=self.catalog)
         return statements, self._check_predicates(ident, statements, decision)
 
     def _check_predicates(self, ident: Identity, statements: Sequence[StatementFacts],

@@ -11,12 +11,22 @@ a rewrite can help. They never contain a value from the statement, its parameter
 from __future__ import annotations
 
 import fnmatch
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from .analysis import SECURITY_SETTINGS, Analysis, StatementFacts, is_dangerous_function
+from .analysis import Analysis, StatementFacts, analyze, is_dangerous_function
+from .analysis._functions import (
+    AGENT_SETTINGS,
+    BUILTIN_OPERATORS,
+    PROTECTED_SETTINGS,
+    READ_FUNCTIONS,
+    catalog_relation_allowed,
+    duration_ms,
+    setting_matches,
+)
 from .errors import PolicyError
 from .policy import Policy, RuleConfig
 
@@ -74,6 +84,8 @@ class CheckContext:
     identity: Any
     analysis: Analysis
     read_only: bool
+    policy: Any = None
+    catalog: Any = None  # the session's catalog snapshot (None: not loaded; fail closed)
 
 
 @attrs.frozen
@@ -100,7 +112,7 @@ class Rule:
             ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)
                   if kind == "list[str]" else
                   isinstance(value, int) and not isinstance(value, bool) and value >= 0
-                  if kind == "int" else True)
+                  if kind == "int" else isinstance(value, bool) if kind == "bool" else True)
             if not ok:
                 raise PolicyError(f"rule {cfg.id}: parameter {key} must be {kind}",
                                   path=source, line=cfg.line)
@@ -163,6 +175,10 @@ def _copy_program(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str 
 def _functions(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
     extra = set(cfg.params.get("functions", ()))
     allowed = set(cfg.params.get("allow", ()))
+    if not s.dynamic_settings:
+        # set_config('name', ...) with constant names is a SET: the session.* rules judge
+        # each name (allow-list for read-only kinds, protected settings for everyone).
+        allowed.add("set_config")
     bad = sorted(f for f in s.functions
                  if f not in allowed and (is_dangerous_function(f) or f in extra))
     if not bad:
@@ -172,26 +188,229 @@ def _functions(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | N
             " there is no allowed rewrite that keeps it")
 
 
+def _scoped(cfg: RuleConfig) -> bool:
+    return bool(cfg.identity_kinds or cfg.identity_ids or cfg.roles)
+
+
+_view_closures: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
+def _view_bodies(ctx: CheckContext, s: StatementFacts) -> list[StatementFacts]:
+    """Facts of the bodies of every user view the statement reads, transitively.
+
+    Why: a view runs its body for the reader (with the view owner's privileges), so a view
+    over ``pg_stats`` or one that calls a function reads and calls on the reader's behalf.
+    """
+    catalog = ctx.catalog
+    if catalog is None:
+        return []
+    try:
+        memo = _view_closures.setdefault(catalog, {})
+    except TypeError:
+        memo = {}
+    out: list[StatementFacts] = []
+    seen: set[int] = set()
+    todo = list(s.reads)
+    while todo and len(seen) < 256:
+        rel = catalog.resolve(todo.pop())
+        if rel is None or not rel.is_view or rel.viewdef is None or rel.oid in seen:
+            continue
+        seen.add(rel.oid)
+        body = memo.get(rel.oid)
+        if body is None:
+            a = analyze(rel.viewdef)
+            body = memo[rel.oid] = a.statements[0] if a.statements else False
+        if body:
+            out.append(body)
+            todo.extend(body.reads)
+    return out
+
+
 def _function_allowlist(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
-    allowed = set(cfg.params.get("allow", ()))
-    bad = sorted(f for f in s.functions if f not in allowed)
+    # Unscoped (the default), the rule is for read-only identities (session.read_only_kinds);
+    # scoped with identity_kinds / identity_ids / roles, for whoever is in scope.
+    if not _scoped(cfg) and not ctx.read_only:
+        return None
+    allow = set(cfg.params.get("allow", ()))
+    builtins = READ_FUNCTIONS if cfg.params.get("builtins", True) else frozenset()
+    catalog = ctx.catalog
+    user_functions = catalog.user_functions if catalog is not None else None
+    user_ops = catalog.user_operators if catalog is not None else None
+    bad: set[str] = set()
+    refs, ops = set(s.function_refs), set(s.operators)
+    colnot = set(s.column_notation)
+    for body in _view_bodies(ctx, s):
+        refs |= body.function_refs
+        ops |= body.operators
+        colnot |= body.column_notation
+    for schema, name in refs:
+        folded = name.lower()
+        shown = f"{schema}.{name}" if schema else name
+        if folded in allow or f"{schema}.{name}".lower() in allow:
+            continue
+        if (not schema and name in colnot and catalog is not None and name == folded
+                and folded not in catalog.user_functions
+                and folded not in catalog.builtin_functions):
+            # ``ssn(u)``: no function has this name, so the server reads the column u.ssn
+            # (or fails); nothing is called.
+            continue
+        if folded == "set_config" and not s.dynamic_settings:
+            continue  # a SET: the settings allow-list judges the constant names
+        if schema not in ("", "pg_catalog") or name not in builtins:
+            bad.add(shown)
+        elif not schema and (user_functions is None or folded in user_functions):
+            # A user-defined function of the same name could win overload resolution.
+            bad.add(f"{name} (unqualified, and a user-defined function shares the name;"
+                    f" write pg_catalog.{name})" if user_functions is not None else name)
+    for schema, op in ops:
+        if f"operator {op}" in allow:
+            continue
+        if schema not in ("", "pg_catalog") or op not in BUILTIN_OPERATORS:
+            bad.add(f"operator {schema + '.' if schema else ''}{op}")
+        elif not schema and (user_ops is None or op in user_ops):
+            bad.add(f"operator {op} (a user-defined operator shares the symbol)")
+    if s.dynamic_settings:
+        bad.add("set_config with a non-constant setting name")
     if not bad:
         return None
-    return (f"calling {', '.join(bad)} is not allowed: only listed functions may be called;"
-            " rewrite the query without them or ask for them to be allowed")
+    return (f"calling {', '.join(sorted(bad))} is not allowed for this identity: read-only"
+            " identities may call built-in pure functions (string, math, date/time, JSON,"
+            " arrays, aggregates, window functions, casts and catalog introspection) and"
+            " those the policy's function.allowlist rule names; user-defined, locking,"
+            " writing, sequence, notify, file, network and SQL-in-a-string functions are"
+            " refused. Rewrite the query with built-in functions, or ask for the function"
+            " to be allowed")
+
+
+_READ_ONLY_SETTINGS = frozenset({"transaction_read_only", "default_transaction_read_only"})
+
+
+def _stricter(name: str, value: str | None) -> bool:
+    """``BEGIN READ ONLY`` / ``SET transaction_read_only = on``: only ever stricter."""
+    return name in _READ_ONLY_SETTINGS and str(value).strip("'").lower() in (
+        "1", "on", "true", "t", "yes", "y")
+
+
+def _settings_allowlist(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    if not _scoped(cfg) and not ctx.read_only:
+        return None
+    allowed = set(AGENT_SETTINGS) | {a.lower() for a in cfg.params.get("allow", ())}
+    bad = sorted({"RESET ALL / DISCARD ALL" if name == "*" else name
+                  for name, value in s.settings
+                  if name == "*" or not (setting_matches(name, allowed)
+                                         or _stricter(name, value))})
+    if s.read_write_requested:
+        bad.append("READ WRITE transaction mode")
+    if s.dynamic_settings:
+        bad.append("set_config with a non-constant setting name")
+    if not bad:
+        return None
+    return (f"changing {', '.join(bad)} is not allowed for this identity; settings it may"
+            f" change: {', '.join(sorted(allowed))}")
+
+
+def _timeout_ok(ctx: CheckContext, value: str | None) -> bool:
+    """statement_timeout may be lowered below the policy's value for the kind, never raised,
+    switched off (0) or RESET to the server's default."""
+    policy = ctx.policy
+    limit = (policy.session.statement_timeout.get(ctx.identity.kind)
+             if policy is not None else None)
+    if limit is None:
+        return value is not None  # nothing configured to protect; RESET stays refused
+    wanted, bound = duration_ms(value), duration_ms(limit)
+    return wanted is not None and bound is not None and 0 < wanted <= bound
 
 
 def _settings(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
-    extra = set(cfg.params.get("settings", ()))
-    protected = SECURITY_SETTINGS | extra
-    bad = sorted({name for name, _ in s.settings if name in protected or name == "*"})
+    protected = PROTECTED_SETTINGS | {x.lower() for x in cfg.params.get("settings", ())}
+    allowed = {a.lower() for a in cfg.params.get("allow", ())}
+    bad = set()
+    for name, value in s.settings:
+        if name == "*":
+            bad.add("RESET ALL / DISCARD ALL")
+        elif setting_matches(name, allowed) or _stricter(name, value):
+            continue
+        elif name == "statement_timeout":
+            if not _timeout_ok(ctx, value):
+                bad.add("statement_timeout (it may only be lowered below the policy's)")
+        elif setting_matches(name, protected):
+            bad.add(name)
+    out = sorted(bad)
     if ctx.read_only and s.read_write_requested:
-        bad.append("READ WRITE transaction mode")
+        out.append("READ WRITE transaction mode")
+    if s.dynamic_settings:
+        out.append("set_config with a non-constant setting name")
+    if not out:
+        return None
+    return (f"changing {', '.join(out)} is not allowed: these settings decide how statements"
+            " are lexed, which tables names resolve to, which privileges and limits apply"
+            " and what is logged; the policy must allow them explicitly; do not retry")
+
+
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+
+
+def _system_relation(ctx: CheckContext, name: str) -> tuple[str, str] | None:
+    """(schema, relation) when ``name`` resolves to a system relation, else None.
+
+    By the catalog snapshot (search_path, case and quoting as the server resolves them);
+    without one, an unqualified ``pg_*`` name counts as pg_catalog's (pg_catalog is searched
+    first unless listed later; fail closed).
+    """
+    catalog = ctx.catalog
+    rel = catalog.resolve(name) if catalog is not None else None
+    if rel is not None:
+        schema, relname = rel.schema, rel.name
+    elif "." in name:
+        schema, _, relname = name.rpartition(".")
+        schema = schema.rsplit(".", 1)[-1]
+    elif name.startswith("pg_"):
+        schema, relname = "pg_catalog", name
+    else:
+        return None
+    if schema in _SYSTEM_SCHEMAS or schema.startswith(("pg_temp", "pg_toast")):
+        return schema, relname
+    return None
+
+
+def _catalog_allowlist(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    if not _scoped(cfg) and not ctx.read_only:
+        return None
+    allow = {a.lower() for a in cfg.params.get("allow", ())}
+    reads = set(s.reads)
+    for body in _view_bodies(ctx, s):
+        reads |= body.reads
+    bad = set()
+    for name in reads:
+        found = _system_relation(ctx, name)
+        if found is None:
+            continue
+        schema, rel = found
+        if schema.startswith("pg_temp"):
+            continue  # the session's own temporary tables
+        if catalog_relation_allowed(schema, rel) or rel in allow or f"{schema}.{rel}" in allow:
+            continue
+        bad.add(f"{schema}.{rel}")
     if not bad:
         return None
-    names = ", ".join("RESET ALL / DISCARD ALL" if b == "*" else b for b in bad)
-    return (f"changing {names} is not allowed: these settings decide how statements are"
-            " lexed, which tables names resolve to and which privileges apply; do not retry")
+    return (f"reading {', '.join(sorted(bad))} is not allowed for this identity: catalog"
+            " reflection (information_schema, pg_class, pg_attribute, pg_namespace, pg_type,"
+            " constraints, indexes, views, pg_settings...) is; statistics with sample values,"
+            " other sessions' activity and query text, password hashes and large objects are"
+            " not. Use information_schema or the reflection catalogs instead")
+
+
+def _catalog_write(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
+    bad = set()
+    for name in s.writes:
+        found = _system_relation(ctx, name)
+        if found is not None and not found[0].startswith("pg_temp"):
+            bad.add(f"{found[0]}.{found[1]}")
+    if not bad:
+        return None
+    return (f"writing {', '.join(sorted(bad))} is not allowed: system catalogs (pg_settings,"
+            " pg_class, ...) change server state past every other rule; use the SQL command"
+            " meant for the change (SET, ALTER ...) instead")
 
 
 def _ddl(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
@@ -286,11 +505,23 @@ RULES: dict[str, Rule] = {
         Rule("function.deny", "dangerous functions (files, programs, dblink, large objects,"
              " backend control, set_config, query_to_xml, sleeps...)", _functions,
              {"functions": "list[str]", "allow": "list[str]"}),
-        Rule("function.allowlist", "only the listed functions may be called",
-             _function_allowlist, {"allow": "list[str]"}),
-        Rule("session.disallow-security-settings", "no SET/RESET of search_path, role,"
-             " standard_conforming_strings, read-only modes and other security settings",
-             _settings, {"settings": "list[str]"}),
+        Rule("function.allowlist", "read-only identities (or the rule's scope) call only"
+             " built-in pure functions and those listed in allow (user-defined functions and"
+             " operators, locks, sequences, notify, files, SQL in strings are refused)",
+             _function_allowlist, {"allow": "list[str]", "builtins": "bool"}),
+        Rule("session.disallow-security-settings", "no SET/RESET/set_config of search_path,"
+             " role, standard_conforming_strings, read-only modes, log_*/track_*, raising"
+             " statement_timeout and other security settings unless listed in allow",
+             _settings, {"settings": "list[str]", "allow": "list[str]"}),
+        Rule("session.settings-allowlist", "read-only identities (or the rule's scope) SET"
+             " only harmless settings (TimeZone, DateStyle, ...) and those listed in allow;"
+             " no READ WRITE transactions", _settings_allowlist, {"allow": "list[str]"}),
+        Rule("catalog.allowlist", "read-only identities (or the rule's scope) read only"
+             " reflection catalogs (no pg_statistic/pg_stats, pg_stat_activity, pg_authid,"
+             " pg_largeobject...), also through views", _catalog_allowlist,
+             {"allow": "list[str]"}),
+        Rule("catalog.disallow-write", "no INSERT/UPDATE/DELETE/DDL on system catalogs"
+             " (UPDATE pg_settings, ...)", _catalog_write),
         Rule("table.deny-list", "these tables may not be read or written", _deny_tables,
              {"tables": "list[str]"}),
         Rule("table.allow-list", "only these tables may be read or written", _allow_tables,
@@ -309,6 +540,7 @@ def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
         return s
     kinds, writes, reads = set(s.kinds), set(s.writes), set(s.reads)
     functions, unbounded = set(s.functions), set(s.unbounded_writes)
+    refs, ops = set(s.function_refs), set(s.operators)
     remaining = []
     for reason in s.opaque_reasons:
         name = reason.split("'")[1] if "'" in reason else ""
@@ -321,20 +553,28 @@ def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
         writes |= inner.writes
         reads |= inner.reads
         functions |= inner.functions
+        refs |= inner.function_refs
+        ops |= inner.operators
         unbounded |= inner.unbounded_writes
         remaining.extend(inner.opaque_reasons)
     return attrs.evolve(s, kinds=frozenset(kinds), writes=frozenset(writes),
                         reads=frozenset(reads), functions=frozenset(functions),
+                        function_refs=frozenset(refs), operators=frozenset(ops),
                         unbounded_writes=frozenset(unbounded), opaque_reasons=tuple(remaining))
 
 
 def evaluate(policy: Policy, identity: Any, analysis: Analysis,
              statements: Sequence[StatementFacts] | None = None, *,
-             read_only: bool = False) -> Decision:
-    """Evaluate ``policy`` for ``identity`` on an analyzed string. Pure: no I/O."""
+             read_only: bool = False, catalog: Any = None) -> Decision:
+    """Evaluate ``policy`` for ``identity`` on an analyzed string. Pure: no I/O.
+
+    ``catalog`` is the session's catalog snapshot: the allow-lists resolve relation names,
+    user-defined function and operator names and view bodies through it.
+    """
     rules = policy.rules_for(identity)
     findings: list[Finding] = []
-    ctx = CheckContext(identity=identity, analysis=analysis, read_only=read_only)
+    ctx = CheckContext(identity=identity, analysis=analysis, read_only=read_only,
+                       policy=policy, catalog=catalog)
     if analysis.error is not None:
         for cfg in rules:
             if cfg.id == "statement.parse-error":

@@ -52,7 +52,7 @@ DANGEROUS_FUNCTIONS = frozenset(
         "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
         "cursor_to_xml", "cursor_to_xmlschema", "schema_to_xml", "schema_to_xmlschema",
         "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
-        "database_to_xml_and_xmlschema",
+        "database_to_xml_and_xmlschema", "ts_stat", "ts_rewrite", "crosstab", "connectby",
         # backend and server control
         "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
         "pg_promote", "pg_log_backend_memory_contexts",
@@ -186,6 +186,16 @@ class StatementFacts:
     copy: CopyFacts | None
     tree: Node = attrs.field(eq=False, repr=False)
     text: str = attrs.field(repr=False)
+    # (schema or "", name exactly as resolved by the parser) of every function call, and
+    # (schema or "", symbol) of every operator: for the read-only allow-lists, which must
+    # tell ``pg_catalog.lower`` from ``public.lower`` and ``"Lower"`` from ``lower``.
+    function_refs: frozenset[tuple[str, str]] = frozenset()
+    operators: frozenset[tuple[str, str]] = frozenset()
+    # a set_config() whose setting name is not a constant (its effect cannot be judged)
+    dynamic_settings: bool = False
+    # unqualified names called as ``name(alias)``: PostgreSQL's functional notation for a
+    # column (``ssn(u)`` is ``u.ssn``) when no function of that name exists
+    column_notation: frozenset[str] = frozenset()
 
     @property
     def dangerous_functions(self) -> frozenset[str]:
@@ -213,7 +223,7 @@ class _Collector:
     __slots__ = (
         "kinds", "writes", "reads", "functions", "unbounded", "settings", "opaque",
         "prepares", "executes", "declares", "fetches", "closes", "copy", "rw",
-        "prepared_here",
+        "prepared_here", "refs", "ops", "dynamic_settings", "colnot",
     )
 
     def __init__(self, prepared_here: dict[str, _Collector]) -> None:
@@ -232,6 +242,21 @@ class _Collector:
         self.copy: CopyFacts | None = None
         self.rw = False
         self.prepared_here = prepared_here
+        self.refs: set[tuple[str, str]] = set()
+        self.ops: set[tuple[str, str]] = set()
+        self.dynamic_settings = False
+        self.colnot: set[str] = set()
+
+    def merge_calls(self, inner: _Collector) -> None:
+        """Functions, operators and settings of an inner body count as this statement's."""
+        if inner is self:
+            return
+        self.functions |= inner.functions
+        self.refs |= inner.refs
+        self.ops |= inner.ops
+        self.colnot |= inner.colnot
+        self.dynamic_settings = self.dynamic_settings or inner.dynamic_settings
+        self.settings.extend(inner.settings)
 
 
 def _sval(node: Any) -> str | None:
@@ -414,23 +439,49 @@ def _walk(node: Any, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
     _walk_fields(node, c, now, ctes)
 
 
-def _sql_in_string(arg: Any, writes: bool, c: _Collector) -> None:
-    """Merge what a constant SQL string argument does (query_to_xml, dblink_exec)."""
-    if not (isinstance(arg, dict) and "A_Const" in arg and "sval" in arg["A_Const"]):
+def _const_str(arg: Any) -> str | None:
+    """The value of a constant string argument (``'x'``, ``'x'::text``), else None."""
+    if isinstance(arg, dict) and "TypeCast" in arg:
+        arg = arg["TypeCast"].get("arg")
+    if isinstance(arg, dict) and "A_Const" in arg and "sval" in arg["A_Const"]:
+        return str(arg["A_Const"]["sval"].get("sval", ""))
+    return None
+
+
+def _sql_in_string(arg: Any, writes: bool, c: _Collector, *, now: bool = True) -> None:
+    """Merge what a constant SQL string argument does (query_to_xml, dblink_exec, ts_stat).
+
+    Why: such a function runs the string as a statement, so the string's reads, writes and
+    calls are the caller's. A non-constant string cannot be judged: opaque (denied).
+    ``now`` False (a view or default body): the string's calls count, its effects do not.
+    """
+    sql = _const_str(arg)
+    if sql is None:
         c.opaque.append("SQL passed to a function in a non-constant string")
         return
     import pgparse  # local: keeps the module importable for docs without the extension
 
     try:
-        parsed = pgparse.parse(str(arg["A_Const"]["sval"].get("sval", "")))
+        parsed = pgparse.parse(sql)
     except Exception:  # noqa: BLE001 - the server would reject it too; nothing to merge
+        if sql.strip():
+            # Not SQL to us but maybe to the server (another grammar version): fail closed.
+            c.opaque.append("SQL passed to a function that the analyzer cannot parse")
         return
     for raw in parsed:
         inner = _Collector({})
         stmt = raw.get("stmt", {})
         _walk(stmt, inner, True, frozenset())
+        c.merge_calls(inner)
+        c.opaque.extend(inner.opaque)
+        if not now:
+            continue
+        if "SelectStmt" in stmt:
+            inner.kinds.add("SELECT")
         c.reads |= inner.reads
-        c.functions |= inner.functions
+        if inner.kinds - {"SELECT"}:
+            # query_to_xml('DELETE ...') runs the DELETE too: count it whatever the function
+            writes = True
         if writes:
             if "SelectStmt" in stmt:
                 inner.kinds.add("SELECT")
@@ -451,23 +502,140 @@ def _range_var(rv: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None
         c.reads.add(name)
 
 
-# Functions that run SQL given to them as a string: (argument index, runs writes too).
-_SQL_IN_STRING = {
-    "query_to_xml": (0, False), "query_to_xmlschema": (0, False),
-    "query_to_xml_and_xmlschema": (0, False), "dblink": (1, True), "dblink_exec": (1, True),
-    "dblink_open": (2, False), "dblink_send_query": (1, True),
+# Functions that run SQL given to them as a string (found in pg_proc by argument names and
+# the docs; extensions dblink and tablefunc included): which arguments hold SQL. "*" means
+# every argument (crosstab's source and category queries); "last" the last argument that is
+# not a boolean or number (every dblink overload puts the SQL after the connection and cursor
+# names and before an optional fail_on_error flag).
+_SQL_IN_STRING: dict[str, tuple[int, ...] | str] = {
+    "query_to_xml": (0,), "query_to_xmlschema": (0,), "query_to_xml_and_xmlschema": (0,),
+    "ts_stat": (0,), "crosstab": "*", "dblink": "last", "dblink_exec": "last",
+    "dblink_open": "last", "dblink_send_query": "last",
 }
+# Functions that read a whole relation named by an argument: a read of that relation.
+_RELATION_ARG = {"table_to_xml": 0, "table_to_xmlschema": 0, "table_to_xml_and_xmlschema": 0,
+                 "connectby": 0}
+# Functions whose rows come from state the analyzer cannot see (a cursor's query, a whole
+# schema or database): opaque for every identity.
+_OPAQUE_CALLS = {
+    "cursor_to_xml": "cursor_to_xml reads a cursor's rows past column masking",
+    "cursor_to_xmlschema": "cursor_to_xmlschema reads a cursor's definition",
+    "schema_to_xml": "schema_to_xml reads every table of a schema",
+    "schema_to_xmlschema": "schema_to_xmlschema reads every table of a schema",
+    "schema_to_xml_and_xmlschema": "schema_to_xml_and_xmlschema reads every table of a schema",
+    "database_to_xml": "database_to_xml reads every table of the database",
+    "database_to_xmlschema": "database_to_xmlschema reads every table of the database",
+    "database_to_xml_and_xmlschema": "database_to_xml_and_xmlschema reads every table",
+    "xpath_table": "xpath_table builds SQL from its arguments",
+}
+_BETWEEN_OPS = (">=", "<=")
 
 
 def _func_call(fc: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
-    name = funcname(fc)
+    parts = [s for s in (_sval(n) for n in fc.get("funcname", ())) if s is not None]
+    name = parts[-1].lower() if parts else ""
     if name:
         c.functions.add(name)
-        spec = _SQL_IN_STRING.get(name)
+        c.refs.add((parts[-2] if len(parts) > 1 else "", parts[-1]))
         args = fc.get("args") or ()
-        if spec is not None and now and len(args) > spec[0]:
-            _sql_in_string(args[spec[0]], spec[1], c)
+        if len(parts) == 1 and len(args) == 1 and not fc.get("agg_star"):
+            ref = args[0].get("ColumnRef") if isinstance(args[0], dict) else None
+            if ref is not None and len(ref.get("fields") or ()) == 1:
+                c.colnot.add(parts[0])
+        spec = _SQL_IN_STRING.get(name)
+        if spec is not None:
+            # Stored bodies (views, defaults) run this later, for someone else: the string's
+            # calls count now too; its kinds, reads and writes only when it runs now.
+            if spec == "*":
+                for arg in args:
+                    if not _is_plain_literal(arg) or _const_str(arg) is not None:
+                        _sql_in_string(arg, True, c, now=now)
+            elif spec == "last":
+                texts = [a for a in args if not _is_plain_literal(a) or _const_str(a) is not None]
+                if texts:
+                    _sql_in_string(texts[-1], True, c, now=now)
+            else:
+                for i in spec:
+                    if len(args) > i:
+                        _sql_in_string(args[i], False, c, now=now)
+        elif name == "ts_rewrite" and len(args) == 2:
+            _sql_in_string(args[1], False, c, now=now)  # ts_rewrite(tsquery, sql text)
+        elif name in _RELATION_ARG and len(args) > _RELATION_ARG[name]:
+            rel = _const_str(args[_RELATION_ARG[name]])
+            if rel is None:
+                c.opaque.append(f"{name} of a relation named by a non-constant argument")
+            elif now:
+                c.reads.add(_regclass_name(rel))
+        elif name in _OPAQUE_CALLS:
+            c.opaque.append(_OPAQUE_CALLS[name])
+        elif name == "set_config":
+            # set_config(name, value, is_local) is a SET: the settings rules judge it.
+            setting = _const_str(args[0]) if args else None
+            if setting is None:
+                c.dynamic_settings = True
+            else:
+                c.settings.append((setting.strip().lower(),
+                                   _const_str(args[1]) if len(args) > 1 else None))
     _walk_fields({k: v for k, v in fc.items() if k != "funcname"}, c, now, ctes)
+
+
+def _is_plain_literal(arg: Any) -> bool:
+    """A constant that is not a string (a boolean, a number): cannot be SQL."""
+    if isinstance(arg, dict) and "TypeCast" in arg:
+        arg = arg["TypeCast"].get("arg")
+    return isinstance(arg, dict) and "A_Const" in arg
+
+
+def _regclass_name(text: str) -> str:
+    """``schema.rel`` of a regclass literal (``'"Users"'``, ``'public.users'``)."""
+    out, cur, quoted, i = [], "", False, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"' and text[i + 1:i + 2] == '"':
+                cur += '"'
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                cur += ch
+        elif ch == '"':
+            quoted = True
+        elif ch == ".":
+            out.append(cur)
+            cur = ""
+        elif not ch.isspace():
+            cur += ch.lower()
+        i += 1
+    out.append(cur)
+    return ".".join(out[-2:])
+
+
+def _operator(names: Any, c: _Collector, kind: str = "") -> None:
+    parts = [s for s in (_sval(n) for n in names or ()) if s is not None]
+    if not parts:
+        return
+    schema = parts[-2] if len(parts) > 1 else ""
+    if "BETWEEN" in kind:  # BETWEEN x AND y is >= and <=
+        for op in _BETWEEN_OPS:
+            c.ops.add((schema, op))
+        return
+    c.ops.add((schema, parts[-1]))
+
+
+def _h_aexpr(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
+    _operator(body.get("name"), c, str(body.get("kind", "")))
+    _walk_fields(body, c, now, ctes)
+
+
+def _h_sublink(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
+    _operator(body.get("operName"), c)
+    _walk_fields(body, c, now, ctes)
+
+
+def _h_sortby(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
+    _operator(body.get("useOp"), c)
+    _walk_fields(body, c, now, ctes)
 
 
 def _with(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> frozenset[str]:
@@ -722,7 +890,7 @@ def _h_prepare(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> No
         inner.kinds.add("SELECT")
     _walk(query, inner, True, ctes)
     c.prepared_here[name] = inner
-    c.functions |= inner.functions
+    c.merge_calls(inner)
 
 
 def _h_execute(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
@@ -752,7 +920,7 @@ def _h_declare(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> No
     inner.kinds.add("SELECT")
     c.prepared_here["\0cursor:" + name] = inner
     c.reads |= inner.reads
-    c.functions |= inner.functions
+    c.merge_calls(inner)
 
 
 def _h_fetch(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
@@ -838,6 +1006,9 @@ _HANDLERS: dict[str, Any] = {
     "CallStmt": _h_opaque("CALL", "CALL runs a procedure body the analyzer cannot see"),
     "FuncCall": _h_funccall,
     "RangeVar": _h_rangevar,
+    "A_Expr": _h_aexpr,
+    "SubLink": _h_sublink,
+    "SortBy": _h_sortby,
 }
 for _typ, _kind in _SIMPLE_KINDS.items():
     _HANDLERS.setdefault(_typ, _h_simple(_kind))
@@ -903,6 +1074,8 @@ def _extract(raw: dict[str, Any], text: str, prepared: dict[str, _Collector]) ->
         read_write_requested=c.rw, opaque_reasons=tuple(c.opaque), prepares=tuple(c.prepares),
         executes=tuple(c.executes), declares=tuple(c.declares), fetches=tuple(c.fetches),
         closes=tuple(c.closes), copy=c.copy, tree=stmt, text=text,
+        function_refs=frozenset(c.refs), operators=frozenset(c.ops),
+        dynamic_settings=c.dynamic_settings, column_notation=frozenset(c.colnot),
     )
 
 
