@@ -19,14 +19,12 @@ read files, other sessions or run SQL (table_to_xml, pg_stat_get_activity) off t
 
 from __future__ import annotations
 
-import re
 import sys
 
 import psycopg
 
 sys.path.insert(0, ".")
 from governed_db.analysis._functions import (  # noqa: E402
-    DENY_CLASSES,
     REFLECTION,
     REVIEWED_VOLATILE,
     denied_class,
@@ -72,4 +70,3 @@ if __name__ == "__main__":
     print(f"# {len(names)} names; every overload of a name is covered.")
     for n in names:
         print(n)
-    _ = (DENY_CLASSES, re)
