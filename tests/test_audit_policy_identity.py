@@ -128,9 +128,16 @@ def test_identity_pushed_to_server_and_switched_per_statement(dsn, audit):
     assert kinds == ["alice", "recs-bot", "recs-bot", "alice"]
 
 
-def test_read_only_server_side_stops_writing_function(agent_conn):
-    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+def test_read_only_server_side_stops_writing_function(agent_conn, dsn, audit):
+    # A user-defined function is off the agent's function allow-list ...
+    with pytest.raises(errors.StatementDenied) as ei:
         agent_conn.execute("SELECT purge_users()")
+    assert ei.value.rule_ids == ("function.allowlist",)
+    # ... and when a policy allows it, the server-side READ ONLY still stops its writes.
+    policy = parse_policy('[[rules]]\nid = "function.allowlist"\nallow = ["purge_users"]\n')
+    with governed_db.connect(dsn, identity=AGENT, policy=policy, audit=audit) as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("SELECT purge_users()")
 
 
 def test_env_identity(dsn, audit, monkeypatch):

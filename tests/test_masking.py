@@ -114,7 +114,21 @@ def test_function_created_after_connect_fails_closed(agent_conn, dsn):
     with psycopg.connect(dsn, autocommit=True) as raw:
         raw.execute("CREATE FUNCTION contact(int) RETURNS text LANGUAGE sql STABLE AS"
                     " 'SELECT email FROM users WHERE id = $1'")
-    (value,) = agent_conn.execute("SELECT contact(1001)").fetchone()
+    # Unknown to the snapshot and not a built-in: refused before it runs ...
+    with pytest.raises(governed_db.errors.StatementDenied) as ei:
+        agent_conn.execute("SELECT contact(1001)")
+    assert ei.value.rule_ids == ("function.allowlist",)
+    agent_conn.rollback()
+    # ... and where a policy allows it, its value is masked (lineage unknown).
+    from .conftest import AGENT
+
+    policy = parse_policy('[[rules]]\nid = "function.allowlist"\nallow = ["contact"]\n')
+    with governed_db.connect(dsn, identity=AGENT, policy=policy) as conn:
+        conn.execute("SELECT 1")
+        with psycopg.connect(dsn, autocommit=True) as raw:
+            raw.execute("CREATE OR REPLACE FUNCTION contact(int) RETURNS text LANGUAGE sql"
+                        " STABLE AS 'SELECT email FROM users WHERE id = $1'")
+        (value,) = conn.execute("SELECT contact(1001)").fetchone()
     assert value == REDACTED
 
 
