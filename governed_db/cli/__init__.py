@@ -547,6 +547,9 @@ approvals.add_command(approvals_prune)
 from .console import console as _console_command  # noqa: E402
 
 main.add_command(_console_command)
+from .mcp import mcp_command  # noqa: E402
+
+main.add_command(mcp_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -152,6 +152,8 @@ class Policy:
     session: SessionSettings = attrs.field(factory=SessionSettings)
     audit: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     approvals: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    # ``governed-db mcp`` settings (identity, limits, bearer tokens); governed_db.mcp reads it.
+    mcp: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     source: str | None = attrs.field(default=None, eq=False)
     digest: str = attrs.field(default="", eq=False)
     extends: str = attrs.field(default="none", eq=False)
@@ -272,7 +274,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     ``[session]``, ``[audit]`` and ``[approvals]`` keys override one by one.
     """
     known_top = {"version", "name", "mode", "rules", "masking", "session", "audit", "approvals",
-                 "extends"}
+                 "extends", "mcp"}
     for key in data:
         if key not in known_top:
             raise PolicyError(f"unknown top-level key {key!r}; expected one of"
@@ -318,6 +320,11 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     audit = _relative_to_policy(audit, source, ("signing_key",))
     approvals = data.get("approvals", {})
     _check_approvals(approvals, source, text)
+    mcp = data.get("mcp", {})
+    if "mcp" in data:
+        from ..mcp._settings import check_mcp_section
+
+        check_mcp_section(mcp, source, text)
     name = str(data.get("name", "custom"))
     mode = str(data.get("mode", "enforce"))
     if extends == "none":
@@ -329,8 +336,8 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
                 " lists them", PolicyWarning, stacklevel=4)
         return Policy(name=name, version=int(version), mode=mode,
                       rules=tuple(r for r, _ in rules), masking=masking, session=session,
-                      audit=dict(audit), approvals=dict(approvals), source=source,
-                      extends="none")
+                      audit=dict(audit), approvals=dict(approvals), mcp=dict(mcp),
+                      source=source, extends="none")
     base = default_policy()
     return Policy(
         name=name, version=int(version),
@@ -339,7 +346,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
         masking=_merge_masking(base.masking, masking, raw_masking),
         session=_merge_session(base.session, session, raw_session),
         audit={**base.audit, **audit}, approvals={**base.approvals, **approvals},
-        source=source, extends="default",
+        mcp={**base.mcp, **mcp}, source=source, extends="default",
     )
 
 
