@@ -55,8 +55,9 @@ class Budget:
         while self._rows and self._rows[0][0] <= now - 3600.0:
             self._rows_total -= self._rows.popleft()[1]
 
-    def check(self, statements: int = 1) -> BudgetSpent | None:
-        """None when ``statements`` more may run now; otherwise which budget is spent."""
+    def check(self, statements: int = 1, *, rows: bool = True) -> BudgetSpent | None:
+        """None when ``statements`` more may run now (and, with ``rows``, rows may still be
+        returned); otherwise which budget is spent."""
         now = self._clock()
         self._expire(now)
         if len(self._statements) + statements > self.statements_per_minute:
@@ -64,7 +65,7 @@ class Budget:
             return BudgetSpent(rule_id=STATEMENTS_RULE, limit=self.statements_per_minute,
                                window="minute",
                                retry_after_s=max(1, math.ceil(oldest + 60.0 - now)))
-        if self._rows_total >= self.rows_per_hour:
+        if rows and self._rows_total >= self.rows_per_hour:
             oldest = self._rows[0][0] if self._rows else now
             return BudgetSpent(rule_id=ROWS_RULE, limit=self.rows_per_hour, window="hour",
                                retry_after_s=max(1, math.ceil(oldest + 3600.0 - now)))

@@ -312,8 +312,8 @@ class GovernedTools:
 
     # -- shared steps ---------------------------------------------------------------------------
 
-    def _spend(self, sess: _Session, statements: int = 1) -> None:
-        spent: BudgetSpent | None = sess.budget.check(statements)
+    def _spend(self, sess: _Session, statements: int = 1, *, rows: bool = True) -> None:
+        spent: BudgetSpent | None = sess.budget.check(statements, rows=rows)
         if spent is not None:
             raise _error(spent.message(), outcome="budget", rule_ids=(spent.rule_id,),
                          retry_after_s=spent.retry_after_s)
@@ -411,7 +411,7 @@ class GovernedTools:
     async def _tool_list_schemas(self, sess: _Session, args: dict[str, Any],
                                  statements: list[str]) -> ToolOutput:
         _no_args(args, ())
-        self._spend(sess)
+        self._spend(sess, rows=False)
         conn = await self._conn(sess)
         res = await self._run(sess, conn, _LIST_SCHEMAS_SQL, None, statements,
                               max_rows=10_000)
@@ -423,7 +423,7 @@ class GovernedTools:
                                 statements: list[str]) -> ToolOutput:
         _no_args(args, ("schema",))
         schema = _opt_str(args, "schema", 200)
-        self._spend(sess)
+        self._spend(sess, rows=False)
         conn = await self._conn(sess)
         q = _LIST_TABLES_SQL + (" AND n.nspname = %s" if schema else "") + " ORDER BY 1, 2"
         res = await self._run(sess, conn, q, [schema] if schema else None, statements,
@@ -548,7 +548,7 @@ class GovernedTools:
             raise _error("explain takes exactly one SELECT, INSERT, UPDATE, DELETE or MERGE"
                          " statement (without EXPLAIN); nothing was sent",
                          outcome="bad_request")
-        self._spend(sess)
+        self._spend(sess, rows=False)
         conn = await self._conn(sess)
         # EXPLAIN, never ANALYZE: the plan is shown, the statement is not run. The combined
         # text still goes through the gate like any statement.
@@ -563,7 +563,8 @@ class GovernedTools:
         _no_args(args, ("sql", "params"))
         sql_text = _req_str(args, "sql", _MAX_SQL_CHARS)
         params = _params(args)
-        self._spend(sess)
+        self._spend(sess, rows=False)
+        sess.budget.charge_statement()  # a decision on a statement, like sending one
         conn = await self._conn(sess)
         gov = conn._governor
         ident = gov.identity()
