@@ -354,6 +354,13 @@ async def test_stdio_session_tools_masking_escapes_and_audit(dsn: str, tmp_path:
     users = next(t for t in rep["tables"] if t["table"] in ("users", "public.users"))
     assert users["masked"]["email"].startswith("email:")
     assert any("statement.disallow-drop" in (d["rules"] or []) for d in rep["denied"])
+    call_id = masked_read["identity"]["attributes"]["tool_call_id"]
+    assert call_id.startswith("mcp:") and call_id.endswith(
+        ":" + masked_read["identity"]["attributes"]["mcp_request_id"])
+    out = CliRunner().invoke(cli_main, ["audit", "report", str(tmp_path / "audit.jsonl"),
+                                        "--tool-call", call_id, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["totals"]["statements"] == 1
 
 
 # -- HTTP: bearer tokens map to identities ------------------------------------------------------

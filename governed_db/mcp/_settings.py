@@ -18,7 +18,7 @@ line, so a bad token table never surfaces at the first tool call.
     rows_per_hour = 10000
 
     [[mcp.tokens]]                         # HTTP: a bearer token maps to an identity
-    sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    sha256 = "990971588d6cdec7f0f5cedb4e220c7a39897946d603c2bf287c1f799a651a69"
     identity = "ai_agent:ide-bot"
     purpose = "code assistance"
 """

@@ -234,10 +234,13 @@ class GovernedTools:
         """The identity a tool call's statements carry: ``base`` plus the call's attributes
         (as :class:`~governed_db.integrations.langchain.ToolCallIdentity` does for tools)."""
         attrs_ = dict(base.attributes)
-        attrs_.update({"tool": tool, "mcp_transport": info.transport,
-                       "mcp_session": info.session or self._process_session})
+        session = info.session or self._process_session
+        attrs_.update({"tool": tool, "mcp_transport": info.transport, "mcp_session": session})
         if info.request_id is not None:
             attrs_["mcp_request_id"] = info.request_id
+            # Unique across sessions (request ids restart at 1 in each): what
+            # `governed-db audit report --tool-call` and the OpenLineage runs key on.
+            attrs_["tool_call_id"] = f"mcp:{session}:{info.request_id}"
         if info.client_name:
             attrs_["mcp_client"] = info.client_name
         if info.client_version:
