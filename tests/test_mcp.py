@@ -89,7 +89,8 @@ ESCAPES = [
 
 def _policy_file(tmp_path: Path, extra: str = "") -> Path:
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-    text = default_policy_text() + APPROVAL_RULE + f"""
+    # Layered on the built-in default profile: only the additions are written.
+    text = APPROVAL_RULE + f"""
 [mcp]
 identity = "ai_agent:mcp-test-bot"
 purpose = "answer questions in tests"

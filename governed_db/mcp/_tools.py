@@ -672,10 +672,12 @@ def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any) -> str | 
     ``request_approval`` must not use it up (only running the statement does)."""
     from .._core import digest_params
     from ..analysis import analyze
-    from ..approvals import binding_hash, sealed
+    from ..approvals import binding_hash, sealed, statement_binding
 
+    # Exactly the binding the store computes in check_or_request (the approvals tests and
+    # the MCP round-trip test fail if the two ever drift apart).
     analysis = analyze(pgq.query)
-    binding = binding_hash(normalized=analysis.normalized or analysis.text,
+    binding = binding_hash(normalized=statement_binding(analysis),
                            params_digest=digest_params(pgq.params, gov._param_key),
                            identity_label=ident.label, policy_tag=gov.policy.version_tag)
     for req in store.list("approved"):
