@@ -561,3 +561,33 @@ def test_tool_specs_are_the_contract() -> None:
     assert spec["query"]["input_schema"]["properties"]["params"]["type"] == "array"
     assert spec["explain"]["input_schema"]["required"] == ["sql"]
     assert spec["approval_status"]["input_schema"]["required"] == ["request_id"]
+
+
+async def test_in_process_unknown_tool_and_arguments_are_not_echoed(
+        dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from governed_db.audit import AuditLog
+    from governed_db.mcp._tools import CallInfo
+
+    log = AuditLog.in_memory()
+    tools = GovernedTools(dsn, policy=parse_policy(""), settings=McpSettings(), audit=log)
+    agent = Identity("unit-bot", "ai_agent")
+    caplog.set_level("INFO", logger="governed_db.mcp")
+    try:
+        out = await tools.call("drop_everything_qem@example.com", {}, agent,
+                               CallInfo(request_id="7"))
+        assert (out.is_error, out.outcome) == (True, "bad_request")
+        assert "qem" not in out.text
+        out = await tools.call("query", {"sql": 42}, agent, CallInfo(request_id="8"))
+        assert out.outcome == "bad_request"
+        out = await tools.call("query", {"sql": "BEGIN"}, agent, CallInfo(request_id="9"))
+        assert not out.is_error  # ... and the open transaction is rolled back after the call
+        out = await tools.call("query", {"sql": "SELECT 1"}, agent, CallInfo(request_id="10"))
+        assert out.structured["rows"] == [[1]]
+    finally:
+        await tools.aclose()
+    assert "qem" not in caplog.text and "tool=<unknown> request=7" in caplog.text
+    log.flush()
+    events = [r for r in log.records if r.get("type") == "mcp_tool_call"]
+    assert [e["identity"]["attributes"]["tool"] for e in events] == \
+        ["<unknown>", "query", "query", "query"]
+    log.close()

@@ -260,13 +260,17 @@ class GovernedTools:
                    info: CallInfo) -> ToolOutput:
         """Run one tool call as ``base`` (with the call's attributes) and record it."""
         started = time.perf_counter()
-        identity = self.call_identity(base, tool, info)
+        if tool not in TOOL_NAMES:
+            tool_label = "<unknown>"  # the client's text goes to no log or record
+        else:
+            tool_label = tool
+        identity = self.call_identity(base, tool_label, info)
         sess = self._session(base)
         statements: list[str] = []
         try:
             if tool not in TOOL_NAMES:
-                raise _error(f"unknown tool {tool[:60]!r}; the tools are"
-                             f" {', '.join(sorted(TOOL_NAMES))}", outcome="bad_request")
+                raise _error(f"unknown tool; the tools are {', '.join(sorted(TOOL_NAMES))}",
+                             outcome="bad_request")
             args = dict(arguments or {})
             async with sess.lock:
                 with acting_as(identity):
@@ -274,7 +278,7 @@ class GovernedTools:
         except _ToolError as exc:
             out = exc.output
         except Exception as exc:  # noqa: BLE001 - a tool never crashes the server; fail closed
-            logger.error("tool=%s request=%s internal error %s", tool, info.request_id,
+            logger.error("tool=%s request=%s internal error %s", tool_label, info.request_id,
                          type(exc).__name__)
             out = ToolOutput(
                 text=("internal error in the governed MCP server (" + type(exc).__name__ +
@@ -286,11 +290,11 @@ class GovernedTools:
             await self._end_transaction(sess.conn)
         out = attrs.evolve(out, statements=tuple(statements))
         elapsed = round((time.perf_counter() - started) * 1000, 2)
-        self._record_call(sess, identity, tool, out, elapsed)
+        await self._record_call(sess, identity, tool_label, out, elapsed)
         # The server's own log: tool, request id, outcome and rule ids only; never SQL,
         # parameters or values.
         logger.info("tool=%s request=%s outcome=%s rules=%s statements=%d rows=%d ms=%s",
-                    tool, info.request_id, out.outcome, ",".join(out.rule_ids) or "-",
+                    tool_label, info.request_id, out.outcome, ",".join(out.rule_ids) or "-",
                     len(out.statements), out.rows, elapsed)
         return out
 
@@ -300,13 +304,18 @@ class GovernedTools:
             with contextlib.suppress(Exception):
                 await conn.rollback()
 
-    def _record_call(self, sess: _Session, identity: Identity, tool: str, out: ToolOutput,
-                     elapsed_ms: float) -> None:
+    async def _record_call(self, sess: _Session, identity: Identity, tool: str,
+                           out: ToolOutput, elapsed_ms: float) -> None:
         """One ``mcp_tool_call`` audit event per call (statements are recorded on their own
         and carry the same request id), so refused calls that sent nothing are on record."""
         conn = sess.conn
+        if conn is None or conn.closed:
+            with contextlib.suppress(Exception):
+                conn = await self._conn(sess)  # the audit log is the connection's
         gov = getattr(conn, "_governor", None) if conn is not None else None
         if gov is None:
+            logger.error("tool=%s request=%s could not be recorded in the audit log", tool,
+                         identity.attributes.get("mcp_request_id"))
             return
         with contextlib.suppress(Exception):
             gov.event("mcp_tool_call", identity, tool=tool, outcome=out.outcome,
@@ -367,10 +376,7 @@ class GovernedTools:
         rows: list[list[Any]] = []
         used = 0
         truncated: str | None = None
-        # Exact blast radius (statement.affected-row-limit) is measured on the execute()
-        # path; streaming (rows fetched in chunks, the query cancelled once the cap is
-        # reached) is used only where no such limit applies.
-        if stream and not conn._governor.limits_rows():
+        if stream and _streamable(conn, query, params):
             agen = cur.stream(query, params, size=min(max_rows + 1, 500))
             async with contextlib.aclosing(agen) as it:
                 async for row in it:
@@ -659,6 +665,41 @@ def _interval_ms(value: str) -> int:
         return parse_duration_ms(value)
     except ValueError:
         return 0
+
+
+_STREAM_KINDS = frozenset({"SELECT", "SHOW", "EXPLAIN"})
+
+
+def _streamable(conn: Any, query: Any, params: Sequence[Any] | None) -> bool:
+    """Whether to stream: rows fetched in chunks, the query cancelled once a cap is reached,
+    so a huge result never sits in the server's memory.
+
+    Streaming is psycopg's extended protocol: one statement, which must return rows. Several
+    statements are streamed too, so that the server refuses them (after the governed gate has
+    judged the whole string). Statements that change rows, or anything under an exact
+    blast-radius limit (``statement.affected-row-limit``, measured on the ``execute()`` path),
+    take ``execute()``.
+    """
+    if not isinstance(query, str):
+        return False
+    from psycopg._queries import PostgresQuery
+    from psycopg.adapt import Transformer
+
+    from ..analysis import analyze
+
+    pgq = PostgresQuery(Transformer(conn))
+    try:
+        pgq.convert(query, params)
+    except Exception:  # noqa: BLE001 - psycopg reports it the same way on execute()
+        return False
+    analysis = analyze(pgq.query)  # cached: the gate reuses it
+    if analysis.error is not None or not analysis.statements:
+        return False
+    if len(analysis.statements) > 1:
+        return True
+    if conn._governor.limits_rows():
+        return False
+    return analysis.statements[0].kinds <= _STREAM_KINDS
 
 
 def _note_statement(cur: Any, statements: list[str]) -> None:
