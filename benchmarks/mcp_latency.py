@@ -53,7 +53,9 @@ INSERT INTO mcp_bench SELECT g, 'user' || g || '@example.com', 'note ' || g
   FROM generate_series(1, 1000) g;
 ANALYZE mcp_bench;
 """
-FLAGS = ["--statements-per-minute", "100000000", "--rows-per-hour", "100000000"]
+# Budgets out of the way (flags can only tighten, so the policy raises them).
+POLICY = "[mcp]\nstatements_per_minute = 100000000\nrows_per_hour = 100000000\n"
+FLAGS: list[str] = []
 
 
 def _free_port() -> int:
@@ -112,11 +114,11 @@ async def _bench(dsn: str, rounds: int, calls: int, env: dict[str, str]) -> dict
 
             async def over_stdio(i: int) -> None:
                 res = await stdio.call_tool("query", {"sql": QUERY, "params": [i]})
-                assert not res.is_error
+                assert not res.is_error, res.content[0].text
 
             async def over_http(i: int) -> None:
                 res = await hsess.call_tool("query", {"sql": QUERY, "params": [i]})
-                assert not res.is_error
+                assert not res.is_error, res.content[0].text
 
             variants: list[tuple[str, Callable[[int], Awaitable[None]]]] = [
                 ("direct", direct), ("tools", in_process), ("mcp-stdio", over_stdio),
@@ -157,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tmp) / "state"
         os.environ["GOVERNED_DB_HOME"] = str(home)
         os.environ["GOVERNED_DB_AUDIT"] = str(Path(tmp) / "audit.jsonl")
+        policy = Path(tmp) / "policy.toml"
+        policy.write_text(POLICY)
         env = {"GOVERNED_DB_HOME": str(home), "GOVERNED_DB_AUDIT": os.environ["GOVERNED_DB_AUDIT"],
-               "PYTHONWARNINGS": "ignore"}
+               "GOVERNED_DB_POLICY": str(policy), "PYTHONWARNINGS": "ignore"}
         dsn = os.environ.get("GOVERNED_DB_TEST_DSN") or st.enter_context(Cluster()).dsn
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(SETUP)
