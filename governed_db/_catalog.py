@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-__all__ = ["CATALOG_QUERY", "Catalog", "Relation", "catalog_for", "next_catalog_version",
-           "store_catalog"]
+__all__ = ["CATALOG_QUERY", "Catalog", "FunctionInfo", "Relation", "catalog_for",
+           "next_catalog_version", "store_catalog"]
 
 CATALOG_QUERY = b"""
 SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
@@ -30,9 +30,31 @@ WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
   AND n.nspname <> 'pg_toast' AND n.nspname NOT LIKE 'pg\\_temp%'
 GROUP BY c.oid, n.nspname, c.relname, c.relkind
 UNION ALL
-SELECT NULL, NULL, p.proname::text, 'F', NULL, NULL, NULL
+SELECT p.oid::int8, n.nspname::text, p.proname::text, 'F', NULL,
+       ARRAY[l.lanname::text, p.xmin::text, pg_catalog.pg_get_function_arguments(p.oid),
+             coalesce(pg_catalog.pg_get_function_result(p.oid), 'void'), p.prokind::text,
+             (p.prosqlbody IS NOT NULL)::text],
+       p.prosrc
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION ALL
+SELECT i.indrelid::int8, NULL, NULL, 'U', i.indkey::int2[]::int4[], NULL, NULL
+FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+UNION ALL
+SELECT c.oid::int8, NULL, NULL, 'W', NULL, NULL, NULL
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f', 'v')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND (c.relhasrules
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid
+                  AND NOT t.tgisinternal AND t.tgtype::int4 & 28 <> 0)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contype = 'f'
+                  AND k.confrelid = c.oid
+                  AND (k.confdeltype NOT IN ('a', 'r') OR k.confupdtype NOT IN ('a', 'r'))))
 UNION ALL
 SELECT NULL, NULL, p.proname::text, 'B', NULL, NULL, NULL
 FROM (SELECT DISTINCT proname FROM pg_catalog.pg_proc
@@ -77,13 +99,41 @@ class Relation:
             return None
 
 
+@attrs.frozen(kw_only=True)
+class FunctionInfo:
+    """A user-defined function or procedure, with what its body analysis needs.
+
+    ``xmin`` is the row version of its ``pg_proc`` row: ``CREATE OR REPLACE`` changes it, so
+    body analyses cached by ``(oid, xmin)`` never describe an older definition.
+    """
+
+    oid: int
+    schema: str
+    name: str
+    language: str
+    xmin: str
+    arguments: str
+    result: str
+    prokind: str
+    source: str | None
+    sql_body: bool = False  # a SQL-standard body (BEGIN ATOMIC / RETURN): no text in prosrc
+
+
 class Catalog:
-    """Relations by OID and by name, the session's schema search path, user functions."""
+    """Relations by OID and by name, the session's schema search path, user functions.
+
+    Also what judging a write's effect in advance needs: user function definitions (by name,
+    every overload), each table's unique keys (non-partial, plain columns), and the tables
+    whose writes run more than the statement (user triggers, rules, cascading foreign keys).
+    """
 
     def __init__(self, relations: Iterable[Relation], search_path: Sequence[str],
                  user_functions: Iterable[str], version: int = 0, *,
                  builtin_functions: Iterable[str] = (),
-                 user_operators: Iterable[str] = ()) -> None:
+                 user_operators: Iterable[str] = (),
+                 functions: Iterable[FunctionInfo] = (),
+                 unique_keys: Iterable[tuple[int, Sequence[int]]] = (),
+                 side_effect_tables: Iterable[int] = ()) -> None:
         self.by_oid = {r.oid: r for r in relations}
         self.by_name = {(r.schema, r.name): r for r in self.by_oid.values()}
         self.search_path = tuple(search_path)
@@ -91,6 +141,20 @@ class Catalog:
         self.builtin_functions = frozenset(builtin_functions)
         # operator symbols defined outside pg_catalog (a user "+" may shadow the built-in one)
         self.user_operators = frozenset(user_operators)
+        by_fname: dict[str, list[FunctionInfo]] = {}
+        for fn in functions:
+            by_fname.setdefault(fn.name.lower(), []).append(fn)
+        self.functions = {k: tuple(v) for k, v in by_fname.items()}
+        keys: dict[int, list[frozenset[str]]] = {}
+        for oid, attnums in unique_keys:
+            rel = self.by_oid.get(oid)
+            if rel is None:
+                continue
+            cols = [rel.column_by_attnum(a) for a in attnums]
+            if cols and all(c is not None for c in cols):
+                keys.setdefault(oid, []).append(frozenset(str(c) for c in cols))
+        self.unique_keys = {k: tuple(v) for k, v in keys.items()}
+        self.side_effect_tables = frozenset(side_effect_tables)
         self.version = version
         self.loaded_at = time.monotonic()
         self._view_lineage: dict[int, Any] = {}
@@ -104,11 +168,25 @@ class Catalog:
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
         rels, path, funcs, builtins, ops = [], [], [], [], []
+        infos: list[FunctionInfo] = []
+        keys: list[tuple[int, Sequence[int]]] = []
+        side: list[int] = []
         for oid, schema, name, kind, attnums, names, viewdef in rows:
             if kind == "O":
                 ops.append(str(name))
             elif kind == "F":
                 funcs.append(str(name).lower())
+                if oid is not None and names:
+                    meta = list(names) + [None] * (6 - len(names))
+                    infos.append(FunctionInfo(
+                        oid=int(oid), schema=str(schema), name=str(name),
+                        language=str(meta[0]), xmin=str(meta[1]), arguments=str(meta[2] or ""),
+                        result=str(meta[3] or "void"), prokind=str(meta[4] or "f"),
+                        source=viewdef, sql_body=meta[5] == "true"))
+            elif kind == "U":
+                keys.append((int(oid), tuple(int(a) for a in attnums or ())))
+            elif kind == "W":
+                side.append(int(oid))
             elif kind == "B":
                 builtins.append(str(name).lower())
             elif kind == "S":
@@ -117,7 +195,9 @@ class Catalog:
                 rels.append(Relation(oid=int(oid), schema=schema, name=name, kind=kind,
                                      columns=tuple(names), attnums=tuple(attnums),
                                      viewdef=viewdef))
-        return cls(rels, path, funcs, version, builtin_functions=builtins, user_operators=ops)
+        return cls(rels, path, funcs, version, builtin_functions=builtins,
+                   user_operators=ops, functions=infos, unique_keys=keys,
+                   side_effect_tables=side)
 
     def resolve(self, name: str) -> Relation | None:
         """The relation an (optionally schema-qualified) name means on this session."""

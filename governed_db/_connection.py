@@ -56,13 +56,19 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
         return conn
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
-        failure = None
+        error: psycopg.Error | None = None
         try:
-            return super().wait(gen, *args, **kwargs)
+            rv = super().wait(gen, *args, **kwargs)
         except psycopg.Error as exc:
-            failure = self._gov_redact(exc)
-            if failure is exc:
-                raise
+            error = exc
+        # After every operation, failed ones too: the server state must still be what the
+        # identity requires (raises, closing the session, when it is not).
+        self._gov_verify_server_state()
+        if error is None:
+            return rv
+        failure = self._gov_redact(error)
+        if failure is error:
+            raise error
         # Raised outside the except block so the unredacted error is not chained to it.
         raise failure
 

@@ -52,13 +52,19 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
         return conn
 
     async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
-        failure = None
+        error: psycopg.Error | None = None
         try:
-            return await super().wait(gen, *args, **kwargs)
+            rv = await super().wait(gen, *args, **kwargs)
         except psycopg.Error as exc:
-            failure = self._gov_redact(exc)
-            if failure is exc:
-                raise
+            error = exc
+        # After every operation, failed ones too: the server state must still be what the
+        # identity requires (raises, closing the session, when it is not).
+        self._gov_verify_server_state()
+        if error is None:
+            return rv
+        failure = self._gov_redact(error)
+        if failure is error:
+            raise error
         raise failure
 
     async def notifies(self, *, timeout: float | None = None,

@@ -18,7 +18,7 @@ from . import _config
 from . import testing as _testing
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._core import Governor, redact_exception, redacted_diag_info
-from .errors import InterfaceError, PolicyError
+from .errors import InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
 from .masking import mask_text_values
 
@@ -78,6 +78,13 @@ class GovernedConnectionMixin:
                        catalog_key=key, conn_info=conn_info)
         gov.catalog = catalog_for(key)
         gov.catalog_stale = gov.catalog is None
+        # What the server reports now and must keep reporting (PostgreSQL sends these
+        # GUC_REPORT parameters after every change, at no cost): a statement that changes
+        # them behind the analyzer's back (a function calling set_config, UPDATE pg_settings)
+        # is caught after it ran, and the session is closed.
+        gov.expected_params = {
+            name: info.parameter_status(name)
+            for name in ("client_encoding", "session_authorization", "is_superuser")}
         self._governor = gov
         # Notices (RAISE NOTICE ...) and NOTIFY payloads reach the caller outside any result:
         # route them through redaction. (psycopg binds these handlers to BaseConnection's.)
@@ -133,6 +140,75 @@ class GovernedConnectionMixin:
                 gov.catalog = catalog
                 gov.catalog_stale = False
                 gov.catalog_forced = False
+
+    # -- server state: read-only is verified, not assumed ---------------------------------------
+
+    def _set_read_only_gen(self, value: bool | None) -> Any:
+        """``read_only = False`` / ``set_read_only(False)`` (sync and async): psycopg would
+        start every transaction with ``BEGIN READ WRITE``, switching a read-only identity's
+        session out of READ ONLY. Refused for those identities."""
+        gov = self._governor
+        if value is not None and not value and gov is not None \
+                and gov.read_only_for(gov.identity()):
+            gov.event("denied_setting", attribute="read_only")
+            raise StatementDenied(
+                "denied by policy rule `session.read-only`: this connection acts for a read-only"
+                f" identity ({gov.identity().kind}); its transactions stay READ ONLY at the"
+                " server, so read_only cannot be set to False. Writes the policy allows run"
+                " read-write on their own", rule_ids=("session.read-only",))
+        return (yield from super()._set_read_only_gen(value))  # type: ignore[misc]
+
+    def _get_tx_start_command(self) -> bytes:
+        """Never ``BEGIN READ WRITE`` for a read-only identity (read_only=False was set while
+        another identity acted, or by psycopg internals)."""
+        cmd: bytes = super()._get_tx_start_command()  # type: ignore[misc]
+        gov = self._governor
+        if gov is not None and b"READ WRITE" in cmd:
+            ident = gov.pending_identity or gov.identity()
+            if gov.read_only_for(ident):
+                raise StatementDenied(
+                    "denied by policy rule `session.read-only`: a transaction of a read-only"
+                    f" identity ({ident.kind}) cannot start READ WRITE; set read_only back to"
+                    " None", rule_ids=("session.read-only",))
+        return cmd
+
+    def _gov_verify_server_state(self) -> None:
+        """After every operation: what the server reports must match what the identity
+        requires. On a mismatch the session is closed (fail closed) and the caller told so."""
+        gov = self._governor
+        if gov is None or self.pgconn.status != pq.ConnStatus.OK:
+            return
+        problem = gov.violation
+        if problem is None:
+            status = self.pgconn.parameter_status
+            if status(b"standard_conforming_strings") != b"on":
+                problem = "standard_conforming_strings"
+            else:
+                for name, value in gov.expected_params.items():
+                    got = status(name.encode())
+                    if (got.decode() if got is not None else None) != value:
+                        problem = name
+                        break
+            ident = gov.synced_identity
+            if problem is None and ident is not None and gov.server_read_only \
+                    and status(b"default_transaction_read_only") != b"on":
+                problem = "default_transaction_read_only"
+        if problem is None:
+            return
+        gov.violation = None
+        ident = gov.synced_identity or gov.identity()
+        try:
+            gov.event("session_closed", ident, reason="server-state-changed",
+                      parameter=problem, statement_id=gov.last_statement_id)
+        finally:
+            self._closed = True  # type: ignore[attr-defined]
+            self.pgconn.finish()
+        raise StatementDenied(
+            "denied by policy rule `session.verify-server-state`: the server reports that"
+            f" {problem} no longer has the value this {ident.kind} identity requires (a"
+            " statement changed it, directly or inside a function). The session was closed"
+            " and its open transaction rolled back; this connection is no longer usable, open"
+            " a new one", rule_ids=("session.verify-server-state",))
 
     def _commit_gen(self) -> Any:
         yield from super()._commit_gen()  # type: ignore[misc]

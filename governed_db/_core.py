@@ -25,9 +25,10 @@ import attrs
 from . import _config, telemetry
 from ._catalog import Catalog
 from .analysis import Analysis, StatementFacts, analyze
+from .analysis._effects import static_bound, unknown_functions, with_function_effects
 from .analysis._lineage import UNKNOWN, statement_lineage
 from .errors import ApprovalRequired, StatementDenied
-from .guardrails import Decision, effective_facts, evaluate
+from .guardrails import Decision, effective_facts, evaluate, rule_limit
 from .identity import Identity, current_identity, derived_identity
 from .masking import Classifier, ColumnMask, MaskPlan, redact_message
 from .policy import Policy
@@ -40,12 +41,28 @@ _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 # Statement kinds that change rows (besides anything with a write target).
 _EFFECT_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "CALL", "EXECUTE"})
 _LEVEL_RANK = {"warning": 0, "approval": 1, "error": 2}
+# Statements that can end a transaction or change the transaction mode / session settings.
+_TX_STATE_KINDS = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
+                             "ROLLBACK TO", "PREPARE TRANSACTION", "COMMIT PREPARED",
+                             "ROLLBACK PREPARED", "TRANSACTION", "SET", "RESET", "DISCARD"})
+# After one of these, a read-only identity's transaction mode is read back from the server.
+TX_MODE_KINDS = frozenset({"BEGIN", "SET", "RESET", "TRANSACTION"})
 
-# Rows touched in the current transaction per table, including cascades and trigger writes.
-BLAST_COUNT_SQL = (b"SELECT relid::regclass::text, n_tup_ins + n_tup_upd + n_tup_del"
-                   b" FROM pg_catalog.pg_stat_xact_user_tables"
-                   b" WHERE n_tup_ins + n_tup_upd + n_tup_del > 0")
+# Rows touched in the current transaction per table, including cascades and trigger writes:
+# inserted, updated, deleted, and the statistics' estimate of the table's live rows (which
+# decides whether an exact count is needed to tell "every row" apart from "many rows").
+BLAST_COUNT_SQL = (b"SELECT x.relid::pg_catalog.regclass::text, x.n_tup_ins, x.n_tup_upd,"
+                   b" x.n_tup_del, coalesce(s.n_live_tup, 0)"
+                   b" FROM pg_catalog.pg_stat_xact_user_tables x"
+                   b" LEFT JOIN pg_catalog.pg_stat_user_tables s USING (relid)"
+                   b" WHERE x.n_tup_ins + x.n_tup_upd + x.n_tup_del > 0")
 BLAST_SAVEPOINT = b"governed_db_blast_radius"
+# Statement kinds a READ ONLY transaction refuses: an allowed (or approved) one of these, run
+# by a read-only identity, runs in a transaction switched to READ WRITE for it alone.
+READ_WRITE_KINDS = frozenset({
+    "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "CREATE", "ALTER", "DROP", "TRUNCATE",
+    "GRANT", "REVOKE", "COMMENT", "REFRESH", "CLUSTER", "REINDEX", "SECURITY LABEL", "LOCK",
+    "NOTIFY", "LISTEN", "IMPORT", "REASSIGN", "CALL", "EXECUTE"})
 
 
 class StatementContext:
@@ -57,7 +74,8 @@ class StatementContext:
 
     __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
-                 "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage")
+                 "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
+                 "read_write", "approval_consumed")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -77,6 +95,9 @@ class StatementContext:
         self.runtime_findings: list[str] | None = None
         self.finished = False
         self.span: Any = None
+        # A read-only identity's allowed write: runs in a transaction made READ WRITE for it.
+        self.read_write = False
+        self.approval_consumed = False  # given back when the statement does not run
         # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
         # result index -> ((output column, its base columns or "?"), ...): names, no values
@@ -151,6 +172,14 @@ class Governor:
         self.synced_identity: Identity | None = None  # the object last synced (fast path)
         self.server_search_path = False
         self.pending_identity: Identity | None = None  # from _start_query to gate()
+        # Whether the next statement is the first of its transaction (nothing has taken a
+        # snapshot yet, so the transaction can still be made READ WRITE); set by the cursor.
+        self.tx_fresh = True
+        # Server state verified after every operation (see _connection_base): reported
+        # parameters expected unchanged since connect, and a violation found by a query.
+        self.expected_params: dict[str, str | None] = {}
+        self.violation: str | None = None
+        self.last_statement_id: str | None = None
         self._param_key = _config.param_hash_key()
         # Caches: decisions by (text, identity), mask plans by (text, result shape, identity).
         self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
@@ -254,49 +283,110 @@ class Governor:
         ctx = StatementContext(
             id=_next_id(), identity=ident, analysis=analysis, statements=statements,
             decision=decision, started=started, params=params, param_key=self._param_key)
+        self.last_statement_id = ctx.id
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
         if decision.action == "deny":
             self._record(ctx, outcome="denied")
             raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)
+        if len(statements) > 1 and self.read_only_for(ident) and any(
+                s.kinds & _TX_STATE_KINDS for s in statements):
+            # The server state is verified between operations; inside one multi-statement
+            # string a transaction could end, and the next begin READ WRITE, unseen.
+            self._record(ctx, outcome="denied", rules=["session.verify-server-state"])
+            raise StatementDenied(
+                "denied by policy rule `session.verify-server-state`: for a read-only identity,"
+                " transaction control and SET/RESET must be sent as statements of their own"
+                " (the session's READ ONLY state is verified after each one); send the"
+                " statements one at a time", rule_ids=("session.verify-server-state",))
+        read_write = (decision.would in ("allow", "approval") and self.read_only_for(ident)
+                      and any(s.kinds & READ_WRITE_KINDS or s.calls_writing_function
+                              for s in statements))
+        if read_write and not self.tx_fresh:
+            # A READ ONLY transaction that already ran a query cannot become READ WRITE
+            # (PostgreSQL refuses once a snapshot was taken). Say so before any approval
+            # is looked at, so none is used up.
+            self._record(ctx, outcome="denied", rules=["session.read-only"])
+            raise StatementDenied(
+                "denied: this write was allowed for a read-only identity, but it can only run"
+                " as the first statement of a transaction (the current one already ran"
+                " queries READ ONLY). Commit or roll back, then run it again in a new"
+                " transaction; no approval was used", rule_ids=("session.read-only",))
+        ctx.read_write = read_write and not decision.observe
         if decision.action == "approval":
-            approvals = _config.approvals(self.policy)
-            request_id, granted = approvals.check_or_request(
-                identity=ident, analysis=analysis, params_digest=ctx.params_digest,
-                policy_tag=self.policy.version_tag, rule_ids=decision.rule_ids,
-                message=decision.message())
-            if not granted and self._may_wait():
-                status = approvals.wait(request_id, float(self.policy.approvals["wait_seconds"]))
-                if status == "approved":
-                    request_id, granted = approvals.check_or_request(
-                        identity=ident, analysis=analysis, params_digest=ctx.params_digest,
-                        policy_tag=self.policy.version_tag, rule_ids=decision.rule_ids,
-                        message=decision.message())
-                elif status == "denied":
-                    ctx.approval_id = request_id
-                    self._record(ctx, outcome="denied", rules=list(decision.rule_ids))
-                    raise StatementDenied(
-                        f"approval request {request_id} was denied by a person; do not retry"
-                        " this statement", rule_ids=decision.rule_ids)
-            if not granted:
-                ctx.approval_id = request_id
-                self._record(ctx, outcome="approval_required")
-                raise ApprovalRequired(
-                    decision.message() + f" (approval request {request_id}: a person runs"
-                    f" `governed-db approvals approve {request_id}`)",
-                    rule_ids=decision.rule_ids, request_id=request_id)
-            ctx.approval_id = request_id
+            self._approve(ctx, ident, analysis, decision)
         return ctx
 
     def decide(self, analysis: Analysis, ident: Identity
                ) -> tuple[tuple[StatementFacts, ...], Decision]:
         """The policy's decision on an analyzed string for ``ident``: no I/O, nothing
         recorded, no approval requested (``gate`` acts on it; ``policy replay`` reports it)."""
-        statements = tuple(effective_facts(s, self.prepared, self.cursors)
-                           for s in analysis.statements)
+        catalog = self.catalog
+        statements = tuple(with_function_effects(
+            effective_facts(s, self.prepared, self.cursors), catalog)
+            for s in analysis.statements)
+        if catalog is not None and any(unknown_functions(s, catalog) for s in statements):
+            self.mark_catalog_stale()  # a function created since the snapshot
         decision = evaluate(self.policy, ident, analysis, statements,
                             read_only=self.read_only_for(ident), catalog=self.catalog)
         return statements, self._check_predicates(ident, statements, decision)
+
+    def _approve(self, ctx: StatementContext, ident: Identity, analysis: Analysis,
+                 decision: Decision) -> None:
+        """Consume an approval for ``ctx``, or file/find the request and raise."""
+        approvals = _config.approvals(self.policy)
+        ask = {"identity": ident, "analysis": analysis, "params_digest": ctx.params_digest,
+               "policy_tag": self.policy.version_tag, "rule_ids": decision.rule_ids,
+               "message": decision.message()}
+        request_id, granted = self._check_or_request(ctx, approvals, ask)
+        if not granted and self._may_wait():
+            status = approvals.wait(request_id, float(self.policy.approvals["wait_seconds"]))
+            if status == "approved":
+                request_id, granted = self._check_or_request(ctx, approvals, ask)
+            elif status == "denied":
+                ctx.approval_id = request_id
+                self._check_or_request(ctx, approvals, ask)  # raises: denied by whom, why
+        ctx.approval_id = request_id
+        if not granted:
+            self._record(ctx, outcome="approval_required")
+            raise ApprovalRequired(
+                decision.message() + f" (approval request {request_id}: a person runs"
+                f" `governed-db approvals approve {request_id}`)",
+                rule_ids=decision.rule_ids, request_id=request_id)
+        ctx.approval_consumed = True
+        self.event("approval_used", ident, request_id=request_id, statement_id=ctx.id)
+
+    def _check_or_request(self, ctx: StatementContext, approvals: Any,
+                          ask: Mapping[str, Any], **extra: Any) -> tuple[str, bool]:
+        """The store's answer, with requests, expiries and remembered denials recorded."""
+        from .approvals import ApprovalDenied
+
+        try:
+            request_id, granted = approvals.check_or_request(**ask, **extra)
+        except ApprovalDenied as exc:
+            ctx.approval_id = exc.request_id
+            self._record(ctx, outcome="denied", rules=list(exc.rule_ids))
+            raise StatementDenied(str(exc), rule_ids=exc.rule_ids) from None
+        for expired in getattr(approvals, "last_expired", ()):
+            self.event("approval_expired", ctx.identity, request_id=expired)
+        if getattr(approvals, "last_filed", None) == request_id:
+            self.event("approval_requested", ctx.identity, request_id=request_id,
+                       statement_id=ctx.id, rules=list(ask["rule_ids"]),
+                       affected_rows=extra.get("affected_rows"))
+        return request_id, granted
+
+    def give_back_approval(self, ctx: StatementContext) -> None:
+        """The statement did not run (error, rolled back): its approval stays usable."""
+        if not ctx.approval_consumed or ctx.approval_id is None:
+            return
+        ctx.approval_consumed = False
+        try:
+            _config.approvals(self.policy).release(ctx.approval_id)
+        except Exception:  # noqa: BLE001 - the store may be gone; the approval stays used
+            logger.warning("governed_db: could not give back approval %s", ctx.approval_id)
+            return
+        self.event("approval_returned", ctx.identity, request_id=ctx.approval_id,
+                   statement_id=ctx.id)
 
     def _check_predicates(self, ident: Identity, statements: Sequence[StatementFacts],
                           decision: Decision) -> Decision:
@@ -360,93 +450,192 @@ class Governor:
 
     # -- blast radius (statement.affected-row-limit) -------------------------------------------
 
-    def limits_rows(self) -> bool:
-        """Whether an affected-row limit applies to the current identity at all."""
-        return any(r.id == "statement.affected-row-limit"
-                   for r in self.policy.rules_for(self.identity()))
+    def limits_rows(self, analysis: Analysis | None = None) -> bool:
+        """Whether executions of ``analysis`` (for the current identity) need their effect
+        checked one by one (no pipeline). Without an analysis: whether any effect rule
+        applies to the identity at all."""
+        ident = self.identity()
+        rules = [r for r in self.policy.rules_for(ident)
+                 if r.id in ("statement.affected-row-limit", "statement.disallow-full-table-write")]
+        if not rules:
+            return False
+        if analysis is None or analysis.error is not None:
+            return True
+        limit = min((v for r in rules if r.id == "statement.affected-row-limit"
+                     for v in (rule_limit(r, ident),) if v is not None), default=None)
+        full = any(r.id == "statement.disallow-full-table-write" for r in rules)
+        statements = tuple(with_function_effects(
+            effective_facts(s, self.prepared, self.cursors), self.catalog)
+            for s in analysis.statements)
+        return self._needs_effect_check(statements, limit, 2 if full else None)
 
     def blast_radius_applies(self, ctx: StatementContext) -> bool:
-        """Whether ``ctx`` runs inside a savepoint and has its affected rows counted."""
-        if ctx.decision.affected_row_limit is None:
+        """Whether ``ctx`` runs inside a savepoint and has its affected rows counted.
+
+        Only when its effect is not bounded in advance within the limits (see
+        :func:`~governed_db.analysis._effects.static_bound`): a point write by unique key or
+        an ``INSERT ... VALUES`` under the limit costs nothing extra.
+        """
+        d = ctx.decision
+        if not d.checks_effect:
             return False
-        user_functions = self.catalog.user_functions if self.catalog is not None else None
-        for s in ctx.statements:
-            if s.writes or s.kinds & _EFFECT_KINDS:
+        return self._needs_effect_check(ctx.statements, d.affected_row_limit,
+                                        d.full_table_min_rows)
+
+    def _needs_effect_check(self, statements: Sequence[StatementFacts], limit: int | None,
+                            full_min: int | None) -> bool:
+        catalog = self.catalog
+        total = 0
+        changes_rows = False
+        for s in statements:
+            if catalog is None and s.functions:
+                return True  # no snapshot to read function bodies from: measure
+            bound = static_bound(s, catalog)
+            if bound is None:
                 return True
-            if s.functions and (user_functions is None or s.functions & user_functions):
-                return True  # a user function may write
-        return False
+            total += bound
+            changes_rows = changes_rows or bool(s.kinds & {"UPDATE", "DELETE"})
+        if limit is not None and total > limit:
+            return True
+        return full_min is not None and changes_rows and total >= full_min
 
     def blast_radius_in_pipeline(self, ctx: StatementContext) -> StatementDenied:
         rule_ids = ("statement.affected-row-limit",)
         self._record(ctx, outcome="denied", rules=list(rule_ids))
+        self.give_back_approval(ctx)
         return StatementDenied(
             "denied by policy rule `statement.affected-row-limit`: a statement that changes"
-            " rows under a row limit cannot run in pipeline mode (its exact effect is checked"
-            " in a savepoint); run it outside the pipeline", rule_ids=rule_ids)
+            " rows whose effect is not bounded in advance cannot run in pipeline mode (its"
+            " exact effect is checked in a savepoint); run it outside the pipeline",
+            rule_ids=rule_ids)
+
+    def exact_count_targets(self, ctx: StatementContext, before: Mapping[str, Sequence[int]],
+                            after: Mapping[str, Sequence[int]]) -> list[str]:
+        """Tables whose row count must be read exactly to tell whether the statement
+        changed every live row: only those where it updated or deleted at least half the
+        statistics' estimate (the estimate is never trusted to *clear* a statement that
+        touched every row; it only spares the count when the change is clearly partial)."""
+        full_min = ctx.decision.full_table_min_rows
+        if full_min is None:
+            return []
+        out = []
+        for table, (ins, upd, dele, est) in after.items():
+            b = before.get(table, (0, 0, 0, 0))
+            changed = (upd - b[1]) + (dele - b[2])
+            if changed >= max(full_min, 1) and changed * 2 >= est:
+                out.append(table)
+        return out
 
     def blast_radius_verdict(self, ctx: StatementContext, rowcount: int,
-                             before: Iterable[tuple[str, int]],
-                             after: Iterable[tuple[str, int]]) -> BaseException | None:
+                             before: Mapping[str, Sequence[int]],
+                             after: Mapping[str, Sequence[int]],
+                             exact: Mapping[str, int] | None = None) -> BaseException | None:
         """Compare the exact rows a statement touched with its limits.
 
-        ``before``/``after`` are ``(table, ins+upd+del)`` rows of ``pg_stat_xact_user_tables``
-        around the statement: their difference counts cascades and trigger writes too. Returns
-        None to keep the change, or the exception to raise after rolling it back (recorded).
+        ``before``/``after`` map tables to ``(ins, upd, del, live estimate)`` from
+        ``pg_stat_xact_user_tables`` around the statement: their difference counts cascades
+        and trigger writes too. ``exact`` holds exact row counts (after the statement, in its
+        savepoint) of the tables :meth:`exact_count_targets` named. Returns None to keep the
+        change, or the exception to raise after rolling it back (recorded).
         """
-        start = dict(before)
-        per_table = {t: n - start.get(t, 0) for t, n in after if n - start.get(t, 0) > 0}
+        per_table: dict[str, int] = {}
+        changed_rows: dict[str, tuple[int, int, int]] = {}
+        for t, (ins, upd, dele, _est) in after.items():
+            b = before.get(t, (0, 0, 0, 0))
+            d_ins, d_upd, d_del = ins - b[0], upd - b[1], dele - b[2]
+            if d_ins + d_upd + d_del > 0:
+                per_table[t] = d_ins + d_upd + d_del
+                changed_rows[t] = (d_ins, d_upd, d_del)
         # The statistics see every row (cascades, triggers); rowcount is the fallback when
         # track_counts is off. (executemany checks each execution on its own.)
         total = sum(per_table.values()) if per_table else max(rowcount, 0)
         ident = ctx.identity
-        worst: tuple[str, int, int, str] | None = None  # level, touched, limit, scope
+        violations: list[tuple[str, str, str, int, int]] = []  # level, rule, what, touched, n
         for cfg in self.policy.rules_for(ident):
-            if cfg.id != "statement.affected-row-limit":
-                continue
-            limit = int(cfg.params["max_rows"])
-            if cfg.tables:
-                from .guardrails import _table_matches
+            if cfg.id == "statement.affected-row-limit":
+                limit = rule_limit(cfg, ident)
+                if limit is None:
+                    continue
+                if cfg.tables:
+                    from .guardrails import _table_matches
 
-                touched = sum(n for t, n in per_table.items() if _table_matches(t, cfg.tables))
-                scope = ", ".join(cfg.tables)
-            else:
-                touched, scope = total, "all tables"
-            if touched <= limit:
-                continue
-            if worst is None or _LEVEL_RANK[cfg.level] > _LEVEL_RANK[worst[0]]:
-                worst = (cfg.level, touched, limit, scope)
+                    touched = sum(n for t, n in per_table.items()
+                                  if _table_matches(t, cfg.tables))
+                    scope = ", ".join(cfg.tables)
+                else:
+                    touched, scope = total, "all tables"
+                if touched > limit:
+                    violations.append((cfg.level, cfg.id, (
+                        f"the statement touched {touched} rows ({scope}; limit {limit} for"
+                        f" {ident.kind} identities)"), touched, limit))
+            elif cfg.id == "statement.disallow-full-table-write" and exact:
+                min_rows = int(cfg.params.get("min_rows", 2))
+                for t, count_after in sorted(exact.items()):
+                    if cfg.tables:
+                        from .guardrails import _table_matches
+
+                        if not _table_matches(t, cfg.tables):
+                            continue
+                    d_ins, d_upd, d_del = changed_rows.get(t, (0, 0, 0))
+                    rows_before = count_after - d_ins + d_del
+                    if rows_before >= max(min_rows, 1) and d_upd + d_del >= rows_before:
+                        violations.append((cfg.level, cfg.id, (
+                            f"the statement updated or deleted every row of {t}"
+                            f" ({rows_before} rows)"), total, rows_before))
+                        break
         ctx.affected_rows = total
-        if worst is None:
+        if not violations:
             return None
-        level, touched, limit, scope = worst
-        what = (f"the statement touched {touched} rows ({scope}; limit {limit} for"
-                f" {ident.kind} identities)")
-        rule_ids = ("statement.affected-row-limit",)
+        level, rule_id, what, touched, limit = max(violations, key=lambda v: _LEVEL_RANK[v[0]])
+        rule_ids = tuple(dict.fromkeys(v[1] for v in violations if v[0] == level))
         if level == "warning" or self.policy.mode == "observe":
             ctx.runtime_findings = [*(ctx.runtime_findings or ()),
-                                    f"statement.affected-row-limit: {what}"]
+                                    *(f"{v[1]}: {v[2]}" for v in violations)]
             return None
         if level == "approval":
-            request_id, granted = _config.approvals(self.policy).check_or_request(
-                identity=ident, analysis=ctx.analysis, params_digest=ctx.params_digest,
-                policy_tag=self.policy.version_tag, rule_ids=rule_ids,
-                message=what, affected_rows=touched)
+            approvals = _config.approvals(self.policy)
+            ask = {"identity": ident, "analysis": ctx.analysis,
+                   "params_digest": ctx.params_digest, "policy_tag": self.policy.version_tag,
+                   "rule_ids": rule_ids, "message": what}
+            try:
+                request_id, granted = self._check_or_request(ctx, approvals, ask,
+                                                             affected_rows=total)
+            except StatementDenied as exc:
+                return exc
             ctx.approval_id = request_id
             if granted:
+                ctx.approval_consumed = True
+                self.event("approval_used", ident, request_id=request_id, statement_id=ctx.id)
                 return None
             self._record(ctx, outcome="approval_required", rolled_back=True,
-                         affected_rows=touched, rules=list(rule_ids))
+                         affected_rows=total, rules=list(rule_ids))
             return ApprovalRequired(
-                f"approval required by policy rule `statement.affected-row-limit`: {what}; it"
+                f"approval required by policy rule `{rule_id}`: {what}; it"
                 f" was rolled back (approval request {request_id}: a person runs `governed-db"
                 f" approvals approve {request_id}`, then the identical statement touching"
-                f" exactly {touched} rows runs once)", rule_ids=rule_ids, request_id=request_id)
-        self._record(ctx, outcome="rolled_back", affected_rows=touched, rules=list(rule_ids))
+                f" exactly {total} rows runs once)", rule_ids=rule_ids, request_id=request_id)
+        self._record(ctx, outcome="rolled_back", affected_rows=total, rules=list(rule_ids))
+        self.give_back_approval(ctx)
+        if rule_id == "statement.disallow-full-table-write":
+            advice = ("a condition no parser can see through was true for every row. Narrow"
+                      " the WHERE clause to the rows you mean (by key)")
+        else:
+            advice = f"Narrow the WHERE clause or change at most {limit} rows per statement"
         return StatementDenied(
-            f"denied by policy rule `statement.affected-row-limit`: {what}; it was rolled back"
-            f" and nothing changed. Narrow the WHERE clause or change at most {limit} rows per"
-            " statement", rule_ids=rule_ids)
+            f"denied by policy rule `{rule_id}`: {what}; it was rolled back and nothing"
+            f" changed. {advice}", rule_ids=rule_ids)
+
+    def effect_check_failed(self, ctx: StatementContext, exc: BaseException) -> StatementDenied:
+        """The exact count could not be read (no SELECT privilege...): rolled back, denied."""
+        rule_ids = ("statement.disallow-full-table-write",)
+        self._record(ctx, outcome="rolled_back", rules=list(rule_ids),
+                     error_class=type(exc).__name__)
+        self.give_back_approval(ctx)
+        return StatementDenied(
+            "denied by policy rule `statement.disallow-full-table-write`: whether the statement"
+            " changed every row of a table could not be verified (the table could not be"
+            " counted), so it was rolled back and nothing changed; narrow the WHERE clause to"
+            " rows pinned by a unique key", rule_ids=rule_ids)
 
     # -- row out ------------------------------------------------------------------------------
 
@@ -730,6 +919,7 @@ class Governor:
     def failed(self, ctx: StatementContext, exc: BaseException) -> None:
         sqlstate = getattr(exc, "sqlstate", None)
         self._record(ctx, outcome="error", sqlstate=sqlstate, error_class=type(exc).__name__)
+        self.give_back_approval(ctx)
 
     def _record(self, ctx: StatementContext, **outcome: Any) -> None:
         if ctx.finished:

@@ -45,7 +45,7 @@ class _SyncCopyMixin:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
         (no pipeline), so every execution's exact effect is checked."""
         conn = self._conn  # type: ignore[attr-defined]
-        if conn._pipeline is not None or not conn._governor.limits_rows():
+        if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
             return super().executemany(query, params_seq, returning=returning)  # type: ignore[misc,no-any-return]
         try:
             with conn.lock:

@@ -12,7 +12,7 @@ from psycopg import errors as e
 
 from . import _config
 from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
-from .errors import ApprovalRequired, StatementDenied
+from .errors import ApprovalRequired
 
 __all__ = ["AsyncClientCursor", "AsyncCopy", "AsyncCursor", "AsyncRawCursor",
            "AsyncRawServerCursor", "AsyncServerCursor"]
@@ -58,19 +58,16 @@ class _AsyncCopyMixin:
                 raise
             store = _config.approvals(gov.policy)
             status = await asyncio.to_thread(store.wait, exc.request_id, float(wait))
-            if status == "denied":
-                gov.event("approval_denied", request_id=exc.request_id)
-                raise StatementDenied(
-                    f"approval request {exc.request_id} was denied by a person; do not retry"
-                    " this statement", rule_ids=exc.rule_ids) from None
-            if status != "approved":
+            if status not in ("approved", "denied"):
                 raise
+        # Approved: runs once. Denied: the store remembers it, so this raises the denial
+        # (by whom, when, why) without filing a new request.
         return await super().execute(query, params, **kwargs)  # type: ignore[misc]
 
     async def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint."""
         conn = self._conn  # type: ignore[attr-defined]
-        if conn._pipeline is not None or not conn._governor.limits_rows():
+        if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
             return await super().executemany(  # type: ignore[misc,no-any-return]
                 query, params_seq, returning=returning)
         try:

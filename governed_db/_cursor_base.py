@@ -20,7 +20,7 @@ from psycopg import pq
 from psycopg.rows import RowFactory, RowMaker
 
 from . import testing as _testing
-from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT
+from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
 from .errors import InterfaceError
 
 INTRANS = pq.TransactionStatus.INTRANS
@@ -60,6 +60,9 @@ class GovernedCursorMixin:
             gov.auditor.check()
         ident = gov.identity()
         gov.pending_identity = ident
+        # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or autocommit):
+        # an allowed write of a read-only identity can still switch it to READ WRITE.
+        gov.tx_fresh = conn.pgconn.transaction_status == IDLE
         if ident is not gov.synced_identity or gov.catalog_due() \
                 or conn.pgconn.transaction_status not in _SYNCABLE:
             return self._gov_sync_then_start(ident, query)
@@ -80,6 +83,28 @@ class GovernedCursorMixin:
             conn._gov_inflight.append(ctx)
         return pgq
 
+    def _gov_serial_executemany(self, query: Any, params_seq: Any) -> bool:
+        """Whether executemany must run execution by execution (each with its effect
+        checked) instead of in a pipeline: only when the statement's effect is not bounded in
+        advance within the identity's limits (``INSERT ... VALUES`` by key stays pipelined)."""
+        gov = self._conn._governor
+        if not gov.limits_rows():
+            return False
+        from collections.abc import Sequence
+
+        from psycopg._queries import PostgresQuery
+
+        from .analysis import analyze
+
+        if not isinstance(params_seq, Sequence) or not params_seq:
+            return True  # an iterator cannot be peeked at without consuming it: be safe
+        try:
+            pgq = PostgresQuery(self._tx)  # type: ignore[attr-defined]
+            pgq.convert(query, params_seq[0])
+        except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
+            return True
+        return gov.limits_rows(analyze(pgq.query))
+
     def _gov_track(self, gen: Any) -> Any:
         """Run a psycopg generator and record the statement's outcome."""
         self._gov_ctx = None
@@ -92,8 +117,24 @@ class GovernedCursorMixin:
             raise
         ctx = self._gov_ctx
         if ctx is not None and self._conn._pipeline is None:
+            yield from self._gov_check_tx_mode(ctx)
             self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
         return rv
+
+    def _gov_check_tx_mode(self, ctx: Any) -> Any:
+        """After BEGIN/SET/RESET by a read-only identity inside a transaction, read the
+        transaction's mode back from the server (``transaction_read_only`` is not a reported
+        parameter). ``BEGIN READ WRITE``, ``SET TRANSACTION READ WRITE`` or ``SET LOCAL
+        transaction_read_only`` that got past the analyzer closes the session (in wait())."""
+        conn = self._conn
+        gov = conn._governor
+        if conn.pgconn.transaction_status != INTRANS or not gov.read_only_for(ctx.identity):
+            return
+        if not any(s.kinds & TX_MODE_KINDS for s in ctx.statements):
+            return
+        res = yield from conn._exec_command(b"SHOW transaction_read_only")
+        if res is None or res.get_value(0, 0) != b"on":
+            gov.violation = "transaction_read_only"
 
     def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._execute_gen(*args, **kwargs))  # type: ignore[misc]
@@ -115,47 +156,84 @@ class GovernedCursorMixin:
 
     def _maybe_prepare_gen(self, pgq: Any, *, prepare: bool | None = None,
                            binary: bool | None = None) -> Any:
-        """Send and run one statement; under an affected-row limit, inside a savepoint.
+        """Send and run one statement; when its effect must be checked, inside a savepoint.
 
-        The exact rows touched (cascades and triggers included) are read from
-        ``pg_stat_xact_user_tables`` before and after; over the limit, the change is rolled
-        back to the savepoint (the caller's transaction stays usable) and the statement is
-        denied or sent for approval. In autocommit the statement runs in its own transaction.
+        Two reasons to wrap psycopg's own generator (otherwise it runs as is):
+
+        * exact blast radius: a row-changing statement whose effect is not bounded in advance
+          runs in a savepoint (its own transaction in autocommit); the rows it touched are read
+          from ``pg_stat_xact_user_tables`` before and after, tables it may have changed in
+          full are counted exactly, and over a limit the change is rolled back to the
+          savepoint (the caller's transaction stays usable) and denied or sent for approval;
+        * an allowed write of a read-only identity runs in a transaction switched to READ WRITE
+          for that statement alone, and READ ONLY again right after it.
         """
         run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)  # type: ignore[misc]
         ctx = self._gov_ctx
-        if ctx is None or ctx.decision.affected_row_limit is None \
-                or not self._conn._governor.blast_radius_applies(ctx):
+        if ctx is None:
+            return run
+        gov = self._conn._governor
+        blast = gov.blast_radius_applies(ctx)
+        if not blast and not ctx.read_write:
             return run  # the common case: psycopg's own generator, no extra layer
-        return self._gov_blast_radius_gen(ctx, run)
+        return self._gov_effect_gen(ctx, run, blast)
 
-    def _gov_blast_radius_gen(self, ctx: Any, run: Any) -> Any:
+    def _gov_effect_gen(self, ctx: Any, run: Any, blast: bool) -> Any:
         conn = self._conn
         gov = conn._governor
+        rw = ctx.read_write
         if conn._pipeline is not None:
-            # A pipeline cannot stop between statements to count and roll back: refuse.
+            # A pipeline cannot stop between statements to count, roll back or switch modes.
             if ctx in conn._gov_inflight:
                 conn._gov_inflight.remove(ctx)
             raise gov.blast_radius_in_pipeline(ctx)
         own = conn.pgconn.transaction_status == IDLE
-        yield from conn._exec_command(b"BEGIN" if own else b"SAVEPOINT " + BLAST_SAVEPOINT)
-        before = yield from _counts(conn)
+        if own:
+            yield from conn._exec_command(b"BEGIN READ WRITE" if rw else b"BEGIN")
+        else:
+            if rw:
+                # First statement of the transaction (checked in gate()): still switchable.
+                yield from conn._exec_command(b"SET TRANSACTION READ WRITE")
+            if blast:
+                yield from conn._exec_command(b"SAVEPOINT " + BLAST_SAVEPOINT)
+        before = (yield from _counts(conn)) if blast else {}
         try:
             rv = yield from run
         except BaseException:
             if own and conn.pgconn.transaction_status != IDLE:
                 yield from conn._exec_command(b"ROLLBACK")
+            elif rw and conn.pgconn.transaction_status == INTRANS:
+                yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
             raise
-        after = yield from _counts(conn)
-        verdict = gov.blast_radius_verdict(ctx, self._rowcount, before, after)  # type: ignore[attr-defined]
+        verdict = None
+        if blast:
+            after = yield from _counts(conn)
+            exact: dict[str, int] = {}
+            targets = gov.exact_count_targets(ctx, before, after)
+            if targets:
+                try:
+                    exact = yield from _exact_counts(conn, targets)
+                except Exception as exc:  # noqa: BLE001 - cannot verify: roll back, deny
+                    verdict = gov.effect_check_failed(ctx, exc)
+            if verdict is None:
+                verdict = gov.blast_radius_verdict(ctx, self._rowcount, before, after,  # type: ignore[attr-defined]
+                                                   exact)
         if verdict is None:
-            yield from conn._exec_command(b"COMMIT" if own else b"RELEASE " + BLAST_SAVEPOINT)
+            if own:
+                yield from conn._exec_command(b"COMMIT")
+            else:
+                if blast:
+                    yield from conn._exec_command(b"RELEASE " + BLAST_SAVEPOINT)
+                if rw:
+                    yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
             return rv
         if own:
             yield from conn._exec_command(b"ROLLBACK")
         else:
             yield from conn._exec_command(b"ROLLBACK TO " + BLAST_SAVEPOINT)
             yield from conn._exec_command(b"RELEASE " + BLAST_SAVEPOINT)
+            if rw:
+                yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
         self._reset()  # type: ignore[attr-defined]  # no rows of a change that did not happen
         raise verdict
 
@@ -272,8 +350,17 @@ def _row_limited(maker: Any, gov: Any, ctx: Any, result: Any) -> Any:
 
 def _counts(conn: Any) -> Any:
     res = yield from conn._exec_command(BLAST_COUNT_SQL)
-    return [(res.get_value(i, 0).decode(), int(res.get_value(i, 1)))
-            for i in range(res.ntuples)]
+    return {res.get_value(i, 0).decode(): tuple(int(res.get_value(i, k)) for k in range(1, 5))
+            for i in range(res.ntuples)}
+
+
+def _exact_counts(conn: Any, tables: list[str]) -> Any:
+    """Exact row counts, inside the statement's savepoint, of tables it may have changed in
+    full. The names come from the server (``regclass`` output, quoted as needed), never from
+    the caller. A failure (no SELECT privilege) aborts the savepoint: the caller rolls back."""
+    parts = [b"(SELECT count(*) FROM " + t.encode() + b")" for t in tables]
+    res = yield from conn._exec_command(b"SELECT " + b", ".join(parts))
+    return {t: int(res.get_value(0, i)) for i, t in enumerate(tables)}
 
 
 def _status(cur: Any) -> str | None:

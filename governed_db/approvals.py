@@ -35,9 +35,59 @@ from typing import Any
 
 from .errors import PolicyError, StatementDenied
 
-__all__ = ["ApprovalStore", "PostgresApprovalStore", "binding_hash", "store_for"]
+__all__ = ["ApprovalDenied", "ApprovalStore", "PostgresApprovalStore", "binding_hash",
+           "store_for"]
 
 DEFAULT_TTL = 3600.0
+
+
+class ApprovalDenied(StatementDenied):
+    """The identical statement was denied by a person before: say by whom, when and why,
+    and file no new request (the governor re-raises it as a plain ``StatementDenied``)."""
+
+    def __init__(self, *args: Any, rule_ids: Sequence[str] = (), request_id: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, rule_ids=rule_ids, **kwargs)
+        self.request_id = request_id
+
+
+def denial_message(req: Mapping[str, Any]) -> str:
+    """"denied by <approver> at <time>: <reason>" for a denied request."""
+    decision = next((d for d in reversed(req.get("decisions") or ())
+                     if "approve" in d and not d["approve"]), {})
+    by = decision.get("by") or {}
+    who = f"{by.get('kind', 'human')}:{by.get('id', '?')}"
+    at = decision.get("at")
+    when = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(at))) if at is not None
+            else "an unknown time")
+    reason = decision.get("note") or "no reason given"
+    return (f"approval request {req['id']} for this identical statement was denied by {who} at"
+            f" {when}: {reason}. Do not retry it; no new request was filed")
+
+
+def _raise_denied(req: Mapping[str, Any]) -> None:
+    raise ApprovalDenied(denial_message(req), rule_ids=tuple(req.get("rule_ids") or ()),
+                         request_id=str(req["id"]))
+
+
+def record_decision(req: Mapping[str, Any], approver: Any, *, approve: bool,
+                    note: str | None, audit: Any = None) -> None:
+    """Write the decision (approver, reason) to the audit trail: the one given, else the
+    process's default log (``configure(audit=)``, ``GOVERNED_DB_AUDIT``, the policy's)."""
+    from . import _config
+    from .policy import default_policy, load_policy
+
+    if audit is None:
+        cfg = _config.get_config()
+        env = os.environ.get("GOVERNED_DB_POLICY")
+        policy = cfg.policy or (load_policy(env) if env else default_policy())
+        audit = _config.resolve_auditor(None, policy)
+    if audit is None:
+        return
+    audit.event("approval_decided", approver, {}, request_id=req.get("id"),
+                decision="approved" if approve else "denied", reason=note,
+                requester=req.get("requester"), rules=list(req.get("rule_ids") or ()))
+    audit.flush()
 
 
 def binding_hash(*, normalized: str, params_digest: Sequence[str], identity_label: str,
@@ -66,6 +116,9 @@ class ApprovalStore:
         self.directory = Path(directory)
         self.ttl = ttl
         self.notifier: Any = None  # governed_db.webhooks.Notifier, set by store_for()
+        # What the last check_or_request did besides answering (for the audit trail).
+        self.last_filed: str | None = None
+        self.last_expired: tuple[str, ...] = ()
 
     @classmethod
     def default(cls) -> ApprovalStore:
@@ -147,7 +200,12 @@ class ApprovalStore:
     def check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                          policy_tag: str, rule_ids: Sequence[str], message: str,
                          affected_rows: int | None = None) -> tuple[str, bool]:
-        """``(request_id, granted)``: consume a matching approval, or file/find a request."""
+        """``(request_id, granted)``: consume a matching approval, or file/find a request.
+
+        Raises :class:`ApprovalDenied` when a person denied the identical request (and none
+        is pending or approved since): the retry is told who denied it, when and why.
+        """
+        self.last_filed, self.last_expired = None, ()
         with self._locked():
             return self._check_or_request(
                 identity=identity, analysis=analysis, params_digest=params_digest,
@@ -160,7 +218,8 @@ class ApprovalStore:
         binding = binding_hash(normalized=statement_binding(analysis),
                                params_digest=params_digest, identity_label=identity.label,
                                policy_tag=policy_tag)
-        pending = None
+        pending = denied = None
+        expired: list[str] = []
         for req in self.list():
             if req.get("binding") != binding:
                 continue
@@ -175,8 +234,17 @@ class ApprovalStore:
                 return req["id"], True
             if req["status"] == "pending":
                 pending = req
+            elif req["status"] == "denied" and sealed(req):
+                denied = req
+            elif req["status"] == "expired" and not req.get("expiry_recorded"):
+                req["expiry_recorded"] = True
+                self._write(req)
+                expired.append(req["id"])
+        self.last_expired = tuple(expired)
         if pending is not None:
             return pending["id"], False
+        if denied is not None:
+            _raise_denied(denied)
         now = time.time()
         req = {
             "id": uuid.uuid4().hex[:16], "binding": binding, "status": "pending",
@@ -188,7 +256,21 @@ class ApprovalStore:
         }
         self._write(req)
         _announce(self, "requested", req)
+        self.last_filed = req["id"]
         return req["id"], False
+
+    def release(self, request_id: str) -> None:
+        """Give a used approval back (the statement it was used for did not run)."""
+        with self._locked():
+            try:
+                req = json.loads(self._path(request_id).read_text())
+            except (OSError, ValueError):
+                return
+            if req.get("status") != "used":
+                return
+            req["status"] = "approved"
+            req.pop("used_at", None)
+            self._write(req)
 
     def wait(self, request_id: str, timeout: float) -> str:
         """Block up to ``timeout`` seconds while the request is pending; return its status."""
@@ -201,10 +283,13 @@ class ApprovalStore:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def decide(self, request_id: str, approver: Any, *, approve: bool,
-               note: str | None = None) -> dict[str, Any]:
-        """Approve or deny a pending request as ``approver`` (an Identity)."""
+               note: str | None = None, audit: Any = None) -> dict[str, Any]:
+        """Approve or deny a pending request as ``approver`` (an Identity); the decision,
+        approver and reason are written to the audit trail (``audit``, else the default)."""
         with self._locked():
-            return self._decide(request_id, approver, approve=approve, note=note)
+            req = self._decide(request_id, approver, approve=approve, note=note)
+        record_decision(req, approver, approve=approve, note=note, audit=audit)
+        return req
 
     def _decide(self, request_id: str, approver: Any, *, approve: bool,
                 note: str | None) -> dict[str, Any]:
@@ -304,6 +389,8 @@ ALTER TABLE governed_db.approval_requests ADD COLUMN IF NOT EXISTS seal text;
 ALTER TABLE governed_db.approval_requests ADD COLUMN IF NOT EXISTS tables text[];
 ALTER TABLE governed_db.approval_requests
     ADD COLUMN IF NOT EXISTS expiry_announced boolean NOT NULL DEFAULT false;
+ALTER TABLE governed_db.approval_requests
+    ADD COLUMN IF NOT EXISTS expiry_recorded boolean NOT NULL DEFAULT false;
 """
 _CHANNEL = "governed_db_approvals"
 _COLUMNS = ("id, binding, status, extract(epoch FROM requested_at), extract(epoch FROM"
@@ -327,6 +414,8 @@ class PostgresApprovalStore:
         self.notifier: Any = None  # governed_db.webhooks.Notifier, set by store_for()
         self._conn: Any = None
         self._lock = threading.Lock()
+        self.last_filed: str | None = None
+        self.last_expired: tuple[str, ...] = ()
 
     def _connection(self) -> Any:
         import psycopg
@@ -397,6 +486,7 @@ class PostgresApprovalStore:
         """``(request_id, granted)``: consume a matching approval atomically, or file one."""
         from psycopg.types.json import Jsonb
 
+        self.last_filed, self.last_expired = None, ()
         binding = binding_hash(normalized=statement_binding(analysis),
                                params_digest=params_digest, identity_label=identity.label,
                                policy_tag=policy_tag)
@@ -426,6 +516,22 @@ class PostgresApprovalStore:
                 (binding, affected_rows, affected_rows)).fetchone()
             if pending is not None:
                 return str(pending[0]), False
+            denied = conn.execute(
+                f"SELECT {_COLUMNS}, seal FROM governed_db.approval_requests WHERE binding = %s"
+                " AND status = 'denied'"
+                " AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
+                " ORDER BY requested_at DESC", (binding, affected_rows, affected_rows)).fetchall()
+            for row in denied:
+                req = self._row(row[:-1])
+                req["seal"] = row[-1]
+                if sealed(req):
+                    _raise_denied(req)
+            # Each expiry is recorded once (the audit trail's approval_expired).
+            self.last_expired = tuple(str(r[0]) for r in conn.execute(
+                "UPDATE governed_db.approval_requests SET expiry_recorded = true"
+                " WHERE binding = %s AND status IN ('pending', 'approved')"
+                " AND expires_at <= now() AND NOT expiry_recorded RETURNING id",
+                (binding,)).fetchall())
             request_id = uuid.uuid4().hex[:16]
             conn.execute(
                 "INSERT INTO governed_db.approval_requests (id, binding, status, expires_at,"
@@ -439,10 +545,19 @@ class PostgresApprovalStore:
             conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
         if self.notifier is not None:
             _announce(self, "requested", self.get(request_id))
+        self.last_filed = request_id
         return request_id, False
 
+    def release(self, request_id: str) -> None:
+        """Give a used approval back (the statement it was used for did not run)."""
+        with self._lock:
+            self._connection().execute(
+                "UPDATE governed_db.approval_requests SET status = 'approved', used_at = NULL"
+                " WHERE id = %s AND status = 'used'", (request_id,))
+
     def decide(self, request_id: str, approver: Any, *, approve: bool,
-               note: str | None = None) -> dict[str, Any]:
+               note: str | None = None, audit: Any = None) -> dict[str, Any]:
+        """Approve or deny a pending request; the decision is written to the audit trail."""
         from psycopg.types.json import Jsonb
 
         req = self.get(request_id)
@@ -467,6 +582,7 @@ class PostgresApprovalStore:
             conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
         decided = self.get(request_id)
         _announce(self, "decided", decided)
+        record_decision(decided, approver, approve=approve, note=note, audit=audit)
         return decided
 
     def wait(self, request_id: str, timeout: float) -> str:

@@ -59,6 +59,12 @@ class Decision:
     observe: bool = False
     affected_row_limit: int | None = None
     max_rows_returned: int | None = None
+    full_table_min_rows: int | None = None  # statement.disallow-full-table-write applies
+
+    @property
+    def checks_effect(self) -> bool:
+        """Whether a runtime effect rule (row limit, full-table write) applies."""
+        return self.affected_row_limit is not None or self.full_table_min_rows is not None
 
     @property
     def rule_ids(self) -> tuple[str, ...]:
@@ -99,7 +105,8 @@ class Rule:
     runtime: bool = False
 
     def validate(self, cfg: RuleConfig, source: str | None) -> None:
-        if self.runtime and "max_rows" in self.params and "max_rows" not in cfg.params:
+        if self.runtime and "max_rows" in self.params and "max_rows" not in cfg.params \
+                and "max_rows_by_kind" not in cfg.params:
             raise PolicyError(f"rule {cfg.id} needs max_rows = N (the most rows allowed)",
                               path=source, line=cfg.line)
         for key, value in cfg.params.items():
@@ -112,7 +119,11 @@ class Rule:
             ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)
                   if kind == "list[str]" else
                   isinstance(value, int) and not isinstance(value, bool) and value >= 0
-                  if kind == "int" else isinstance(value, bool) if kind == "bool" else True)
+                  if kind == "int" else isinstance(value, bool) if kind == "bool" else
+                  isinstance(value, Mapping) and all(
+                      k in ("human", "service", "ai_agent") and isinstance(v, int)
+                      and not isinstance(v, bool) and v >= 0 for k, v in value.items())
+                  if kind == "dict[kind,int]" else True)
             if not ok:
                 raise PolicyError(f"rule {cfg.id}: parameter {key} must be {kind}",
                                   path=source, line=cfg.line)
@@ -462,6 +473,11 @@ def _parse_error(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str |
 
 def _opaque(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
     if not s.opaque_reasons:
+        if ctx.read_only and s.effect_unknown:
+            # Read-only identities: a body we cannot see may write, set or drop anything.
+            # (Other identities run it under the exact blast radius instead.)
+            return (f"{s.effect_unknown[0]}, so what it does cannot be checked and a read-only"
+                    " identity may not call it; query the tables directly")
         return None
     return (f"{s.opaque_reasons[0]}, so its effect cannot be checked; write the statements"
             " it would run directly")
@@ -498,8 +514,12 @@ RULES: dict[str, Rule] = {
         Rule("statement.disallow-multi-statement", "one statement per string", _multi),
         Rule("statement.require-approval", "statements of these kinds/tables need approval",
              _require_approval, {"kinds": "list[str]"}),
-        Rule("statement.affected-row-limit", "DML touching more rows than max_rows is rolled"
-             " back (exact count, savepoint)", _never, {"max_rows": "int"}, runtime=True),
+        Rule("statement.affected-row-limit", "DML touching more rows than max_rows (or the"
+             " identity kind's max_rows_by_kind) is rolled back (exact count, savepoint)",
+             _never, {"max_rows": "int", "max_rows_by_kind": "dict[kind,int]"}, runtime=True),
+        Rule("statement.disallow-full-table-write", "a statement that updates or deletes every"
+             " live row of a table (of at least min_rows rows) is rolled back (exact count)",
+             _never, {"min_rows": "int"}, runtime=True),
         Rule("statement.max-rows-returned", "results larger than max_rows are refused",
              _never, {"max_rows": "int"}, runtime=True),
         Rule("function.deny", "dangerous functions (files, programs, dblink, large objects,"
@@ -596,17 +616,20 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
                 reason = rule.check(cfg, ctx, stmt)
                 if reason is not None and not any(f.rule_id == cfg.id for f in findings):
                     findings.append(Finding(rule_id=cfg.id, level=cfg.level, message=reason))
-    row_limit = _runtime_limit(rules, "statement.affected-row-limit")
-    max_rows = _runtime_limit(rules, "statement.max-rows-returned")
+    row_limit = _runtime_limit(rules, "statement.affected-row-limit", identity)
+    max_rows = _runtime_limit(rules, "statement.max-rows-returned", identity)
+    full_table = full_table_min_rows(rules)
     if not findings:
-        if row_limit is None and max_rows is None:
+        if row_limit is None and max_rows is None and full_table is None:
             return ALLOW
-        return Decision(action="allow", affected_row_limit=row_limit, max_rows_returned=max_rows)
+        return Decision(action="allow", affected_row_limit=row_limit, max_rows_returned=max_rows,
+                        full_table_min_rows=full_table)
     worst = max(_SEVERITY[f.level] for f in findings)
     would = "deny" if worst == 3 else "approval" if worst == 2 else "allow"
     observe = policy.mode == "observe"
     return Decision(action="allow" if observe else would, findings=tuple(findings), would=would,
-                    observe=observe, affected_row_limit=row_limit, max_rows_returned=max_rows)
+                    observe=observe, affected_row_limit=row_limit, max_rows_returned=max_rows,
+                    full_table_min_rows=full_table)
 
 
 def rebuild_decision(policy: Policy, findings: Sequence[Finding], base: Decision) -> Decision:
@@ -618,12 +641,31 @@ def rebuild_decision(policy: Policy, findings: Sequence[Finding], base: Decision
     observe = policy.mode == "observe"
     return Decision(action="allow" if observe else would, findings=tuple(findings), would=would,
                     observe=observe, affected_row_limit=base.affected_row_limit,
-                    max_rows_returned=base.max_rows_returned)
+                    max_rows_returned=base.max_rows_returned,
+                    full_table_min_rows=base.full_table_min_rows)
 
 
-def _runtime_limit(rules: Sequence[RuleConfig], rule_id: str) -> int | None:
-    limits = [int(r.params.get("max_rows", 0)) for r in rules if r.id == rule_id]
+def rule_limit(cfg: RuleConfig, identity: Any) -> int | None:
+    """A row-limit rule's limit for ``identity``: ``max_rows`` when set (it is the rule's own
+    number for everyone it applies to), else the kind's ``max_rows_by_kind`` entry."""
+    if "max_rows" in cfg.params:
+        return int(cfg.params["max_rows"])
+    by_kind = cfg.params.get("max_rows_by_kind") or {}
+    value = by_kind.get(getattr(identity, "kind", None))
+    return None if value is None else int(value)
+
+
+def _runtime_limit(rules: Sequence[RuleConfig], rule_id: str, identity: Any) -> int | None:
+    limits = [v for r in rules if r.id == rule_id
+              for v in (rule_limit(r, identity),) if v is not None]
     return min(limits) if limits else None
+
+
+def full_table_min_rows(rules: Sequence[RuleConfig]) -> int | None:
+    """The smallest table ``statement.disallow-full-table-write`` protects (None: off)."""
+    values = [int(r.params.get("min_rows", 2)) for r in rules
+              if r.id == "statement.disallow-full-table-write"]
+    return min(values) if values else None
 
 
 def catalogue_markdown() -> str:

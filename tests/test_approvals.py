@@ -115,7 +115,7 @@ def test_wait_mode_blocks_for_a_decision(dsn, audit, store_kind, decision):
             conn.execute(DDL)
             assert _has_index(dsn)
         elif decision == "deny":
-            with pytest.raises(errors.StatementDenied, match="denied by a person") as ei:
+            with pytest.raises(errors.StatementDenied, match="was denied by human:alice at") as ei:
                 conn.execute(DDL)
             assert not isinstance(ei.value, errors.ApprovalRequired)
         else:
@@ -200,7 +200,7 @@ async def test_async_wait_mode_does_not_block_the_loop(dsn, audit, store_kind, d
             if decision == "approve":
                 await conn.execute(DDL)
             else:
-                with pytest.raises(errors.StatementDenied, match="denied by a person"):
+                with pytest.raises(errors.StatementDenied, match="was denied by human:alice at"):
                     await conn.execute(DDL)
         finally:
             tick.cancel()

@@ -157,8 +157,18 @@ def test_pipeline_refuses_limited_writes(fanout, audit):
     with governed_db.connect(fanout, identity=SERVICE, policy=_policy(), audit=audit) as conn:
         with pytest.raises(errors.StatementDenied, match="pipeline mode"), conn.pipeline():
             conn.execute("SELECT 1")
-            conn.execute("DELETE FROM children WHERE id = 1")
+            conn.execute("DELETE FROM children WHERE id < 3")
     assert _count(fanout, "children") == 6
+
+
+def test_pipeline_runs_writes_bounded_in_advance(fanout, audit):
+    # A delete pinned to one row by the primary key (no trigger, rule or cascade on the table)
+    # cannot exceed a limit of 3: it needs no savepoint, so the pipeline runs it.
+    with governed_db.connect(fanout, identity=SERVICE, policy=_policy(), audit=audit) as conn:
+        with conn.pipeline():
+            conn.execute("DELETE FROM children WHERE id = %s", (1,))
+        conn.commit()
+    assert _count(fanout, "children") == 5
 
 
 def test_missing_max_rows_is_a_policy_error():

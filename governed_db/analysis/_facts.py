@@ -167,6 +167,9 @@ class StatementFacts:
         copy: COPY details, when the statement is a COPY.
         tree: the statement's parse tree (for lineage), not for mutation.
         text: the statement's own text, sliced from the string that was sent.
+        effect_unknown: why the effect of a called function cannot be known (its body is
+            opaque: another language, dynamic SQL); filled in with the catalog.
+        calls_writing_function: a called user function may change data (body analysis).
     """
 
     kind: str
@@ -196,6 +199,8 @@ class StatementFacts:
     # unqualified names called as ``name(alias)``: PostgreSQL's functional notation for a
     # column (``ssn(u)`` is ``u.ssn``) when no function of that name exists
     column_notation: frozenset[str] = frozenset()
+    effect_unknown: tuple[str, ...] = ()
+    calls_writing_function: bool = False
 
     @property
     def dangerous_functions(self) -> frozenset[str]:

@@ -1,0 +1,342 @@
+"""What a statement does beyond its own text: function bodies, and bounds known in advance.
+
+Two questions the guardrails ask about a row-changing statement (no I/O here; the catalog
+snapshot carries what the server said):
+
+* **What do the functions it calls do?** A parser sees ``SELECT purge_users()`` as a read.
+  The bodies of SQL and PL/pgSQL functions are text in ``pg_proc.prosrc`` that libpg_query
+  parses (``pgparse.parse`` / ``pgparse.parse_pgsql``), so their writes, drops, setting
+  changes and function calls count as the caller's (:func:`with_function_effects`).
+  A body the analyzer cannot see through — another language, dynamic ``EXECUTE``, a
+  SQL-standard body, a parse failure — is *opaque*: the statement may write anything.
+  Analyses are cached by ``(oid, xmin)`` of the ``pg_proc`` row, so ``CREATE OR REPLACE``
+  is never judged by an older body.
+* **Is its effect bounded before it runs?** (:func:`static_bound`) Only a few shapes are:
+  ``INSERT ... VALUES`` (n rows), and ``UPDATE``/``DELETE`` whose WHERE pins every column
+  of a unique key to a constant or a parameter — on a table with no user trigger, rule or
+  cascading foreign key, calling no user function, without data-modifying CTEs. Everything
+  else (``WHERE $1``, ``WHERE 1 IN (1)``, ``MERGE``, ``INSERT ... SELECT``, ``EXECUTE``,
+  writable CTEs, functions, cascades) runs under the exact blast radius, where the rows it
+  really touched are counted. Deciding "bounded" conservatively is the point: a shape not
+  listed here costs a savepoint, never a bypass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from ._facts import StatementFacts, extract_all
+
+__all__ = ["BodyEffects", "body_effects", "static_bound", "unknown_functions",
+           "with_function_effects"]
+
+# Statement kinds that change data or schema when they appear inside a body.
+_WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "COPY", "CALL",
+                          "DO", "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "COMMENT",
+                          "REFRESH", "CLUSTER", "REINDEX", "VACUUM", "LOCK", "NOTIFY",
+                          "SET", "RESET", "DISCARD", "EXECUTE", "UNKNOWN", "SECURITY LABEL",
+                          "IMPORT", "REASSIGN"})
+_DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
+
+
+@attrs.frozen(kw_only=True)
+class BodyEffects:
+    """What running a function's body does (transitively through the user functions it calls)."""
+
+    kinds: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+    reads: frozenset[str] = frozenset()
+    functions: frozenset[str] = frozenset()
+    unbounded: frozenset[str] = frozenset()
+    settings: tuple[tuple[str, str | None], ...] = ()
+    read_write_requested: bool = False
+    opaque: tuple[str, ...] = ()
+
+    @property
+    def may_write(self) -> bool:
+        return bool(self.opaque or self.writes or self.kinds & _WRITE_KINDS)
+
+    def merge(self, other: BodyEffects) -> BodyEffects:
+        return BodyEffects(
+            kinds=self.kinds | other.kinds, writes=self.writes | other.writes,
+            reads=self.reads | other.reads, functions=self.functions | other.functions,
+            unbounded=self.unbounded | other.unbounded,
+            settings=self.settings + tuple(s for s in other.settings if s not in self.settings),
+            read_write_requested=self.read_write_requested or other.read_write_requested,
+            opaque=self.opaque + tuple(o for o in other.opaque if o not in self.opaque))
+
+
+_NONE = BodyEffects()
+_cache: dict[tuple[int, str], BodyEffects] = {}
+_cache_lock = threading.Lock()
+_CACHE_MAX = 4096
+
+
+def _from_facts(facts: Iterable[StatementFacts]) -> BodyEffects:
+    out = _NONE
+    for f in facts:
+        out = out.merge(BodyEffects(
+            kinds=f.kinds, writes=f.writes, reads=f.reads, functions=f.functions,
+            unbounded=f.unbounded_writes, settings=f.settings,
+            read_write_requested=f.read_write_requested, opaque=f.opaque_reasons))
+    return out
+
+
+def _parse_sql(text: str) -> BodyEffects:
+    import pgparse
+
+    try:
+        parsed = pgparse.parse(text)
+    except Exception:  # noqa: BLE001 - unparseable here: we cannot know what it does
+        return BodyEffects(opaque=("a function body the analyzer cannot parse",))
+    return _from_facts(extract_all(text, parsed))
+
+
+_DYNAMIC = {"PLpgSQL_stmt_dynexecute": "dynamic EXECUTE",
+            "PLpgSQL_stmt_dynfors": "a loop over dynamic SQL",
+            "PLpgSQL_stmt_call": "CALL inside a body", "PLpgSQL_stmt_commit": "COMMIT",
+            "PLpgSQL_stmt_rollback": "ROLLBACK"}
+
+
+def _plpgsql(fn: Any) -> BodyEffects:
+    import pgparse
+
+    src = fn.source or ""
+    tag = "$gdb_body$"
+    if tag in src:
+        return BodyEffects(opaque=("a function body the analyzer cannot parse",))
+    returns = "trigger" if fn.result in ("trigger", "event_trigger") else fn.result
+    wrapper = (f"CREATE FUNCTION gdb_body({fn.arguments}) RETURNS {returns}"
+               f" LANGUAGE plpgsql AS {tag}{src}{tag}")
+    try:
+        tree = pgparse.parse_pgsql(wrapper)
+    except Exception:  # noqa: BLE001 - fail closed: an unparsed body may do anything
+        return BodyEffects(opaque=("a PL/pgSQL body the analyzer cannot parse",))
+    out = _NONE
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key in _DYNAMIC:
+                out = out.merge(BodyEffects(opaque=(f"{_DYNAMIC[key]} in a PL/pgSQL body",)))
+            elif key == "dynquery":
+                out = out.merge(BodyEffects(opaque=("dynamic SQL in a PL/pgSQL body",)))
+            if key == "PLpgSQL_expr" and isinstance(value, dict):
+                out = out.merge(_plpgsql_expr(str(value.get("query", "")),
+                                              int(value.get("parseMode", 0) or 0)))
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+    return out
+
+
+def _plpgsql_expr(query: str, mode: int) -> BodyEffects:
+    """One embedded SQL text: a statement (mode 0), an expression (2) or an assignment (3-5)."""
+    if mode == 0:
+        return _parse_sql(query)
+    if mode >= 3:
+        for sep in (":=", "="):
+            if sep in query:
+                query = query.split(sep, 1)[1]
+                break
+    return _parse_sql("SELECT " + query)
+
+
+def body_effects(fn: Any) -> BodyEffects:
+    """The effects of one function's own body (not of the functions it calls), cached."""
+    key = (int(fn.oid), str(fn.xmin))
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    lang = fn.language
+    if fn.sql_body or (lang == "sql" and not (fn.source or "").strip()):
+        out = BodyEffects(opaque=("a SQL-standard function body",))
+    elif lang == "sql":
+        out = _parse_sql(fn.source or "")
+    elif lang == "plpgsql":
+        out = _plpgsql(fn)
+    else:
+        out = BodyEffects(opaque=(f"a function written in language {lang}",))
+    with _cache_lock:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[key] = out
+    return out
+
+
+def function_effects(names: Iterable[str], catalog: Any) -> BodyEffects:
+    """The transitive effects of calling these (case-folded) function names.
+
+    Every overload of a name counts (the analyzer does not resolve argument types), which only
+    ever adds effects.
+    """
+    table = getattr(catalog, "functions", None) or {}
+    out = _NONE
+    seen: set[str] = set()
+    todo = [n for n in names if n in table]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for fn in table.get(name, ()):
+            eff = body_effects(fn)
+            out = out.merge(eff)
+            todo.extend(n for n in eff.functions if n in table and n not in seen)
+    return out
+
+
+def unknown_functions(s: StatementFacts, catalog: Any) -> frozenset[str]:
+    """Functions neither built in nor in the snapshot (created since it was taken)."""
+    builtins = getattr(catalog, "builtin_functions", None)
+    if not builtins or not s.functions:
+        return frozenset()
+    return frozenset(f for f in s.functions
+                     if f not in builtins and f not in catalog.user_functions)
+
+
+def with_function_effects(s: StatementFacts, catalog: Any) -> StatementFacts:
+    """``s`` with the effects of the user functions it calls counted as its own.
+
+    A function the catalog snapshot does not know yet may do anything: its effect is unknown
+    (the caller reloads the snapshot for the next statement).
+    """
+    if catalog is None or not s.functions:
+        return s
+    unknown = unknown_functions(s, catalog)
+    if unknown:
+        why = (f"it calls {', '.join(sorted(unknown))}, a function not known to the catalog"
+               " snapshot yet")
+        s = attrs.evolve(s, effect_unknown=(*s.effect_unknown, why), calls_writing_function=True)
+    if not getattr(catalog, "functions", None) or not s.functions & catalog.functions.keys():
+        return s
+    eff = function_effects(s.functions, catalog)
+    if eff is _NONE:
+        return s
+    kinds = s.kinds | (eff.kinds - {"SELECT"})
+    return attrs.evolve(
+        s, kinds=kinds, writes=s.writes | eff.writes, reads=s.reads | eff.reads,
+        functions=s.functions | eff.functions, unbounded_writes=s.unbounded_writes | eff.unbounded,
+        settings=s.settings + tuple(x for x in eff.settings if x not in s.settings),
+        read_write_requested=s.read_write_requested or eff.read_write_requested,
+        effect_unknown=s.effect_unknown + tuple(
+            f"it calls a function containing {o}" for o in eff.opaque
+            if f"it calls a function containing {o}" not in s.effect_unknown),
+        calls_writing_function=s.calls_writing_function or eff.may_write)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds known before a statement runs
+
+
+def static_bound(s: StatementFacts, catalog: Any) -> int | None:
+    """The most rows ``s`` can insert, update or delete, when known before it runs; else None.
+
+    0 for statements that change no rows at all (reads, transaction control, SET).
+    """
+    if s.effect_unknown or s.calls_writing_function or s.executes or s.opaque_reasons:
+        return None
+    if catalog is not None and s.functions & catalog.user_functions:
+        # Its body was read from the snapshot, which may predate a CREATE OR REPLACE: what
+        # it does is measured, never assumed.
+        return None
+    tree = s.tree or {}
+    if len(tree) != 1:
+        return 0 if not s.writes_data else None
+    (typ, body), = tree.items()
+    if typ not in _DML:
+        if s.kinds & {"INSERT", "UPDATE", "DELETE", "MERGE"}:
+            return None  # DML somewhere inside (EXPLAIN ANALYZE, a CTE of a SELECT, ...)
+        return 0 if not (s.kinds & {"COPY"}) else None
+    if typ == "MergeStmt" or body.get("withClause") or catalog is None:
+        return None
+    if len(s.writes) != 1 or s.kinds & {"MERGE"}:
+        return None
+    if catalog.user_functions and s.functions & catalog.user_functions:
+        return None
+    rel = catalog.resolve(next(iter(s.writes)))
+    if rel is None or rel.is_view or rel.oid in catalog.side_effect_tables:
+        return None
+    if typ == "InsertStmt":
+        sel = body.get("selectStmt")
+        if sel is None:
+            return 1  # DEFAULT VALUES
+        inner = sel.get("SelectStmt") if isinstance(sel, dict) else None
+        if not inner or not inner.get("valuesLists"):
+            return None  # INSERT ... SELECT: as many rows as the query returns
+        if any(inner.get(k) for k in ("fromClause", "whereClause", "withClause", "targetList")) \
+                or inner.get("op", "SETOP_NONE") != "SETOP_NONE":
+            return None
+        return len(inner["valuesLists"])
+    where = body.get("whereClause")
+    pinned = _pinned_columns(where, rel, body.get("relation") or {})
+    for key in catalog.unique_keys.get(rel.oid, ()):
+        if key and key <= pinned:
+            return 1
+    return None
+
+
+def _pinned_columns(where: Any, rel: Any, target: dict[str, Any]) -> frozenset[str]:
+    """Target columns the WHERE clause fixes to one constant or parameter (``col = $1``),
+    looking through AND only (an OR, a NOT or anything else pins nothing)."""
+    if not isinstance(where, dict) or len(where) != 1:
+        return frozenset()
+    (typ, body), = where.items()
+    if typ == "BoolExpr" and body.get("boolop") == "AND_EXPR":
+        out: frozenset[str] = frozenset()
+        for arg in body.get("args", ()):
+            out |= _pinned_columns(arg, rel, target)
+        return out
+    if typ != "A_Expr" or body.get("kind") != "AEXPR_OP":
+        return frozenset()
+    names = body.get("name") or ()
+    op = names[-1].get("String", {}).get("sval") if names and isinstance(names[-1], dict) else None
+    if op != "=" or len(names) != 1:
+        return frozenset()
+    for col_side, val_side in ((body.get("lexpr"), body.get("rexpr")),
+                               (body.get("rexpr"), body.get("lexpr"))):
+        col = _target_column(col_side, rel, target)
+        if col is not None and _is_constant(val_side):
+            return frozenset({col})
+    return frozenset()
+
+
+def _target_column(node: Any, rel: Any, target: dict[str, Any]) -> str | None:
+    if not isinstance(node, dict) or "ColumnRef" not in node:
+        return None
+    fields = node["ColumnRef"].get("fields") or ()
+    names = [f.get("String", {}).get("sval") if isinstance(f, dict) else None for f in fields]
+    if not names or any(n is None for n in names):
+        return None
+    alias = (target.get("alias") or {}).get("aliasname")
+    qualifiers = {alias} if alias else {rel.name, rel.qualname}
+    if len(names) == 2 and names[0] not in qualifiers:
+        return None
+    if len(names) == 3 and f"{names[0]}.{names[1]}" != rel.qualname:
+        return None
+    if len(names) > 3:
+        return None
+    col = str(names[-1])
+    return col if col in rel.columns else None
+
+
+def _is_constant(node: Any) -> bool:
+    """A literal or a bind parameter (possibly cast): one value for the whole statement."""
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    (typ, body), = node.items()
+    if typ == "A_Const":
+        return not body.get("isnull")
+    if typ == "ParamRef":
+        return True
+    if typ == "TypeCast":
+        return _is_constant(body.get("arg"))
+    return False
