@@ -206,16 +206,12 @@ def unknown_functions(s: StatementFacts, catalog: Any) -> frozenset[str]:
 def with_function_effects(s: StatementFacts, catalog: Any) -> StatementFacts:
     """``s`` with the effects of the user functions it calls counted as its own.
 
-    A function the catalog snapshot does not know yet may do anything: its effect is unknown
-    (the caller reloads the snapshot for the next statement).
+    A name the catalog snapshot does not know (a function created since, or attribute
+    notation such as ``ssn(u)``) adds nothing here: :func:`static_bound` measures such a
+    statement, and it is never given a READ WRITE transaction on its account.
     """
     if catalog is None or not s.functions:
         return s
-    unknown = unknown_functions(s, catalog)
-    if unknown:
-        why = (f"it calls {', '.join(sorted(unknown))}, a function not known to the catalog"
-               " snapshot yet")
-        s = attrs.evolve(s, effect_unknown=(*s.effect_unknown, why), calls_writing_function=True)
     if not getattr(catalog, "functions", None) or not s.functions & catalog.functions.keys():
         return s
     eff = function_effects(s.functions, catalog)
@@ -244,9 +240,10 @@ def static_bound(s: StatementFacts, catalog: Any) -> int | None:
     """
     if s.effect_unknown or s.calls_writing_function or s.executes or s.opaque_reasons:
         return None
-    if catalog is not None and s.functions & catalog.user_functions:
-        # Its body was read from the snapshot, which may predate a CREATE OR REPLACE: what
-        # it does is measured, never assumed.
+    if catalog is not None and (s.functions & catalog.user_functions
+                                or unknown_functions(s, catalog)):
+        # Its body was read from the snapshot, which may predate a CREATE OR REPLACE (or
+        # the function is newer than the snapshot): what it does is measured, not assumed.
         return None
     tree = s.tree or {}
     if len(tree) != 1:
