@@ -121,6 +121,8 @@ class GovernedConnectionMixin:
             return
         for sql in gov.session_sync_sql(identity, status == INTRANS):
             yield from self._exec_command(sql)  # type: ignore[attr-defined]
+            if status == INTRANS:
+                gov.tx_fresh = False  # a query ran in it: it can no longer become READ WRITE
         gov.session_synced(identity)
         gov.catalog_due()  # (ages the snapshot: also checked at connect)
         if gov.catalog_stale and not gov.catalog_forced:
@@ -130,6 +132,8 @@ class GovernedConnectionMixin:
                 gov.catalog = shared
                 gov.catalog_stale = False
         if gov.catalog_stale and self._pipeline is None:
+            if status == INTRANS:
+                gov.tx_fresh = False
             res = yield from self._exec_command(CATALOG_QUERY)  # type: ignore[attr-defined]
             if res is not None:
                 tx = Transformer(self)  # type: ignore[arg-type]
@@ -163,6 +167,8 @@ class GovernedConnectionMixin:
         another identity acted, or by psycopg internals)."""
         cmd: bytes = super()._get_tx_start_command()  # type: ignore[misc]
         gov = self._governor
+        if gov is not None:
+            gov.tx_fresh = True  # a transaction is starting: nothing has run in it yet
         if gov is not None and b"READ WRITE" in cmd:
             ident = gov.pending_identity or gov.identity()
             if gov.read_only_for(ident):

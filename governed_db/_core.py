@@ -375,6 +375,17 @@ class Governor:
                        affected_rows=extra.get("affected_rows"))
         return request_id, granted
 
+    def unverifiable_in_pipeline(self, ctx: StatementContext) -> StatementDenied:
+        """BEGIN/SET/RESET of a read-only identity in pipeline mode: the transaction mode
+        cannot be read back between pipelined statements, so it does not run."""
+        rule_ids = ("session.verify-server-state",)
+        self._record(ctx, outcome="denied", rules=list(rule_ids))
+        return StatementDenied(
+            "denied by policy rule `session.verify-server-state`: for a read-only identity,"
+            " transaction control and SET/RESET cannot run in pipeline mode (the session's"
+            " READ ONLY state is verified after each one); run it outside the pipeline",
+            rule_ids=rule_ids)
+
     def give_back_approval(self, ctx: StatementContext) -> None:
         """The statement did not run (error, rolled back): its approval stays usable."""
         if not ctx.approval_consumed or ctx.approval_id is None:

@@ -60,9 +60,10 @@ class GovernedCursorMixin:
             gov.auditor.check()
         ident = gov.identity()
         gov.pending_identity = ident
-        # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or autocommit):
-        # an allowed write of a read-only identity can still switch it to READ WRITE.
-        gov.tx_fresh = conn.pgconn.transaction_status == IDLE
+        if conn.pgconn.transaction_status == IDLE:
+            # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or
+            # autocommit): a read-only identity's allowed write can still make it READ WRITE.
+            gov.tx_fresh = True
         if ident is not gov.synced_identity or gov.catalog_due() \
                 or conn.pgconn.transaction_status not in _SYNCABLE:
             return self._gov_sync_then_start(ident, query)
@@ -78,8 +79,12 @@ class GovernedCursorMixin:
         gov = conn._governor
         ident, gov.pending_identity = gov.pending_identity, None
         ctx = gov.gate(pgq.query, pgq.params, ident)
+        gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         if conn._pipeline is not None:
+            if gov.read_only_for(ctx.identity) and any(
+                    st.kinds & TX_MODE_KINDS for st in ctx.statements):
+                raise gov.unverifiable_in_pipeline(ctx)
             conn._gov_inflight.append(ctx)
         return pgq
 
@@ -117,6 +122,10 @@ class GovernedCursorMixin:
             raise
         ctx = self._gov_ctx
         if ctx is not None and self._conn._pipeline is None:
+            if len(ctx.statements) == 1 and ctx.statements[0].kind in ("ROLLBACK", "ROLLBACK TO"):
+                # A rollback undoes session SETs made in the transaction (an identity synced
+                # inside it): the session is synced again before the next statement.
+                self._conn._governor.session_reset()
             yield from self._gov_check_tx_mode(ctx)
             self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
         return rv

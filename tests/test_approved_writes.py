@@ -231,3 +231,19 @@ def test_allowed_write_runs_read_write_and_nothing_else_does(dsn, one_log):
     assert _orders(dsn) == [(1,), (2,), (16,)]
     with psycopg.connect(dsn) as c:
         assert c.execute("SELECT count(*) FROM users").fetchone() == (2,)
+
+
+def test_transaction_block_first_statement_may_write(dsn, one_log):
+    """`with conn.transaction()` starts with BEGIN, which takes no snapshot: an allowed write
+    as its first statement runs; after a read it is refused and nothing is written."""
+    policy = _policy(approval=False)
+    with governed_db.connect(dsn, identity=AGENT, policy=policy, audit=one_log,
+                             autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(INSERT, (17, 1001, 5))
+            assert conn.execute("SHOW transaction_read_only").fetchone() == ("on",)
+        with pytest.raises(errors.StatementDenied) as ei, conn.transaction():
+            conn.execute("SELECT count(*) FROM orders")
+            conn.execute(INSERT, (18, 1001, 5))
+        assert ei.value.rule_ids == ("session.read-only",)
+    assert _orders(dsn) == [(1,), (2,), (17,)]

@@ -10,7 +10,7 @@ import pytest
 import governed_db
 from governed_db import Identity, acting_as, errors
 from governed_db.audit import AuditLog, VerificationError, load_public_key, query, verify
-from governed_db.policy import parse_policy
+from governed_db.policy import PolicyWarning, parse_policy
 
 from .conftest import AGENT, HUMAN
 
@@ -129,15 +129,26 @@ def test_identity_pushed_to_server_and_switched_per_statement(dsn, audit):
 
 
 def test_read_only_server_side_stops_writing_function(agent_conn, dsn, audit):
-    # A user-defined function is off the agent's function allow-list ...
+    # A user-defined function is off the agent's function allow-list, and its body is
+    # analyzed: the call is judged as the DELETE it runs.
     with pytest.raises(errors.StatementDenied) as ei:
         agent_conn.execute("SELECT purge_users()")
-    assert ei.value.rule_ids == ("function.allowlist",)
-    # ... and when a policy allows it, the server-side READ ONLY still stops its writes.
-    policy = parse_policy('[[rules]]\nid = "function.allowlist"\nallow = ["purge_users"]\n')
-    with governed_db.connect(dsn, identity=AGENT, policy=policy, audit=audit) as conn:
+    assert "function.allowlist" in ei.value.rule_ids
+    assert "statement.allowlist" in ei.value.rule_ids
+    # A body the analyzer cannot see into, under a policy that lets it through: the
+    # server-side READ ONLY still stops the write.
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("CREATE FUNCTION purge_dyn() RETURNS void LANGUAGE plpgsql AS"
+                    " $$BEGIN EXECUTE 'DELETE FROM ' || 'users'; END$$")
+    with pytest.warns(PolicyWarning):
+        policy = parse_policy('extends = "none"\n[[rules]]\nid = "statement.allowlist"\n'
+                              'allow = ["SELECT"]\n')
+    with governed_db.connect(dsn, identity=agent_conn.identity, policy=policy,
+                             audit=audit) as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            conn.execute("SELECT purge_users()")
+            conn.execute("SELECT purge_dyn()")
+    with psycopg.connect(dsn) as raw:
+        assert raw.execute("SELECT count(*) FROM users").fetchone() == (2,)
 
 
 def test_env_identity(dsn, audit, monkeypatch):

@@ -210,3 +210,14 @@ def test_read_write_setting_of_another_identity_does_not_carry_over(ro_db, audit
                 conn.execute("UPDATE t SET a = 99 WHERE a = 1")
             assert ei.value.rule_ids == ("session.read-only",)
     assert _state(ro_db) == before
+
+
+def test_transaction_mode_changes_refused_in_pipeline(ro_db, audit):
+    """Between pipelined statements the transaction mode cannot be read back."""
+    before = _state(ro_db)
+    with governed_db.connect(ro_db, identity=AGENT, policy=BYPASS, audit=audit) as conn:
+        with pytest.raises(errors.StatementDenied) as ei, conn.pipeline():
+            conn.execute("SET TRANSACTION READ WRITE")
+            conn.execute("UPDATE t SET a = 99")
+        assert ei.value.rule_ids == (VERIFY,)
+    assert _state(ro_db) == before
