@@ -84,7 +84,7 @@ def run(dsn: str, *, quick: bool, pin: tuple[int, int]) -> list[dict[str, Any]]:
         c.execute(SETUP)
     full = default_policy()
     without = attrs.evolve(full, rules=tuple(r for r in full.rules if r.id not in EFFECT_RULES))
-    rounds, per_round = (5, 60) if quick else (11, 150)
+    rounds, per_round = (3, 30) if quick else (7, 100)
     out: list[dict[str, Any]] = []
     for autocommit in (True, False):
         conns = {"raw psycopg": psycopg.connect(dsn, autocommit=autocommit),
