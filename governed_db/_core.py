@@ -75,7 +75,7 @@ class StatementContext:
     __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
                  "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
-                 "read_write", "approval_consumed")
+                 "read_write", "approval_consumed", "effect_check")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -98,6 +98,7 @@ class StatementContext:
         # A read-only identity's allowed write: runs in a transaction made READ WRITE for it.
         self.read_write = False
         self.approval_consumed = False  # given back when the statement does not run
+        self.effect_check = False  # runs under the exact blast radius (see gate())
         # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
         # result index -> ((output column, its base columns or "?"), ...): names, no values
@@ -185,6 +186,9 @@ class Governor:
         self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
         self._plans: dict[tuple[Any, ...], tuple[tuple[MaskPlan | None, dict[str, str],
                                                         frozenset[str]], Any]] = {}
+        # By the decision key: (runs under the blast radius, changes data a READ ONLY
+        # transaction refuses) — both depend only on the text, identity and snapshot.
+        self._effects: dict[tuple[Any, ...], tuple[bool, bool]] = {}
 
     # -- catalog snapshot ----------------------------------------------------------------------
 
@@ -299,9 +303,19 @@ class Governor:
                 " transaction control and SET/RESET must be sent as statements of their own"
                 " (the session's READ ONLY state is verified after each one); send the"
                 " statements one at a time", rule_ids=("session.verify-server-state",))
-        read_write = (decision.would in ("allow", "approval") and self.read_only_for(ident)
-                      and any(s.kinds & READ_WRITE_KINDS or s.calls_writing_function
-                              for s in statements))
+        effects = self._effects.get(key)
+        if effects is None:
+            effects = (decision.checks_effect and self._needs_effect_check(
+                           statements, decision.affected_row_limit, decision.full_table_min_rows),
+                       any(s.kinds & READ_WRITE_KINDS or s.calls_writing_function
+                           for s in statements))
+            if key in self._decisions:  # cacheable (no session-dependent EXECUTE/FETCH)
+                if len(self._effects) >= 2048:
+                    self._effects.clear()
+                self._effects[key] = effects
+        ctx.effect_check = effects[0]
+        read_write = (effects[1] and decision.would in ("allow", "approval")
+                      and self.read_only_for(ident))
         if read_write and not self.tx_fresh:
             # A READ ONLY transaction that already ran a query cannot become READ WRITE
             # (PostgreSQL refuses once a snapshot was taken). Say so before any approval
@@ -487,11 +501,7 @@ class Governor:
         :func:`~governed_db.analysis._effects.static_bound`): a point write by unique key or
         an ``INSERT ... VALUES`` under the limit costs nothing extra.
         """
-        d = ctx.decision
-        if not d.checks_effect:
-            return False
-        return self._needs_effect_check(ctx.statements, d.affected_row_limit,
-                                        d.full_table_min_rows)
+        return ctx.effect_check
 
     def _needs_effect_check(self, statements: Sequence[StatementFacts], limit: int | None,
                             full_min: int | None) -> bool:

@@ -93,6 +93,8 @@ class GovernedCursorMixin:
         checked) instead of in a pipeline: only when the statement's effect is not bounded in
         advance within the identity's limits (``INSERT ... VALUES`` by key stays pipelined)."""
         gov = self._conn._governor
+        if gov.read_only_for(gov.identity()):
+            return True  # an allowed write may need its own READ WRITE switch: no pipeline
         if not gov.limits_rows():
             return False
         from collections.abc import Sequence

@@ -7,7 +7,7 @@ import pytest
 
 import governed_db
 from governed_db import Identity, errors
-from governed_db.policy import parse_policy
+from governed_db.policy import PolicyWarning, parse_policy
 
 SERVICE = Identity("billing-job", "service")
 APPROVER = Identity("carol", "human")
@@ -172,8 +172,13 @@ def test_pipeline_runs_writes_bounded_in_advance(fanout, audit):
 
 
 def test_missing_max_rows_is_a_policy_error():
-    with pytest.raises(errors.PolicyError, match="needs max_rows"):
-        parse_policy('[[rules]]\nid = "statement.affected-row-limit"\n')
+    # Layered on the default profile the rule inherits max_rows_by_kind; alone it needs one.
+    with pytest.raises(errors.PolicyError, match="needs max_rows"), \
+            pytest.warns(PolicyWarning):
+        parse_policy('extends = "none"\n[[rules]]\nid = "statement.affected-row-limit"\n')
+    layered = parse_policy('[[rules]]\nid = "statement.affected-row-limit"\nmax_rows = 3\n')
+    (rule,) = [r for r in layered.rules if r.id == "statement.affected-row-limit"]
+    assert rule.params["max_rows"] == 3 and "max_rows_by_kind" in rule.params
 
 
 @pytest.mark.parametrize("how", ["fetchall", "iterate", "server-cursor", "stream"])

@@ -15,15 +15,19 @@ import pytest
 
 import governed_db
 from governed_db import Identity, errors
-from governed_db.policy import default_policy, parse_policy
+from governed_db.policy import PolicyWarning, default_policy, parse_policy
 
 AGENT = Identity("recs-bot", "ai_agent")
 HUMAN = Identity("alice", "human")
 VERIFY = "session.verify-server-state"
 
-# Only the statement allow-list: no function.deny, no session.disallow-security-settings, no
-# statement.opaque — so the server-state check is the only line left.
-BYPASS = parse_policy("""
+# Only the statement allow-list (extends = "none"): no function.deny, no
+# session.disallow-security-settings, no statement.opaque, no function or SET allow-lists — so
+# the server-state check is the only line left.
+with pytest.warns(PolicyWarning, match='extends = "none"'):
+    BYPASS = parse_policy("""
+extends = "none"
+
 [[rules]]
 id = "statement.allowlist"
 identity_kinds = ["ai_agent"]
