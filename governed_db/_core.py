@@ -52,9 +52,8 @@ TX_MODE_KINDS = frozenset({"BEGIN", "SET", "RESET", "TRANSACTION"})
 # inserted, updated, deleted, and the statistics' estimate of the table's live rows (which
 # decides whether an exact count is needed to tell "every row" apart from "many rows").
 BLAST_COUNT_SQL = (b"SELECT x.relid::pg_catalog.regclass::text, x.n_tup_ins, x.n_tup_upd,"
-                   b" x.n_tup_del, coalesce(s.n_live_tup, 0)"
+                   b" x.n_tup_del, pg_catalog.pg_stat_get_live_tuples(x.relid)"
                    b" FROM pg_catalog.pg_stat_xact_user_tables x"
-                   b" LEFT JOIN pg_catalog.pg_stat_user_tables s USING (relid)"
                    b" WHERE x.n_tup_ins + x.n_tup_upd + x.n_tup_del > 0")
 BLAST_SAVEPOINT = b"governed_db_blast_radius"
 # Statement kinds a READ ONLY transaction refuses: an allowed (or approved) one of these, run
