@@ -135,10 +135,11 @@ async def test_tampered_server_state_closes_the_session_async(ro_db, audit, shap
 
 
 @pytest.mark.parametrize("sql,rule", [
-    ("SELECT rw_sql()", "function.deny"),
-    ("SELECT rw_definer()", "function.deny"),
+    ("SELECT rw_sql()", "function.allowlist"),  # user functions: not on the agent's list
+    ("SELECT rw_definer()", "function.allowlist"),
     ("SELECT rw_dynamic()", "statement.opaque"),
-    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", "statement.allowlist"),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+     "session.disallow-security-settings"),
     ("BEGIN READ WRITE", "session.disallow-security-settings"),
 ])
 def test_default_profile_denies_before_it_runs(ro_db, audit, sql, rule):
