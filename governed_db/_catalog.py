@@ -66,6 +66,12 @@ UNION ALL
 SELECT DISTINCT NULL::int8, NULL::text, o.oprname::text, 'O', NULL::int4[], NULL::text[], NULL::text
 FROM pg_catalog.pg_operator o
 WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+UNION ALL
+SELECT NULL, NULL, n.name, 'N', NULL, NULL, NULL
+FROM (SELECT typname::text FROM pg_catalog.pg_type
+      UNION SELECT conname::text FROM pg_catalog.pg_constraint
+      UNION SELECT relname::text FROM pg_catalog.pg_class WHERE relkind IN ('i', 'I', 'S')
+      UNION SELECT nspname::text FROM pg_catalog.pg_namespace) AS n(name)
 """
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
@@ -133,7 +139,8 @@ class Catalog:
                  user_operators: Iterable[str] = (),
                  functions: Iterable[FunctionInfo] = (),
                  unique_keys: Iterable[tuple[int, Sequence[int]]] = (),
-                 side_effect_tables: Iterable[int] = ()) -> None:
+                 side_effect_tables: Iterable[int] = (),
+                 other_names: Iterable[str] = ()) -> None:
         self.by_oid = {r.oid: r for r in relations}
         self.by_name = {(r.schema, r.name): r for r in self.by_oid.values()}
         self.search_path = tuple(search_path)
@@ -156,9 +163,26 @@ class Catalog:
         self.unique_keys = {k: tuple(v) for k, v in keys.items()}
         self.side_effect_tables = frozenset(side_effect_tables)
         self.version = version
+        self.other_names = frozenset(other_names)  # types, constraints, indexes, schemas
+        self._identifiers: frozenset[str] | None = None
         self.loaded_at = time.monotonic()
         self._view_lineage: dict[int, Any] = {}
         self.lock = threading.Lock()
+
+    @property
+    def identifiers(self) -> frozenset[str]:
+        """Every catalog name a server message may quote (relations, columns, schemas,
+        functions, types, constraints, indexes), lower-cased: error text may echo them."""
+        if self._identifiers is None:
+            names: set[str] = set(self.user_functions) | self.builtin_functions
+            for rel in self.by_oid.values():
+                names.add(rel.name)
+                names.add(rel.schema)
+                names.update(rel.columns)
+            names.update(self.search_path)
+            names.update(self.other_names)
+            self._identifiers = frozenset(n.lower() for n in names)
+        return self._identifiers
 
     def fresh(self) -> bool:
         """Younger than REFRESH_SECONDS: schema changes made by other sessions (a renamed
@@ -167,13 +191,15 @@ class Catalog:
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
-        rels, path, funcs, builtins, ops = [], [], [], [], []
+        rels, path, funcs, builtins, ops, names_ = [], [], [], [], [], []
         infos: list[FunctionInfo] = []
         keys: list[tuple[int, Sequence[int]]] = []
         side: list[int] = []
         for oid, schema, name, kind, attnums, names, viewdef in rows:
             if kind == "O":
                 ops.append(str(name))
+            elif kind == "N":
+                names_.append(str(name))
             elif kind == "F":
                 funcs.append(str(name).lower())
                 if oid is not None and names:
@@ -197,7 +223,7 @@ class Catalog:
                                      viewdef=viewdef))
         return cls(rels, path, funcs, version, builtin_functions=builtins,
                    user_operators=ops, functions=infos, unique_keys=keys,
-                   side_effect_tables=side)
+                   side_effect_tables=side, other_names=names_)
 
     def resolve(self, name: str) -> Relation | None:
         """The relation an (optionally schema-qualified) name means on this session."""

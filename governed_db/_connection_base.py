@@ -17,7 +17,8 @@ from psycopg.rows import tuple_row
 from . import _config
 from . import testing as _testing
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
-from ._core import Governor, redact_exception, redacted_diag_info
+from ._core import Governor, redact_exception
+from ._redact import Allowed, redact_fields
 from .errors import InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
 from .masking import mask_text_values
@@ -228,12 +229,15 @@ class GovernedConnectionMixin:
             self._governor.event("rollback")
 
     def _gov_redact(self, exc: BaseException) -> BaseException:
+        gov = self._governor
+        allowed, echo = gov.error_allowed(getattr(self, "_gov_inflight", ())) \
+            if gov is not None else (Allowed(()), False)
         for ctx in getattr(self, "_gov_inflight", ()):
             if not ctx.finished and self._governor is not None:
                 self._governor.failed(ctx, exc)
         if getattr(self, "_gov_inflight", None):
             self._gov_inflight.clear()
-        out = redact_exception(exc)
+        out = redact_exception(exc, allowed, echo)
         if _testing._monitor is not None:
             _testing._monitor.check("error", out)
         return out
@@ -263,7 +267,10 @@ def _notice_handler(wself: Any, res: Any) -> None:
     if not (self and self._notice_handlers):
         return
     raw = e.Diagnostic(res, self.pgconn._encoding)
-    diag = e.Diagnostic(redacted_diag_info(raw, raw.sqlstate), self.pgconn._encoding)
+    gov = self._governor
+    # RAISE NOTICE text goes through the same allow-list as errors.
+    allowed, echo = gov.error_allowed() if gov is not None else (Allowed(()), False)
+    diag = e.Diagnostic(redact_fields(raw, allowed, echo=echo), "utf-8")
     if _testing._monitor is not None:
         _testing._monitor.check("notice", [diag.message_primary, diag.message_detail,
                                            diag.message_hint])

@@ -11,6 +11,7 @@ shells run it.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import itertools
@@ -30,7 +31,8 @@ from .analysis._lineage import UNKNOWN, statement_lineage
 from .errors import ApprovalRequired, StatementDenied
 from .guardrails import Decision, effective_facts, evaluate, rule_limit
 from .identity import Identity, current_identity, derived_identity
-from .masking import Classifier, ColumnMask, MaskPlan, redact_message
+from ._redact import Allowed, RedactedResult, message_from_fields, redact_fields
+from .masking import Classifier, ColumnMask, MaskPlan
 from .policy import Policy
 
 __all__ = ["Governor", "StatementContext"]
@@ -181,6 +183,9 @@ class Governor:
         self.violation: str | None = None
         self.last_statement_id: str | None = None
         self._param_key = _config.param_hash_key()
+        # (identity, analysis) of the last statement sent: error and notice text may echo
+        # its tokens back.
+        self.sent: collections.deque[tuple[Identity, Analysis]] = collections.deque(maxlen=1)
         # Caches: decisions by (text, identity), mask plans by (text, result shape, identity).
         self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
         self._plans: dict[tuple[Any, ...], tuple[tuple[MaskPlan | None, dict[str, str],
@@ -283,6 +288,7 @@ class Governor:
                 self._decisions[key] = (statements, decision)
         else:
             statements, decision = cached
+        self.sent.append((ident, analysis))
         ctx = StatementContext(
             id=_next_id(), identity=ident, analysis=analysis, statements=statements,
             decision=decision, started=started, params=params, param_key=self._param_key)
@@ -342,7 +348,8 @@ class Governor:
             self.mark_catalog_stale()  # a function created since the snapshot
         decision = evaluate(self.policy, ident, analysis, statements,
                             read_only=self.read_only_for(ident), catalog=self.catalog)
-        return statements, self._check_predicates(ident, statements, decision)
+        decision = self._check_predicates(ident, statements, decision)
+        return statements, self._check_notify(ident, statements, decision)
 
     def _approve(self, ctx: StatementContext, ident: Identity, analysis: Analysis,
                  decision: Decision) -> None:
@@ -420,33 +427,11 @@ class Governor:
                  if r.id == "column.disallow-predicate-on-masked"]
         if not rules or (decision.action == "deny" and not decision.observe):
             return decision
-        from .analysis._facts import predicate_columns
         from .guardrails import Finding, rebuild_decision
 
         probed: set[str] = set()
         for s in statements:
-            names = predicate_columns(s.tree)
-            if not names:
-                continue
-            for table in s.reads | s.writes:
-                rel = self.catalog.resolve(table) if self.catalog is not None else None
-                if rel is None:
-                    # Unknown table (or no catalog yet): judge by the column names alone.
-                    probed.update(f"{table}.{n}" for n in names
-                                  if self._masked_for("?", table, n, ident))
-                    continue
-                if rel.is_view:
-                    from .analysis._lineage import relation_columns
-
-                    for col, sources in relation_columns(rel, self.catalog):
-                        if col.lower() in names and any(
-                                src == UNKNOWN or self._masked_for(*_split3(src), ident)
-                                for src in sources):
-                            probed.add(f"{rel.name}.{col}")
-                    continue
-                for col in rel.columns:
-                    if col.lower() in names and self._masked_for(rel.schema, rel.name, col, ident):
-                        probed.add(f"{rel.name}.{col}")
+            probed |= self._probed_columns(s, ident)
         if not probed:
             return decision
         cfg = rules[0]
@@ -455,6 +440,76 @@ class Governor:
             f" would reveal their values to a {ident.kind} identity; select them (masked)"
             " instead of filtering on them"))
         return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _check_notify(self, ident: Identity, statements: Sequence[StatementFacts],
+                      decision: Decision) -> Decision:
+        """``notify.disallow-sensitive-payload``: ``pg_notify`` with a channel or payload
+        that is not a constant or parameter, in a statement that may read a value masked for
+        the identity. Other listeners are not governed: a payload leaves unmasked."""
+        rules = [r for r in self.policy.rules_for(ident)
+                 if r.id == "notify.disallow-sensitive-payload"]
+        if not rules or (decision.action == "deny" and not decision.observe):
+            return decision
+        from .guardrails import Finding, rebuild_decision
+
+        hit = any(_computed_notify(s.tree) and
+                  self._may_touch_sensitive(s, self.catalog, ident) for s in statements)
+        if not hit:
+            return decision
+        cfg = rules[0]
+        finding = Finding(rule_id=cfg.id, level=cfg.level, message=(
+            "pg_notify with a channel or payload computed from table data is not allowed when"
+            " the statement may read masked columns: listeners on other connections would"
+            " receive it unmasked; send a constant payload (such as an id from a column that"
+            " is not masked) instead"))
+        return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _probed_columns(self, s: StatementFacts, ident: Identity) -> set[str]:
+        """Masked columns (``table.column``) that decide which rows ``s`` returns or touches,
+        followed by lineage (see ``analysis._probes``); by name where lineage cannot be had."""
+        from .analysis._probes import deciding_sources
+
+        catalog = self.catalog
+        sources = deciding_sources(s.tree, catalog) if catalog is not None else None
+        if sources is None:
+            return self._probed_by_name(s, ident)
+        probed = set()
+        for src in sources:
+            if src == UNKNOWN:
+                if self._may_touch_sensitive(s, catalog, ident):
+                    probed.add("(a value of unknown lineage)")
+                continue
+            schema, table, column = _split3(src)
+            if self._masked_for(schema, table, column, ident):
+                probed.add(f"{table}.{column}")
+        return probed
+
+    def _probed_by_name(self, s: StatementFacts, ident: Identity) -> set[str]:
+        from .analysis._facts import predicate_columns
+
+        probed: set[str] = set()
+        names = predicate_columns(s.tree)
+        if not names:
+            return probed
+        for table in s.reads | s.writes:
+            rel = self.catalog.resolve(table) if self.catalog is not None else None
+            if rel is None:
+                probed.update(f"{table}.{n}" for n in names
+                              if self._masked_for("?", table, n, ident))
+                continue
+            if rel.is_view:
+                from .analysis._lineage import relation_columns
+
+                for col, sources in relation_columns(rel, self.catalog):
+                    if col.lower() in names and any(
+                            src == UNKNOWN or self._masked_for(*_split3(src), ident)
+                            for src in sources):
+                        probed.add(f"{rel.name}.{col}")
+                continue
+            for col in rel.columns:
+                if col.lower() in names and self._masked_for(rel.schema, rel.name, col, ident):
+                    probed.add(f"{rel.name}.{col}")
+        return probed
 
     def _masked_for(self, schema: str, table: str, column: str, ident: Identity) -> bool:
         found = self.classifier.column(schema, table, column, ident)
@@ -798,14 +853,18 @@ class Governor:
             # a shape-keeping strategy (e-mail domain, last four) applied to the combined text
             # would reveal the other columns, so the whole value is redacted.
             strongest = ("redact", strongest[1])
-        elif strongest is not None and strongest[0] == "email" and not direct:
-            # A value *derived* from an e-mail (reverse(email), substr(...)) may put the local
-            # part where the domain should be: keeping "the domain" could reveal it.
+        elif strongest is not None and strongest[0] in _PARTIAL and not direct:
+            # A value *derived* from a sensitive column is masked as a whole: a shape-keeping
+            # strategy applied to an expression shows whatever the expression put in the kept
+            # part (``repeat('.', 8) || substr(ssn, k, 4)`` under "last four" reveals any four
+            # characters; reverse(email) puts the local part where the domain should be), and a
+            # keyed hash of substr(ssn, k, 1) splits rows by one hidden digit.
             strongest = ("redact", strongest[1])
         if strongest is not None:
             reason = strongest[1] if direct else f"lineage:{strongest[1]}"
             return ColumnMask(strategy=strongest[0], reason=reason,
-                              sources=tuple(sorted(sources)), keyed=keyed)
+                              sources=tuple(sorted(sources)), keyed=keyed,
+                              derived=not direct)
         if unknown:
             return self._unknown_column(i, result, stmt, catalog, ident)
         return None
@@ -957,60 +1016,99 @@ class Governor:
         if self.auditor is not None:
             self.auditor.event(kind, identity or self.identity(), self.conn_info, **fields)
 
+    def error_allowed(self, in_flight: Iterable[StatementContext] = ()) -> tuple[Allowed, bool]:
+        """What server text may echo now: the statement(s) whose result it is — the last one
+        sent, and those still in flight in a pipeline — and catalog identifiers.
+
+        Only the statement(s) in question: echoing a value the caller sent in an earlier
+        statement would let one statement carry the guesses another one's error confirms."""
+        pairs = [(ctx.identity, ctx.analysis) for ctx in in_flight]
+        if self.sent:
+            pairs.append(self.sent[-1])
+        catalog = self.catalog
+        allowed = Allowed([a.text for _, a in pairs],
+                          catalog.identifiers if catalog is not None else ())
+        return allowed, all(self._echo_safe(ident, a) for ident, a in pairs)
+
+    def _echo_safe(self, ident: Identity, analysis: Analysis) -> bool:
+        """Whether errors of ``analysis`` may echo its literals: it reads no column masked for
+        ``ident`` (an UPDATE, DELETE, MERGE or upsert reads its target's rows too), calls no
+        user function and reads no view whose body could."""
+        catalog = self.catalog
+        if catalog is None or analysis.error is not None:
+            return False
+        for s in analysis.statements:
+            tables = set(s.reads)
+            if s.kind != "INSERT" or (s.tree.get("InsertStmt") or {}).get("onConflictClause"):
+                tables |= s.writes
+            probe = attrs.evolve(s, reads=frozenset(tables), writes=frozenset())
+            if self._may_touch_sensitive(probe, catalog, ident):
+                return False
+        return True
+
     def redact_error(self, exc: BaseException) -> BaseException:
         """The same exception class, SQLSTATE kept, with data values removed from its text."""
-        return redact_exception(exc)
+        return redact_exception(exc, *self.error_allowed())
 
 
-def redacted_diag_info(diag: Any, sqlstate: str | None) -> dict[int, bytes | None]:
-    """A server message's fields, with data values removed from every text field."""
-    from psycopg.pq import DiagnosticField as F
-
-    info: dict[int, bytes | None] = {}
-    if diag is None:
-        return info
-    for field, attr in ((F.SQLSTATE, "sqlstate"), (F.SEVERITY, "severity"),
-                        (F.SEVERITY_NONLOCALIZED, "severity_nonlocalized"),
-                        (F.MESSAGE_PRIMARY, "message_primary"),
-                        (F.MESSAGE_DETAIL, "message_detail"), (F.MESSAGE_HINT, "message_hint"),
-                        (F.CONTEXT, "context"), (F.SCHEMA_NAME, "schema_name"),
-                        (F.TABLE_NAME, "table_name"), (F.COLUMN_NAME, "column_name"),
-                        (F.DATATYPE_NAME, "datatype_name"),
-                        (F.CONSTRAINT_NAME, "constraint_name"),
-                        (F.STATEMENT_POSITION, "statement_position")):
-        value = getattr(diag, attr, None)
-        if value is None:
-            continue
-        if attr in ("message_primary", "message_detail", "message_hint", "context"):
-            value = redact_message(value, sqlstate, field={
-                "message_primary": "message", "message_detail": "detail",
-                "message_hint": "hint", "context": "context"}[attr])
-        info[int(field)] = str(value).encode()
-    return info
-
-
-def redact_exception(exc: BaseException) -> BaseException:
+def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -> BaseException:
+    """A server error re-raised as the same class (SQLSTATE kept) whose message, detail, hint,
+    context, identifier fields and ``pgresult`` echo only what ``allowed`` permits (see
+    ``_redact``). Errors raised by the client library itself carry no server text: kept."""
     import psycopg
 
     if not isinstance(exc, psycopg.Error) or isinstance(exc, StatementDenied):
         return exc
-    diag = getattr(exc, "diag", None)
-    sqlstate = getattr(exc, "sqlstate", None)
-    message = redact_message(str(exc), sqlstate) or ""
-    if message == str(exc) and not (diag and (diag.message_detail or diag.context)):
+    diag = exc.diag
+    if diag.sqlstate is None:
         return exc
-    info = redacted_diag_info(diag, sqlstate)
-    new = type(exc)(message, info=info or None)
+    info = redact_fields(diag, allowed, echo=echo)
+    pgres = exc.pgresult
+    status = pgres.status if pgres is not None else None
+    new = type(exc)(message_from_fields(info), info=RedactedResult(info, status),
+                    pgconn=exc.pgconn)
     return new
 
 
 _SHAPED = frozenset({"partial", "email"})
+# Strategies that keep part of a value (or its equality classes): direct references only.
+_PARTIAL = frozenset({"partial", "email", "hash"})
 
 
 def _split3(src: str) -> tuple[str, str, str]:
     """``schema.table.column`` (the column may contain dots)."""
     schema, table, column = src.split(".", 2)
     return schema, table, column
+
+
+def _computed_notify(tree: Any) -> bool:
+    """Whether the tree calls ``pg_notify`` with an argument that is not a constant or a
+    parameter (``pg_notify('c', email)``, ``pg_notify('c', (SELECT …))``)."""
+    from .analysis._facts import funcname
+
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            call = node.get("FuncCall")
+            if isinstance(call, dict) and funcname(call) == "pg_notify":
+                if any(not _constant(arg) for arg in call.get("args") or ()):
+                    return True
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return False
+
+
+def _constant(node: Any) -> bool:
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    (typ, body), = node.items()
+    if typ in ("A_Const", "ParamRef"):
+        return True
+    if typ == "TypeCast":
+        return _constant(body.get("arg"))
+    return False
 
 
 def _rv_name(rv: Mapping[str, Any]) -> str:

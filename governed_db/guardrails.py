@@ -549,6 +549,9 @@ RULES: dict[str, Rule] = {
         Rule("column.disallow-predicate-on-masked", "no WHERE/JOIN/HAVING/GROUP BY/ORDER BY"
              " on columns the identity sees masked (inference by probing)", _never,
              runtime=True),
+        Rule("notify.disallow-sensitive-payload", "no pg_notify channel/payload computed from"
+             " a statement that may read masked columns (listeners are not governed)", _never,
+             runtime=True),
     )
 }
 

@@ -31,7 +31,6 @@ __all__ = [
     "classify_name",
     "detect",
     "mask_text_values",
-    "redact_message",
     "strategy_for",
 ]
 
@@ -237,23 +236,28 @@ class ColumnMask:
             ``detected`` — recorded in the audit trail.
         sources: the base columns it derives from (for records and structured values).
         keyed: per-key strategies for JSON objects whose keys are source column names.
+        derived: the value is computed (not a stored column as is): JSON object keys that
+            are not source column names are masked like values (``json_object_agg(email,
+            1)`` puts the e-mails in the keys).
     """
 
     strategy: str
     reason: str
     sources: tuple[str, ...] = ()
     keyed: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
+    derived: bool = False
 
 
 class _Masker:
     """Applies a ColumnMask to any Python value psycopg loaded, preserving types."""
 
-    __slots__ = ("text_fn", "strategy", "keyed_fns", "key", "detect_only")
+    __slots__ = ("text_fn", "strategy", "keyed_fns", "key", "detect_only", "mask_keys")
 
     def __init__(self, cm: ColumnMask, key: bytes) -> None:
         self.strategy = cm.strategy
         self.key = key
         self.detect_only = cm.strategy == "detect"
+        self.mask_keys = cm.derived or cm.reason == "unknown-lineage"
         self.text_fn = None if self.detect_only else _strategy_text(cm.strategy, key)
         self.keyed_fns = {k: _strategy_text(v, key) for k, v in cm.keyed.items()}
 
@@ -265,6 +269,19 @@ class _Masker:
                 return mask_text_values(value, self.key)
             return self.text_fn(value)  # type: ignore[misc]
         if isinstance(value, dict):
+            if self.mask_keys and not self.detect_only:
+                # Keys that are not source column names may be data: masked, numbered so
+                # the object keeps its size (only the count of keys shows).
+                out: dict[Any, Any] = {}
+                for n, (k, v) in enumerate(value.items(), start=1):
+                    if str(k).lower() in self.keyed_fns:
+                        out[k] = self._keyed(k, v)
+                    else:
+                        out[f"{REDACTED}{n}"] = self(v)
+                return out
+            if self.detect_only:
+                return {mask_text_values(k, self.key) if isinstance(k, str) else k:
+                        self._keyed(k, v) for k, v in value.items()}
             return {k: self._keyed(k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self(v) for v in value) if isinstance(value, list) else tuple(
@@ -429,38 +446,6 @@ class Classifier:
 def _names(schema: str, table: str, column: str) -> tuple[str, ...]:
     t, c, s = table.lower(), column.lower(), schema.lower()
     return (f"{t}.{c}", f"{s}.{t}.{c}", c)
-
-
-# -- error text ----------------------------------------------------------------------------------
-
-_QUOTED = re.compile(r'"(?:[^"]|"")*"')
-_PAREN_VALUE = re.compile(r"=\((.*)\)")
-_FAILING_ROW = re.compile(r"(Failing row contains )\((.*)\)", re.S)
-_VALUE_CLASSES = ("22", "23", "P0", "XX", "39", "38", "2F", "42")
-
-
-def redact_message(text: str | None, sqlstate: str | None, *, field: str = "message") -> str | None:
-    """Remove values a server message may carry, keeping what a person/model needs.
-
-    ``Key (email)=(a@x.com) already exists`` → ``Key (email)=(****) already exists``;
-    ``invalid input syntax for type integer: "a@x"`` → ``...: "****"``. Identifiers in
-    messages of other classes (``relation "users" does not exist``) are kept: they help the
-    caller fix the statement and are not data.
-    """
-    if not text:
-        return text
-    out = text
-    cls = (sqlstate or "")[:2]
-    # Values in parentheses (unique/foreign-key details, "Failing row contains (...)") go
-    # wherever they appear: str(exc) carries the DETAIL section inside the message too.
-    out = _FAILING_ROW.sub(r"\1(" + REDACTED + ")", out)
-    out = _PAREN_VALUE.sub("=(" + REDACTED + ")", out)
-    # Quoted text is a value in data exceptions and user-raised errors; in integrity errors the
-    # primary message quotes constraint names (kept: they help), the detail quotes values.
-    if cls in ("22", "P0", "XX", "39", "38", "2F") or field in ("detail", "context"):
-        out = _QUOTED.sub('"' + REDACTED + '"', out)
-        out = re.sub(r"'(?:[^']|'')*'", "'" + REDACTED + "'", out)
-    return mask_text_values(out)
 
 
 def join_sources(parts: Iterable[str]) -> tuple[str, ...]:

@@ -44,7 +44,7 @@ class Analysis:
         statements: facts per statement, in order (empty for an empty query).
         error: the parser's message when the text does not parse (then nothing runs).
         normalized: the text with every literal replaced by ``$n`` and comments removed, in
-            every statement kind (see ``_normalize``); a placeholder naming the statement
+            every statement kind (see the ``_normalize`` module); a placeholder naming the statement
             kinds when that cannot be done with confidence. Never the raw text.
         fingerprint: libpg_query's fingerprint, equal for statements differing in literals;
             for text that does not parse, ``text:`` and a keyed hash of it.
@@ -75,7 +75,7 @@ class Analysis:
     @property
     def normalized(self) -> str:
         if self._normalized is None:
-            self._normalized = _normalize(self)
+            self._normalized = _normalized_text(self)
         return self._normalized
 
     @property
@@ -125,7 +125,7 @@ def _parse(text: str) -> Analysis:
     return Analysis(text=text, statements=extract_all(text, parsed), error=None)
 
 
-def _normalize(analysis: Analysis) -> str:
+def _normalized_text(analysis: Analysis) -> str:
     """Literal- and comment-free text, or a placeholder: never the raw text (fail closed)."""
     if analysis.error is not None:
         return placeholder(())

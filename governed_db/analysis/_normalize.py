@@ -26,18 +26,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["neutral_text", "normalize_statement", "placeholder"]
+__all__ = ["neutral_text", "normalize_statement", "placeholder", "statement_fragments"]
 
-_IDENT_START = re.compile(r"[A-Za-z_\u0080-\U0010ffff]")
-_IDENT = re.compile(r"[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*")
-_PARAM = re.compile(r"\$\d+")
-_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$")
-# Numbers as scan.l (PG 17) reads them, digit separators included; anything glued to a number
-# ("123abc") is a parse error since PG 16 and never reaches here.
-_NUMBER = re.compile(
-    r"0[xX](?:_?[0-9A-Fa-f])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+"
-    r"|(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][-+]?\d(?:_?\d)*)?")
-_SPACE = " \t\n\r\f\v"
+# Numbers as scan.l (PG 17) reads them, digit separators included (in _MASTER); anything
+# glued to a number ("123abc") is a parse error since PG 16 and never reaches here.
 
 # token kinds
 _LIT, _WORD, _OTHER = 0, 1, 2
@@ -47,135 +39,90 @@ class _LexError(Exception):
     pass
 
 
-def _string_end(text: str, start: int, *, backslash: bool) -> int:
-    """Index just past the closing quote of a '…' literal whose opening quote is at start."""
-    i = start + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if backslash and ch == "\\":
-            i += 2
-            continue
-        if ch == "'":
-            if i + 1 < n and text[i + 1] == "'":
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    raise _LexError("unterminated string")
+_MASTER = re.compile(r"""
+    (?P<ws>[ \t\n\r\f\v]+)
+  | (?P<line>--[^\n]*)
+  | (?P<block>/\*)
+  | (?P<lit>[eE]'(?:[^'\\]|\\.|'')*'
+          | [bBxX]'(?:[^']|'')*'
+          | [uU]&'(?:[^']|'')*'
+          | '(?:[^']|'')*')
+  | (?P<word>[uU]&"(?:[^"]|"")*"
+           | "(?:[^"]|"")*")
+  | (?P<param>\$\d+)
+  | (?P<dollar>\$(?:[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_\u0080-\U0010ffff]*)?\$)
+  | (?P<num>0[xX](?:_?[0-9A-Fa-f])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+
+          | (?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][-+]?\d(?:_?\d)*)?)
+  | (?P<ident>[A-Za-z_\u0080-\U0010ffff][A-Za-z0-9_$\u0080-\U0010ffff]*)
+  | (?P<other>.)
+""", re.X | re.S)
+_KINDS = {"lit": _LIT, "num": _LIT, "dollar": _LIT, "word": _WORD, "ident": _WORD,
+          "param": _OTHER, "other": _OTHER}
 
 
 def _tokens(text: str) -> list[tuple[int, int, int]]:
-    """``(kind, start, end)`` of every token; comments and whitespace are not tokens."""
+    """``(kind, start, end)`` of every token; comments and whitespace are not tokens.
+
+    One alternation in scan.l's order of precedence: a prefixed string (``E'…'``) can only
+    start where a token starts, so ``be'x'`` is the word ``be`` and a string, as the server
+    reads it; nested block comments and dollar quotes are closed by hand."""
     out: list[tuple[int, int, int]] = []
     i, n = 0, len(text)
+    match = _MASTER.match
     while i < n:
-        ch = text[i]
-        if ch in _SPACE:
-            i += 1
-            continue
-        nxt = text[i + 1] if i + 1 < n else ""
-        if ch == "-" and nxt == "-":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        if ch == "/" and nxt == "*":
-            depth, i = 1, i + 2
-            while depth:
-                if i >= n:
-                    raise _LexError("unterminated comment")
-                if text.startswith("/*", i):
-                    depth, i = depth + 1, i + 2
-                elif text.startswith("*/", i):
-                    depth, i = depth - 1, i + 2
-                else:
-                    i += 1
-            continue
-        if ch == "'":
-            end = _string_end(text, i, backslash=False)
-            out.append((_LIT, i, end))
+        m = match(text, i)
+        assert m is not None  # "other" matches any character
+        group = m.lastgroup
+        end = m.end()
+        if group == "ws" or group == "line":
             i = end
             continue
-        if ch == '"':
-            end = text.find('"', i + 1)
-            while end >= 0 and text.startswith('""', end):
-                end = text.find('"', end + 2)
-            if end < 0:
-                raise _LexError("unterminated quoted identifier")
-            out.append((_WORD, i, end + 1))
-            i = end + 1
-            continue
-        if ch == "$":
-            m = _PARAM.match(text, i)
-            if m:
-                out.append((_OTHER, i, m.end()))
-                i = m.end()
-                continue
-            m = _DOLLAR_TAG.match(text, i)
-            if m:
-                close = text.find(m.group(), m.end())
+        if group == "block":
+            depth, i = 1, end
+            while depth:
+                close = text.find("*/", i)
                 if close < 0:
-                    raise _LexError("unterminated dollar quote")
-                end = close + len(m.group())
-                out.append((_LIT, i, end))
-                i = end
-                continue
-            raise _LexError("stray $")
-        if ch.isdigit() or (ch == "." and nxt.isdigit()):
-            m = _NUMBER.match(text, i)
-            assert m is not None
-            out.append((_LIT, i, m.end()))
-            i = m.end()
-            continue
-        if _IDENT_START.match(ch):
-            m = _IDENT.match(text, i)
-            assert m is not None
-            word_end = m.end()
-            low = ch.lower()
-            # Prefixed strings: longest match in the scanner, so only a one-letter word
-            # directly followed by the quote (or "U&" + quote) starts one. (N'…' is the
-            # keyword NATIONAL CHARACTER and then a plain string, as scan.l lexes it.)
-            if word_end == i + 1 and nxt == "'" and low in "ebx":
-                end = _string_end(text, i + 1, backslash=low == "e")
-                out.append((_LIT, i, end))
-                i = end
-                continue
-            if word_end == i + 1 and low == "u" and nxt == "&" and i + 2 < n \
-                    and text[i + 2] in "'\"":
-                if text[i + 2] == "'":
-                    end = _string_end(text, i + 2, backslash=False)
-                    out.append((_LIT, i, end))
+                    raise _LexError("unterminated comment")
+                opened = text.find("/*", i, close)
+                if opened >= 0:
+                    depth, i = depth + 1, opened + 2
                 else:
-                    close = text.find('"', i + 3)
-                    while close >= 0 and text.startswith('""', close):
-                        close = text.find('"', close + 2)
-                    if close < 0:
-                        raise _LexError("unterminated quoted identifier")
-                    end = close + 1
-                    out.append((_WORD, i, end))
-                i = end
-                continue
-            out.append((_WORD, i, word_end))
-            i = word_end
+                    depth, i = depth - 1, close + 2
             continue
-        out.append((_OTHER, i, i + 1))
-        i += 1
+        if group == "dollar":
+            close = text.find(m.group(), end)
+            if close < 0:
+                raise _LexError("unterminated dollar quote")
+            end = close + len(m.group())
+        elif group == "other" and m.group() in "'\"$":
+            raise _LexError("unterminated quote")
+        out.append((_KINDS[group or "other"], i, end))
+        i = end
     return out
 
 
 def _const_locations(trees: Iterable[Any]) -> set[int]:
     """Byte offsets of every ``A_Const`` node of the parse trees."""
     found: set[int] = set()
-    stack = list(trees)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
+    dict_, list_ = dict, list
+
+    def walk(node: Any) -> None:
+        if node.__class__ is dict_:
             const = node.get("A_Const")
-            if isinstance(const, dict) and "location" in const:
+            if const is not None and "location" in const:
                 found.add(int(const["location"]))
-            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend(node)
+            for v in node.values():
+                cls = v.__class__
+                if cls is dict_ or cls is list_:
+                    walk(v)
+        else:
+            for v in node:
+                cls = v.__class__
+                if cls is dict_ or cls is list_:
+                    walk(v)
+
+    for tree in trees:
+        walk(tree)
     return found
 
 
@@ -275,3 +222,42 @@ def neutral_text(text: str, trees: Iterable[Any]) -> str | None:
 def placeholder(kinds: Iterable[str]) -> str:
     """What is recorded for a statement that cannot be normalized (never its text)."""
     return "<not normalized: " + (",".join(sorted(kinds)) or "UNPARSEABLE") + ">"
+
+
+def _literal_value(raw: str) -> str:
+    """The value of one string literal token as the server reads it (close enough to compare:
+    quotes undoubled, the common E'' escapes resolved)."""
+    if raw.startswith("$"):
+        tag_end = raw.index("$", 1) + 1
+        return raw[tag_end:len(raw) - tag_end]
+    prefix = raw[:raw.index("'")]
+    body = raw[len(prefix) + 1:-1].replace("''", "'")
+    if prefix.lower() == "e":
+        body = re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r", "b": "\b",
+                                            "f": "\f"}.get(m.group(1), m.group(1)), body)
+    return body
+
+
+def statement_fragments(text: str) -> set[str]:
+    """Whole tokens of ``text`` a server message may echo back to its sender: the values of
+    its string literals, its numbers and its identifiers (case-folded unless quoted)."""
+    try:
+        toks = _tokens(text)
+    except _LexError:
+        return set()
+    out: set[str] = set()
+    for kind, s, e in toks:
+        raw = text[s:e]
+        if kind == _LIT:
+            if raw[0].isdigit() or raw[0] == ".":
+                out.add(raw)
+            else:
+                out.add(_literal_value(raw))
+        elif kind == _WORD:
+            if raw.startswith('"'):
+                out.add(raw[1:-1].replace('""', '"'))
+            elif raw[:3].lower() == 'u&"':
+                out.add(raw[3:-1].replace('""', '"'))
+            else:
+                out.add(raw.lower())
+    return out

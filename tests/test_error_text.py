@@ -1,0 +1,276 @@
+"""Server error and notice text echoes only what the caller sent (or catalog identifiers).
+
+Each class has several shapes; every test checks ``str(exc)``, ``repr(exc)``, every ``exc.diag``
+field and ``exc.pgresult.error_field()`` for the value, keeps the exception class and SQLSTATE,
+and checks that a caller's own literal still comes back where it is safe to echo.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg.pq import DiagnosticField
+
+import governed_db
+from governed_db import Identity, errors
+from governed_db._redact import REDACTED_TEXT
+
+from .conftest import MARKERS
+
+HUMAN = Identity("err-tester", "human")
+AGENT = Identity("err-bot", "ai_agent")
+
+SETUP = """
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);
+CREATE TABLE chk (id int, email text CHECK (length(email) < 5), v varchar(3) NOT NULL DEFAULT 'a');
+CREATE FUNCTION leak(u_id int) RETURNS text LANGUAGE plpgsql AS
+  $$ DECLARE s text; BEGIN SELECT ssn INTO s FROM users WHERE id = u_id; RAISE EXCEPTION 'value %', s; END $$;
+CREATE FUNCTION leak_detail() RETURNS text LANGUAGE plpgsql AS
+  $$ DECLARE s text; BEGIN SELECT email INTO s FROM users LIMIT 1;
+     RAISE EXCEPTION 'relation "%" does not exist', s USING DETAIL = 'Key (id)=(' || s || ')', HINT = s, COLUMN = s; END $$;
+CREATE FUNCTION inner_f(e text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN e::int; END $$;
+CREATE FUNCTION outer_f(e text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN inner_f(e); END $$;
+CREATE FUNCTION dyn(e text) RETURNS int LANGUAGE plpgsql AS
+  $$ DECLARE r int; BEGIN EXECUTE 'SELECT ' || quote_literal(e) || '::int' INTO r; RETURN r; END $$;
+CREATE FUNCTION noti() RETURNS void LANGUAGE plpgsql AS
+  $$ DECLARE s text; BEGIN SELECT email INTO s FROM users WHERE id = 1001; RAISE NOTICE 'email is %', s;
+     RAISE NOTICE USING MESSAGE = s; END $$;
+"""
+
+
+@pytest.fixture
+def db(dsn):
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute(SETUP)
+    return dsn
+
+
+def _texts(exc: BaseException) -> list[str]:
+    d = exc.diag
+    out = [str(exc), repr(exc), *(str(a) for a in exc.args)]
+    for attr in ("message_primary", "message_detail", "message_hint", "context",
+                 "internal_query", "schema_name", "table_name", "column_name", "datatype_name",
+                 "constraint_name"):
+        out.append(str(getattr(d, attr)))
+    res = exc.pgresult
+    assert res is not None
+    for code in DiagnosticField:
+        v = res.error_field(code)
+        out.append("" if v is None else v.decode())
+    out.append(res.error_message.decode())
+    return out
+
+
+def _assert_clean(exc: BaseException) -> None:
+    for text in _texts(exc):
+        low = text.lower()
+        assert not any(m in low for m in MARKERS), text
+        assert "alice" not in low and "111-22" not in low, text
+
+
+# (sql, identity, exception class, sqlstate, exact primary message, exact detail)
+DATA_ERRORS = [
+    ("SELECT ssn::int FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+     f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),
+    ("SELECT email::regclass FROM users", AGENT, errors.FeatureNotSupported, "0A000",
+     "cross-database references are not implemented:"
+     f' "{REDACTED_TEXT}.{REDACTED_TEXT}.{REDACTED_TEXT}"', None),
+    ("SELECT split_part(name, ' ', 2)::regclass FROM users", AGENT, errors.UndefinedTable, "42P01",
+     f'relation "{REDACTED_TEXT}" does not exist', None),
+    ("SELECT email::json FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+     "invalid input syntax for type json", f'Token "{REDACTED_TEXT}" is invalid.'),
+    ("SELECT ('{\"k\": ' || email || '}')::jsonb FROM users", AGENT,
+     errors.InvalidTextRepresentation, "22P02", "invalid input syntax for type json",
+     f'Token "{REDACTED_TEXT}" is invalid.'),
+    ("SELECT ssn::date FROM users", AGENT, errors.InvalidDatetimeFormat, "22007",
+     f'invalid input syntax for type date: "{REDACTED_TEXT}"', None),
+    ("SELECT email::uuid FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+     f'invalid input syntax for type uuid: "{REDACTED_TEXT}"', None),
+    ("SELECT ssn::inet FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+     f'invalid input syntax for type inet: "{REDACTED_TEXT}"', None),
+    ("SELECT ssn::mood FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+     f'invalid input value for enum mood: "{REDACTED_TEXT}"', None),
+    ("SELECT make_date(2020, 13, length(ssn)) FROM users", AGENT, errors.DatetimeFieldOverflow,
+     "22008", f"date field value out of range: {REDACTED_TEXT}-{REDACTED_TEXT}-{REDACTED_TEXT}",
+     None),
+    ("INSERT INTO users (id, email) SELECT id + 10, email FROM users", HUMAN,
+     errors.UniqueViolation, "23505",
+     'duplicate key value violates unique constraint "users_email_key"',
+     f"Key (email)=({REDACTED_TEXT}) already exists."),
+    ("INSERT INTO chk (id, email) SELECT id, email FROM users", HUMAN, errors.CheckViolation,
+     "23514", 'new row for relation "chk" violates check constraint "chk_email_check"',
+     f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, a)."),
+    ("INSERT INTO chk (id, email, v) SELECT id, 'a', NULL FROM users", HUMAN,
+     errors.NotNullViolation, "23502",
+     'null value in column "v" of relation "chk" violates not-null constraint',
+     f"Failing row contains ({REDACTED_TEXT}, a, null)."),
+    ("INSERT INTO chk (id, v) SELECT id, ssn FROM users", HUMAN,
+     errors.StringDataRightTruncation, "22001", "value too long for type character varying(3)",
+     None),
+    ("SELECT leak(1001)", HUMAN, errors.RaiseException, "P0001", REDACTED_TEXT, None),
+    ("SELECT leak_detail()", HUMAN, errors.RaiseException, "P0001",
+     f'relation "{REDACTED_TEXT}.{REDACTED_TEXT}" does not exist', REDACTED_TEXT),
+    ("SELECT outer_f(ssn) FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
+     f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),
+    ("SELECT dyn(email) FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
+     f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),
+    # A value guessed in the statement is not confirmed by the error.
+    ("SELECT substr(ssn, 5, 3)::date, '111', '222', '333' FROM users", AGENT,
+     errors.InvalidDatetimeFormat, "22007",
+     f'invalid input syntax for type date: "{REDACTED_TEXT}"', None),
+]
+
+
+@pytest.mark.parametrize("sql,ident,cls,sqlstate,message,detail", DATA_ERRORS,
+                         ids=[d[0] for d in DATA_ERRORS])
+def test_data_never_in_error_text(db, audit, sql, ident, cls, sqlstate, message, detail):
+    with governed_db.connect(db, identity=ident, audit=audit, autocommit=True) as conn:
+        with pytest.raises(cls) as ei:
+            conn.execute(sql)
+        exc = ei.value
+        assert type(exc) is cls and exc.sqlstate == sqlstate
+        assert exc.diag.message_primary == message
+        assert exc.diag.message_detail == detail
+        assert exc.diag.internal_query is None
+        _assert_clean(exc)
+        assert str(exc).splitlines()[0] == message
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection stays usable
+
+
+def test_context_lines_keep_function_names_not_values(db, audit):
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            conn.execute("SELECT outer_f(ssn) FROM users")
+        assert ei.value.diag.context == (
+            "PL/pgSQL function inner_f(text) line 1 at RETURN\n"
+            "PL/pgSQL function outer_f(text) line 1 at RETURN")
+        with pytest.raises(errors.RaiseException) as ei:
+            conn.execute("SELECT leak(1001)")
+        assert ei.value.diag.context == "PL/pgSQL function leak(integer) line 1 at RAISE"
+        with pytest.raises(errors.RaiseException) as ei:
+            conn.execute("SELECT leak_detail()")
+        assert ei.value.diag.column_name == REDACTED_TEXT
+        assert ei.value.diag.message_hint == REDACTED_TEXT
+
+
+# The caller's own text stays useful: (sql, identity, class, exact primary, exact detail)
+OWN_TEXT = [
+    ("SELECT 'abc'::int", AGENT, errors.InvalidTextRepresentation,
+     'invalid input syntax for type integer: "abc"', None),
+    ("SELECT * FROM users WHERE id = 'x1'", AGENT, errors.InvalidTextRepresentation,
+     'invalid input syntax for type integer: "x1"', None),
+    ("SELECT nosuchcol FROM users", AGENT, errors.UndefinedColumn,
+     'column "nosuchcol" does not exist', None),
+    ("SELECT * FROM nosuch", AGENT, errors.UndefinedTable,
+     'relation "nosuch" does not exist', None),
+    ("SELECT 'x'::mood", AGENT, errors.InvalidTextRepresentation,
+     'invalid input value for enum mood: "x"', None),
+    ("SELECT 1/0", AGENT, errors.DivisionByZero, "division by zero", None),
+    ("INSERT INTO users (id, email) VALUES (7, 'qem.alice@example.com')", HUMAN,
+     errors.UniqueViolation, 'duplicate key value violates unique constraint "users_email_key"',
+     "Key (email)=(qem.alice@example.com) already exists."),
+    ("INSERT INTO chk (id, email) VALUES (7, 'toolong')", HUMAN, errors.CheckViolation,
+     'new row for relation "chk" violates check constraint "chk_email_check"',
+     "Failing row contains (7, toolong, a)."),
+    ("SELECT outer_f('notanint')", HUMAN, errors.InvalidTextRepresentation,
+     f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),  # a function may read
+]
+
+
+@pytest.mark.parametrize("sql,ident,cls,message,detail", OWN_TEXT, ids=[d[0] for d in OWN_TEXT])
+def test_callers_own_text_comes_back(db, audit, sql, ident, cls, message, detail):
+    with governed_db.connect(db, identity=ident, audit=audit, autocommit=True) as conn:
+        with pytest.raises(cls) as ei:
+            conn.execute(sql)
+    assert ei.value.diag.message_primary == message
+    assert ei.value.diag.message_detail == detail
+
+
+def test_values_sent_in_an_earlier_statement_are_not_echoed(db, audit):
+    with governed_db.connect(db, identity=AGENT, audit=audit, autocommit=True) as conn:
+        conn.execute("SELECT 'qsn-111-22-3333', 'qem.alice@example.com'").fetchall()
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            conn.execute("SELECT ssn::int FROM users WHERE id = 1001")
+    _assert_clean(ei.value)
+
+
+def test_parameters_are_not_echoed(db, audit):
+    """Bound parameters are the application's values, not the statement author's."""
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            conn.execute("SELECT email::uuid FROM users WHERE email = %s",
+                         ("qem.alice@example.com",))
+    _assert_clean(ei.value)
+
+
+def test_notices_are_redacted_like_errors(db, audit):
+    seen: list = []
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        conn.add_notice_handler(seen.append)
+        conn.execute("SELECT noti()")
+    assert [d.message_primary for d in seen] == [REDACTED_TEXT, REDACTED_TEXT]
+    assert [d.context for d in seen] == ["PL/pgSQL function noti() line 1 at RAISE",
+                                         "PL/pgSQL function noti() line 2 at RAISE"]
+    assert not any(m in repr([(d.message_primary, d.context) for d in seen]).lower()
+                   for m in MARKERS)
+
+
+def test_errors_inside_copy(db, audit):
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        cur = conn.cursor()
+        with pytest.raises(errors.CheckViolation) as ei:
+            with cur.copy("COPY chk (id, email) FROM STDIN") as cp:
+                cp.write_row((1, "qem.copied@example.com"))
+        exc = ei.value
+        _assert_clean(exc)
+        assert exc.diag.message_detail == f"Failing row contains (1, {REDACTED_TEXT}, a)." or \
+            exc.diag.message_detail == f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, a)."
+        assert exc.diag.context is not None and exc.diag.context.startswith("COPY chk, line 1")
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            with cur.copy("COPY chk (id) FROM STDIN") as cp:
+                cp.write_row(("qsn-999-88-7777",))
+        _assert_clean(ei.value)
+        assert "999-88" not in str(ei.value)
+
+
+def test_errors_in_executemany_and_pipeline(db, audit):
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        cur = conn.cursor()
+        with pytest.raises(errors.CheckViolation) as ei:
+            cur.executemany("INSERT INTO chk (id, email) SELECT %s, email FROM users",
+                            [(1,), (2,)])
+        _assert_clean(ei.value)
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            with conn.pipeline():
+                conn.execute("SELECT 1")
+                conn.execute("SELECT ssn::int FROM users")
+        _assert_clean(ei.value)
+        assert ei.value.diag.message_primary == \
+            f'invalid input syntax for type integer: "{REDACTED_TEXT}"'
+
+
+async def test_async_errors_are_redacted(db, audit):
+    conn = await governed_db.AsyncConnection.connect(db, identity=AGENT, audit=audit)
+    try:
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            await conn.execute("SELECT email::uuid FROM users")
+        _assert_clean(ei.value)
+        await conn.rollback()
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            await conn.execute("SELECT 'abc'::int")
+        assert ei.value.diag.message_primary == 'invalid input syntax for type integer: "abc"'
+    finally:
+        await conn.close()
+
+
+def test_unredacted_error_is_not_chained(db, audit):
+    with governed_db.connect(db, identity=AGENT, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.InvalidTextRepresentation) as ei:
+            conn.execute("SELECT ssn::int FROM users")
+    exc = ei.value
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        assert "qsn" not in str(exc)
+        exc = exc.__cause__ or exc.__context__
