@@ -230,3 +230,29 @@ def test_exact_count_fails_closed_without_select_privilege(effects_db, audit):
         assert ei.value.rule_ids == (FULL,)
         assert "could not be verified" in str(ei.value)
     assert _snapshot(effects_db)[3] == [(1500, 0)]
+
+
+VIEW_SETUP = """
+CREATE FUNCTION wipe_orders_fn() RETURNS int LANGUAGE sql AS
+  $$ DELETE FROM orders WHERE amount > 0; SELECT 1 $$;
+CREATE VIEW v_wipe AS SELECT wipe_orders_fn() AS x;
+CREATE VIEW v_wipe_nested AS SELECT * FROM v_wipe;
+CREATE VIEW v_wipe_where AS SELECT id FROM orgs WHERE wipe_orders_fn() = 1;
+"""
+
+
+@pytest.mark.parametrize("ident", [HUMAN, SERVICE], ids=["human", "service"])
+@pytest.mark.parametrize("view", ["v_wipe", "v_wipe_nested", "v_wipe_where"])
+def test_a_read_through_a_view_that_writes_is_measured(dsn, audit, ident, view):
+    # A view runs its body for the reader: SELECT * FROM v can delete every row. The read is
+    # judged by its effect like the function call it hides.
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute(VIEW_SETUP)
+        before = raw.execute("SELECT count(*) FROM orders").fetchone()[0]
+    assert before >= 2
+    with governed_db.connect(dsn, identity=ident, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.StatementDenied) as ei:
+            conn.execute(f"SELECT * FROM {view}").fetchall()
+    assert FULL in ei.value.rule_ids
+    with psycopg.connect(dsn) as raw:
+        assert raw.execute("SELECT count(*) FROM orders").fetchone()[0] == before

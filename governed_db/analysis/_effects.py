@@ -233,12 +233,47 @@ def with_function_effects(s: StatementFacts, catalog: Any) -> StatementFacts:
 # bounds known before a statement runs
 
 
+def _view_calls_user_code(s: StatementFacts, catalog: Any, depth: int = 0,
+                          seen: set[int] | None = None) -> bool:
+    """Whether a user view ``s`` reads (transitively) calls a user-defined or unknown function.
+
+    Fails closed: a view body that cannot be analyzed, or nesting deeper than 16, counts."""
+    if depth > 16:
+        return True
+    seen = set() if seen is None else seen
+    for name in s.reads:
+        rel = catalog.resolve(name)
+        if rel is None or not rel.is_view or rel.oid in seen:
+            continue
+        seen.add(rel.oid)
+        if rel.viewdef is None:
+            continue  # a system view (no body in the snapshot): built-in code only
+        from . import analyze
+
+        try:
+            a = analyze(rel.viewdef)
+        except Exception:  # noqa: BLE001 - unknown is not safe
+            return True
+        if a.error is not None:
+            return True
+        for body in a.statements:
+            if body.functions & catalog.user_functions or unknown_functions(body, catalog):
+                return True
+            if _view_calls_user_code(body, catalog, depth + 1, seen):
+                return True
+    return False
+
+
 def static_bound(s: StatementFacts, catalog: Any) -> int | None:
     """The most rows ``s`` can insert, update or delete, when known before it runs; else None.
 
     0 for statements that change no rows at all (reads, transaction control, SET).
     """
     if s.effect_unknown or s.calls_writing_function or s.executes or s.opaque_reasons:
+        return None
+    if catalog is not None and _view_calls_user_code(s, catalog):
+        # SELECT * FROM v where v's body calls a user function: the view runs it for the
+        # reader, so the read may write (judge by effect: measured).
         return None
     if catalog is not None and (s.functions & catalog.user_functions
                                 or unknown_functions(s, catalog)):
