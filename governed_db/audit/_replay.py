@@ -25,7 +25,13 @@ from ._verify import iter_records
 __all__ = ["CAVEATS", "load_catalog", "replay"]
 
 # What a replay cannot know: printed with every report.
+# Rules that resolve names through the catalog (shadowing of built-in functions, which
+# relation a name means): without --dsn they fail closed, which says nothing about the policy.
+CATALOG_RULES = frozenset({"function.allowlist", "catalog.allowlist"})
+
 CAVEATS = (
+    "function and catalog allow-lists resolve names through the catalog: without --dsn their "
+    "findings are left out (they would fail closed on every function call)",
     "parameter values and literals: records keep only the normalized text ($n placeholders) "
     "and keyed hashes, so rules that read a literal (a set_config() setting name, LIMIT n) "
     "see a placeholder; give --baseline with the current policy to cancel such effects",
@@ -104,6 +110,8 @@ class _Replayer:
 
         gov = self.governor(rec)
         statements, decision = gov.decide(analysis, ident)
+        if self.catalog is None:
+            decision = _without_catalog_rules(self.policy, decision)
         ctx = StatementContext(id=str(rec.get("id")), identity=ident, analysis=analysis,
                                statements=statements, decision=decision, started=0.0)
         if (rec.get("outcome") or {}).get("outcome") == "ok":
@@ -129,6 +137,19 @@ class _Replayer:
         for _, masked, _ in ctx.plans.values():
             out.update({k: v.split(":", 1)[0] for k, v in masked.items()})
         return out
+
+
+def _without_catalog_rules(policy: Policy, decision: Any) -> Any:
+    import attrs
+
+    from ..guardrails import rebuild_decision
+
+    kept = tuple(f for f in decision.findings if f.rule_id not in CATALOG_RULES)
+    if len(kept) == len(decision.findings):
+        return decision
+    if not kept:
+        return attrs.evolve(decision, action="allow", findings=(), would="allow")
+    return rebuild_decision(policy, kept, attrs.evolve(decision, findings=()))
 
 
 def _label(rec: Mapping[str, Any]) -> str:
