@@ -34,6 +34,10 @@ os.environ["GOVERNED_DB_HOME"] = str(_SESSION_HOME / "governed_db")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # Close what the library opened under the session home (default audit log, approval
+    # notifiers still finishing a retry) before the directory goes, so nothing is written
+    # into a removed directory at interpreter exit.
+    governed_db.reset_defaults()
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
