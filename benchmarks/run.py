@@ -96,26 +96,91 @@ def _pin(conns: list[Any], client_cpu: int, server_cpu: int) -> bool:
 # -- measuring ----------------------------------------------------------------------------------
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], *, rounds: int, per_round: int,
-                warmup: int = 50) -> dict[str, float]:
-    """Median (over rounds) of per-round median µs per call, rounds in alternating order."""
-    names = list(variants)
-    for fn in variants.values():
+def _schedstat_ns(path: str) -> int:
+    """Nanoseconds a task has spent on a CPU (first field of /proc/.../schedstat)."""
+    try:
+        with open(path) as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Variant:
+    """One thing to measure: a call, and whose CPU it spends.
+
+    ``conns``: the connections it uses (their server backends' CPU is read from
+    ``/proc/<pid>/schedstat``); ``audit``: its own audit log, whose writer thread's CPU is read
+    from ``/proc/self/task/<tid>/schedstat`` after a flush (a writer that works in bursts
+    shows up here, not in the median).
+    """
+
+    def __init__(self, fn: Callable[[], Any], conns: list[Any] = (), audit: Any = None) -> None:
+        self.fn = fn
+        self.backends = [f"/proc/{c.info.backend_pid}/schedstat" for c in conns]
+        self.audit = audit
+
+    def writer_path(self) -> str | None:
+        thread = getattr(self.audit, "_thread", None)
+        tid = getattr(thread, "native_id", None)
+        return f"/proc/self/task/{tid}/schedstat" if tid else None
+
+    def server_ns(self) -> int:
+        return sum(_schedstat_ns(p) for p in self.backends)
+
+    def writer_ns(self) -> int:
+        path = self.writer_path()
+        return _schedstat_ns(path) if path else 0
+
+
+def writer_record(log: Any, item: Any) -> bytes:
+    """What the audit writer does for one queued statement: build the record (parameter
+    digests included), serialize it canonically and chain it."""
+    item[1]._params_digest = None
+    return log._chain(log._materialize(item))
+
+
+def interleaved(variants: dict[str, Callable[[], Any] | Variant], *, rounds: int,
+                per_round: int, warmup: int = 50) -> dict[str, dict[str, float]]:
+    """Per variant: median (over rounds) of per-round median µs per call, and CPU µs per call
+    split into client thread, audit writer thread and server backend(s) (medians over rounds).
+    Rounds run in alternating order (A B C, C B A, ...)."""
+    vs = {n: v if isinstance(v, Variant) else Variant(v) for n, v in variants.items()}
+    names = list(vs)
+    for v in vs.values():
         for _ in range(warmup):
-            fn()
-    per: dict[str, list[float]] = {n: [] for n in names}
+            v.fn()
+        if v.audit is not None:
+            v.audit.flush(timeout=60)
+    per: dict[str, dict[str, list[float]]] = {
+        n: {"median": [], "client": [], "writer": [], "server": []} for n in names}
     clock = time.perf_counter_ns
+    cpu = time.thread_time_ns
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for n in order:
-            fn = variants[n]
+            v = vs[n]
+            fn = v.fn
             samples = []
+            w0, s0, c0 = v.writer_ns(), v.server_ns(), cpu()
             for _ in range(per_round):
                 t0 = clock()
                 fn()
                 samples.append(clock() - t0)
-            per[n].append(statistics.median(samples) / 1000)
-    return {n: statistics.median(v) for n, v in per.items()}
+            c1, s1 = cpu(), v.server_ns()
+            if v.audit is not None:
+                v.audit.flush(timeout=60)  # the writer's share of this round, all of it
+            w1 = v.writer_ns()
+            p = per[n]
+            p["median"].append(statistics.median(samples) / 1000)
+            p["client"].append((c1 - c0) / per_round / 1000)
+            p["server"].append((s1 - s0) / per_round / 1000)
+            p["writer"].append((w1 - w0) / per_round / 1000)
+    out: dict[str, dict[str, float]] = {}
+    for n, p in per.items():
+        f = {k: statistics.median(v) for k, v in p.items()}
+        f["total"] = f["client"] + f["writer"] + f["server"]
+        out[n] = f
+    return out
 
 
 class Bench:
@@ -126,105 +191,123 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="governed_db_bench_"))
         os.environ["GOVERNED_DB_HOME"] = str(self.tmp / "state")
         self.audit = AuditLog.open(self.tmp / "audit.jsonl")
+        self.logs: list[Any] = [self.audit]
         self.results: list[dict[str, Any]] = []
 
-    def add(self, name: str, figures: dict[str, float], base: str, target: str = "",
-            unit: str = "µs") -> None:
-        for variant, value in figures.items():
-            ratio = value / figures[base] if variant != base else 1.0
-            self.results.append({"case": name, "variant": variant, "median": round(value, 2),
-                                 "unit": unit, "ratio": round(ratio, 3),
-                                 "target": target if variant != base else ""})
+    def log(self, name: str, **settings: Any) -> Any:
+        """A separate audit log (file, group fsync) per variant: its writer's CPU is its own."""
+        log = AuditLog.open(self.tmp / f"{name}.jsonl", settings=settings or None)
+        self.logs.append(log)
+        return log
 
-    def connections(self) -> tuple[Any, Any, Any]:
-        raw = psycopg.connect(self.dsn, autocommit=True)
-        gov = governed_db.connect(self.dsn, identity=SERVICE, audit=self.audit, autocommit=True)
-        agent = governed_db.connect(self.dsn, identity=AGENT, audit=self.audit, autocommit=True)
-        return raw, gov, agent
+    def add(self, name: str, figures: dict[str, dict[str, float]], base: str, target: str = "",
+            unit: str = "µs", with_base: bool = True) -> None:
+        b = figures[base]
+        for variant, f in figures.items():
+            is_base = variant == base
+            if is_base and not with_base:
+                continue
+            self.results.append({
+                "case": name, "variant": variant, "median": round(f["median"], 2), "unit": unit,
+                "ratio": 1.0 if is_base else round(f["median"] / b["median"], 3),
+                "target": "" if is_base else target,
+                "cpu": {k: round(f[k], 2) for k in ("client", "writer", "server", "total")},
+                "cpu_ratio": 1.0 if is_base else round(f["total"] / b["total"], 3)})
+
+    def connect(self, identity: Identity, audit: Any, **kw: Any) -> Any:
+        return governed_db.connect(self.dsn, identity=identity, audit=audit, autocommit=True,
+                                   **kw)
 
     # -- cases ----------------------------------------------------------------------------------
 
     def statements(self, pin: tuple[int, int]) -> bool:
-        raw, gov, agent = self.connections()
-        pinned = _pin([raw, gov, agent], *pin)
+        raw = psycopg.connect(self.dsn, autocommit=True)
+        logs = {"empty": self.log("p1-empty"), "agent": self.log("p1-agent"),
+                "svc": self.log("p1-svc")}
+        empty_off = self.connect(SERVICE, False, policy=parse_policy(""))
+        empty = self.connect(SERVICE, logs["empty"], policy=parse_policy(""))
+        agent = self.connect(AGENT, logs["agent"])
+        gov = self.connect(SERVICE, logs["svc"])
+        conns = [raw, empty_off, empty, agent, gov]
+        pinned = _pin(conns, *pin)
         n = 200 if self.quick else 400
         ids = iter(range(10**9))
 
-        def point(c: Any) -> Callable[[], Any]:
+        def point(c: Any, log: Any = None) -> Variant:
             cur = c.cursor()
             q = "SELECT id, email, note FROM bench WHERE id = %s"
-            return lambda: cur.execute(q, (next(ids) % 10000 + 1,)).fetchone()
+            return Variant(lambda: cur.execute(q, (next(ids) % 10000 + 1,)).fetchone(), [c], log)
 
-        empty = governed_db.connect(self.dsn, identity=SERVICE, policy=parse_policy(""),
-                                    audit=self.audit, autocommit=True)
-        _pin([empty], *pin)
-        self.add("point SELECT by PK", interleaved(
-            {"raw psycopg": point(raw), "governed (empty policy, audit on)": point(empty),
-             "governed (agent, default profile)": point(agent)},
+        self.add("P1 point SELECT by PK", interleaved(
+            {"raw psycopg": point(raw),
+             "governed (empty policy, audit off)": point(empty_off),
+             "governed (empty policy, audit on)": point(empty, logs["empty"]),
+             "governed (agent, default profile)": point(agent, logs["agent"])},
             rounds=self.rounds, per_round=n), "raw psycopg", "≤ 1.10× (P1)")
-        empty.close()
 
-        def one(c: Any) -> Callable[[], Any]:
+        def one(c: Any, log: Any = None) -> Variant:
             cur = c.cursor()
-            return lambda: cur.execute("SELECT 1").fetchone()
+            return Variant(lambda: cur.execute("SELECT 1").fetchone(), [c], log)
 
-        self.add("SELECT 1", interleaved({"raw psycopg": one(raw), "governed (agent)": one(agent)},
+        self.add("SELECT 1", interleaved({"raw psycopg": one(raw),
+                                          "governed (agent)": one(agent, logs["agent"])},
                                          rounds=self.rounds, per_round=n), "raw psycopg")
 
-        def insert(c: Any) -> Callable[[], Any]:
+        def insert(c: Any, log: Any = None) -> Variant:
             cur = c.cursor()
-            return lambda: cur.execute("INSERT INTO bench_ins (note, amount) VALUES (%s, %s)",
-                                       ("x", 1))
+            return Variant(lambda: cur.execute(
+                "INSERT INTO bench_ins (note, amount) VALUES (%s, %s)", ("x", 1)), [c], log)
 
         self.add("single-row INSERT (autocommit)", interleaved(
-            {"raw psycopg": insert(raw), "governed (service)": insert(gov)},
+            {"raw psycopg": insert(raw), "governed (service)": insert(gov, logs["svc"])},
             rounds=self.rounds, per_round=n // 4, warmup=10), "raw psycopg")
 
         rows = [(f"n{i}", i) for i in range(1000)]
 
-        def many(c: Any) -> Callable[[], Any]:
+        def many(c: Any, log: Any = None) -> Variant:
             cur = c.cursor()
-            return lambda: cur.executemany(
-                "INSERT INTO bench_ins (note, amount) VALUES (%s, %s)", rows)
+            return Variant(lambda: cur.executemany(
+                "INSERT INTO bench_ins (note, amount) VALUES (%s, %s)", rows), [c], log)
 
         self.add("executemany 1,000 rows", interleaved(
-            {"raw psycopg": many(raw), "governed (service)": many(gov)},
+            {"raw psycopg": many(raw), "governed (service)": many(gov, logs["svc"])},
             rounds=self.rounds, per_round=3, warmup=1), "raw psycopg")
 
-        def fetch(c: Any, cols: str) -> Callable[[], Any]:
+        def fetch(c: Any, cols: str, log: Any = None) -> Variant:
             cur = c.cursor()
-            return lambda: cur.execute(f"SELECT {cols} FROM bench").fetchall()
+            return Variant(lambda: cur.execute(f"SELECT {cols} FROM bench").fetchall(), [c], log)
 
-        self.add("fetch 10,000 rows, unmasked", interleaved(
+        self.add("P3 fetch 10,000 rows, unmasked", interleaved(
             {"raw psycopg": fetch(raw, "id, note, amount"),
-             "governed (agent)": fetch(agent, "id, note, amount")},
+             "governed (agent)": fetch(agent, "id, note, amount", logs["agent"])},
             rounds=self.rounds, per_round=5, warmup=2), "raw psycopg", "≤ 1.03× (P3)")
-        self.add("fetch 10,000 rows, 2 masked columns", interleaved(
+        self.add("P3 fetch 10,000 rows, 2 masked columns", interleaved(
             {"raw psycopg": fetch(raw, "id, email, ssn"),
-             "governed (agent)": fetch(agent, "id, email, ssn")},
+             "governed (agent)": fetch(agent, "id, email, ssn", logs["agent"])},
             rounds=self.rounds, per_round=5, warmup=2), "raw psycopg", "≤ 1.15× (P3)")
-        for c in (raw, gov, agent):
+        for c in conns:
             c.close()
         return pinned
 
     def strict(self, pin: tuple[int, int]) -> None:
-        strict_log = AuditLog.open(self.tmp / "strict.jsonl", settings={"durability": "strict"})
+        batched_log = self.log("durability-batched")
+        strict_log = self.log("durability-strict", durability="strict")
         raw = psycopg.connect(self.dsn, autocommit=True)
-        batched = governed_db.connect(self.dsn, identity=AGENT, audit=self.audit, autocommit=True)
-        strict = governed_db.connect(self.dsn, identity=AGENT, audit=strict_log, autocommit=True)
+        batched = self.connect(AGENT, batched_log)
+        strict = self.connect(AGENT, strict_log)
         _pin([raw, batched, strict], *pin)
 
-        def point(c: Any) -> Callable[[], Any]:
+        def point(c: Any, log: Any = None) -> Variant:
             cur = c.cursor()
-            return lambda: cur.execute("SELECT id, note FROM bench WHERE id = %s", (7,)).fetchone()
+            return Variant(lambda: cur.execute("SELECT id, note FROM bench WHERE id = %s",
+                                               (7,)).fetchone(), [c], log)
 
         self.add("point SELECT, audit durability", interleaved(
-            {"raw psycopg": point(raw), "governed, batched audit": point(batched),
-             "governed, strict audit (fsync + sign each)": point(strict)},
+            {"raw psycopg": point(raw), "governed, batched audit": point(batched, batched_log),
+             "governed, strict audit (fsync + sign each)": point(strict, strict_log)},
             rounds=self.rounds, per_round=50, warmup=10), "raw psycopg")
         for c in (raw, batched, strict):
             c.close()
-        strict_log.close()
 
     def otel(self, pin: tuple[int, int]) -> None:
         from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
@@ -234,32 +317,64 @@ class Bench:
         raw = psycopg.connect(self.dsn, autocommit=True)
         peer = psycopg.connect(self.dsn, autocommit=True)
         peer = PsycopgInstrumentor().instrument_connection(peer, tracer_provider=tp)
-        agent = governed_db.connect(self.dsn, identity=AGENT, audit=self.audit, autocommit=True)
+        log = self.log("otel-agent")
+        agent = self.connect(AGENT, log)
         _pin([raw, peer, agent], *pin)
         ids = iter(range(10**9))
 
-        def point(c: Any) -> Callable[[], Any]:
+        def point(c: Any, log: Any = None) -> Variant:
             cur = c.cursor()
             q = "SELECT id, email, note FROM bench WHERE id = %s"
-            return lambda: cur.execute(q, (next(ids) % 10000 + 1,)).fetchone()
+            return Variant(lambda: cur.execute(q, (next(ids) % 10000 + 1,)).fetchone(), [c], log)
 
         telemetry.use_providers(tp)
         try:
             figures = interleaved({"raw psycopg": point(raw),
                                    "opentelemetry-instrumentation-psycopg": point(peer),
-                                   "governed + SDK span": point(agent)},
+                                   "governed + SDK span": point(agent, log)},
                                   rounds=self.rounds, per_round=200 if self.quick else 400)
         finally:
             telemetry.use_providers()
-        peer_v = figures["opentelemetry-instrumentation-psycopg"]
-        self.add("point SELECT with an OTel SDK span", figures, "raw psycopg")
-        self.results.append({"case": "point SELECT with an OTel SDK span",
-                             "variant": "governed + span vs OTel peer",
-                             "median": figures["governed + SDK span"], "unit": "µs",
-                             "ratio": round(figures["governed + SDK span"] / peer_v, 3),
-                             "target": "≤ 1.0× (P2)"})
+        case = "P2 point SELECT with an OTel SDK span"
+        self.add(case, figures, "raw psycopg")
+        self.add(case, {"opentelemetry-instrumentation-psycopg":
+                        figures["opentelemetry-instrumentation-psycopg"],
+                        "governed + span vs OTel peer": figures["governed + SDK span"]},
+                 "opentelemetry-instrumentation-psycopg", "≤ 1.0× (P2)", with_base=False)
         for c in (raw, peer, agent):
             c.close()
+
+    def writer_cpu(self) -> None:
+        """Audit writer CPU per statement record: the writer's own work (build, serialize,
+        chain) on real statement records in a tight loop, this thread's CPU time."""
+        captured: list[Any] = []
+        log = AuditLog.in_memory()
+        self.logs.append(log)
+        real_put = log._put
+        log._put = lambda item: (captured.append(item), real_put(item))[1]  # type: ignore
+        with self.connect(AGENT, log) as c:
+            cur = c.cursor()
+            for i in range(1, 5):
+                cur.execute("SELECT id, email, note FROM bench WHERE id = %s", (i,)).fetchone()
+        items = [it for it in captured if type(it) is tuple]
+        if not items:
+            return
+        log = AuditLog.in_memory()  # idle writer thread: this thread does the work
+        self.logs.append(log)
+        n = 20_000 if self.quick else 100_000
+        per_item = max(1, n // len(items))
+        cpu = time.thread_time_ns
+        runs = []
+        for _ in range(5):
+            c0 = cpu()
+            for it in items:
+                for _ in range(per_item):
+                    writer_record(log, it)
+            runs.append((cpu() - c0) / (per_item * len(items)) / 1000)
+        self.results.append({"case": "audit writer CPU per statement record (tight loop)",
+                             "variant": "build + serialize + chain", "unit": "µs",
+                             "median": round(statistics.median(runs), 2), "ratio": None,
+                             "target": "≤ 4 µs"})
 
     def analysis(self) -> None:
         cache = AnalysisCache()
@@ -331,18 +446,27 @@ class Bench:
                              "unit": "records/s", "ratio": None, "target": "≥ 50,000 (P5)"})
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    c = r.get("cpu")
+    if not c:
+        return ""
+    ratio = "" if r.get("cpu_ratio") in (None, 1.0) else f" ({r['cpu_ratio']:.2f}×)"
+    return (f"{c['client']:,} + {c['writer']:,} + {c['server']:,} = {c['total']:,}{ratio}")
+
+
 def _table(results: list[dict[str, Any]], title: str) -> str:
-    lines = [f"### {title}", "", "| case | variant | median | ratio | target |",
-             "|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| case | variant | median | ratio | CPU µs: client + writer"
+             " + server = total | target |", "|---|---|---|---|---|---|"]
     for r in results:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}×"
         lines.append(f"| {r['case']} | {r['variant']} | {r['median']:,} {r['unit']} | {ratio} |"
-                     f" {r['target']} |")
+                     f" {_cpu(r)} | {r['target']} |")
     return "\n".join(lines)
 
 
 def readme_table(out: dict[str, Any]) -> str:
-    """One table, same-CPU and split-CPU side by side (the README's performance section)."""
+    """The README's performance section: same-CPU and split-CPU side by side, each a median
+    (ratio) and the CPU time per statement split into client, audit writer and server."""
     runs = out["runs"]
     same = runs.get("same-CPU", {}).get("results", [])
     split = {(r["case"], r["variant"]): r for r in runs.get("split-CPU", {}).get("results", [])}
@@ -353,13 +477,22 @@ def readme_table(out: dict[str, Any]) -> str:
         ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}×)"
         return f"{r['median']:,} {r['unit']}{ratio}"
 
-    lines = ["| case | variant | same-CPU | split-CPU | target |", "|---|---|---|---|---|"]
+    def cpu(r: dict[str, Any] | None) -> str:
+        return _cpu(r) if r else ""
+
+    lines = ["| case | variant | same-CPU median | same-CPU CPU µs (client + writer + server)"
+             " | split-CPU median | split-CPU CPU µs | target |",
+             "|---|---|---|---|---|---|---|"]
     for r in same:
-        lines.append(f"| {r['case']} | {r['variant']} | {cell(r)} |"
-                     f" {cell(split.get((r['case'], r['variant'])))} | {r['target']} |")
+        o = split.get((r["case"], r["variant"]))
+        lines.append(f"| {r['case']} | {r['variant']} | {cell(r)} | {cpu(r)} | {cell(o)} |"
+                     f" {cpu(o)} | {r['target']} |")
     lines.append("")
+    load = out.get("load", {})
     lines.append(f"Python {out['python']}, psycopg {out['psycopg']}, PostgreSQL server"
-                 f" {out.get('server')}, {out['cpus']} CPUs; {out['seconds']} s.")
+                 f" {out.get('server')}, {out['cpus']} CPUs; {out['seconds']} s; load average"
+                 f" {load.get('before', '?')} before, {load.get('after', '?')} after"
+                 f" ({out.get('note', '')}).")
     return "\n".join(lines)
 
 
@@ -373,10 +506,15 @@ def update_readme(out: dict[str, Any], path: Path) -> None:
     path.write_text(head + start + readme_table(out) + end + tail)
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
     ap.add_argument("--json", default="benchmarks/results.json", help="where to write JSON")
+    ap.add_argument("--note", default="", help="what else ran on the machine (for the record)")
     ap.add_argument("--readme", action="store_true",
                     help="write the table into README.md's performance section")
     args = ap.parse_args(argv)
@@ -389,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         dsn = cluster.dsn
     started = time.time()
     out: dict[str, Any] = {"python": sys.version.split()[0], "psycopg": psycopg.__version__,
-                           "cpus": os.cpu_count(), "runs": {}}
+                           "cpus": os.cpu_count(), "runs": {}, "note": args.note,
+                           "load": {"before": _load()}}
     try:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(SETUP)
@@ -404,9 +543,11 @@ def main(argv: list[str] | None = None) -> int:
             bench.otel(pin)
             bench.strict(pin)
             if label == "same-CPU":
+                bench.writer_cpu()
                 bench.analysis()
                 bench.writer()
-            bench.audit.close()
+            for log in bench.logs:
+                log.close()
             title = f"{label} (client CPU {pin[0]}, backends CPU {pin[1]})" + \
                 ("" if pinned else " — pinning refused, placement left to the kernel")
             print(_table(bench.results, title), "\n", flush=True)
@@ -416,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             cluster.stop()
     out["seconds"] = round(time.time() - started, 1)
+    out["load"]["after"] = _load()
     Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False))
     if args.readme:
         update_readme(out, Path("README.md"))
