@@ -1,25 +1,36 @@
 """OpenTelemetry: one CLIENT span per statement and counters, through the OTel API only.
 
-Spans exist only when a tracer provider is recording (with the API's default no-op provider a
-statement pays for one ``start_span`` call). Attributes follow the stable database semantic
-conventions; no literal value ever appears: the query text is the normalized one (constants
-replaced by ``$n``) and the identity is pseudonymous (a keyed hash) except for agent names and
-models, which are configuration, not personal data. The audit record id links a span to its
-signed record.
+Spans exist only when a real tracer provider is installed (with the API's default no-op one a
+statement pays for one check). Attributes follow the stable database semantic conventions; no
+literal value ever appears: the query text is the normalized one (constants replaced by
+``$n``). Services and agents are named in clear (``enduser.id``; agents also
+``gen_ai.agent.name`` and ``gen_ai.request.model``): they are configuration, not personal data.
+People are pseudonymous (``enduser.pseudo.id``, a keyed hash); see
+:func:`identity_ids_in_clear`. The audit record id links a span to its signed record.
+
+Cost: the attributes that depend on the statement shape are built once per (connection, text,
+identity, decision) and the span is created once, at the statement's end, with every attribute
+in one mapping (see :class:`_Pending`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 from collections.abc import Mapping
+from time import time_ns
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-__all__ = ["end_statement_span", "record_metrics", "start_statement_span", "use_providers"]
+_modules = sys.modules
+
+__all__ = ["end_statement_span", "identity_ids_in_clear", "record_metrics",
+           "start_statement_span", "use_providers"]
+
 
 class _Instruments:
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -86,32 +97,77 @@ def pseudonym(label: str, key: bytes) -> str:
     return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-_attr_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+# Identity kinds whose id goes into spans in clear (``enduser.id``): services and agents are
+# configuration, not people. Every other kind — people — gets a keyed pseudonym
+# (``enduser.pseudo.id``). An allow-list: a kind added later is pseudonymous until listed.
+_clear_id_kinds: frozenset[str] = frozenset({"service", "ai_agent"})
+
+
+def identity_ids_in_clear(kinds: Any = ("service", "ai_agent")) -> None:
+    """Which identity kinds' ids spans carry in clear (``enduser.id``); the others get a keyed
+    pseudonym (``enduser.pseudo.id``). ``()``: every id pseudonymous. Default: services and
+    agents in clear, people (``human``) pseudonymous."""
+    global _clear_id_kinds
+    from .identity import KINDS
+
+    chosen = frozenset(kinds)
+    unknown = chosen - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown identity kind(s): {', '.join(sorted(unknown))}")
+    _clear_id_kinds = chosen
+    _attr_cache.clear()
+
+
+class _Pending:
+    """A statement's span before it is created: its cached attributes and start time.
+
+    The span is created when the statement ends, with ``start_time`` set to when it began and
+    every attribute in one mapping: the SDK validates and copies attributes once per call, so
+    creating it at the end costs one attribute pass where start + ``set_attributes`` cost two
+    (~8 µs). Nothing runs as a child of the statement span (it was never made current), so
+    creating it late changes no parentage.
+    """
+
+    __slots__ = ("attrs", "start_ns")
+
+    def __init__(self, attrs: dict[str, Any], start_ns: int) -> None:
+        self.attrs = attrs
+        self.start_ns = start_ns
+
+    def get_span_context(self) -> Any:  # a record built before the span ended: no trace
+        return trace.INVALID_SPAN_CONTEXT
+
+    def is_recording(self) -> bool:
+        return False
+
+
+# id(conn_info) -> id(analysis) -> (conn_info, analysis, identity, decision, attributes).
+# The keys are ids, the entries hold the objects themselves (so an id cannot be reused while
+# its entry lives) and a hit is checked by identity: no key tuple is built per statement.
+# The same analysis and decision objects mean the same text, statements and rules (a
+# decision that is not cached — EXECUTE, FETCH — is a new object, hence a miss).
+_attr_cache: dict[int, dict[int, tuple[Any, Any, Any, Any, dict[str, Any]]]] = {}
 
 
 def start_statement_span(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> Any:
-    """A started span for ``ctx`` (None when tracing is not recording).
-
-    The attributes that depend only on the statement text, identity, connection and decision
-    are built once and reused; the span gets them at creation (one validation pass).
-    """
+    """What the statement's span needs at its start (its span is created when it ends, see
+    :class:`_Pending`). Attributes that depend only on the statement text, identity,
+    connection and decision are built once and reused."""
     analysis = ctx.analysis
-    ident = ctx.identity
-    decision = ctx.decision
-    ck = (analysis.text, ident.kind, ident.id, ident.purpose, ident.model, ident.roles,
-          conn_info.get("host"), conn_info.get("port"), conn_info.get("dbname"),
-          decision.action, decision.rule_ids)
-    attrs = _attr_cache.get(ck)
-    if attrs is None:
-        attrs = _static_attributes(ctx, conn_info, key)
-        if len(_attr_cache) >= 1024:
+    per_conn = _attr_cache.get(id(conn_info))
+    if per_conn is None:
+        if len(_attr_cache) >= 64:
             _attr_cache.clear()
-        _attr_cache[ck] = attrs
-    span = _inst.tracer.start_span(attrs["db.query.summary"], kind=SpanKind.CLIENT,
-                                   attributes={**attrs, "governed_db.audit.record_id": ctx.id})
-    if not span.is_recording():
-        return None
-    return span
+        per_conn = _attr_cache[id(conn_info)] = {}
+    entry = per_conn.get(id(analysis))
+    if (entry is None or entry[0] is not conn_info or entry[1] is not analysis
+            or entry[2] is not ctx.identity or entry[3] is not ctx.decision):
+        if len(per_conn) >= 1024:
+            per_conn.clear()
+        entry = (conn_info, analysis, ctx.identity, ctx.decision,
+                 _static_attributes(ctx, conn_info, key))
+        per_conn[id(analysis)] = entry
+    return _Pending(entry[4], time_ns())
 
 
 def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> dict[str, Any]:
@@ -126,10 +182,13 @@ def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> di
         "db.query.summary": summary,
         "db.operation.name": ",".join(sorted(analysis.kinds)) if stmts else "UNKNOWN",
         "server.address": str(conn_info.get("host") or ""),
-        "enduser.pseudo.id": pseudonym(ident.label, key),
         "governed_db.identity.kind": ident.kind,
         "governed_db.decision": ctx.decision.action,
     }
+    if ident.kind in _clear_id_kinds:
+        attrs["enduser.id"] = ident.id
+    else:
+        attrs["enduser.pseudo.id"] = pseudonym(ident.label, key)
     if analysis.error is None and analysis.normalized:
         attrs["db.query.text"] = analysis.normalized
     if len(tables) == 1:
@@ -141,7 +200,8 @@ def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> di
     if ident.purpose:
         attrs["governed_db.identity.purpose"] = ident.purpose
     if ident.kind == "ai_agent":
-        attrs["gen_ai.agent.name"] = ident.id
+        if ident.kind in _clear_id_kinds:  # the agent's name is its id
+            attrs["gen_ai.agent.name"] = ident.id
         if ident.model:
             attrs["gen_ai.request.model"] = ident.model
     if ctx.decision.rule_ids:
@@ -149,36 +209,48 @@ def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> di
     return attrs
 
 
-def end_statement_span(span: Any, ctx: Any, outcome: Mapping[str, Any]) -> None:
-    from . import testing
-
-    status = outcome.get("outcome")
-    if testing._monitor is not None:
-        testing._monitor.check("span", dict(getattr(span, "attributes", None) or {}))
-    extra: dict[str, Any] = {}  # one validation pass in the SDK instead of one per attribute
+def end_statement_span(pending: Any, ctx: Any, outcome: Mapping[str, Any]) -> None:
+    """Create and end the statement's span: the cached attributes and what the outcome adds,
+    in one mapping (one validation pass in the SDK), started when the statement began.
+    ``ctx.span`` becomes the span (the audit record names its trace), or None when it does
+    not record (sampled out)."""
+    static = pending.attrs
+    attrs = {**static, "governed_db.audit.record_id": ctx.id}
     if ctx.approval_id:
-        extra["governed_db.approval_id"] = ctx.approval_id
+        attrs["governed_db.approval_id"] = ctx.approval_id
     plans = ctx.plans
     if plans and any(m for _, m, _ in plans.values()):
-        extra["governed_db.masked_columns"] = sorted(ctx.masked)
-    for key in ("rowcount", "affected_rows"):
-        if outcome.get(key) is not None:
-            extra[f"governed_db.{key}"] = int(outcome[key])
+        attrs["governed_db.masked_columns"] = sorted(ctx.masked)
+    rowcount = outcome.get("rowcount")
+    if rowcount is not None:
+        attrs["governed_db.rowcount"] = int(rowcount)
+    affected = outcome.get("affected_rows")
+    if affected is not None:
+        attrs["governed_db.affected_rows"] = int(affected)
+    status = outcome.get("outcome")
+    error: Any = None
     if status in ("denied", "approval_required", "rolled_back"):
-        extra["governed_db.decision"] = "approval" if status == "approval_required" else "deny"
-        extra["db.response.status_code"] = "42501"
+        attrs["governed_db.decision"] = "approval" if status == "approval_required" else "deny"
+        attrs["db.response.status_code"] = "42501"
         rules = outcome.get("rules") or list(ctx.decision.rule_ids)
         if rules:
-            extra["governed_db.rule_ids"] = list(rules)
-        span.set_status(Status(StatusCode.ERROR, status))
+            attrs["governed_db.rule_ids"] = list(rules)
+        error = Status(StatusCode.ERROR, status)
     elif status == "error":
         if outcome.get("sqlstate"):
-            extra["db.response.status_code"] = outcome["sqlstate"]
-        extra["error.type"] = outcome.get("sqlstate") or outcome.get("error_class") or "error"
-        span.set_status(Status(StatusCode.ERROR))
-    if extra:
-        span.set_attributes(extra)
+            attrs["db.response.status_code"] = outcome["sqlstate"]
+        attrs["error.type"] = outcome.get("sqlstate") or outcome.get("error_class") or "error"
+        error = Status(StatusCode.ERROR)
+    testing = _modules.get("governed_db.testing")  # never imported from here: test code
+    if testing is not None and testing._monitor is not None:
+        testing._monitor.check("span", attrs)
+    span = _inst.tracer.start_span(static["db.query.summary"], kind=SpanKind.CLIENT,
+                                   attributes=attrs, start_time=pending.start_ns)
+    recording = span.is_recording()  # (an ended span no longer says)
+    if error is not None:
+        span.set_status(error)
     span.end()
+    ctx.span = span if recording else None
 
 
 def record_metrics(ctx: Any, outcome: Mapping[str, Any]) -> None:

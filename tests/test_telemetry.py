@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -39,21 +40,30 @@ def _metrics(reader) -> dict[str, list]:
 
 def test_span_per_statement_with_conventions_and_identity(otel, agent_conn, audit):
     exporter, reader = otel
+    before = time.time_ns()
     agent_conn.execute("SELECT email FROM users WHERE id = %s AND name = 'qnm Alice'", (1001,))
+    after = time.time_ns()
     with pytest.raises(errors.StatementDenied):
         agent_conn.execute("DROP TABLE users")
     spans = [s for s in exporter.get_finished_spans() if s.name != "statement"]
     select, drop = spans[-2], spans[-1]
+    # Created at the statement's end, started when it began: the span covers the statement.
+    assert before <= select.start_time <= select.end_time <= after
     a = dict(select.attributes)
-    assert a["db.system.name"] == "postgresql"
-    assert a["db.operation.name"] == "SELECT"
-    assert a["db.collection.name"] == "users"
-    assert a["db.query.summary"] == select.name
-    assert "$1" in a["db.query.text"] and "qnm" not in a["db.query.text"]
-    assert a["gen_ai.agent.name"] == "recs-bot" and a["gen_ai.request.model"] == "test-llm"
-    assert a["governed_db.identity.kind"] == "ai_agent"
-    assert len(a["enduser.pseudo.id"]) == 16 and "recs-bot" not in a["enduser.pseudo.id"]
-    assert a["governed_db.masked_columns"] == ("email",)
+    normalized = a["db.query.text"]
+    assert "$1" in normalized and "qnm" not in normalized
+    assert a == {
+        "db.system.name": "postgresql", "db.namespace": a["db.namespace"],
+        "db.query.summary": select.name, "db.operation.name": "SELECT",
+        "db.query.text": normalized, "db.collection.name": "users",
+        "server.address": a["server.address"], "server.port": a["server.port"],
+        "enduser.id": "recs-bot",  # an agent is configuration, not a person: in clear
+        "governed_db.identity.kind": "ai_agent", "governed_db.decision": "allow",
+        "governed_db.identity.purpose": "weekly recommendations",
+        "gen_ai.agent.name": "recs-bot", "gen_ai.request.model": "test-llm",
+        "governed_db.masked_columns": ("email",), "governed_db.rowcount": 1,
+        "governed_db.audit.record_id": a["governed_db.audit.record_id"]}
+    assert a["db.namespace"] and isinstance(a["server.port"], int)
     audit.flush()
     by_id = {r["id"]: r for r in audit.records if r["type"] == "statement"}
     rec = by_id[a["governed_db.audit.record_id"]]
@@ -68,6 +78,47 @@ def test_span_per_statement_with_conventions_and_identity(otel, agent_conn, audi
     assert ({"governed_db.rule_id": "statement.disallow-drop",
              "governed_db.identity.kind": "ai_agent"}, 1) in m["governed_db.denials"]
     assert sum(v for _, v in m["governed_db.masked_values"]) >= 1
+
+
+@pytest.mark.parametrize("kind", ["human", "service", "ai_agent"])
+def test_identity_in_clear_or_pseudonymous_by_kind(otel, dsn, audit, kind):
+    exporter, _ = otel
+    who = governed_db.Identity("qid-person-7", kind)
+    try:
+        for clear in (("service", "ai_agent"), ()):
+            telemetry.identity_ids_in_clear(clear)
+            with governed_db.connect(dsn, identity=who, audit=audit, autocommit=True) as c:
+                c.execute("SELECT 1")
+            a = dict(exporter.get_finished_spans()[-1].attributes)
+            if kind in clear:
+                assert a["enduser.id"] == "qid-person-7" and "enduser.pseudo.id" not in a
+            else:
+                assert "enduser.id" not in a
+                pseudo = a["enduser.pseudo.id"]
+                assert len(pseudo) == 16 and int(pseudo, 16) >= 0
+                assert "qid" not in json.dumps(a, default=str)
+    finally:
+        telemetry.identity_ids_in_clear()
+    with pytest.raises(ValueError, match="unknown identity kind"):
+        telemetry.identity_ids_in_clear(["robot"])
+
+
+def test_span_cache_follows_identity_and_decision(otel, dsn, audit):
+    """The cached attributes of one text are never reused for another identity (or when
+    acting_as switches the identity on the same connection)."""
+    exporter, _ = otel
+    svc = governed_db.Identity("svc-a", "service", purpose="p1")
+    with governed_db.connect(dsn, identity=svc, audit=audit, autocommit=True) as c:
+        c.execute("SELECT id FROM users WHERE id = 1")
+        with governed_db.acting_as(governed_db.Identity("bob", "human")):
+            c.execute("SELECT id FROM users WHERE id = 1")
+        c.execute("SELECT id FROM users WHERE id = 1")
+    s1, s2, s3 = (dict(s.attributes) for s in exporter.get_finished_spans()[-3:])
+    assert s1["enduser.id"] == s3["enduser.id"] == "svc-a"
+    assert s1["governed_db.identity.purpose"] == "p1"
+    assert "enduser.id" not in s2 and s2["governed_db.identity.kind"] == "human"
+    assert "governed_db.identity.purpose" not in s2
+    assert s1["governed_db.audit.record_id"] != s3["governed_db.audit.record_id"]
 
 
 def test_no_literal_value_in_any_span(otel, dsn, audit):
