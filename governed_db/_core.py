@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from . import _config, telemetry
+from . import _config, _server_mask, telemetry
 from ._catalog import Catalog
 from .analysis import Analysis, StatementFacts, analyze
 from .analysis._effects import static_bound, unknown_functions, with_function_effects
@@ -76,7 +76,7 @@ class StatementContext:
     __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
                  "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
-                 "read_write", "approval_consumed", "effect_check")
+                 "read_write", "approval_consumed", "effect_check", "server_mask")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -100,6 +100,7 @@ class StatementContext:
         self.read_write = False
         self.approval_consumed = False  # given back when the statement does not run
         self.effect_check = False  # runs under the exact blast radius (see gate())
+        self.server_mask: Any = None  # the rewrite sent instead of the text (_server_mask)
         # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
         # result index -> ((output column, its base columns or "?"), ...): names, no values
@@ -193,6 +194,8 @@ class Governor:
         # By the decision key: (runs under the blast radius, changes data a READ ONLY
         # transaction refuses) — both depend only on the text, identity and snapshot.
         self._effects: dict[tuple[Any, ...], tuple[bool, bool]] = {}
+        # Statement shapes masked by the server, by the decision key (see _server_mask).
+        self.server_masks: dict[tuple[Any, ...], Any] = {}
 
     # -- catalog snapshot ----------------------------------------------------------------------
 
@@ -734,6 +737,14 @@ class Governor:
         cached = ctx.plans.get(index)
         if cached is not None:
             return cached[0]
+        if ctx.server_mask is not None and index == 0:
+            # The server masked some columns (the statement was rewritten): their values
+            # arrive masked; the rest is planned as learned, if the result has its shape.
+            hit = _server_mask.plan_for(ctx.server_mask, result)
+            if hit is not None:
+                ctx.plans[0], ctx.lineage[0] = hit
+                return hit[0][0]
+            _server_mask.forget(self, ctx)  # not the learned shape: plan it from scratch
         catalog = self.catalog
         key = None
         if catalog is not None and not self.catalog_stale:

@@ -19,6 +19,7 @@ from typing import Any
 from psycopg import pq
 from psycopg.rows import RowFactory, RowMaker
 
+from . import _server_mask
 from . import testing as _testing
 from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
 from .errors import InterfaceError
@@ -81,6 +82,12 @@ class GovernedCursorMixin:
         ctx = gov.gate(pgq.query, pgq.params, ident)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
+        sm = _server_mask.rewrite_for(self, gov, ctx) if gov.server_masks else None
+        if sm is not None:
+            # Decided, recorded and bound to the caller's text; the server masks (see
+            # _server_mask): what is sent is the caller's statement inside a masking SELECT.
+            pgq.query = sm.query
+            ctx.server_mask = sm
         if conn._pipeline is not None:
             if gov.read_only_for(ctx.identity) and any(
                     st.kinds & TX_MODE_KINDS for st in ctx.statements):
@@ -267,6 +274,8 @@ class GovernedCursorMixin:
         ctx = self._gov_ctx
         plan = gov.plan(ctx, self._iresult, self._gov_result)
         maker = inner if plan is None else plan.wrap(inner)
+        if plan is not None and ctx is not None and ctx.server_mask is None:
+            _server_mask.learn(self, gov, ctx, self._gov_result)  # a rewrite for next time
         if ctx is not None and ctx.decision.max_rows_returned is not None:
             maker = _row_limited(maker, gov, ctx, self._gov_result)
         return maker

@@ -124,6 +124,9 @@ class Masking:
     unmask: tuple[UnmaskGrant, ...] = ()
     not_sensitive: tuple[str, ...] = ()
     hash_key_env: str = "GOVERNED_DB_MASK_KEY"
+    # Let the server compute redact/partial/email/null where that is exact (_server_mask):
+    # masked values then never cross the wire. False: every value is masked in the client.
+    server_side: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -380,6 +383,7 @@ def _merge_masking(base: Masking, own: Masking, raw: Mapping[str, Any]) -> Maski
         columns=base.columns + own.columns, unmask=base.unmask + own.unmask,
         not_sensitive=base.not_sensitive + own.not_sensitive,
         hash_key_env=own.hash_key_env if "hash_key_env" in raw else base.hash_key_env,
+        server_side=own.server_side if "server_side" in raw else base.server_side,
     )
 
 
@@ -404,8 +408,12 @@ def _key_line(text: str, key: str) -> int | None:
 def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
     if not isinstance(raw, Mapping):
         raise PolicyError("[masking] must be a table", path=source, line=_key_line(text, "masking"))
-    known = {"detect_names", "detect_values", "columns", "unmask", "not_sensitive", "hash_key_env"}
+    known = {"detect_names", "detect_values", "columns", "unmask", "not_sensitive", "hash_key_env",
+             "server_side"}
     _check_keys(raw, known, "masking", source, text)
+    if not isinstance(raw.get("server_side", True), bool):
+        raise PolicyError("[masking] server_side must be true or false", path=source,
+                          line=_key_line(text, "server_side"))
     col_lines = _lines_of(text, "masking.columns")
     cols = []
     for i, item in enumerate(raw.get("columns", [])):
@@ -440,6 +448,7 @@ def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
         columns=tuple(cols), unmask=tuple(grants),
         not_sensitive=_str_tuple(raw.get("not_sensitive", ()), "not_sensitive", source, None),
         hash_key_env=str(raw.get("hash_key_env", "GOVERNED_DB_MASK_KEY")),
+        server_side=raw.get("server_side", True),
     )
 
 

@@ -1,0 +1,384 @@
+"""Masking done by the server: the statement is rewritten so masked values never cross the wire.
+
+Client-side masking (``masking.py``) receives the raw value and replaces it per cell, so the
+sensitive value is in the client's memory and costs ~0.5 µs per masked cell. For a statement
+whose result columns are masked with a strategy SQL can compute exactly (``redact``,
+``partial``, ``email``, ``null``), the text sent is instead::
+
+    SELECT governed_db_m.c1 AS "id", <email strategy on governed_db_m.c2> AS "email"
+      FROM (
+    <the caller's statement, byte for byte>
+    ) AS governed_db_m(c1, c2)
+
+so the server returns the masked value. The caller's statement is untouched inside the
+parentheses (its WHERE, ORDER BY, GROUP BY, LIMIT keep their meaning; a subquery with ORDER BY
+is not flattened, so its order is what the outer scan returns), and only the outer select list
+masks. Output names, count and types (type OIDs and modifiers) are the caller's.
+
+How a rewrite is learned, and why that way: the client-side mask plan is built from the result's
+own provenance (``ftable``/``ftablecol``), the statement's lineage and the result types, and is
+the reference for what must be masked and how. The first execution of a statement shape (per
+identity and catalog snapshot) is masked client-side; its plan and result shape are turned into
+a rewrite for the next executions, when every masked column qualifies:
+
+* the strategy is computed in SQL byte-identically to ``masking._strategy_text`` for every
+  input (NULL, empty, short, non-ASCII: lengths are characters on a UTF8 server and client);
+* the column type is one whose loaded value the client masker handles as a plain string
+  (``text``, ``varchar``) or as a scalar it turns into None (numbers, dates, bool, bytea,
+  uuid, inet…), with psycopg's default loader on the cursor (a custom loader could turn an
+  ``int4`` into a ``str``, which the client would mask differently);
+* the reason is exact lineage (never ``unknown-lineage`` or value detection) and the strategy
+  is not ``hash`` (its key never goes to the server).
+
+A column that does not qualify is masked client-side as before, in the same result. Only a
+single plain SELECT (no SELECT INTO, no locking clause, no data-modifying CTE, no user
+function) outside pipeline mode is rewritten; COPY, RETURNING, DECLARE/FETCH, EXECUTE and
+multi-statement strings keep client-side masking. The rewritten text is parsed back and its
+inner statement must equal the caller's parse tree, else nothing is rewritten.
+
+Fail closed: when a rewritten statement's result does not have the learned shape (column
+count, types, provenance of the unmasked columns), the plan is built from that result as for
+any statement (every column the lineage says is sensitive is masked client-side again), and
+the rewrite is forgotten. Audit records, spans and approvals bind to the caller's statement:
+the rewrite happens after the statement was decided, in the text psycopg sends.
+
+Policy: ``[masking] server_side = false`` turns this off (default on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pgparse
+import psycopg
+from psycopg import pq
+
+from .analysis._facts import strip_locations
+
+__all__ = ["ServerMask", "learn", "mask_expression", "plan_for", "rewrite_for"]
+
+ALIAS = b"governed_db_m"
+# Strategies SQL computes exactly (see mask_expression); "hash" stays client-side: its key
+# must never be sent to the server.
+SQL_STRATEGIES = frozenset({"redact", "partial", "email", "null"})
+_TEXT, _VARCHAR = 25, 1043
+# Scalar types whose default loader returns neither str, dict, list nor tuple: the client
+# masker turns every non-NULL value of these into None, whatever the strategy.
+NULL_TYPES = frozenset({
+    16,  # bool
+    17,  # bytea
+    20, 21, 23, 26,  # int8, int2, int4, oid
+    700, 701, 1700,  # float4, float8, numeric
+    1082, 1083, 1114, 1184, 1186, 1266,  # date, time, timestamp, timestamptz, interval, timetz
+    2950,  # uuid
+    650, 869,  # cidr, inet
+})
+_REASONS_NOT_EXACT = ("unknown-lineage", "detected")
+_MAX_CACHE = 2048
+
+
+class ServerMask:
+    """A learned rewrite for one statement shape.
+
+    Attributes:
+        query: the text sent instead of the caller's (UTF-8 bytes).
+        masked: output positions the server masks.
+        types: ``ftype`` of every output column of the rewritten result.
+        provenance: ``(ftable, ftablecol)`` of every column the server does not mask (None at
+            masked positions): the rewritten result must show the same sources.
+        oids: type OIDs of the masked columns, whose loaders must be psycopg's defaults.
+        entry: the statement's plan entry with the server-masked columns taken out of the
+            client plan: ``(plan or None, {column: "strategy:reason"}, base columns)``.
+        lineage: the per-column lineage recorded for the audit (as learned).
+    """
+
+    __slots__ = ("query", "masked", "types", "provenance", "oids", "entry", "lineage")
+
+    def __init__(self, *, query: bytes, masked: tuple[int, ...], types: tuple[int, ...],
+                 provenance: tuple[tuple[int, int] | None, ...], oids: tuple[int, ...],
+                 entry: tuple[Any, Mapping[str, str], frozenset[str]],
+                 lineage: tuple[Any, ...]) -> None:
+        self.query = query
+        self.masked = masked
+        self.types = types
+        self.provenance = provenance
+        self.oids = oids
+        self.entry = entry
+        self.lineage = lineage
+
+    def __repr__(self) -> str:
+        return f"ServerMask(masked={self.masked!r})"
+
+
+# -- strategies in SQL ---------------------------------------------------------------------------
+
+_OP = {name: b"OPERATOR(pg_catalog." + name + b")" for name in (b"||", b"<=", b"-", b">", b"<")}
+
+
+def _text_type(oid: int, fmod: int, strategy: str) -> bytes | None:
+    """The cast that keeps a text column's type (and modifier) for a strategy's output."""
+    if oid == _TEXT and fmod == -1:
+        return b"pg_catalog.text"
+    if oid == _VARCHAR:
+        if fmod == -1:
+            return b"pg_catalog.varchar"
+        n = fmod - 4
+        # varchar(n) keeps its modifier only where the masked text always fits: an explicit
+        # cast would silently cut a longer one, which the client would not.
+        if strategy in ("redact", "partial", "null") and n >= 4:
+            return b"pg_catalog.varchar(%d)" % n
+    return None
+
+
+def mask_expression(col: bytes, strategy: str, oid: int, fmod: int) -> bytes | None:
+    """SQL computing ``strategy`` on column expression ``col`` exactly as the client does.
+
+    Equal for every value to what ``masking._Masker`` returns for the value psycopg loads:
+    for a string the strategy's text (lengths and the last four are characters), for any other
+    scalar None; NULL stays NULL. Every expression references the column, so a subquery
+    flattened by the planner still evaluates (and raises) what the caller's statement
+    computes. Functions and operators are schema-qualified: nothing on the search path can
+    shadow them. None when the type is not one this module handles exactly.
+    """
+    if strategy not in SQL_STRATEGIES:
+        return None
+    if oid not in (_TEXT, _VARCHAR):
+        if oid not in NULL_TYPES:
+            return None
+        # Any strategy on a non-text scalar: None on the client. ARRAY[x][0] is NULL of x's
+        # own type and modifier (numeric(10,2) stays numeric(10,2)), and still evaluates x.
+        return b"(ARRAY[" + col + b"])[0]"
+    cast = _text_type(oid, fmod, strategy)
+    if cast is None:
+        return None
+    c = col
+    if strategy == "null":
+        body = b"CASE WHEN " + c + b" IS NULL THEN NULL ELSE NULL END"
+    elif strategy == "redact":
+        body = b"CASE WHEN " + c + b" IS NULL THEN NULL ELSE '****'::pg_catalog.text END"
+    elif strategy == "partial":
+        # n <= 8: "****"; else n-4 stars and the last four characters.
+        length = b"pg_catalog.length(" + c + b")"
+        body = (b"CASE WHEN " + c + b" IS NULL THEN NULL WHEN " + length + b" " + _OP[b"<="]
+                + b" 8 THEN '****'::pg_catalog.text ELSE pg_catalog.repeat('*'::pg_catalog.text, "
+                + length + b" " + _OP[b"-"] + b" 4) " + _OP[b"||"] + b" pg_catalog.right("
+                + c + b", 4) END")
+    else:  # email
+        # Python: at = s.rfind("@"); at > 0 -> "****@" + s[at+1:], else "****". With k the
+        # 1-based position of "@" in reverse(s): at = len - k, so at > 0 <=> 0 < k < len,
+        # and s[at+1:] is the last k-1 characters.
+        k = b"pg_catalog.strpos(pg_catalog.reverse(" + c + b"), '@'::pg_catalog.text)"
+        body = (b"CASE WHEN " + c + b" IS NULL THEN NULL WHEN " + k + b" " + _OP[b">"]
+                + b" 0 AND " + k + b" " + _OP[b"<"] + b" pg_catalog.length(" + c + b") THEN"
+                b" '****@'::pg_catalog.text " + _OP[b"||"] + b" pg_catalog.right(" + c + b", "
+                + k + b" " + _OP[b"-"] + b" 1) ELSE '****'::pg_catalog.text END")
+    return b"CAST(" + body + b" AS " + cast + b")"
+
+
+def _quote_ident(name: bytes) -> bytes:
+    return b'"' + name.replace(b'"', b'""') + b'"'
+
+
+# -- which statements qualify ----------------------------------------------------------------------
+
+_NOT_NESTABLE = ("intoClause", "lockingClause", "InsertStmt", "UpdateStmt", "DeleteStmt",
+                 "MergeStmt")
+
+
+def _nestable(node: Any) -> bool:
+    """Whether a SELECT means the same as a subquery in FROM: no SELECT INTO, no row locks,
+    no data-modifying CTE (only allowed at the top level) anywhere in it."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in _NOT_NESTABLE:
+                return False
+            if not _nestable(v):
+                return False
+    elif isinstance(node, list):
+        return all(_nestable(v) for v in node)
+    return True
+
+
+def _statement(gov: Any, ctx: Any) -> Any:
+    """The statement's facts when it may be rewritten at all, else None."""
+    if len(ctx.statements) != 1:
+        return None
+    st = ctx.statements[0]
+    if st.kind != "SELECT" or "SelectStmt" not in st.tree or st.opaque_reasons:
+        return None
+    catalog = gov.catalog
+    if catalog is None or st.functions & catalog.user_functions:
+        # A user function (even one labelled STABLE) could run a different number of times
+        # when the planner flattens the subquery: its effects are not ours to change.
+        return None
+    if not _nestable(st.tree):
+        return None
+    return st
+
+
+def _key(gov: Any, ctx: Any) -> tuple[Any, ...]:
+    ident = ctx.identity
+    catalog = gov.catalog
+    return (ctx.analysis.text, ident.kind, ident.id, ident.roles,
+            catalog.version if catalog is not None else -1)
+
+
+def _utf8(conn: Any) -> bool:
+    # Lengths and "the last four" are characters: the same on both sides only when the server
+    # counts UTF-8 characters and the client decodes UTF-8 (and statement offsets are bytes).
+    pgconn = conn.pgconn
+    return (pgconn.parameter_status(b"server_encoding") == b"UTF8"
+            and pgconn.parameter_status(b"client_encoding") == b"UTF8")
+
+
+def _default_loaders(cursor: Any, oids: Sequence[int]) -> bool:
+    adapters = cursor.adapters
+    default = psycopg.adapters
+    for oid in oids:
+        for fmt in (pq.Format.TEXT, pq.Format.BINARY):
+            if adapters.get_loader(oid, fmt) is not default.get_loader(oid, fmt):
+                return False
+    return True
+
+
+# -- the three hooks ----------------------------------------------------------------------------
+
+
+def rewrite_for(cursor: Any, gov: Any, ctx: Any) -> ServerMask | None:
+    """The learned rewrite for a statement about to be sent (None: send it as it is).
+
+    Called by the statement choke point after the statement was decided; never raises into
+    the caller's path (any doubt sends the caller's text, masked client-side).
+    """
+    try:
+        cache = gov.server_masks
+        if not cache or gov.catalog_stale or not gov.policy.masking.server_side:
+            return None
+        sm = cache.get(_key(gov, ctx))
+        if sm is None or cursor._conn._pipeline is not None or not _utf8(cursor._conn):
+            return None
+        if getattr(cursor, "_execmany_returning", None) is not None:
+            return None  # executemany: its results are numbered across executions
+        if not _default_loaders(cursor, sm.oids):
+            return None
+        return sm
+    except Exception:  # noqa: BLE001 - fall back to client-side masking, never to none
+        return None
+
+
+def learn(cursor: Any, gov: Any, ctx: Any, result: Any) -> None:
+    """After a result was planned client-side, learn a rewrite for the statement's next runs."""
+    if ctx is None or result is None or cursor._iresult != 0 or ctx.server_mask is not None:
+        return
+    try:
+        cache = gov.server_masks
+        key = _key(gov, ctx)
+        if key in cache:
+            return
+        sm = _build(cursor, gov, ctx, result)
+        if gov.catalog_stale:
+            return  # the snapshot is being reloaded: the plan may not be the last word
+        if len(cache) >= _MAX_CACHE:
+            cache.clear()
+        cache[key] = sm
+    except Exception:  # noqa: BLE001 - no rewrite: client-side masking stays
+        return
+
+
+def _build(cursor: Any, gov: Any, ctx: Any, result: Any) -> ServerMask | None:
+    if not gov.policy.masking.server_side or gov.catalog is None or gov.catalog_stale:
+        return None
+    if cursor._conn._pipeline is not None or not _utf8(cursor._conn):
+        return None
+    st = _statement(gov, ctx)
+    if st is None:
+        return None
+    cached = ctx.plans.get(0)
+    lineage = ctx.lineage.get(0)
+    if cached is None or lineage is None or cached[0] is None:
+        return None
+    plan, masked_names, seen = cached
+    n = result.nfields
+    if len(plan.columns) != n or n == 0:
+        return None
+    exprs: list[bytes] = []
+    masked: list[int] = []
+    oids: list[int] = []
+    provenance: list[tuple[int, int] | None] = []
+    client_cols: list[Any] = []
+    for i, cm in enumerate(plan.columns):
+        col = ALIAS + b".c%d" % (i + 1)
+        expr = None
+        oid, fmod = result.ftype(i), result.fmod(i)
+        if cm is not None and cm.reason not in _REASONS_NOT_EXACT:
+            expr = mask_expression(col, cm.strategy, oid, fmod)
+        if expr is None:
+            exprs.append(col)
+            provenance.append((result.ftable(i), result.ftablecol(i)))
+            client_cols.append(cm)
+        else:
+            exprs.append(expr)
+            masked.append(i)
+            oids.append(oid)
+            provenance.append(None)
+            client_cols.append(None)
+    if not masked or not _default_loaders(cursor, oids):
+        return None
+    body = st.text.encode("utf-8")
+    names = [_quote_ident(bytes(result.fname(i))) for i in range(n)]
+    select = b", ".join(e + b" AS " + nm for e, nm in zip(exprs, names))
+    aliases = b", ".join(b"c%d" % (i + 1) for i in range(n))
+    query = (b"SELECT " + select + b" FROM (\n" + body + b"\n) AS " + ALIAS
+             + b"(" + aliases + b")")
+    if not _proven(query, st.tree, n):
+        return None
+    from .masking import MaskPlan
+
+    rest = MaskPlan(client_cols, gov.classifier.key) if any(
+        c is not None for c in client_cols) else None
+    return ServerMask(query=query, masked=tuple(masked),
+                      types=tuple(result.ftype(i) for i in range(n)),
+                      provenance=tuple(provenance), oids=tuple(oids),
+                      entry=(rest, masked_names, seen), lineage=lineage)
+
+
+def _proven(query: bytes, tree: Mapping[str, Any], n: int) -> bool:
+    """The rewritten text parses as one SELECT over one subquery that is the caller's own
+    statement, node for node (positions aside), with ``n`` output columns."""
+    try:
+        stmts = pgparse.parse(query.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - does not parse: no rewrite
+        return False
+    if len(stmts) != 1:
+        return False
+    sel = stmts[0].get("stmt", {}).get("SelectStmt")
+    if not sel or len(sel.get("targetList") or ()) != n:
+        return False
+    if set(sel) - {"targetList", "fromClause", "limitOption", "op"}:
+        return False
+    from_ = sel.get("fromClause") or ()
+    if len(from_) != 1 or "RangeSubselect" not in from_[0]:
+        return False
+    inner = from_[0]["RangeSubselect"].get("subquery")
+    return inner is not None and strip_locations(inner) == strip_locations(tree)
+
+
+def plan_for(sm: ServerMask, result: Any) -> Any:
+    """The plan entry and lineage for a rewritten statement's result, or None when the result
+    does not have the learned shape (the caller then plans it from scratch: fail closed)."""
+    n = result.nfields
+    if n != len(sm.types):
+        return None
+    for i in range(n):
+        if result.ftype(i) != sm.types[i]:
+            return None
+        prov = sm.provenance[i]
+        if prov is not None and (result.ftable(i), result.ftablecol(i)) != prov:
+            return None
+    return sm.entry, sm.lineage
+
+
+def forget(gov: Any, ctx: Any) -> None:
+    """Drop the rewrite of ``ctx``'s statement (its result did not have the learned shape)."""
+    gov.server_masks.pop(_key(gov, ctx), None)
