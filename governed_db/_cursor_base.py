@@ -193,7 +193,9 @@ class GovernedCursorMixin:
         gov = self._conn._governor
         blast = gov.blast_radius_applies(ctx)
         if not blast and not ctx.read_write:
-            return run  # the common case: psycopg's own generator, no extra layer
+            # The common case: psycopg's own generator, no extra layer (a new SELECT shape
+            # that may return sensitive columns is described first, for server masking).
+            return _server_mask.maybe_describe(self, gov, ctx, pgq, run)
         return self._gov_effect_gen(ctx, run, blast)
 
     def _gov_effect_gen(self, ctx: Any, run: Any, blast: bool) -> Any:

@@ -17,9 +17,13 @@ masks. Output names, count and types (type OIDs and modifiers) are the caller's.
 
 How a rewrite is learned, and why that way: the client-side mask plan is built from the result's
 own provenance (``ftable``/``ftablecol``), the statement's lineage and the result types, and is
-the reference for what must be masked and how. The first execution of a statement shape (per
-identity and catalog snapshot) is masked client-side; its plan and result shape are turned into
-a rewrite for the next executions, when every masked column qualifies:
+the reference for what must be masked and how. So the rewrite is derived from that plan: the
+first time a statement shape (per identity and catalog snapshot) that may return sensitive
+columns is executed, the server is asked to describe it first (Parse and Describe of the
+unnamed statement: columns, types, provenance, no rows); the plan built from that description
+becomes a rewrite, used from this very execution on (paths that do not describe first, such as
+``stream()``, learn from their first result, masked client-side). A column is masked by the
+server when:
 
 * the strategy is computed in SQL byte-identically to ``masking._strategy_text`` for every
   input (NULL, empty, short, non-ASCII: lengths are characters on a UTF8 server and client);
@@ -56,7 +60,7 @@ from psycopg import pq
 
 from .analysis._facts import strip_locations
 
-__all__ = ["ServerMask", "learn", "mask_expression", "plan_for", "rewrite_for"]
+__all__ = ["ServerMask", "learn", "mask_expression", "maybe_describe", "plan_for", "rewrite_for"]
 
 ALIAS = b"governed_db_m"
 # Strategies SQL computes exactly (see mask_expression); "hash" stays client-side: its key
@@ -267,6 +271,77 @@ def rewrite_for(cursor: Any, gov: Any, ctx: Any) -> ServerMask | None:
         return None
 
 
+def maybe_describe(cursor: Any, gov: Any, ctx: Any, pgq: Any, run: Any) -> Any:
+    """``run`` itself, or a generator that first learns the statement's result shape.
+
+    A statement shape not seen before (per identity and snapshot) that may return sensitive
+    columns is described by the server first (Parse and Describe of the unnamed statement: the
+    result's columns, types and provenance, no rows), so even its first execution is masked
+    by the server. Everything else runs as it is: one dictionary lookup.
+    """
+    try:
+        if ctx.server_mask is not None or not gov.policy.masking.server_side:
+            return run
+        cache = gov.server_masks
+        key = _key(gov, ctx)
+        if key in cache:
+            return run
+        conn = cursor._conn
+        st = _statement(gov, ctx)
+        if st is None or gov.catalog_stale or conn._pipeline is not None \
+                or getattr(cursor, "_execmany_returning", None) is not None \
+                or not gov._may_touch_sensitive(st, gov.catalog, ctx.identity):
+            if st is None and not gov.catalog_stale:
+                _store(cache, key, None)  # never rewritten: no second look
+            return run
+    except Exception:  # noqa: BLE001 - no rewrite: client-side masking stays
+        return run
+    return _describe_then(cursor, gov, ctx, pgq, run)
+
+
+def _describe_then(cursor: Any, gov: Any, ctx: Any, pgq: Any, run: Any) -> Any:
+    from psycopg import errors as e
+    from psycopg.generators import execute
+
+    pgconn = cursor._pgconn
+    # The unnamed statement: psycopg's own unprepared executions use it too. An error here
+    # (the statement does not parse or names what does not exist) is the error its execution
+    # would raise, raised the way psycopg raises it.
+    pgconn.send_prepare(b"", pgq.query, param_types=pgq.types)
+    results = yield from execute(pgconn)
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            raise e.error_from_result(res, encoding=cursor._encoding)
+    pgconn.send_describe_prepared(b"")
+    results = yield from execute(pgconn)
+    described = results[-1] if results else None
+    if described is not None and described.status == pq.ExecStatus.FATAL_ERROR:
+        raise e.error_from_result(described, encoding=cursor._encoding)
+    if described is not None and described.status == pq.ExecStatus.COMMAND_OK \
+            and described.nfields:
+        try:
+            if gov.plan(ctx, 0, described) is not None:
+                learn(cursor, gov, ctx, described)
+            elif not gov.catalog_stale:
+                _store(gov.server_masks, _key(gov, ctx), None)  # nothing to mask
+        finally:
+            # The execution's own result is planned again (or as learned).
+            ctx.plans.pop(0, None)
+            ctx.lineage.pop(0, None)
+        sm = rewrite_for(cursor, gov, ctx)
+        if sm is not None:
+            pgq.query = sm.query
+            ctx.server_mask = sm
+    return (yield from run)
+
+
+def _store(cache: dict[tuple[Any, ...], ServerMask | None], key: tuple[Any, ...],
+           value: ServerMask | None) -> None:
+    if len(cache) >= _MAX_CACHE:
+        cache.clear()
+    cache[key] = value
+
+
 def learn(cursor: Any, gov: Any, ctx: Any, result: Any) -> None:
     """After a result was planned client-side, learn a rewrite for the statement's next runs."""
     if ctx is None or result is None or cursor._iresult != 0 or ctx.server_mask is not None:
@@ -279,9 +354,7 @@ def learn(cursor: Any, gov: Any, ctx: Any, result: Any) -> None:
         sm = _build(cursor, gov, ctx, result)
         if gov.catalog_stale:
             return  # the snapshot is being reloaded: the plan may not be the last word
-        if len(cache) >= _MAX_CACHE:
-            cache.clear()
-        cache[key] = sm
+        _store(cache, key, sm)
     except Exception:  # noqa: BLE001 - no rewrite: client-side masking stays
         return
 

@@ -291,8 +291,8 @@ def _raw_secrets(dsn):
 def test_raw_value_never_reaches_the_result_buffer(dsn, audit, sql, params):
     secrets = _raw_secrets(dsn)
     with governed_db.connect(dsn, identity=AGENT, audit=audit) as conn:
-        conn.execute(sql, params).fetchall()  # learns the shape
-        for prepare in (None, True):
+        # The first execution too: its shape is described by the server before it runs.
+        for prepare in (None, None, True):
             cur = conn.execute(sql, params, prepare=prepare)
             sm = cur._gov_ctx.server_mask
             assert sm is not None and sm.masked
@@ -424,3 +424,32 @@ def test_the_mask_plan_for_the_rest_is_kept(dsn):
         assert isinstance(sm.entry[0], MaskPlan)
         assert cur.fetchall() == first
         assert first[0][3] == "****@example.com" and first[0][2] == "****"
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["server", "client"])
+def test_a_failing_statement_fails_the_same_way(dsn, on):
+    """The describe step raises what the execution would: same class, transaction aborted."""
+    with governed_db.connect(dsn, identity=HUMAN, policy=_policy(on)) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            conn.execute("SELECT email, nosuch FROM users")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        conn.rollback()
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            conn.execute("SELECT email FROM users WHERE id = %s::int", ("x",))
+        conn.rollback()
+        assert conn.execute("SELECT email FROM users WHERE id = 1001").fetchone() == \
+            ("****@example.com",)
+
+
+def test_first_execution_is_masked_by_the_server_and_stream_learns(dsn):
+    with governed_db.connect(dsn, identity=HUMAN) as conn:
+        cur = conn.execute("SELECT ssn FROM users ORDER BY id")
+        assert cur._gov_ctx.server_mask is not None  # described first: no raw value came
+        assert cur.fetchall() == [("***********3333",), ("***********6666",)]
+        sql = "SELECT ssn, id FROM users ORDER BY id"
+        streamed = list(conn.cursor().stream(sql))  # no describe step: masked client-side
+        cur = conn.cursor()
+        assert list(cur.stream(sql)) == streamed == [("***********3333", 1001),
+                                                     ("***********6666", 1002)]
+        assert cur._gov_ctx.server_mask is not None  # learned from the first stream
