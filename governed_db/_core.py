@@ -1010,6 +1010,8 @@ class Governor:
         sqlstate = getattr(exc, "sqlstate", None)
         self._record(ctx, outcome="error", sqlstate=sqlstate, error_class=type(exc).__name__)
         self.give_back_approval(ctx)
+        if ctx.server_mask is not None:
+            _server_mask.forget(self, ctx)  # described again next time (a column type changed?)
 
     def _record(self, ctx: StatementContext, **outcome: Any) -> None:
         if ctx.finished:

@@ -287,12 +287,13 @@ def maybe_describe(cursor: Any, gov: Any, ctx: Any, pgq: Any, run: Any) -> Any:
         if key in cache:
             return run
         conn = cursor._conn
+        if gov.catalog_stale or conn._pipeline is not None \
+                or getattr(cursor, "_execmany_returning", None) is not None:
+            return run
         st = _statement(gov, ctx)
-        if st is None or gov.catalog_stale or conn._pipeline is not None \
-                or getattr(cursor, "_execmany_returning", None) is not None \
-                or not gov._may_touch_sensitive(st, gov.catalog, ctx.identity):
-            if st is None and not gov.catalog_stale:
-                _store(cache, key, None)  # never rewritten: no second look
+        if st is None or not gov._may_touch_sensitive(st, gov.catalog, ctx.identity):
+            if not gov.catalog_stale:
+                _store(cache, key, None)  # nothing to rewrite in this shape: no second look
             return run
     except Exception:  # noqa: BLE001 - no rewrite: client-side masking stays
         return run

@@ -453,3 +453,18 @@ def test_first_execution_is_masked_by_the_server_and_stream_learns(dsn):
         assert list(cur.stream(sql)) == streamed == [("***********3333", 1001),
                                                      ("***********6666", 1002)]
         assert cur._gov_ctx.server_mask is not None  # learned from the first stream
+
+
+def test_column_type_changed_elsewhere_is_described_again(dsn):
+    """A column whose type another session changed (text -> int) before the snapshot reloads:
+    the learned rewrite no longer applies; the failure forgets it and the next run is right."""
+    with governed_db.connect(dsn, identity=HUMAN, autocommit=True) as conn:
+        sql = "SELECT ssn FROM users ORDER BY id"
+        assert conn.execute(sql).fetchall() == [("***********3333",), ("***********6666",)]
+        with psycopg.connect(dsn, autocommit=True) as raw:
+            raw.execute("ALTER TABLE users ALTER COLUMN ssn TYPE int USING length(ssn)")
+        try:
+            rows = conn.execute(sql).fetchall()
+        except psycopg.Error:
+            rows = conn.execute(sql).fetchall()
+        assert rows == [(None,), (None,)]  # an int masked: None, as client-side
