@@ -117,7 +117,8 @@ class ServerMask:
 
 # -- strategies in SQL ---------------------------------------------------------------------------
 
-_OP = {name: b"OPERATOR(pg_catalog." + name + b")" for name in (b"||", b"<=", b"-", b">", b"<")}
+_OP = {name: b"OPERATOR(pg_catalog." + name + b")"
+       for name in (b"||", b"<=", b"-", b">", b"<", b"~~")}
 
 
 def _text_type(oid: int, fmod: int, strategy: str) -> bytes | None:
@@ -135,7 +136,8 @@ def _text_type(oid: int, fmod: int, strategy: str) -> bytes | None:
     return None
 
 
-def mask_expression(col: bytes, strategy: str, oid: int, fmod: int) -> bytes | None:
+def mask_expression(col: bytes, strategy: str, oid: int, fmod: int, *,
+                    split_part_last: bool = True) -> bytes | None:
     """SQL computing ``strategy`` on column expression ``col`` exactly as the client does.
 
     Equal for every value to what ``masking._Masker`` returns for the value psycopg loads:
@@ -144,6 +146,7 @@ def mask_expression(col: bytes, strategy: str, oid: int, fmod: int) -> bytes | N
     flattened by the planner still evaluates (and raises) what the caller's statement
     computes. Functions and operators are schema-qualified: nothing on the search path can
     shadow them. None when the type is not one this module handles exactly.
+    ``split_part_last``: the server has ``split_part(s, d, -1)`` (PostgreSQL 14 and later).
     """
     if strategy not in SQL_STRATEGIES:
         return None
@@ -162,16 +165,23 @@ def mask_expression(col: bytes, strategy: str, oid: int, fmod: int) -> bytes | N
     elif strategy == "redact":
         body = b"CASE WHEN " + c + b" IS NULL THEN NULL ELSE '****'::pg_catalog.text END"
     elif strategy == "partial":
-        # n <= 8: "****"; else n-4 stars and the last four characters.
+        # n <= 8: "****"; else n-4 stars and the last four characters: lpad() pads the last
+        # four on the left with stars to n characters (NULL in, NULL out: all are strict).
         length = b"pg_catalog.length(" + c + b")"
-        body = (b"CASE WHEN " + c + b" IS NULL THEN NULL WHEN " + length + b" " + _OP[b"<="]
-                + b" 8 THEN '****'::pg_catalog.text ELSE pg_catalog.repeat('*'::pg_catalog.text, "
-                + length + b" " + _OP[b"-"] + b" 4) " + _OP[b"||"] + b" pg_catalog.right("
-                + c + b", 4) END")
-    else:  # email
-        # Python: at = s.rfind("@"); at > 0 -> "****@" + s[at+1:], else "****". With k the
-        # 1-based position of "@" in reverse(s): at = len - k, so at > 0 <=> 0 < k < len,
-        # and s[at+1:] is the last k-1 characters.
+        body = (b"CASE WHEN " + length + b" " + _OP[b"<="] + b" 8 THEN '****'::pg_catalog.text"
+                b" ELSE pg_catalog.lpad(pg_catalog.right(" + c + b", 4), " + length
+                + b", '*'::pg_catalog.text) END")
+    elif split_part_last:
+        # Python: at = s.rfind("@"); at > 0 -> "****@" + s[at+1:], else "****". at > 0 means
+        # some "@" stands after the first character (LIKE '_%@%', bytewise "C" collation so
+        # no collation can refuse or change it); s[at+1:] is split_part(s, '@', -1).
+        body = (b"CASE WHEN " + c + b" IS NULL THEN NULL WHEN " + c
+                + b" COLLATE pg_catalog.\"C\" " + _OP[b"~~"] + b" '_%@%'::pg_catalog.text"
+                b" THEN '****@'::pg_catalog.text " + _OP[b"||"] + b" pg_catalog.split_part("
+                + c + b", '@'::pg_catalog.text, -1) ELSE '****'::pg_catalog.text END")
+    else:  # email on a server without split_part(..., -1) (before PostgreSQL 14)
+        # With k the 1-based position of "@" in reverse(s): at = len - k, so at > 0 <=>
+        # 0 < k < len, and s[at+1:] is the last k-1 characters.
         k = b"pg_catalog.strpos(pg_catalog.reverse(" + c + b"), '@'::pg_catalog.text)"
         body = (b"CASE WHEN " + c + b" IS NULL THEN NULL WHEN " + k + b" " + _OP[b">"]
                 + b" 0 AND " + k + b" " + _OP[b"<"] + b" pg_catalog.length(" + c + b") THEN"
@@ -376,6 +386,7 @@ def _build(cursor: Any, gov: Any, ctx: Any, result: Any) -> ServerMask | None:
     n = result.nfields
     if len(plan.columns) != n or n == 0:
         return None
+    pg14 = cursor._conn.pgconn.server_version >= 140000
     exprs: list[bytes] = []
     masked: list[int] = []
     oids: list[int] = []
@@ -386,7 +397,7 @@ def _build(cursor: Any, gov: Any, ctx: Any, result: Any) -> ServerMask | None:
         expr = None
         oid, fmod = result.ftype(i), result.fmod(i)
         if cm is not None and cm.reason not in _REASONS_NOT_EXACT:
-            expr = mask_expression(col, cm.strategy, oid, fmod)
+            expr = mask_expression(col, cm.strategy, oid, fmod, split_part_last=pg14)
         if expr is None:
             exprs.append(col)
             provenance.append((result.ftable(i), result.ftablecol(i)))
