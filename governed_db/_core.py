@@ -32,7 +32,7 @@ from .errors import ApprovalRequired, StatementDenied
 from .guardrails import Decision, effective_facts, evaluate, rule_limit
 from .identity import Identity, current_identity, derived_identity
 from ._redact import Allowed, RedactedResult, message_from_fields, redact_fields
-from .masking import Classifier, ColumnMask, MaskPlan
+from .masking import SAFE_TYPE_OIDS, BoundPlan, Classifier, ColumnMask, MaskPlan
 from .policy import Policy
 
 __all__ = ["Governor", "StatementContext"]
@@ -76,7 +76,8 @@ class StatementContext:
     __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
                  "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
-                 "read_write", "approval_consumed", "effect_check", "server_mask")
+                 "read_write", "approval_consumed", "effect_check", "server_mask",
+                 "detections")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -105,6 +106,8 @@ class StatementContext:
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
         # result index -> ((output column, its base columns or "?"), ...): names, no values
         self.lineage: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {}
+        # (result index, column index, detector) already recorded as masked in free text
+        self.detections: set[tuple[int, int, str]] | None = None
 
     @property
     def masked(self) -> dict[str, str]:
@@ -752,8 +755,11 @@ class Governor:
             cols = range(result.nfields)
             # (ftable, ftablecol) pin the base columns: a table re-created or a column
             # replaced since the plan was cached changes them, so `SELECT *` cannot reuse it.
+            # The column types decide which text columns the free-text detectors scan
+            # (``SELECT $1`` returns text or int by the parameter's type).
             key = (ctx.analysis.text, index, ident.kind, ident.id, ident.roles, catalog.version,
-                   tuple(map(result.ftable, cols)), tuple(map(result.ftablecol, cols)))
+                   tuple(map(result.ftable, cols)), tuple(map(result.ftablecol, cols)),
+                   tuple(map(result.ftype, cols)))
             hit = self._plans.get(key)
             if hit is not None:
                 ctx.plans[index], ctx.lineage[index] = hit
@@ -878,7 +884,48 @@ class Governor:
                               derived=not direct)
         if unknown:
             return self._unknown_column(i, result, stmt, catalog, ident)
-        return None
+        return self._free_text(i, result, sources, ident)
+
+    def _free_text(self, i: int, result: Any, sources: frozenset[str],
+                   ident: Identity) -> ColumnMask | None:
+        """Free-text PII: for the kinds ``[masking] detect_in_text`` names, a column that no
+        sensitive column feeds is still scanned by the value detectors (an e-mail typed into
+        ``orders.note``), unless its type cannot hold text or the policy names every column
+        it derives from safe (``not_sensitive``). An allow-list: an unknown type is scanned."""
+        if ident.kind not in self.policy.masking.detect_in_text:
+            return None
+        if result.ftype(i) in SAFE_TYPE_OIDS:
+            return None
+        if sources and all(src != UNKNOWN and self.classifier.known_safe(*src.split(".", 2))
+                           for src in sources):
+            return None
+        return ColumnMask(strategy="detect", reason="free-text", sources=tuple(sorted(sources)))
+
+    def bound_plan(self, ctx: StatementContext | None, index: int,
+                   result: Any) -> MaskPlan | BoundPlan | None:
+        """:meth:`plan`, bound to the statement's detection report: the first time a
+        detector masks something in a column, an audit record ``masked_in_text`` says which
+        detector, which output column and which base columns (names only, never a value)."""
+        plan = self.plan(ctx, index, result)
+        if plan is None or not plan.detecting or ctx is None or self.auditor is None:
+            return plan
+        names = [_fname(result, i) for i in range(result.nfields)]
+
+        def report(column: int, detectors: Sequence[str]) -> None:
+            seen = ctx.detections
+            if seen is None:
+                seen = ctx.detections = set()
+            for detector in detectors:
+                key = (index, column, detector)
+                if key in seen:
+                    continue
+                seen.add(key)
+                cm = plan.columns[column]
+                self.event("masked_in_text", ctx.identity, statement_id=ctx.id,
+                           column=names[column], detector=detector,
+                           sources=list(cm.sources) if cm is not None and cm.sources else None)
+
+        return plan.bind(report)
 
     def _base_column_refs(self, stmt: StatementFacts | None,
                           catalog: Catalog | None) -> dict[int, str | None]:
@@ -930,7 +977,7 @@ class Governor:
             return ColumnMask(strategy="redact", reason="unknown-lineage")
         if self.policy.masking.detect_values:
             return ColumnMask(strategy="detect", reason="detected")
-        return None
+        return self._free_text(i, result, frozenset({UNKNOWN}), ident)
 
     def _may_touch_sensitive(self, stmt: StatementFacts | None, catalog: Catalog | None,
                              ident: Identity) -> bool:
@@ -960,8 +1007,10 @@ class Governor:
         return MaskPlan([ColumnMask(strategy="redact", reason="unknown-lineage")] * result.nfields,
                         self.classifier.key)
 
-    def copy_plan(self, ctx: StatementContext | None, nfields: int) -> MaskPlan | None:
-        """The plan for ``COPY ... TO STDOUT`` data (no provenance on COPY results)."""
+    def copy_plan(self, ctx: StatementContext | None, nfields: int,
+                  bound: bool = False) -> MaskPlan | BoundPlan | None:
+        """The plan for ``COPY ... TO STDOUT`` data (no provenance on COPY results); with
+        ``bound``, reporting free-text detections like :meth:`bound_plan`."""
 
         class _NoProvenance:
             def __init__(self, n: int) -> None:
@@ -973,11 +1022,17 @@ class Governor:
             def ftablecol(self, i: int) -> int:
                 return 0
 
+            def ftype(self, i: int) -> int:
+                return 0  # unknown: COPY data is text, the free-text detectors scan it
+
             def fname(self, i: int) -> bytes:
                 return b"column%d" % i
 
-        return self.plan(ctx, 0, _NoProvenance(nfields)) if ctx is not None else \
-            self._plan_unknown(_NoProvenance(nfields), None)
+        if ctx is None:
+            return self._plan_unknown(_NoProvenance(nfields), None)
+        if bound:
+            return self.bound_plan(ctx, 0, _NoProvenance(nfields))
+        return self.plan(ctx, 0, _NoProvenance(nfields))
 
     # -- after the statement ------------------------------------------------------------------
 

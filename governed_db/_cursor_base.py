@@ -274,7 +274,7 @@ class GovernedCursorMixin:
             inner = _testing._monitor.wrap_rows(inner)
         gov = self._conn._governor
         ctx = self._gov_ctx
-        plan = gov.plan(ctx, self._iresult, self._gov_result)
+        plan = gov.bound_plan(ctx, self._iresult, self._gov_result)
         maker = inner if plan is None else plan.wrap(inner)
         if plan is not None and ctx is not None and ctx.server_mask is None:
             _server_mask.learn(self, gov, ctx, self._gov_result)  # a rewrite for next time
@@ -340,7 +340,7 @@ class GovernedResult:
             return None
         cur = self._cursor
         gov = cur._conn._governor
-        plan = gov.plan(cur._gov_ctx, cur._iresult, res) if gov is not None else None
+        plan = gov.bound_plan(cur._gov_ctx, cur._iresult, res) if gov is not None else None
         if plan is None or plan.columns[column_number] is None:
             return value
         if res.fformat(column_number) != 0:
@@ -409,7 +409,7 @@ class GovernedCopyMixin:
         self._gov_plan = None
         if self._direction == pq.ExecStatus.COPY_OUT:
             nfields = cur.pgresult.nfields if cur.pgresult is not None else 0
-            self._gov_plan = cur._conn._governor.copy_plan(cur._gov_ctx, nfields)
+            self._gov_plan = cur._conn._governor.copy_plan(cur._gov_ctx, nfields, bound=True)
             if self._gov_plan is not None and self.formatter.format == pq.Format.BINARY:
                 from .errors import StatementDenied
 

@@ -27,9 +27,14 @@ __all__ = [
     "Category",
     "ColumnMask",
     "MaskPlan",
+    "BoundPlan",
     "Classifier",
+    "IN_TEXT_FORMS",
+    "SAFE_TYPE_OIDS",
+    "classify_column",
     "classify_name",
     "detect",
+    "mask_in_text",
     "mask_text_values",
     "strategy_for",
 ]
@@ -74,20 +79,72 @@ def classify_name(column: str) -> Category | None:
     return None
 
 
+# Person-name columns need the table for context: ``name`` is a person's name in ``users`` or
+# ``customers`` but a product's, an organization's or a plan's elsewhere. Masking every
+# ``name`` would hide product and table names wholesale (and break every report that shows
+# them); masking none lets the attacker read ``users.name``. So: a generic name column
+# (``name``, ``display_name``, ``nickname``...) counts as a person's name when its table's name
+# denotes people (the last word of the table name, singular or plural: ``users``,
+# ``auth_user``, ``crm_contacts``); a column named for a person role (``customer_name``,
+# ``cardholder_name``...) is one in any table. Other tables: declare the column in
+# ``[[masking.columns]]``.
+_PERSON_TABLE = re.compile(
+    r"^(?:.*_)?(?:users?|customers?|people|persons?|employees?|members?|patients?|contacts?|"
+    r"clients?|students?|staff|profiles?|authors?|applicants?|candidates?|guests?|"
+    r"passengers?|subscribers?|accountholders?|residents?|volunteers?|donors?|"
+    r"drivers?|riders?|travell?ers?|beneficiar(?:y|ies)|recipients?|signups?|leads?|"
+    r"teachers?|doctors?|physicians?|nurses?|workers?|personnel|participants?|attendees?|"
+    r"visitors?|owners?|individuals?)$")
+_PERSON_GENERIC_NAME = re.compile(
+    r"^(?:name|display_?name|nick_?name|preferred_?name|person_?name|contact_?name|"
+    r"name_?(?:full|first|last))$")
+_PERSON_ROLE_NAME = re.compile(
+    r"^(?:.*_)?(?:(?:customer|person|employee|patient|contact|client|member|student|"
+    r"applicant|passenger|guest|card_?holder|account_?holder|holder|recipient|sender|buyer|"
+    r"billing|shipping|emergency_?contact|spouse|guardian|driver|signer|signatory|"
+    r"beneficiary|owner)_?(?:full_?|display_?|real_?)?|user_?(?:full|display|real)_?)name$")
+
+
+def classify_column(table: str, column: str) -> Category | None:
+    """The category of a column by its name *and* its table's name (``users.name`` →
+    person_name, ``products.name`` → None); see :func:`classify_name`."""
+    found = classify_name(column)
+    if found is not None:
+        return found
+    name = column.lower()
+    if _PERSON_ROLE_NAME.match(name):
+        return "person_name"
+    if _PERSON_GENERIC_NAME.match(name) and _PERSON_TABLE.match(table.lower()):
+        return "person_name"
+    return None
+
+
 # -- value detectors ---------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# Local part and domain in any script (``josé@exämple.org`` is an address too); the top-level
+# domain is letters only, so ``x@1.2`` or ``v1@2.0`` are not addresses.
+_EMAIL = re.compile(r"[\w.%+\-]+@[^\W_](?:[\w\-]*[^\W_])?(?:\.[^\W_](?:[\w\-]*[^\W_])?)*"
+                    r"\.[^\W\d_]{2,}")
 # US SSN with separators only: bare 9-digit runs are mostly IDs (a third of random 9-digit
 # numbers are valid SSNs), so requiring the dashes is what keeps false positives near zero.
 # Boundaries: a value glued to other word characters or to '-'/'.' runs (an order reference
 # ORD-123-45-6789, a UUID, an IPv4 address, a version string) is part of an identifier, not
 # PII: measured false positives drop from 51% (IPv4 as phone) and 89% (references as SSN) to 0.
 _SSN = re.compile(
-    r"(?<![\w\-.])(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?![\w\-]|\.\d)")
+    r"(?<![\w\-.])(?!000|666|9\d\d)\d{3}([- \u2010\u2011\u2013])(?!00)\d{2}\1(?!0000)\d{4}"
+    r"(?![\w\-]|\.\d)")
+# Phone numbers: grouped national forms (3-4 digit groups: ``(555) 123-4567``, ``020 7946
+# 0958``), NANP with a leading 1 (``1-800-555-0199``), French-style pairs (``06 12 34 56
+# 78``) and international numbers written with ``+`` (E.164 ``+15551234567`` or grouped
+# ``+44 (0)20 7946 0958``, ``+33 1 23 45 67 89``; 8 to 15 digits, checked in code). A bare
+# digit run without ``+`` is never a phone here: it is an id far more often; nor is a slice
+# of a longer chain of digit groups (``4111 1111 1111 1112`` is a number, not a phone).
 _PHONE = re.compile(
-    r"(?<![\w+.\-])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{2,4}\)[ .\-]?|\d{2,4}[ .\-])\d{3,4}[ .\-]\d{3,4}"
-    r"(?![\w\-]|\.\d)"
-    r"|(?<![\w.\-])\+\d{9,15}(?![\w\-]|\.\d)"
+    r"(?<![\w+.\-])(?<!\d{3}[ .\-])(?:1[ .\-](?=\(?\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}(?!\d)))?"
+    r"(?:\(\d{2,4}\)[ .\-]?|\d{2,4}[ .\-])\d{3,4}[ .\-]\d{3,4}"
+    r"(?![\w\-]|\.\d|[ .\-]\d{3,4}(?!\d))"
+    r"|(?<![\w+.\-])0[1-9](?P<sep>[ .\-])\d{2}(?:(?P=sep)\d{2}){3}(?![\w\-]|\.\d)"
+    r"|(?<![\w+])\+\d{1,3}(?:[ .\-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}(?![\w\-]|\.\d)"
 )
 _CARD = re.compile(r"(?<![\w\-.])(?:\d[ \-]?){12,18}\d(?![\w\-]|\.\d)")
 # Issuer prefixes (IIN) and lengths of the major card networks: a 16-digit number that passes
@@ -134,23 +191,48 @@ def _iban_ok(text: str) -> bool:
         return False
 
 
+# The cheap prefilter run on every value before any detector: an '@', eight digits close
+# together (every digit-based detector needs at least that many: SSN 9, phone 8, card 13,
+# IBAN more) or the fixed part of a known secret's prefix. Most free text (names, notes with
+# an order number, SKUs, short codes) fails it in two or three C-level scans; only what
+# passes runs the detectors' regexes.
+_DIGIT8 = re.compile(r"\d(?:\D{0,3}\d){7}").search
+_NON_DIGIT = re.compile(r"\D")
+
+
+def _secret_hint(t: str) -> bool:
+    return "eyJ" in t or "AKIA" in t or "xox" in t or (
+        "_" in t and ("_live_" in t or "_test_" in t or "gh" in t))
+
+
+def _hint(t: str) -> bool:
+    """Whether ``t`` may hold a detectable value (False: certainly not)."""
+    return "@" in t or _DIGIT8(t) is not None or _secret_hint(t)
+
+
+def _phone_ok(text: str) -> bool:
+    if not text.startswith("+"):
+        return True
+    return 8 <= len(_NON_DIGIT.sub("", text)) <= 15
+
+
 def detect(text: str) -> list[tuple[int, int, Category]]:
     """Spans of PII-looking values in ``text``: (start, end, category), non-overlapping."""
     spans: list[tuple[int, int, Category]] = []
-    has_digit = any(ch.isdigit() for ch in text)
     if "@" in text:
         spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
-    if has_digit:
+    if _DIGIT8(text) is not None:
         spans += [(m.start(), m.end(), "ssn") for m in _SSN.finditer(text)]
         for m in _CARD.finditer(text):
-            digits = re.sub(r"\D", "", m.group())
+            digits = _NON_DIGIT.sub("", m.group())
             if 13 <= len(digits) <= 19 and _CARD_IIN.fullmatch(digits) and _luhn(digits):
                 spans.append((m.start(), m.end(), "card"))
         for m in _IBAN.finditer(text):
             if _iban_ok(m.group()):
                 spans.append((m.start(), m.end(), "iban"))
-        spans += [(m.start(), m.end(), "phone") for m in _PHONE.finditer(text)]
-    if "_" in text or "eyJ" in text or "AKIA" in text or "-" in text:
+        spans += [(m.start(), m.end(), "phone") for m in _PHONE.finditer(text)
+                  if _phone_ok(m.group())]
+    if _secret_hint(text):
         spans += [(m.start(), m.end(), "secret") for m in _SECRET.finditer(text)]
     if not spans:
         return spans
@@ -161,6 +243,55 @@ def detect(text: str) -> list[tuple[int, int, Category]]:
             continue  # the leftmost, then the longest, span wins
         merged.append(span)
     return merged
+
+
+# What a detected value becomes inside text: one fixed form per detector, naming what was
+# there and nothing of it (no kept domain, no last four: in free text the surrounding words
+# already say whose value it was). The forms contain no digit and no '@', so masked text
+# never triggers a detector again (masking is idempotent) and a reader — person or model —
+# sees that something was removed and what kind of thing it was.
+IN_TEXT_FORMS: Mapping[Category, str] = {
+    "email": "[email redacted]",
+    "phone": "[phone redacted]",
+    "ssn": "[ssn redacted]",
+    "card": "[card redacted]",
+    "iban": "[iban redacted]",
+    "secret": "[secret redacted]",
+}
+
+
+def mask_in_text(text: str) -> tuple[str, tuple[Category, ...]]:
+    """``text`` with every detected value replaced in place by its :data:`IN_TEXT_FORMS`
+    form (the rest stays readable), and the detectors that fired, in order of appearance."""
+    spans = detect(text)
+    if not spans:
+        return text, ()
+    out, pos = [], 0
+    for start, end, cat in spans:
+        out.append(text[pos:start])
+        out.append(IN_TEXT_FORMS.get(cat, REDACTED))
+        pos = end
+    out.append(text[pos:])
+    return "".join(out), tuple(dict.fromkeys(cat for _, _, cat in spans))
+
+
+# Result column types that cannot carry free text (numbers, dates and times, booleans,
+# UUIDs, network and bit types, OIDs and reg* names, ranges of those, and arrays of them):
+# the free-text detectors skip them by type. Everything else — text, varchar, char, name,
+# json/jsonb, xml, arrays of text, composite and unknown types (citext, enums...) — is
+# scanned unless the policy names the column safe: an allow-list, so a type we did not
+# think of is scanned, not trusted.
+SAFE_TYPE_OIDS: frozenset[int] = frozenset({
+    # bool, int8/2/4, oid, tid, xid, cid, float4/8, money, numeric
+    16, 20, 21, 23, 26, 27, 28, 29, 700, 701, 790, 1700,
+    1082, 1083, 1114, 1184, 1186, 1266,  # date, time, timestamp(tz), interval, timetz
+    # uuid, inet, cidr, macaddr, macaddr8, bit, varbit, pg_lsn, xid8
+    2950, 869, 650, 829, 774, 1560, 1562, 3220, 5069,
+    24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096,  # reg* types
+    3904, 3906, 3908, 3910, 3912, 3926,  # int4/num/ts/tstz/date/int8 ranges
+    1000, 1005, 1007, 1016, 1021, 1022, 1028, 1182, 1183, 1115, 1185, 1187, 1231, 1270,
+    2951, 1041, 651, 1040,  # arrays of the above
+})
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -209,17 +340,8 @@ def strategy_for(category: Category | None, masking: Masking | None = None) -> s
 
 
 def mask_text_values(text: str, key: bytes = _process_key) -> str:
-    """Replace every detected PII span in free text (error messages, notices, payloads)."""
-    spans = detect(text)
-    if not spans:
-        return text
-    out, pos = [], 0
-    for start, end, cat in spans:
-        out.append(text[pos:start])
-        out.append(_strategy_text(_CATEGORY_STRATEGY[cat], key)(text[start:end]) or REDACTED)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
+    """Replace every detected PII span in free text (notices, payloads), in place."""
+    return mask_in_text(text)[0]
 
 
 # -- applying a strategy to any loaded value ---------------------------------------------------
@@ -231,9 +353,10 @@ class ColumnMask:
 
     Attributes:
         strategy: the strategy for text (``redact``, ``partial``, ``email``, ``hash``, ``null``)
-            or ``detect`` to mask only detected spans (lineage unknown).
+            or ``detect`` to mask only detected values in place (lineage unknown, or free
+            text read by an identity kind ``[masking] detect_in_text`` names).
         reason: ``declared``, ``name:<category>``, ``lineage``, ``unknown-lineage``,
-            ``detected`` — recorded in the audit trail.
+            ``detected`` (lineage unknown), ``free-text`` — recorded in the audit trail.
         sources: the base columns it derives from (for records and structured values).
         keyed: per-key strategies for JSON objects whose keys are source column names.
         derived: the value is computed (not a stored column as is): JSON object keys that
@@ -246,6 +369,30 @@ class ColumnMask:
     sources: tuple[str, ...] = ()
     keyed: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
     derived: bool = False
+
+
+def _detect_value(value: Any, found: list[Category] | None) -> Any:
+    """Detected values masked in place inside any loaded value: a string, the keys and
+    string values of JSON objects, array elements, nested to any depth (types preserved;
+    numbers, dates and other non-text values carry no detectable shape and stay as they
+    are). Detectors that fired are appended to ``found``."""
+    if value.__class__ is str:
+        if not _hint(value):
+            return value
+        masked, cats = mask_in_text(value)
+        if cats and found is not None:
+            found.extend(cats)
+        return masked
+    if isinstance(value, str):  # a str subclass: same, without the fast path
+        return _detect_value(str(value), found)
+    if isinstance(value, dict):
+        return {(_detect_value(k, found) if isinstance(k, str) else k): (
+            None if v is None else _detect_value(v, found)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [None if v is None else _detect_value(v, found) for v in value]
+    if isinstance(value, tuple):
+        return tuple(None if v is None else _detect_value(v, found) for v in value)
+    return value
 
 
 class _Masker:
@@ -264,9 +411,9 @@ class _Masker:
     def __call__(self, value: Any) -> Any:
         if value is None:
             return None
+        if self.detect_only:
+            return _detect_value(value, None)
         if isinstance(value, str):
-            if self.detect_only:
-                return mask_text_values(value, self.key)
             return self.text_fn(value)  # type: ignore[misc]
         if isinstance(value, dict):
             if self.mask_keys and not self.detect_only:
@@ -279,15 +426,10 @@ class _Masker:
                     else:
                         out[f"{REDACTED}{n}"] = self(v)
                 return out
-            if self.detect_only:
-                return {mask_text_values(k, self.key) if isinstance(k, str) else k:
-                        self._keyed(k, v) for k, v in value.items()}
             return {k: self._keyed(k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self(v) for v in value) if isinstance(value, list) else tuple(
                 self(v) for v in value)
-        if self.detect_only:
-            return value  # numbers, dates... carry no detectable PII shape
         if isinstance(value, bool):
             return None
         # Type-preserving: a masked number/date/bytes becomes NULL, never a string the
@@ -305,27 +447,45 @@ class _Masker:
         return self(value)
 
 
+# ``report(column_index, detectors)``: told which detectors fired in which column (names,
+# never values), for the audit trail. Called for every masked value; the caller dedups.
+Report = Callable[[int, Sequence[Category]], None]
+
+
 class MaskPlan:
     """Per-column maskers for one result set; ``apply(values)`` masks one row.
 
     Built once per result shape; per row it only runs the precomputed strategy of each masked
     column (strings, the common case, take a direct call; other types the generic masker).
+    ``detect`` columns (free text) first pass the cheap prefilter; only a value that passes
+    it runs the detectors, and a row with nothing found is passed on without a copy.
     """
 
-    __slots__ = ("columns", "_maskers", "_indexes", "_ops")
+    __slots__ = ("columns", "_maskers", "_indexes", "_ops", "_dops")
 
     def __init__(self, columns: Sequence[ColumnMask | None], key: bytes) -> None:
         self.columns = tuple(columns)
         self._maskers = tuple(_Masker(c, key) if c is not None else None for c in self.columns)
         self._indexes = tuple(i for i, c in enumerate(self.columns) if c is not None)
         self._ops = tuple((i, m.text_fn, m) for i, m in enumerate(self._maskers)
-                          if m is not None)
+                          if m is not None and not m.detect_only)
+        self._dops = tuple(i for i, m in enumerate(self._maskers)
+                           if m is not None and m.detect_only)
 
     @property
     def masked_columns(self) -> tuple[int, ...]:
         return self._indexes
 
-    def apply(self, values: Sequence[Any]) -> Any:
+    @property
+    def detecting(self) -> tuple[int, ...]:
+        """Columns whose values are scanned by the detectors (strategy ``detect``)."""
+        return self._dops
+
+    def bind(self, report: Report | None) -> MaskPlan | BoundPlan:
+        """This plan telling ``report`` what its detectors find (itself when none run)."""
+        return self if report is None or not self._dops else BoundPlan(self, report)
+
+    def apply(self, values: Sequence[Any], report: Report | None = None) -> Any:
         row = list(values)
         for i, fast, slow in self._ops:
             v = row[i]
@@ -333,21 +493,64 @@ class MaskPlan:
                 row[i] = fast(v)
             elif v is not None:
                 row[i] = slow(v)
+        for i in self._dops:
+            v = row[i]
+            if v is not None:
+                row[i] = _detect_in(i, v, report)
         return row
 
-    def apply_one(self, index: int, value: Any) -> Any:
+    def apply_one(self, index: int, value: Any, report: Report | None = None) -> Any:
         """Mask one value of column ``index`` (for raw result access)."""
         masker = self._maskers[index]
-        return value if masker is None else masker(value)
+        if masker is None or value is None:
+            return value
+        if masker.detect_only:
+            return _detect_in(index, value, report)
+        return masker(value)
 
-    def wrap(self, make_row: Callable[[Sequence[Any]], Any]) -> Callable[[Sequence[Any]], Any]:
+    def wrap(self, make_row: Callable[[Sequence[Any]], Any],
+             report: Report | None = None) -> Callable[[Sequence[Any]], Any]:
         """A row maker that masks, then runs the caller's row factory's maker.
 
-        Runs once per row: the common shapes (one or two masked columns with a text strategy)
-        get unrolled closures; anything else the general loop.
+        Runs once per row: the common shapes (one or two masked columns with a text strategy,
+        one free-text column) get unrolled closures; anything else the general loop.
         """
         ops = self._ops
+        dops = self._dops
         str_ = str
+        d8 = _DIGIT8
+        secret = _secret_hint
+        if not ops and len(dops) == 1:
+            (d,) = dops
+
+            def detect_one(values: Sequence[Any]) -> Any:
+                v = values[d]
+                if v is None or (v.__class__ is str_ and "@" not in v and d8(v) is None
+                                 and not secret(v)):
+                    return make_row(values)  # the common case: nothing to look at
+                row = list(values)
+                row[d] = _detect_in(d, v, report)
+                return make_row(row)
+
+            return detect_one
+        if dops:
+            def masked_detect(values: Sequence[Any]) -> Any:
+                row = list(values)
+                for i, fast, slow in ops:
+                    v = row[i]
+                    if v.__class__ is str_ and fast is not None:
+                        row[i] = fast(v)
+                    elif v is not None:
+                        row[i] = slow(v)
+                for i in dops:
+                    v = row[i]
+                    if v is None or (v.__class__ is str_ and "@" not in v and d8(v) is None
+                                     and not secret(v)):
+                        continue
+                    row[i] = _detect_in(i, v, report)
+                return make_row(row)
+
+            return masked_detect
         if len(ops) == 1 and ops[0][1] is not None:
             (i, f, sf), = ops
 
@@ -393,6 +596,44 @@ class MaskPlan:
         return masked_row
 
 
+class BoundPlan:
+    """A :class:`MaskPlan` bound to one statement's detection report (same interface): what
+    the row, raw-result and COPY paths use, so each tells the audit trail which detectors
+    fired in which column of *this* statement."""
+
+    __slots__ = ("plan", "report", "columns")
+
+    def __init__(self, plan: MaskPlan, report: Report | None) -> None:
+        self.plan = plan
+        self.report = report
+        self.columns = plan.columns
+
+    @property
+    def masked_columns(self) -> tuple[int, ...]:
+        return self.plan.masked_columns
+
+    @property
+    def detecting(self) -> tuple[int, ...]:
+        return self.plan.detecting
+
+    def apply(self, values: Sequence[Any]) -> Any:
+        return self.plan.apply(values, self.report)
+
+    def apply_one(self, index: int, value: Any) -> Any:
+        return self.plan.apply_one(index, value, self.report)
+
+    def wrap(self, make_row: Callable[[Sequence[Any]], Any]) -> Callable[[Sequence[Any]], Any]:
+        return self.plan.wrap(make_row, self.report)
+
+
+def _detect_in(index: int, value: Any, report: Report | None) -> Any:
+    found: list[Category] = []
+    out = _detect_value(value, found)
+    if found and report is not None:
+        report(index, found)
+    return out
+
+
 # -- classification of base columns under a policy ---------------------------------------------
 
 
@@ -418,6 +659,13 @@ class Classifier:
         self._cache[ck] = result
         return result
 
+    def known_safe(self, schema: str, table: str, column: str) -> bool:
+        """Whether the policy names a base column safe (``[masking] not_sensitive``): the only
+        way a text column escapes the free-text detectors besides its type."""
+        names = _names(schema, table, column)
+        return any(fnmatchcase(n, pattern.lower())
+                   for pattern in self.masking.not_sensitive for n in names)
+
     def _classify(self, schema: str, table: str, column: str,
                   identity: Any) -> tuple[str, str] | None:
         names = _names(schema, table, column)
@@ -430,7 +678,7 @@ class Classifier:
                 found = (rule.strategy, "declared")
                 break
         if found is None and self.masking.detect_names:
-            cat = classify_name(column)
+            cat = classify_column(table, column)
             if cat is not None:
                 found = (strategy_for(cat), f"name:{cat}")
         if found is None:

@@ -146,4 +146,6 @@ def corpus_statements() -> list[dict]:
     return [json.loads(line) for line in (CORPUS / "statements.jsonl").read_text().splitlines()]
 
 
-MARKERS = ("qem", "qsn", "qtk", "qxe", "qee")  # sensitive by name/value under the default profile
+# Sensitive by name/value under the default profile (qnm: users.name, a person's name by its
+# table's context).
+MARKERS = ("qem", "qsn", "qtk", "qxe", "qee", "qnm")

@@ -286,7 +286,8 @@ def _lineage_checks(events: list[dict[str, Any]], recorded: dict[str, Any]) -> N
         (t,) = f["transformations"]
         return f["name"], f["field"], t["subtype"], t["masking"]
 
-    assert src("name") == (f"{dbname}.public.users", "name", "IDENTITY", False)
+    # users.name is a person's name (by its table): masked like the e-mail
+    assert src("name") == (f"{dbname}.public.users", "name", "IDENTITY", True)
     assert src("e") == (f"{dbname}.public.users", "email", "TRANSFORMATION", True)
     assert src("dbl") == (f"{dbname}.public.orders", "amount", "TRANSFORMATION", False)
     st = join["run"]["facets"]["governed_db_statement"]
@@ -462,7 +463,7 @@ def test_replay_with_the_same_policy_lists_nothing(recorded, tmp_path, with_cata
 def test_replay_sees_masking_changes_with_the_catalog(recorded, tmp_path):
     stricter = default_policy_text() + """
 [[masking.columns]]
-columns = ["users.name"]
+columns = ["orders.amount"]
 strategy = "redact"
 """
     res = _replay(recorded, stricter, tmp_path, "--dsn", recorded["dsn"])
@@ -471,7 +472,7 @@ strategy = "redact"
     join = next(r for r in recorded["statements"]
                 if r["statement"]["normalized"].startswith("SELECT u.name"))
     assert [(c["id"], c["change"], c["masking"]) for c in rep["changes"]] == [
-        (join["id"], "masking", [{"column": "name", "before": None, "after": "redact"}])]
+        (join["id"], "masking", [{"column": "dbl", "before": None, "after": "redact"}])]
     assert rep["by_rule"] == {"column.mask": {"masking": 1}}
     # Without the catalog, masking is not evaluated (and said so): no change listed.
     res = _replay(recorded, stricter, tmp_path)

@@ -96,7 +96,7 @@ def test_predicate_on_masked_column_denied(dsn, audit, sql, probed):
     agent = Identity("probe-bot", "ai_agent")
     with governed_db.connect(dsn, identity=agent, policy=policy, audit=audit) as conn:
         # Selecting masked columns and filtering on others is fine.
-        assert conn.execute("SELECT email FROM users WHERE id = 1001 ORDER BY name"
+        assert conn.execute("SELECT email FROM users WHERE id = 1001 ORDER BY org_id"
                             ).fetchone() == ("****@example.com",)
         if sql is None:
             return

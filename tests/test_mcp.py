@@ -258,8 +258,9 @@ async def test_stdio_session_tools_masking_escapes_and_audit(dsn: str, tmp_path:
             assert not res.is_error, _text(res)
             sc = res.structured_content
             assert sc["columns"] == ["id", "email", "ssn", "name"]
-            assert sc["rows"] == [[1001, "****@example.com", "***********3333", "qnm Alice"]]
-            assert sc["masked"] == {"email": "email:name:email", "ssn": "partial:name:ssn"}
+            assert sc["rows"] == [[1001, "****@example.com", "***********3333", "****"]]
+            assert sc["masked"] == {"email": "email:name:email", "ssn": "partial:name:ssn",
+                                    "name": "redact:name:person_name"}
             assert sc["truncated"] is False
             assert "****@example.com" in _text(res)
             seen.append(_text(res))
@@ -339,7 +340,8 @@ async def test_stdio_session_tools_masking_escapes_and_audit(dsn: str, tmp_path:
     denied = [r for r in stmts if r["outcome"].get("outcome") == "denied"]
     assert any("statement.disallow-drop" in r["decision"]["rules"] for r in denied)
     masked_read = next(r for r in stmts if r["masked"] == {"email": "email:name:email",
-                                                           "ssn": "partial:name:ssn"}
+                                                           "ssn": "partial:name:ssn",
+                                                           "name": "redact:name:person_name"}
                        and r["identity"]["attributes"]["tool"] == "query")
     assert "public.users.email" in masked_read["columns"]
     raw = (tmp_path / "audit.jsonl").read_text()

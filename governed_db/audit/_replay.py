@@ -82,6 +82,9 @@ class _Result:
     def ftablecol(self, i: int) -> int:
         return 0
 
+    def ftype(self, i: int) -> int:
+        return 0  # not recorded; free-text scanning (which depends on it) is not compared
+
     def fname(self, i: int) -> bytes:
         return self.names[i].encode()
 
@@ -135,7 +138,8 @@ class _Replayer:
                 continue
             gov.plan(ctx, index, _Result([name for name, _ in lineage]))
         for _, masked, _ in ctx.plans.values():
-            out.update({k: v.split(":", 1)[0] for k, v in masked.items()})
+            out.update({k: v.split(":", 1)[0] for k, v in masked.items()
+                        if not v.endswith(":free-text")})
         return out
 
 
@@ -222,8 +226,11 @@ def replay(source: str | Path | Iterable[Mapping[str, Any]], policy: Policy, *,
                 if base is not None and bctx is not None:
                     before_masks = base.masks(rec, bctx) or {}
                 else:
+                    # Free-text scanning depends on the result's column types, which the
+                    # record does not keep: left out on both sides.
                     before_masks = {k: str(v).split(":", 1)[0]
-                                    for k, v in (rec.get("masked") or {}).items()}
+                                    for k, v in (rec.get("masked") or {}).items()
+                                    if not str(v).endswith(":free-text")}
                 for col in sorted(set(before_masks) | set(after_masks)):
                     if before_masks.get(col) != after_masks.get(col):
                         masking.append({"column": col, "before": before_masks.get(col),

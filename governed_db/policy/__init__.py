@@ -120,6 +120,10 @@ class Masking:
 
     detect_names: bool = True
     detect_values: bool = True
+    # Identity kinds for which the value detectors also run on text columns that are not
+    # known to be safe, masking what they find in place (free-text PII: an e-mail address
+    # inside ``orders.note``). Safe means a type that cannot hold text, or ``not_sensitive``.
+    detect_in_text: tuple[str, ...] = ("ai_agent",)
     columns: tuple[MaskRule, ...] = ()
     unmask: tuple[UnmaskGrant, ...] = ()
     not_sensitive: tuple[str, ...] = ()
@@ -380,6 +384,7 @@ def _merge_masking(base: Masking, own: Masking, raw: Mapping[str, Any]) -> Maski
     return Masking(
         detect_names=own.detect_names if "detect_names" in raw else base.detect_names,
         detect_values=own.detect_values if "detect_values" in raw else base.detect_values,
+        detect_in_text=own.detect_in_text if "detect_in_text" in raw else base.detect_in_text,
         columns=base.columns + own.columns, unmask=base.unmask + own.unmask,
         not_sensitive=base.not_sensitive + own.not_sensitive,
         hash_key_env=own.hash_key_env if "hash_key_env" in raw else base.hash_key_env,
@@ -408,12 +413,19 @@ def _key_line(text: str, key: str) -> int | None:
 def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
     if not isinstance(raw, Mapping):
         raise PolicyError("[masking] must be a table", path=source, line=_key_line(text, "masking"))
-    known = {"detect_names", "detect_values", "columns", "unmask", "not_sensitive", "hash_key_env",
-             "server_side"}
+    known = {"detect_names", "detect_values", "detect_in_text", "columns", "unmask",
+             "not_sensitive", "hash_key_env", "server_side"}
     _check_keys(raw, known, "masking", source, text)
     if not isinstance(raw.get("server_side", True), bool):
         raise PolicyError("[masking] server_side must be true or false", path=source,
                           line=_key_line(text, "server_side"))
+    in_text = _str_tuple(raw.get("detect_in_text", ("ai_agent",)), "detect_in_text", source,
+                         _key_line(text, "detect_in_text"))
+    for kind in in_text:
+        if kind not in IDENTITY_KINDS:
+            raise PolicyError(f"masking.detect_in_text: unknown identity kind {kind!r}; use"
+                              f" {', '.join(IDENTITY_KINDS)}", path=source,
+                              line=_key_line(text, "detect_in_text"))
     col_lines = _lines_of(text, "masking.columns")
     cols = []
     for i, item in enumerate(raw.get("columns", [])):
@@ -445,6 +457,7 @@ def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
     return Masking(
         detect_names=bool(raw.get("detect_names", True)),
         detect_values=bool(raw.get("detect_values", True)),
+        detect_in_text=in_text,
         columns=tuple(cols), unmask=tuple(grants),
         not_sensitive=_str_tuple(raw.get("not_sensitive", ()), "not_sensitive", source, None),
         hash_key_env=str(raw.get("hash_key_env", "GOVERNED_DB_MASK_KEY")),
