@@ -277,6 +277,15 @@ async def test_every_fetch_path_masks_free_text(dsn, audit, pii_note, path, aio)
     assert {d for _, d in found} == {"phone", "email", "ssn"}, found
 
 
+def test_error_text_never_carries_a_stored_note(agent_conn, pii_note):
+    """Server error text is an allow-list (the caller's own tokens, catalog names): a stored
+    note quoted by a cast error does not come back, masked or not."""
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation) as info:
+        agent_conn.execute("SELECT note::int FROM orders WHERE id = 1")
+    assert_no_unmasked_pii(info.value, canaries=["reach me", "555", "bob@"])
+    assert info.value.sqlstate == "22P02"
+
+
 # -- audit: which detector masked which column, never the value --------------------------------
 
 
