@@ -66,6 +66,34 @@ READ_WRITE_KINDS = frozenset({
     "NOTIFY", "LISTEN", "IMPORT", "REASSIGN", "CALL", "EXECUTE"})
 
 
+# Functions that keep text values whole (so the detectors still see every value's shape) or
+# cannot return text: a statement calling only these may compute from free text and still
+# get in-place detection (see Governor._free_text). Anything else — replace, translate,
+# substr, left/right, split_part, regexp_*, reverse, encode, overlay, trim with a character
+# set, user functions — makes computed free-text values redacted whole for the kinds
+# ``[masking] detect_in_text`` names.
+TEXT_PRESERVING = frozenset({
+    "lower", "upper", "concat", "concat_ws", "format", "coalesce", "nullif", "greatest",
+    "least", "textcat", "text", "string_agg", "array_agg", "json_agg", "jsonb_agg",
+    "json_object_agg", "jsonb_object_agg", "array_to_string", "array_to_json", "to_json",
+    "to_jsonb", "row_to_json", "json_build_object", "jsonb_build_object", "json_build_array",
+    "jsonb_build_array", "jsonb_strip_nulls", "jsonb_pretty", "unnest", "array_append",
+    "array_prepend", "array_cat", "min", "max", "first_value", "last_value", "nth_value",
+    "lag", "lead", "mode",
+    # results that are not text (safe by type anyway)
+    "count", "sum", "avg", "length", "char_length", "character_length", "octet_length",
+    "bit_length", "strpos", "position", "row_number", "rank", "dense_rank", "percent_rank",
+    "cume_dist", "ntile", "now", "date_trunc", "date_part", "extract", "round", "trunc",
+    "abs", "ceil", "ceiling", "floor", "bool_and", "bool_or", "every", "stddev",
+    "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "age", "make_date",
+    "make_timestamp", "current_date", "current_timestamp", "localtimestamp", "clock_timestamp",
+    "statement_timestamp", "transaction_timestamp", "to_timestamp", "to_date", "to_number",
+    "percentile_cont", "percentile_disc", "corr", "covar_pop", "covar_samp", "regr_slope",
+    "array_length", "cardinality", "jsonb_array_length", "json_array_length", "num_nulls",
+    "num_nonnulls", "starts_with",
+})
+
+
 class StatementContext:
     """Everything known about one statement on its way through the pipeline.
 
@@ -884,14 +912,22 @@ class Governor:
                               derived=not direct)
         if unknown:
             return self._unknown_column(i, result, stmt, catalog, ident)
-        return self._free_text(i, result, sources, ident)
+        return self._free_text(i, result, sources, ident, stmt, direct)
 
-    def _free_text(self, i: int, result: Any, sources: frozenset[str],
-                   ident: Identity) -> ColumnMask | None:
+    def _free_text(self, i: int, result: Any, sources: frozenset[str], ident: Identity,
+                   stmt: StatementFacts | None = None, direct: bool = False
+                   ) -> ColumnMask | None:
         """Free-text PII: for the kinds ``[masking] detect_in_text`` names, a column that no
         sensitive column feeds is still scanned by the value detectors (an e-mail typed into
         ``orders.note``), unless its type cannot hold text or the policy names every column
-        it derives from safe (``not_sensitive``). An allow-list: an unknown type is scanned."""
+        it derives from safe (``not_sensitive``). An allow-list: an unknown type is scanned.
+
+        Judged by effect: a detector sees a value's shape, and a computed value can be given
+        any shape (``replace(note, '@', ' at ')``, ``translate(note, '0123456789', 'abcdefghij')``,
+        ``substr(note, 12, 4)`` in pieces). So a value *computed* from a user table's text is
+        scanned in place only when every function of the statement keeps values whole
+        (``TEXT_PRESERVING``: case changes, concatenation, aggregation into arrays/JSON...);
+        otherwise it is redacted whole. Plain columns are always scanned in place."""
         if ident.kind not in self.policy.masking.detect_in_text:
             return None
         if result.ftype(i) in SAFE_TYPE_OIDS:
@@ -899,6 +935,11 @@ class Governor:
         if sources and all(src != UNKNOWN and self.classifier.known_safe(*src.split(".", 2))
                            for src in sources):
             return None
+        if not direct and stmt is not None and stmt.functions - TEXT_PRESERVING and any(
+                src == UNKNOWN or src.split(".", 1)[0] not in _CATALOG_SCHEMAS
+                for src in sources):
+            return ColumnMask(strategy="redact", reason="free-text-derived",
+                              sources=tuple(sorted(sources)), derived=True)
         return ColumnMask(strategy="detect", reason="free-text", sources=tuple(sorted(sources)))
 
     def bound_plan(self, ctx: StatementContext | None, index: int,
@@ -977,7 +1018,7 @@ class Governor:
             return ColumnMask(strategy="redact", reason="unknown-lineage")
         if self.policy.masking.detect_values:
             return ColumnMask(strategy="detect", reason="detected")
-        return self._free_text(i, result, frozenset({UNKNOWN}), ident)
+        return self._free_text(i, result, frozenset({UNKNOWN}), ident, stmt)
 
     def _may_touch_sensitive(self, stmt: StatementFacts | None, catalog: Catalog | None,
                              ident: Identity) -> bool:

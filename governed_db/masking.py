@@ -158,11 +158,13 @@ _CARD_IIN = re.compile(
     r"|3(?:0[0-5]|[68]\d)\d{11,16}"  # Diners Club
     r"|(?:5[06-9]|6\d)\d{10,17}"  # Maestro and others
 )
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+# Case-insensitive where case can be undone: ``lower(note)`` must not turn an IBAN or an AWS
+# key id into text the detectors miss (the reader upper-cases it back).
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", re.IGNORECASE)
 _SECRET = re.compile(
     r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"  # JWT
     r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b"  # Stripe-style keys
-    r"|\bAKIA[0-9A-Z]{16}\b"  # AWS access key id
+    r"|\b(?i:AKIA)[0-9A-Za-z]{16}\b"  # AWS access key id
     r"|\bgh[pousr]_[A-Za-z0-9]{30,}\b"  # GitHub tokens
     r"|\bxox[abprs]-[A-Za-z0-9\-]{10,}\b"  # Slack tokens
 )
@@ -181,7 +183,7 @@ def _luhn(digits: str) -> bool:
 
 
 def _iban_ok(text: str) -> bool:
-    s = text.replace(" ", "")
+    s = text.replace(" ", "").upper()
     if not 15 <= len(s) <= 34:
         return False
     moved = s[4:] + s[:4]
@@ -201,7 +203,7 @@ _NON_DIGIT = re.compile(r"\D")
 
 
 def _secret_hint(t: str) -> bool:
-    return "eyJ" in t or "AKIA" in t or "xox" in t or (
+    return "eyJ" in t or "AKIA" in t or "akia" in t or "xox" in t or (
         "_" in t and ("_live_" in t or "_test_" in t or "gh" in t))
 
 
@@ -216,6 +218,21 @@ def _phone_ok(text: str) -> bool:
     return 8 <= len(_NON_DIGIT.sub("", text)) <= 15
 
 
+def _iban_spans(text: str) -> list[tuple[int, int, Category]]:
+    """IBANs passing the mod-97 check. The pattern is greedy (and case-insensitive, see
+    _IBAN), so it may run on into the next word (``… 0130 00 thanks``): the longest prefix
+    that ends at a space or the match's end and passes the check is the IBAN."""
+    out: list[tuple[int, int, Category]] = []
+    for m in _IBAN.finditer(text):
+        cand = m.group()
+        for end in range(len(cand), 14, -1):
+            if (end == len(cand) or cand[end] == " ") and cand[end - 1] != " " \
+                    and _iban_ok(cand[:end]):
+                out.append((m.start(), m.start() + end, "iban"))
+                break
+    return out
+
+
 def detect(text: str) -> list[tuple[int, int, Category]]:
     """Spans of PII-looking values in ``text``: (start, end, category), non-overlapping."""
     spans: list[tuple[int, int, Category]] = []
@@ -227,9 +244,7 @@ def detect(text: str) -> list[tuple[int, int, Category]]:
             digits = _NON_DIGIT.sub("", m.group())
             if 13 <= len(digits) <= 19 and _CARD_IIN.fullmatch(digits) and _luhn(digits):
                 spans.append((m.start(), m.end(), "card"))
-        for m in _IBAN.finditer(text):
-            if _iban_ok(m.group()):
-                spans.append((m.start(), m.end(), "iban"))
+        spans += _iban_spans(text)
         spans += [(m.start(), m.end(), "phone") for m in _PHONE.finditer(text)
                   if _phone_ok(m.group())]
     if _secret_hint(text):

@@ -335,6 +335,27 @@ def test_kinds_and_known_safe_columns(dsn, audit, pii_note, identity, policy_tex
             "REACH ME AT [phone redacted] OR [email redacted], SSN [ssn redacted]!",))
 
 
+@pytest.mark.parametrize("sql,expected", [
+    # Computed with a function that can reshape text: the detectors cannot see through it,
+    # so the computed value is redacted whole.
+    ("SELECT replace(note, '@', ' at ') FROM orders WHERE id = 1", "****"),
+    ("SELECT translate(note, '0123456789', 'abcdefghij') FROM orders WHERE id = 1", "****"),
+    ("SELECT substr(note, 13, 5) FROM orders WHERE id = 1", "****"),
+    ("SELECT x FROM (SELECT id, reverse(note) AS x FROM orders) s WHERE id = 1", "****"),
+    ("WITH c AS (SELECT id, split_part(note, ' ', 4) AS p FROM orders) SELECT p FROM c"
+     " WHERE id = 1", "****"),
+    ("SELECT regexp_replace(note, '(\\d)', '\\1 ', 'g') FROM orders WHERE id = 1", "****"),
+    # Functions that keep values whole: scanned in place.
+    ("SELECT lower(note) FROM orders WHERE id = 1", MASKED),
+    ("SELECT concat_ws(' / ', note, 'ok') FROM orders WHERE id = 1", MASKED + " / ok"),
+    ("SELECT string_agg(note, '|' ORDER BY id) FROM orders", MASKED + "|qnt rush"),
+    # A plain column stays scanned in place whatever else the statement computes.
+    ("SELECT note FROM orders WHERE substr(note, 1, 5) = 'reach' AND id = 1", MASKED),
+])
+def test_computed_free_text_is_judged_by_effect(agent_conn, pii_note, sql, expected):
+    assert agent_conn.execute(sql).fetchone() == (expected,)
+
+
 def test_policy_rejects_an_unknown_kind():
     with pytest.raises(errors.PolicyError) as info:
         parse_policy('[masking]\ndetect_in_text = ["robot"]\n', source="p.toml")
