@@ -32,11 +32,10 @@ import psycopg
 
 import governed_db
 from governed_db import Identity
-from governed_db._pgcluster import Cluster
 from governed_db.audit import AuditLog
 from governed_db.policy import parse_policy
 
-from .run import Variant, _load, _pin, _table, interleaved
+from .run import Variant, _load, _pin, _table, cpu_layouts, database, interleaved
 
 AGENT = Identity("bench-agent", "ai_agent", purpose="benchmark", model="bench-llm")
 
@@ -109,32 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="benchmarks/free_text_results.json")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    dsn = os.environ.get("GOVERNED_DB_TEST_DSN")
-    cluster = None
-    if not dsn:
-        cluster = Cluster()
-        cluster.start()
-        dsn = cluster.dsn
     started = time.time()
     out: dict[str, Any] = {"python": sys.version.split()[0], "psycopg": psycopg.__version__,
                            "load_before": _load(), "runs": {}}
-    try:
+    with database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(SETUP)
-        cpus = sorted(os.sched_getaffinity(0))
-        layouts = [("same-CPU", (cpus[0], cpus[0]))]
-        if len(cpus) > 1:
-            layouts.append(("split-CPU", (cpus[0], cpus[1])))
-        for label, pin in layouts:
+        for label, pin in cpu_layouts():
             results, pinned = run(dsn, args.quick, pin)
             title = f"{label} (client CPU {pin[0]}, backends CPU {pin[1]})" + \
                 ("" if pinned else " — pinning refused")
             print(_table(results, title), "\n", flush=True)
             out["runs"][label] = {"pinned": pinned, "results": results}
-    finally:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        if cluster is not None:
-            cluster.stop()
     out["load_after"] = _load()
     out["seconds"] = round(time.time() - started, 1)
     Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False))

@@ -24,10 +24,9 @@ from typing import Any
 import psycopg
 
 import governed_db
-from governed_db._pgcluster import Cluster
 from governed_db.audit import AuditLog
 
-from .run import AGENT, SERVICE, SETUP, _pin
+from .run import AGENT, SERVICE, SETUP, _pin, database
 
 QUERY = "SELECT id, email, note FROM bench WHERE id = %s"
 
@@ -54,13 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="governed_db_prof_"))
     os.environ["GOVERNED_DB_HOME"] = str(tmp / "state")
-    dsn = os.environ.get("GOVERNED_DB_TEST_DSN")
-    cluster = None
-    if not dsn:
-        cluster = Cluster()
-        cluster.start()
-        dsn = cluster.dsn
-    try:
+    with database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(SETUP)
         log = AuditLog.open(tmp / "audit.jsonl")
@@ -97,10 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         raw.close()
         gov.close()
         log.close()
-    finally:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        if cluster is not None:
-            cluster.stop()
     return 0
 
 

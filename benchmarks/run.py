@@ -14,6 +14,7 @@ GOVERNED_DB_TEST_DSN points at a server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -22,7 +23,7 @@ import tempfile
 import time
 import tracemalloc
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -510,6 +511,26 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+@contextlib.contextmanager
+def database() -> Iterator[str]:
+    """The server to measure: ``GOVERNED_DB_TEST_DSN``, or a throwaway cluster for the run.
+    The process's CPU affinity is restored afterwards (the runs pin it)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            yield os.environ.get("GOVERNED_DB_TEST_DSN") or stack.enter_context(Cluster()).dsn
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def cpu_layouts() -> list[tuple[str, tuple[int, int]]]:
+    """(label, (client CPU, backend CPU)): same-CPU, and split-CPU when there are two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    layouts = [("same-CPU", (cpus[0], cpus[0]))]
+    if len(cpus) > 1:
+        layouts.append(("split-CPU", (cpus[0], cpus[1])))
+    return layouts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
@@ -519,25 +540,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the table into README.md's performance section")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
-    dsn = os.environ.get("GOVERNED_DB_TEST_DSN")
-    cluster = None
-    if not dsn:
-        cluster = Cluster()
-        cluster.start()
-        dsn = cluster.dsn
     started = time.time()
     out: dict[str, Any] = {"python": sys.version.split()[0], "psycopg": psycopg.__version__,
                            "cpus": os.cpu_count(), "runs": {}, "note": args.note,
                            "load": {"before": _load()}}
-    try:
+    with database() as dsn:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(SETUP)
             out["server"] = c.info.server_version
-        cpus = sorted(os.sched_getaffinity(0))
-        layouts = [("same-CPU", (cpus[0], cpus[0]))]
-        if len(cpus) > 1:
-            layouts.append(("split-CPU", (cpus[0], cpus[1])))
-        for label, pin in layouts:
+        for label, pin in cpu_layouts():
             bench = Bench(dsn, args.quick)
             pinned = bench.statements(pin)
             bench.otel(pin)
@@ -552,10 +563,6 @@ def main(argv: list[str] | None = None) -> int:
                 ("" if pinned else " — pinning refused, placement left to the kernel")
             print(_table(bench.results, title), "\n", flush=True)
             out["runs"][label] = {"pinned": pinned, "results": bench.results}
-    finally:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-        if cluster is not None:
-            cluster.stop()
     out["seconds"] = round(time.time() - started, 1)
     out["load"]["after"] = _load()
     Path(args.json).write_text(json.dumps(out, indent=1, ensure_ascii=False))

@@ -54,6 +54,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import pgparse
 import psycopg
 from psycopg import pq
@@ -82,6 +83,7 @@ _REASONS_NOT_EXACT = ("unknown-lineage", "detected")
 _MAX_CACHE = 2048
 
 
+@attrs.define(kw_only=True, repr=False)
 class ServerMask:
     """A learned rewrite for one statement shape.
 
@@ -97,19 +99,13 @@ class ServerMask:
         lineage: the per-column lineage recorded for the audit (as learned).
     """
 
-    __slots__ = ("query", "masked", "types", "provenance", "oids", "entry", "lineage")
-
-    def __init__(self, *, query: bytes, masked: tuple[int, ...], types: tuple[int, ...],
-                 provenance: tuple[tuple[int, int] | None, ...], oids: tuple[int, ...],
-                 entry: tuple[Any, Mapping[str, str], frozenset[str]],
-                 lineage: tuple[Any, ...]) -> None:
-        self.query = query
-        self.masked = masked
-        self.types = types
-        self.provenance = provenance
-        self.oids = oids
-        self.entry = entry
-        self.lineage = lineage
+    query: bytes
+    masked: tuple[int, ...]
+    types: tuple[int, ...]
+    provenance: tuple[tuple[int, int] | None, ...]
+    oids: tuple[int, ...]
+    entry: tuple[Any, Mapping[str, str], frozenset[str]]
+    lineage: tuple[Any, ...]
 
     def __repr__(self) -> str:
         return f"ServerMask(masked={self.masked!r})"
