@@ -1,9 +1,13 @@
 # One command each, on a fresh clone: `make demo`, `make test`, `make bench`.
+# `make compat PSYCOPG_SRC=DIR [COMPAT_ARGS="--group cursor"]`: psycopg's own tests, raw and governed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean compat
+
+PSYCOPG_SRC ?=
+COMPAT_ARGS ?=
 
 $(BIN)/governed-db: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +25,14 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# psycopg's suite also needs pproxy and anyio (the `compat` extra).
+$(VENV)/.compat-deps: pyproject.toml $(BIN)/governed-db
+	$(BIN)/pip install --quiet -e '.[compat]'
+	touch $@
+
+compat: install $(VENV)/.compat-deps
+	$(BIN)/python tools/compat/run.py $(if $(PSYCOPG_SRC),--psycopg-src $(PSYCOPG_SRC)) $(COMPAT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

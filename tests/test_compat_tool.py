@@ -1,0 +1,93 @@
+"""The compatibility job's own machinery (tools/compat): the comparison, the allow-list, the swap.
+
+The job itself (`make compat PSYCOPG_SRC=...`) needs a psycopg source checkout and minutes of
+CPU; these tests check what decides its verdict, without psycopg's suite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools" / "compat"
+
+
+def _run_module():
+    spec = importlib.util.spec_from_file_location("compat_run", TOOLS / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(out: Path, group: str, mode: str, outcomes: dict[str, str], wall: float) -> None:
+    (out / f"{group}.{mode}.json").write_text(json.dumps(
+        {"mode": mode, "exitstatus": 0, "outcomes": outcomes, "wall": wall}))
+
+
+def test_compare_fails_on_a_test_passing_raw_only(tmp_path: Path, capsys) -> None:
+    run = _run_module()
+    _write(tmp_path, "rows", "raw", {"t::a": "passed", "t::b[1]": "passed", "t::c": "passed",
+                                     "t::d": "failed", "t::e": "skipped"}, 2.0)
+    _write(tmp_path, "rows", "governed", {"t::a": "passed", "t::b[1]": "failed",
+                                          "t::d": "failed", "t::e": "skipped"}, 3.0)
+    assert run.compare(tmp_path, ["rows"], {}) == 1
+    out = capsys.readouterr().out
+    # A failing test and a test that did not run at all (a module that failed to import) both
+    # count; one failing on both sides does not.
+    assert "[rows] t::b[1]: failed" in out and "[rows] t::c: not run" in out
+    assert "t::d" not in out.split("pass raw but not governed", 1)[1]
+    assert "1.50x" in out
+
+
+def test_compare_allow_list_covers_named_tests_and_their_parameters(tmp_path: Path,
+                                                                   capsys) -> None:
+    run = _run_module()
+    _write(tmp_path, "errors", "raw", {"t::a[x]": "passed", "t::a[y]": "passed"}, 1.0)
+    _write(tmp_path, "errors", "governed", {"t::a[x]": "failed", "t::a[y]": "error"}, 1.0)
+    assert run.compare(tmp_path, ["errors"], {"t::a": "reads psycopg._private"}) == 0
+    assert "allow-listed (2" in capsys.readouterr().out
+    assert run.compare(tmp_path, ["errors"], {"t::a[x]": "reads psycopg._private"}) == 1
+
+
+def test_compare_without_results_says_what_to_run(tmp_path: Path, capsys) -> None:
+    run = _run_module()
+    assert run.compare(tmp_path, ["copy"], {}) == 2
+    assert "copy: no results yet" in capsys.readouterr().err
+
+
+def test_allow_list_entries_need_a_reason(tmp_path: Path) -> None:
+    run = _run_module()
+    path = tmp_path / "allow.toml"
+    path.write_text('[[test]]\nid = "tests/test_x.py::test_y"\n')
+    with pytest.raises(SystemExit, match="needs an id and a reason"):
+        run._load_allowlist(path)
+    # The shipped allow-list parses and every entry has its reason.
+    for nodeid, reason in run._load_allowlist(TOOLS / "allowlist.toml").items():
+        assert nodeid.startswith("tests/") and reason
+
+
+def test_plugin_binds_psycopg_and_psycopg_pool_to_governed_db(tmp_path: Path) -> None:
+    (tmp_path / "test_bound.py").write_text(
+        "import psycopg, psycopg_pool, governed_db\n"
+        "from psycopg.types.json import Jsonb\n"
+        "import psycopg.types.json\n"
+        "def test_bound():\n"
+        "    assert psycopg is governed_db\n"
+        "    assert psycopg.types.json.Jsonb is Jsonb\n"
+        "    assert psycopg_pool.pool.Connection is governed_db.Connection\n")
+    out = tmp_path / "out.json"
+    env = {**os.environ, "GOVERNED_DB_COMPAT_MODE": "governed", "GOVERNED_DB_COMPAT_OUT": str(out),
+           "PYTHONPATH": str(TOOLS)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "governed_db_compat", "-p", "no:governed_db",
+                           "test_bound.py"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(out.read_text())["outcomes"] == {"test_bound.py::test_bound": "passed"}
