@@ -61,6 +61,7 @@ from psycopg import (
 
 from . import errors
 from ._aliases import install as _install_submodule_aliases
+from ._aliases import submodule as _submodule
 from ._config import configure, get_config, reset_defaults
 from ._connection import Connection, connect
 from ._connection_async import AsyncConnection
@@ -82,6 +83,12 @@ __version__: str = _psycopg.__version__
 __governed_version__ = "0.1.0"
 
 _install_submodule_aliases(__name__, _psycopg)
+
+
+def __getattr__(name: str) -> object:
+    # psycopg's public submodules not imported yet (``governed_db.crdb``), as attributes.
+    return _submodule(__name__, name)
+
 
 # Every name of psycopg.__all__ (re-exported by identity) plus governed_db's own; sorted,
 # pinned by tests/test_audit_policy_identity.py::test_exports_pinned.

@@ -5,6 +5,10 @@ Programs written against psycopg import its submodules by dotted name. Rewriting
 ``psycopg.types.json`` would register a second set of adapters). A meta-path finder maps
 ``governed_db.<sub>[.<more>]`` to ``psycopg.<sub>[.<more>]`` for psycopg's public submodules;
 ``governed_db.errors`` is governed_db's own module and is not aliased.
+
+The same submodules are attributes too, as on psycopg (``psycopg.conninfo.make_conninfo``
+after a plain ``import psycopg``): those psycopg has already imported are set on the package,
+the others (``crdb``) are imported on first attribute access (the package's ``__getattr__``).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import sys
 from types import ModuleType
 from typing import Any
 
-ALIASED = frozenset({"adapt", "adapters", "crdb", "dbapi20", "postgres", "pq", "rows", "sql",
-                     "transaction", "types", "generators", "waiting", "conninfo", "client_cursor",
-                     "copy", "cursor", "cursor_async", "server_cursor", "connection",
-                     "connection_async", "pipeline", "abc", "version"})
+# psycopg's public submodules (no leading underscore); pinned against psycopg's package
+# directory by tests/test_dropin.py.
+ALIASED = frozenset({"abc", "adapt", "adapters", "client_cursor", "connection",
+                     "connection_async", "conninfo", "copy", "crdb", "cursor", "cursor_async",
+                     "dbapi20", "generators", "postgres", "pq", "raw_cursor", "rows",
+                     "server_cursor", "sql", "transaction", "types", "version", "waiting"})
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -59,3 +65,15 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
 def install(name: str, psycopg: ModuleType) -> None:
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _AliasFinder(name, psycopg.__name__))
+    package = sys.modules[name]
+    for sub in ALIASED:
+        module = sys.modules.get(f"{psycopg.__name__}.{sub}")
+        if module is not None and not hasattr(package, sub):
+            setattr(package, sub, module)
+
+
+def submodule(package: str, name: str) -> ModuleType:
+    """``governed_db.<name>`` for a public psycopg submodule not imported yet (``crdb``)."""
+    if name not in ALIASED:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return importlib.import_module(f"{package}.{name}")

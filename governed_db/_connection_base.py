@@ -18,6 +18,7 @@ from . import _config
 from . import testing as _testing
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._core import Governor, redact_exception
+from ._cursor_base import governed_repr
 from ._redact import Allowed, redact_fields
 from .errors import InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
@@ -93,6 +94,9 @@ class GovernedConnectionMixin:
         self.pgconn.notice_handler = partial(_notice_handler, wself)
         self.pgconn.notify_handler = partial(_notify_handler, wself)
         gov.event("connect")
+
+    def __repr__(self) -> str:
+        return governed_repr(self, super().__repr__())
 
     @property
     def governor(self) -> Governor:

@@ -32,6 +32,20 @@ _SYNCABLE = (IDLE, INTRANS)
 GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view")
 
 
+def governed_repr(obj: Any, text: str) -> str:
+    """psycopg's repr with the class path of the psycopg (or user) class governed, and a
+    ``(governed)`` marker: ``<psycopg.Cursor (governed) [IDLE] (host=...) at 0x...>``.
+
+    Code and tests recognise psycopg objects by that path (``"psycopg.Cursor" in str(cur)``);
+    the marker still says the object is governed."""
+    cls = type(obj)
+    path = f"<{cls.__module__}.{cls.__qualname__}"
+    if not text.startswith(path):
+        return text
+    base = next((c for c in cls.__mro__ if not c.__module__.startswith("governed_db")), cls)
+    return f"<{base.__module__}.{base.__qualname__} (governed){text[len(path):]}"
+
+
 class GovernedCursorMixin:
     """Hooks shared by all governed cursors. Concrete classes add the ``_gov_ctx`` slot."""
 
@@ -48,6 +62,9 @@ class GovernedCursorMixin:
                 "governed cursors need a governed connection: connect with governed_db.connect()"
             )
         super().__init__(connection, *args, **kwargs)  # type: ignore[call-arg]
+
+    def __repr__(self) -> str:
+        return governed_repr(self, super().__repr__())
 
     # -- statement in ---------------------------------------------------------------------------
 
@@ -403,6 +420,9 @@ class GovernedCopyMixin:
     formatter: Any
     _direction: Any
     _gov_plan: Any
+
+    def __repr__(self) -> str:
+        return governed_repr(self, super().__repr__())
 
     def _gov_init(self) -> None:
         cur = self.cursor

@@ -37,6 +37,70 @@ def test_submodules_import_by_dotted_name_as_psycopgs_own():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_public_submodules_are_attributes_as_on_psycopg():
+    """``import psycopg`` then ``psycopg.conninfo.make_conninfo(...)``: every public submodule of
+    psycopg (its package directory, no leading underscore) is an attribute of governed_db, the
+    same module object; ``errors`` stays governed_db's own."""
+    from pathlib import Path
+
+    from governed_db._aliases import ALIASED
+
+    root = Path(psycopg.__file__).parent
+    public = {p.stem for p in root.iterdir()
+              if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").exists())}
+    public.discard("errors")
+    assert public <= ALIASED, public - ALIASED
+    assert {"conninfo", "generators", "postgres", "waiting", "crdb", "raw_cursor"} <= public
+    for name in sorted(public):
+        assert getattr(governed_db, name) is importlib.import_module(f"psycopg.{name}"), name
+    assert governed_db.errors.__name__ == "governed_db.errors"
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_module'"):
+        governed_db.no_such_module  # noqa: B018
+    assert not hasattr(governed_db, "_encodings")  # private modules are not the drop-in's
+
+
+@pytest.mark.parametrize("kind", ["cursor", "client", "raw", "server", "copy", "connection",
+                                  "custom"])
+def test_repr_is_psycopg_style_with_a_governed_marker(human_conn, kind):
+    conn = human_conn
+    if kind == "connection":
+        obj, path = conn, "psycopg.Connection"
+    elif kind == "server":
+        obj, path = conn.cursor("my-name"), "psycopg.ServerCursor"
+        obj.close()
+    elif kind == "custom":
+        class MyCursor(psycopg.Cursor):
+            pass
+
+        conn.cursor_factory = MyCursor
+        obj, path = conn.cursor(), f"{MyCursor.__module__}.{MyCursor.__qualname__}"
+    elif kind == "copy":
+        with conn.cursor().copy("COPY (SELECT 1) TO STDOUT") as copy:
+            text = repr(copy)
+        assert text.startswith("<psycopg.Copy (governed) ["), text
+        return
+    else:
+        cls = {"cursor": governed_db.Cursor, "client": governed_db.ClientCursor,
+               "raw": governed_db.RawCursor}[kind]
+        obj, path = cls(conn), f"psycopg.{cls.__name__}"
+    text = repr(obj)
+    assert text.startswith(f"<{path} (governed) "), text
+    assert str(obj) == text and "governed_db." not in text
+    assert f"at 0x{id(obj):x}>" in text
+    if kind == "server":
+        assert "'my-name' [closed] [IDLE]" in text
+
+
+async def test_async_repr_is_psycopg_style_with_a_governed_marker(async_agent_conn):
+    conn = async_agent_conn
+    for obj, path in [(conn, "psycopg.AsyncConnection"), (conn.cursor(), "psycopg.AsyncCursor"),
+                      (governed_db.AsyncClientCursor(conn), "psycopg.AsyncClientCursor"),
+                      (conn.cursor("n"), "psycopg.AsyncServerCursor")]:
+        assert repr(obj).startswith(f"<{path} (governed) "), repr(obj)
+        if path == "psycopg.AsyncServerCursor":
+            await obj.close()
+
+
 def test_dbapi_module_globals():
     assert (governed_db.apilevel, governed_db.threadsafety, governed_db.paramstyle) == \
         (psycopg.apilevel, psycopg.threadsafety, psycopg.paramstyle)
