@@ -39,8 +39,49 @@ def _check_id(instance: Any, attribute: Any, value: str) -> None:
         raise PolicyError("identity id must be at most 200 printable characters")
 
 
+def _check_text(instance: Any, attribute: Any, value: Any) -> None:
+    # Checked here, not when the audit writer serializes the record: a bad value found there
+    # could only stop the audit trail (and with it every statement).
+    if value is not None and not isinstance(value, str):
+        raise PolicyError(f"Identity {attribute.name} must be a string or None, not"
+                          f" {type(value).__name__}")
+
+
+def _roles(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)):
+        raise PolicyError("Identity roles must be a sequence of role names such as"
+                          f" (\"support\",), not a single {type(value).__name__}")
+    try:
+        roles = tuple(value)
+    except TypeError:
+        raise PolicyError("Identity roles must be a sequence of role names, not"
+                          f" {type(value).__name__}") from None
+    for role in roles:
+        if not isinstance(role, str) or not role:
+            raise PolicyError("Identity roles must be non-empty strings, not"
+                              f" {type(role).__name__}")
+    return roles
+
+
 def _freeze_attributes(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return dict(value or {})
+    try:
+        out = dict(value or {})
+    except (TypeError, ValueError):
+        raise PolicyError("Identity attributes must be a mapping of names to values, not"
+                          f" {type(value).__name__}") from None
+    for key, item in out.items():
+        if not isinstance(key, str):
+            raise PolicyError(f"Identity attribute names must be strings, not"
+                              f" {type(key).__name__}")
+        if isinstance(item, bytes):
+            raise PolicyError(f"Identity attribute {key!r} is bytes; pass text (decode it)")
+        try:
+            _jsonable(item)  # what the audit record will hold
+        except Exception as exc:  # noqa: BLE001 - any failure: refuse the value now
+            raise PolicyError(f"Identity attribute {key!r} cannot be recorded:"
+                              f" str() of its {type(item).__name__} value failed"
+                              f" ({type(exc).__name__})") from None
+    return out
 
 
 @attrs.frozen
@@ -61,10 +102,10 @@ class Identity:
 
     id: str = attrs.field(validator=_check_id)
     kind: str = attrs.field(validator=_check_kind)
-    purpose: str | None = attrs.field(default=None, kw_only=True)
-    on_behalf_of: str | None = attrs.field(default=None, kw_only=True)
-    model: str | None = attrs.field(default=None, kw_only=True)
-    roles: tuple[str, ...] = attrs.field(default=(), converter=tuple, kw_only=True)
+    purpose: str | None = attrs.field(default=None, kw_only=True, validator=_check_text)
+    on_behalf_of: str | None = attrs.field(default=None, kw_only=True, validator=_check_text)
+    model: str | None = attrs.field(default=None, kw_only=True, validator=_check_text)
+    roles: tuple[str, ...] = attrs.field(default=(), converter=_roles, kw_only=True)
     attributes: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_freeze_attributes, kw_only=True, eq=False, hash=False
     )

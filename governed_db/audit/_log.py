@@ -242,7 +242,11 @@ class AuditLog:
         self.records: list[dict[str, Any]] = [] if memory or self.path is None else []
         self.keep_in_memory = memory or self.path is None
         self.closed = False
+        # A failed write (OSError, a sink that raises): retried, cleared when a write succeeds.
         self.error: BaseException | None = None
+        # A record that could not be built or the writer thread stopping: sticky, every new
+        # statement fails closed until the log is closed (``error`` stays set too).
+        self.fatal: str | None = None
         self.written = 0
         self._seq = 0
         self._prev = "0" * 64
@@ -282,6 +286,12 @@ class AuditLog:
     def check(self) -> None:
         """Raise AuditUnavailable when the log cannot be written (fail closed)."""
         if self.error is not None and not self.fail_open:
+            if self.fatal is not None:
+                raise AuditUnavailable(
+                    f"the audit writer of {self.path or 'the in-memory log'} failed"
+                    f" ({self.fatal}); governed statements do not run on this log any more."
+                    " Close it and open a new one (or restart the process) after fixing the"
+                    " cause; the failure is recorded in the log") from None
             raise AuditUnavailable(
                 f"the audit log {self.path} cannot be written ({self.error}); governed"
                 " statements do not run until it can. Free space or fix permissions; queued"
@@ -325,9 +335,14 @@ class AuditLog:
         target = self._enqueued if upto is None else upto
         deadline = time.monotonic() + timeout
         with self._done:
+            if self.fatal is not None and not self.fail_open:
+                # Even when the writer wrote something in place of each record: a record
+                # that could not be built is missing, and strict mode must say so.
+                raise AuditUnavailable(f"audit records could not be written: {self.fatal}")
             while self._durable < target:
                 if self.error is not None and not self.fail_open:
-                    raise AuditUnavailable(f"audit records could not be written: {self.error}")
+                    raise AuditUnavailable(
+                        f"audit records could not be written: {self.fatal or self.error}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AuditUnavailable("timed out waiting for the audit writer")
@@ -337,6 +352,24 @@ class AuditLog:
     # -- background writer ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The writer thread. It must never stop silently while statements run: anything
+        that escapes the loop makes the log fail closed, naming the cause."""
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the log fails closed, naming it
+            self._fail_fatally(f"the audit writer thread stopped: {_describe(exc)}")
+
+    def _fail_fatally(self, cause: str) -> None:
+        if self.fatal is None:
+            self.fatal = cause
+            if self.fail_open:
+                warnings.warn(f"governed_db: {cause}; on_failure = \"open\": statements keep"
+                              " running unrecorded", stacklevel=1)
+        self.error = AuditWriterFailed(cause)
+        with self._done:
+            self._done.notify_all()
+
+    def _loop(self) -> None:
         last_checkpoint = time.monotonic()
         stop = False
         window = self.batch_ms / 1000
@@ -354,7 +387,7 @@ class AuditLog:
                 if item is _STOP:
                     stop = True
                 elif item is not None:
-                    batch.append(self._materialize(item))
+                    batch.append(item)
                     if len(batch) % 64 == 0:
                         time.sleep(0)  # hand the GIL to statement threads now and then
                 if len(batch) >= 20000:
@@ -363,8 +396,8 @@ class AuditLog:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            for i, rec in enumerate(batch):
-                self._pending.append((rec, self._chain(rec)))
+            for i, item in enumerate(batch):
+                self._pending.append(self._record_line(item))
                 if i % 64 == 63:
                     time.sleep(0)
             self._undurable += len(batch)
@@ -408,6 +441,25 @@ class AuditLog:
             warnings.warn(f"governed_db: {len(self._pending)} audit records are lost: the log"
                           f" and {side} cannot be written ({exc})", stacklevel=1)
 
+    def _record_line(self, item: Any) -> tuple[dict[str, Any], bytes]:
+        """Build and chain one queued item. A record that cannot be built or serialized is
+        replaced by a signed ``record_failed`` record in its place (so the chain says a
+        record is missing, and why) and the log fails closed from then on."""
+        try:
+            rec = self._materialize(item)
+            return rec, self._chain(rec)
+        except Exception as exc:  # noqa: BLE001 - recorded, then every statement refused
+            cause = (f"the record of a {_item_type(item)} could not be built or serialized:"
+                     f" {_describe(exc)}")
+            failed: dict[str, Any] = {"type": "record_failed", "ts": _now(),
+                                      "record_type": _item_type(item),
+                                      "error": type(exc).__name__}
+            if type(item) is tuple and item[0] is _STATEMENT:
+                failed["statement_id"] = str(getattr(item[1], "id", ""))
+            line = failed, self._chain(failed, sign=True)
+            self._fail_fatally(cause)
+            return line
+
     @staticmethod
     def _materialize(item: Any) -> dict[str, Any]:
         rec = build_statement_record(*item[1:]) \
@@ -419,16 +471,19 @@ class AuditLog:
         return rec
 
     def _chain(self, rec: dict[str, Any], sign: bool = False) -> bytes:
-        """Link ``rec`` into the chain; return its JSONL line (canonical body + hash + sig)."""
-        self._seq += 1
+        """Link ``rec`` into the chain; return its JSONL line (canonical body + hash + sig).
+
+        Nothing of the chain's state changes unless the record serializes."""
+        seq = self._seq + 1
         rec["v"] = SCHEMA_VERSION
         rec["chain"] = self.chain
-        rec["seq"] = self._seq
+        rec["seq"] = seq
         rec["prev"] = self._prev
         rec["key_id"] = self.key_id
         rec.pop("hash", None)
         rec.pop("sig", None)
         body = _dumps_canonical(rec)
+        self._seq = seq
         digest = hashlib.sha256(body).hexdigest()
         rec["hash"] = digest
         tail = b',"hash":"' + digest.encode() + b'"'
@@ -507,16 +562,19 @@ class AuditLog:
         for sink in self.sinks:  # a sink that fails keeps its backlog: retried, not repeated
             try:
                 sink.flush()
-            except OSError as exc:
-                self._failed(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure of a sink: fail closed, retry
+                self._failed(exc if isinstance(exc, OSError) else OSError(
+                    f"audit sink {type(sink).__name__}: {_describe(exc)}"))
                 return
-        self.error = None
+        if self.fatal is None:
+            self.error = None
         n, self._undurable = self._undurable, 0
         self._mark_durable(n)
 
     def _failed(self, exc: OSError) -> None:
         """Keep the records for retry; new statements fail closed meanwhile."""
-        self.error = exc
+        if self.fatal is None:
+            self.error = exc
         with self._done:
             self._done.notify_all()
         time.sleep(0.05)
@@ -538,6 +596,23 @@ class AuditLog:
     def public_key_pem(self) -> bytes:
         return self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class AuditWriterFailed(RuntimeError):
+    """Why a log fails closed for good (``AuditLog.error`` once ``fatal`` is set)."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _item_type(item: Any) -> str:
+    if type(item) is tuple and item and item[0] is _STATEMENT:
+        return "statement"
+    return str(item.get("type", "event")) if isinstance(item, dict) else type(item).__name__
 
 
 _open_logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
