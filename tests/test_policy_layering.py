@@ -98,7 +98,7 @@ def test_extends_none_starts_empty_and_warns(tmp_path):
     assert policy.rules == () and policy.extends == "none"
     checked = CliRunner().invoke(main, ["policy", "check", str(path)])
     assert checked.exit_code == 0
-    assert 'warning: governed_db: policy' in checked.output
+    assert f'warning: {path}:1:1: policy {path} says extends = "none"' in checked.output
     assert 'starts empty (extends = "none")' in checked.output
 
 

@@ -452,22 +452,79 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-def policy_check(file: str) -> None:
-    """Validate a policy file; errors name file and line."""
-    p = _load_policy_echoing_warnings(file)
-    key = p.audit.get("signing_key")
-    if key and not Path(str(key)).expanduser().exists():
-        line = next((n for n, text in enumerate(Path(file).read_text().splitlines(), 1)
-                     if text.strip().startswith("signing_key")), None)
-        where = f"{file}:{line}" if line else file
-        click.echo(f"error: {where}: [audit] signing_key {key} does not exist (relative paths"
-                   " are relative to the policy file); create it with `governed-db keygen"
-                   " --out DIR`", err=True)
+@click.option("--dsn", envvar="GOVERNED_DB_DSN",
+              help="Also check tables, columns and functions against this database (read only).")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON document.")
+@click.option("--strict", is_flag=True, help="Warnings fail the check too (exit 1).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only errors and warnings (not the summary of what each kind may do).")
+def policy_check(file: str, dsn: str | None, as_json: bool, strict: bool, quiet: bool) -> None:
+    """Check a policy file: every error and warning at once, each at FILE:LINE:COLUMN.
+
+    Errors: what the loader rejects, unknown keys, rule ids, parameters, statement kinds,
+    PostgreSQL function and setting names (with the name you probably meant), a configured
+    key file that does not exist (relative paths are relative to the policy file); with
+    --dsn, tables and columns the database does not have. Warnings: rules that can never
+    fire and overrides that narrow a built-in rule. Then what the policy lets each identity
+    kind do (reads, writes, DDL; what needs approval).
+
+    \b
+    Exit codes: 0 no errors (warnings allowed unless --strict), 1 errors (or warnings with
+    --strict), 2 usage error, unreadable file or unreachable database.
+
+    \b
+    Examples:
+      governed-db policy check policy.toml
+      governed-db policy check policy.toml --strict -q        # in CI
+      governed-db policy check policy.toml --dsn "$DATABASE_URL" --json
+    """
+    from ..policy import check_policy
+
+    try:
+        result = check_policy(file, dsn=dsn)
+    except PolicyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - psycopg errors: the database is unreachable
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error):
+            raise
+        click.echo(f"error: --dsn: cannot read the database catalog: {type(exc).__name__}:"
+                   f" {exc}", err=True)
+        sys.exit(2)
+    failed = bool(result.errors) or (strict and bool(result.warnings))
+    if as_json:
+        doc = result.to_dict()
+        doc["strict"] = strict
+        doc["exit_code"] = 1 if failed else 0
+        click.echo(json.dumps(doc, indent=1))
+        sys.exit(1 if failed else 0)
+    for problem in (*result.errors, *result.warnings):
+        click.echo(f"{problem.level}: {problem.location(file)}: {problem.message}", err=True)
+    if result.errors:
+        click.echo(f"FAILED: {file}: {len(result.errors)} error(s), {len(result.warnings)}"
+                   " warning(s)", err=True)
         sys.exit(1)
+    p = result.policy
+    if strict and result.warnings:
+        click.echo(f"FAILED: {file}: {len(result.warnings)} warning(s) (--strict)", err=True)
+        sys.exit(1)
+    if quiet:
+        return
+    from ..policy._check import render_allows
+
     layered = ("extends the built-in default" if p.extends == "default"
                else "starts empty (extends = \"none\")")
+    warned = f", {len(result.warnings)} warning(s)" if result.warnings else ""
+    checked = ", tables and columns checked against the database" if result.catalog_checked \
+        else ""
     click.echo(f"OK: {file}: policy {p.name!r} ({p.mode}), {layered}, {len(p.rules)} rules,"
-               f" {len(p.masking.columns)} masking rules, version {p.version_tag}")
+               f" {len(p.masking.columns)} masking rules, version {p.version_tag}{checked}"
+               f"{warned}")
+    click.echo("What each identity kind may do (sample statements on an ordinary table):")
+    for line in render_allows(result.allows, observe=p.mode == "observe"):
+        click.echo(line)
 
 
 def _load_policy_echoing_warnings(file: str) -> Any:

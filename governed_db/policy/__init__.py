@@ -25,11 +25,14 @@ __all__ = [
     "LEVELS",
     "MaskRule",
     "PolicyWarning",
+    "Problem",
     "Masking",
     "Policy",
+    "PolicyCheck",
     "RuleConfig",
     "SessionSettings",
     "UnmaskGrant",
+    "check_policy",
     "default_policy",
     "default_policy_text",
     "load_policy",
@@ -184,6 +187,7 @@ class Policy:
                     raise PolicyError(f"rule {rule.id}: unknown identity kind {kind!r}",
                                       path=self.source, line=rule.line)
             RULES[rule.id].validate(rule, self.source)
+            _check_kinds(rule, self.source)
         for m in self.masking.columns:
             _check_strategy(m.strategy, self.source, m.line)
         for g in self.masking.unmask:
@@ -212,6 +216,24 @@ class Policy:
         return f"{self.name}@{self.digest[:12]}"
 
 
+# Rule parameters that name statement kinds: a kind the analyzer never reports would silently
+# never match (``kinds = ["INSRT"]`` requiring approval of nothing), so it is an error.
+KIND_PARAMS = {"statement.allowlist": "allow", "statement.require-approval": "kinds"}
+
+
+def _check_kinds(rule: RuleConfig, path: str | None) -> None:
+    key = KIND_PARAMS.get(rule.id)
+    if key is None:
+        return
+    from ._names import did_you_mean, statement_kinds
+
+    known = statement_kinds()
+    for kind in rule.params.get(key, ()):
+        if kind not in known:
+            raise PolicyError(f"rule {rule.id}: {key}: unknown statement kind {kind!r}"
+                              f"{did_you_mean(kind, known)}", path=path, line=rule.line)
+
+
 def _check_strategy(strategy: str, path: str | None, line: int | None) -> None:
     if strategy not in STRATEGIES:
         raise PolicyError(f"unknown masking strategy {strategy!r}; use one of"
@@ -233,6 +255,19 @@ def _digest(policy: Policy) -> str:
 # TOML loading with file:line in every error
 
 _RULE_KEYS = {"id", "level", "identity_kinds", "identity_ids", "roles", "tables"}
+# The keys each section takes (shared with ``policy check``, which suggests the nearest one).
+TOP_KEYS = frozenset({"version", "name", "mode", "rules", "masking", "session", "audit",
+                      "approvals", "extends", "mcp"})
+SESSION_KEYS = frozenset({"read_only_kinds", "statement_timeout", "search_path"})
+MASKING_KEYS = frozenset({"detect_names", "detect_values", "detect_in_text", "columns", "unmask",
+                          "not_sensitive", "hash_key_env", "server_side"})
+MASK_COLUMN_KEYS = frozenset({"columns", "strategy"})
+UNMASK_KEYS = frozenset({"columns", "strategy", "roles", "identity_ids"})
+APPROVALS_KEYS = frozenset({"store", "dsn_env", "wait_seconds", "ttl_seconds", "notify",
+                            "console_url"})
+AUDIT_KEYS = frozenset({"path", "durability", "on_failure", "signing_key", "checkpoint_every",
+                        "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env",
+                        "postgres_dsn_env", "otlp", "openlineage"})
 
 
 def _lines_of(text: str, header: str) -> list[int]:
@@ -280,12 +315,10 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     default rules. Masking columns, grants and ``not_sensitive`` add to the default's;
     ``[session]``, ``[audit]`` and ``[approvals]`` keys override one by one.
     """
-    known_top = {"version", "name", "mode", "rules", "masking", "session", "audit", "approvals",
-                 "extends", "mcp"}
     for key in data:
-        if key not in known_top:
+        if key not in TOP_KEYS:
             raise PolicyError(f"unknown top-level key {key!r}; expected one of"
-                              f" {', '.join(sorted(known_top))}", path=source,
+                              f" {', '.join(sorted(TOP_KEYS))}", path=source,
                               line=_key_line(text, key))
     version = data.get("version", 1)
     if version != 1:
@@ -413,9 +446,7 @@ def _key_line(text: str, key: str) -> int | None:
 def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
     if not isinstance(raw, Mapping):
         raise PolicyError("[masking] must be a table", path=source, line=_key_line(text, "masking"))
-    known = {"detect_names", "detect_values", "detect_in_text", "columns", "unmask",
-             "not_sensitive", "hash_key_env", "server_side"}
-    _check_keys(raw, known, "masking", source, text)
+    _check_keys(raw, MASKING_KEYS, "masking", source, text)
     if not isinstance(raw.get("server_side", True), bool):
         raise PolicyError("[masking] server_side must be true or false", path=source,
                           line=_key_line(text, "server_side"))
@@ -433,6 +464,7 @@ def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
         if not isinstance(item, Mapping) or "columns" not in item:
             raise PolicyError("[[masking.columns]] needs columns = [\"table.column\", ...]",
                               path=source, line=line)
+        _check_keys(item, MASK_COLUMN_KEYS, "[masking.columns]", source, "", line)
         cols.append(MaskRule(columns=_str_tuple(item["columns"], "columns", source, line),
                              strategy=str(item.get("strategy", "redact")), line=line,
                              origin=_origin(where, line)))
@@ -443,6 +475,7 @@ def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
         if not isinstance(item, Mapping) or "columns" not in item:
             raise PolicyError("[[masking.unmask]] needs columns and roles or identity_ids",
                               path=source, line=line)
+        _check_keys(item, UNMASK_KEYS, "[masking.unmask]", source, "", line)
         grant = UnmaskGrant(
             columns=_str_tuple(item["columns"], "columns", source, line),
             strategy=str(item.get("strategy", "none")),
@@ -468,8 +501,7 @@ def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
 def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
     if not isinstance(raw, Mapping):
         raise PolicyError("[session] must be a table", path=source, line=_key_line(text, "session"))
-    known = {"read_only_kinds", "statement_timeout", "search_path"}
-    _check_keys(raw, known, "session", source, text)
+    _check_keys(raw, SESSION_KEYS, "session", source, text)
     timeout = raw.get("statement_timeout", {})
     if not isinstance(timeout, Mapping):
         raise PolicyError("session.statement_timeout must be a table of kind = \"30s\"",
@@ -493,21 +525,22 @@ def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
                            search_path=path)
 
 
-def _check_keys(raw: Mapping[str, Any], known: set[str], section: str, source: str | None,
-                text: str) -> None:
+def _check_keys(raw: Mapping[str, Any], known: frozenset[str], section: str, source: str | None,
+                text: str, line: int | None = None) -> None:
+    from ._names import did_you_mean
+
     for key in raw:
         if key not in known:
-            raise PolicyError(f"[{section}]: unknown key {key!r}; expected one of"
-                              f" {', '.join(sorted(known))}", path=source,
-                              line=_key_line(text, key))
+            raise PolicyError(f"[{section}]: unknown key {key!r}{did_you_mean(key, known)}"
+                              f" (keys: {', '.join(sorted(known))})", path=source,
+                              line=line or _key_line(text, key))
 
 
 def _check_approvals(raw: Any, source: str | None, text: str) -> None:
     if not isinstance(raw, Mapping):
         raise PolicyError("[approvals] must be a table", path=source,
                           line=_key_line(text, "approvals"))
-    known = {"store", "dsn_env", "wait_seconds", "ttl_seconds", "notify", "console_url"}
-    _check_keys(raw, known, "approvals", source, text)
+    _check_keys(raw, APPROVALS_KEYS, "approvals", source, text)
     notify = raw.get("notify", [])
     if isinstance(notify, Mapping):
         notify = [notify]
@@ -556,10 +589,7 @@ def _relative_to_policy(section: Mapping[str, Any], source: str | None,
 
 
 def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
-    known = {"path", "durability", "on_failure", "signing_key", "checkpoint_every",
-             "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env",
-             "postgres_dsn_env", "otlp", "openlineage"}
-    _check_keys(audit, known, "audit", source, text)
+    _check_keys(audit, AUDIT_KEYS, "audit", source, text)
     if "openlineage" in audit:
         from ..audit._openlineage import check_settings
 
@@ -599,3 +629,6 @@ def default_policy() -> Policy:
     if _default is None:
         _default = _parse(default_policy_text(), source="<built-in default.toml>", builtin=True)
     return _default
+
+
+from ._check import PolicyCheck, Problem, check_policy  # noqa: E402 - uses the names above
