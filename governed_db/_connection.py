@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.rows import Row
 
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor import Cursor, ServerCursor, governed_cursor_class
@@ -12,7 +13,7 @@ from ._cursor import Cursor, ServerCursor, governed_cursor_class
 __all__ = ["Connection", "connect"]
 
 
-class Connection(GovernedConnectionMixin, psycopg.Connection[Any]):
+class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
     """A psycopg Connection whose every statement and row passes governance.
 
     ``cursor_factory`` and ``server_cursor_factory`` stay writable, but an ungoverned cursor

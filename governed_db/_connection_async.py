@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.rows import Row
 
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor_async import AsyncCursor, AsyncServerCursor, governed_async_cursor_class
@@ -12,7 +13,7 @@ from ._cursor_async import AsyncCursor, AsyncServerCursor, governed_async_cursor
 __all__ = ["AsyncConnection"]
 
 
-class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Any]):
+class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
     """The async twin of :class:`governed_db.Connection`."""
 
     __module__ = "governed_db"

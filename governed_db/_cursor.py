@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.rows import Row
 from psycopg import errors as e
 
 from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
@@ -55,27 +56,27 @@ class _SyncCopyMixin:
             raise ex.with_traceback(None) from None
 
 
-class Cursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.Cursor[Any]):
+class Cursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.Cursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class ClientCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.ClientCursor[Any]):
+class ClientCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.ClientCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class RawCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.RawCursor[Any]):
+class RawCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.RawCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class ServerCursor(GovernedCursorMixin, psycopg.ServerCursor[Any]):
+class ServerCursor(GovernedCursorMixin, psycopg.ServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class RawServerCursor(GovernedCursorMixin, psycopg.RawServerCursor[Any]):
+class RawServerCursor(GovernedCursorMixin, psycopg.RawServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 

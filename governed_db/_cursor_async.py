@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.rows import Row
 from psycopg import errors as e
 
 from . import _config
@@ -77,27 +78,27 @@ class _AsyncCopyMixin:
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None
 
-class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Any]):
+class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncClientCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncClientCursor[Any]):
+class AsyncClientCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncClientCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncRawCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncRawCursor[Any]):
+class AsyncRawCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncRawCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncServerCursor(GovernedCursorMixin, psycopg.AsyncServerCursor[Any]):
+class AsyncServerCursor(GovernedCursorMixin, psycopg.AsyncServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncRawServerCursor(GovernedCursorMixin, psycopg.AsyncRawServerCursor[Any]):
+class AsyncRawServerCursor(GovernedCursorMixin, psycopg.AsyncRawServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 

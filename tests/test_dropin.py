@@ -130,6 +130,37 @@ def test_dbapi_cursor_protocol(human_conn):
     assert cur.closed
 
 
+GENERIC = ["Connection", "AsyncConnection", "Cursor", "ClientCursor", "RawCursor", "ServerCursor",
+           "RawServerCursor", "AsyncCursor", "AsyncClientCursor", "AsyncRawCursor",
+           "AsyncServerCursor", "AsyncRawServerCursor"]
+
+
+@pytest.mark.parametrize("name", GENERIC)
+def test_governed_classes_are_generic_like_psycopgs(name):
+    from psycopg.rows import DictRow
+
+    cls = getattr(governed_db, name)
+    alias = cls[DictRow]
+    assert alias.__origin__ is cls and alias.__args__ == (DictRow,)
+    assert len(cls.__parameters__) == len(getattr(psycopg, name).__parameters__) == 1
+
+
+def test_typed_pool_of_governed_connections(dsn, audit):
+    """psycopg_pool's typed path: ``connection_class=Connection[DictRow]``."""
+    from psycopg.rows import DictRow, dict_row
+
+    pool: psycopg_pool.ConnectionPool[governed_db.Connection[DictRow]]
+    with psycopg_pool.ConnectionPool(dsn, connection_class=governed_db.Connection[DictRow],
+                                     min_size=1, max_size=1, open=True,
+                                     kwargs={"identity": AGENT, "audit": audit,
+                                             "row_factory": dict_row}) as pool:
+        with pool.connection() as conn:
+            assert isinstance(conn, governed_db.Connection)
+            cur = governed_db.Cursor[DictRow](conn)
+            cur.execute("SELECT id, email FROM users ORDER BY id LIMIT 1")
+            assert cur.fetchone() == {"id": 1001, "email": "****@example.com"}
+
+
 def test_pool_with_governed_connection_class(dsn, audit):
     with psycopg_pool.ConnectionPool(dsn, connection_class=governed_db.Connection, min_size=1,
                                      max_size=2, kwargs={"identity": HUMAN, "audit": audit},
