@@ -27,12 +27,14 @@ from .masking import mask_text_values
 INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
 
-GOVERNED_KWARGS = ("identity", "policy", "audit")
+GOVERNED_KWARGS = ("identity", "policy", "audit", "identity_token")
 
 
 def pop_governed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Remove identity=, policy=, audit= before psycopg sees the keywords."""
+    """Remove identity=, policy=, audit=, identity_token= before psycopg sees the keywords."""
     out = {k: kwargs.pop(k) for k in GOVERNED_KWARGS if k in kwargs}
+    if out.get("identity") is not None and out.get("identity_token") is not None:
+        raise PolicyError("pass identity= or identity_token=, not both")
     ident = out.get("identity")
     if ident is not None and not isinstance(ident, Identity):
         if isinstance(ident, str):
@@ -76,7 +78,11 @@ class GovernedConnectionMixin:
         # Shared per database, role and pinned search_path (names resolve through it).
         key = (info.host, info.port, info.dbname, info.user, policy.session.search_path)
         self._gov_inflight = []
-        gov = Governor(policy=policy, identity=opts.get("identity"), auditor=auditor,
+        ident = opts.get("identity")
+        if opts.get("identity_token") is not None:
+            # Verified with this connection's policy ([identity.oidc]); never stored.
+            ident = Identity.from_token(opts["identity_token"], policy=policy)
+        gov = Governor(policy=policy, identity=ident, auditor=auditor,
                        catalog_key=key, conn_info=conn_info)
         gov.catalog = catalog_for(key)
         gov.catalog_stale = gov.catalog is None
@@ -88,6 +94,8 @@ class GovernedConnectionMixin:
             name: info.parameter_status(name)
             for name in ("client_encoding", "session_authorization", "is_superuser")}
         self._governor = gov
+        # [identity] require_verified: refused at connect, not at the first statement.
+        gov.check_identity(gov.identity())
         # Notices (RAISE NOTICE ...) and NOTIFY payloads reach the caller outside any result:
         # route them through redaction. (psycopg binds these handlers to BaseConnection's.)
         wself = weakref.ref(self)
@@ -114,6 +122,7 @@ class GovernedConnectionMixin:
     def identity(self, value: Identity) -> None:
         if not isinstance(value, Identity):
             raise PolicyError("identity must be a governed_db.Identity")
+        self.governor.check_identity(value)
         self.governor.conn_identity = value
 
     def _gov_session_gen(self, identity: Identity) -> Any:

@@ -251,6 +251,19 @@ class Governor:
         ident = current_identity() or self.conn_identity or _config.default_identity()
         return ident if ident is not None else derived_identity()
 
+    def check_identity(self, ident: Identity) -> None:
+        """Raise (recorded) when ``ident`` may not act under this connection's policy: its
+        token expired (verification is cached until ``exp``: a clock read per statement),
+        or its kind must be verified and it is not."""
+        from .identity import require_verified
+
+        try:
+            require_verified(ident, self.policy)
+            ident.check_current()
+        except Exception as exc:
+            self.event("identity_refused", ident, reason=getattr(exc, "reason", "unverified"))
+            raise
+
     def read_only_for(self, identity: Identity) -> bool:
         return identity.kind in self.policy.session.read_only_kinds
 
@@ -307,8 +320,10 @@ class Governor:
              identity: Identity | None = None) -> StatementContext:
         """Analyze and decide one string about to be sent. Raises on denial (recorded)."""
         started = time.perf_counter()
-        analysis = analyze(text)
         ident = identity or self.identity()
+        if ident._verification is not None or ident.kind in self.policy.require_verified:
+            self.check_identity(ident)  # expiry per statement; unverified kinds refused
+        analysis = analyze(text)
         catalog = self.catalog
         key = (analysis.text, ident.kind, ident.id, ident.roles,
                catalog.version if catalog is not None else -1)

@@ -5,7 +5,19 @@
     psycopg.Error
      ├── psycopg.DatabaseError
      │    ├── psycopg.OperationalError
-     │    │    └── AuditUnavailable          the audit trail cannot be written: nothing runs
+     │    │    ├── AuditUnavailable          the audit trail cannot be written: nothing runs
+     │    │    └── IdentityError             who acts is not proven (``.reason``)
+     │    │         ├── TokenRejected        the token itself is not acceptable
+     │    │         │    ├── TokenMalformed  not a compact JWS / bad JSON / bad claim types
+     │    │         │    ├── AlgorithmRefused alg none, HS*, or not on the policy's list
+     │    │         │    ├── KeyNotFound     no JWKS key for its kid / alg
+     │    │         │    ├── BadSignature    signed by another key, or edited after signing
+     │    │         │    ├── TokenExpired    exp passed (also mid-session)
+     │    │         │    ├── TokenNotYetValid nbf / iat in the future
+     │    │         │    ├── WrongIssuer     iss is not the configured issuer
+     │    │         │    └── WrongAudience   aud does not name the configured audience
+     │    │         ├── KeysUnavailable      the JWKS cannot be read or fetched
+     │    │         └── VerificationRequired the policy requires a verified identity
      │    └── psycopg.ProgrammingError
      │         └── psycopg.errors.InsufficientPrivilege   (SQLSTATE 42501)
      │              └── StatementDenied       a policy rule stopped the statement
@@ -27,7 +39,10 @@ from psycopg import errors as _pgerrors
 from psycopg.errors import *  # noqa: F403 - the drop-in re-exports every psycopg error
 
 __all__ = [name for name in dir(_pgerrors) if not name.startswith("_")]  # noqa: PLE0605
-__all__ += ["ApprovalRequired", "AuditUnavailable", "PolicyError", "StatementDenied"]
+__all__ += ["AlgorithmRefused", "ApprovalRequired", "AuditUnavailable", "BadSignature",
+            "IdentityError", "KeyNotFound", "KeysUnavailable", "PolicyError", "StatementDenied",
+            "TokenExpired", "TokenMalformed", "TokenNotYetValid", "TokenRejected",
+            "VerificationRequired", "WrongAudience", "WrongIssuer"]
 
 
 class StatementDenied(_pgerrors.InsufficientPrivilege):
@@ -76,6 +91,94 @@ class AuditUnavailable(_pgerrors.OperationalError):
 
     def __reduce__(self) -> Any:
         return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+
+
+class IdentityError(_pgerrors.OperationalError):
+    """Who acts is not proven: a token was refused, or the policy requires a verified identity.
+
+    Attributes:
+        reason: a stable short code (``"expired"``, ``"signature"``, ``"issuer"``,
+            ``"audience"``, ``"algorithm"``, ``"key"``, ``"not-yet-valid"``, ``"malformed"``,
+            ``"claims"``, ``"jwks-unavailable"``, ``"jwks-invalid"``, ``"unverified"``,
+            ``"configuration"``) for logs and HTTP 401 answers. Messages never contain the token.
+    """
+
+    __module__ = "governed_db.errors"
+
+    def __init__(self, message: str = "identity not verified", *, reason: str = "unverified",
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), str(self), self.__dict__.copy()))
+
+
+class TokenRejected(IdentityError):
+    """The token is not acceptable (the subclass says why)."""
+
+    __module__ = "governed_db.errors"
+
+
+class TokenMalformed(TokenRejected):
+    """Not a compact JWS, not JSON, or a claim of the wrong type."""
+
+    __module__ = "governed_db.errors"
+
+
+class AlgorithmRefused(TokenRejected):
+    """``alg`` is ``none``, symmetric (HS*), or not on the policy's list."""
+
+    __module__ = "governed_db.errors"
+
+
+class KeyNotFound(TokenRejected):
+    """The JWKS has no key for the token's ``kid`` and ``alg``."""
+
+    __module__ = "governed_db.errors"
+
+
+class BadSignature(TokenRejected):
+    """The signature does not verify: another key signed it, or it was edited after signing."""
+
+    __module__ = "governed_db.errors"
+
+
+class TokenExpired(TokenRejected):
+    """``exp`` has passed (beyond the leeway); raised mid-session too, per statement."""
+
+    __module__ = "governed_db.errors"
+
+
+class TokenNotYetValid(TokenRejected):
+    """``nbf`` or ``iat`` is in the future (beyond the leeway)."""
+
+    __module__ = "governed_db.errors"
+
+
+class WrongIssuer(TokenRejected):
+    """``iss`` is not the configured issuer."""
+
+    __module__ = "governed_db.errors"
+
+
+class WrongAudience(TokenRejected):
+    """``aud`` does not name the configured audience."""
+
+    __module__ = "governed_db.errors"
+
+
+class KeysUnavailable(IdentityError):
+    """The JWKS cannot be read, fetched or used (nothing is accepted without keys)."""
+
+    __module__ = "governed_db.errors"
+
+
+class VerificationRequired(IdentityError):
+    """The policy's ``[identity] require_verified`` names this kind and the identity was not
+    made from a verified token (``Identity.from_token``, ``identity_token=``)."""
+
+    __module__ = "governed_db.errors"
 
 
 class PolicyError(ValueError):

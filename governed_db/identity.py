@@ -13,6 +13,7 @@ import contextvars
 import getpass
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
@@ -22,6 +23,10 @@ import attrs
 from .errors import PolicyError
 
 __all__ = ["Identity", "IdentityKind", "acting_as", "current_identity", "derived_identity"]
+
+# Fields a verified token establishes: changing one with evolve() drops the verification
+# (a caller cannot keep "verified" while claiming other roles, tenant or kind).
+_TOKEN_FIELDS = frozenset({"id", "kind", "roles", "on_behalf_of", "model", "tenant"})
 
 IdentityKind = Literal["human", "service", "ai_agent"]
 KINDS: tuple[str, ...] = ("human", "service", "ai_agent")
@@ -96,8 +101,15 @@ class Identity:
         model: the AI model behind an agent (``"gpt-4o"``).
         roles: policy roles (``("support",)``) used by rule scopes and unmask grants.
         attributes: free-form context such as ``tool_call_id`` or ``run_id``.
+        tenant: the tenant it acts in (row-level security reads it from
+            ``governed_db.identity.tenant``).
 
     Identities are immutable values; use :meth:`evolve` for a variant (e.g. per tool call).
+
+    An identity made by :meth:`from_token` is *verified* (``verified``, ``issuer``,
+    ``subject``, ``token_id``, ``expires_at``); one made by the constructor never is, whatever
+    it claims. ``[identity] require_verified`` in the policy refuses unverified identities of
+    the kinds it lists.
     """
 
     id: str = attrs.field(validator=_check_id)
@@ -109,10 +121,106 @@ class Identity:
     attributes: Mapping[str, Any] = attrs.field(
         factory=dict, converter=_freeze_attributes, kw_only=True, eq=False, hash=False
     )
+    tenant: str | None = attrs.field(default=None, kw_only=True, validator=_check_text)
+    # Set only by from_token (init=False: the constructor cannot claim it).
+    _verification: Any = attrs.field(default=None, init=False, repr=False)
 
     def evolve(self, **changes: Any) -> Identity:
-        """A copy with some fields changed (``identity.evolve(attributes={...})``)."""
-        return attrs.evolve(self, **changes)
+        """A copy with some fields changed (``identity.evolve(attributes={...})``).
+
+        A verified identity stays verified when only ``attributes`` or ``purpose`` change
+        (per-call context); changing a field the token established (id, kind, roles,
+        on_behalf_of, model, tenant) gives an unverified identity.
+        """
+        out = attrs.evolve(self, **changes)
+        if self._verification is not None and not (
+                _TOKEN_FIELDS & {k for k, v in changes.items() if getattr(self, k) != v}):
+            object.__setattr__(out, "_verification", self._verification)
+        return out
+
+    @classmethod
+    def from_token(cls, token: str | bytes, *, issuer: str | None = None,
+                   audience: str | list[str] | tuple[str, ...] | None = None,
+                   jwks: Any = None, kind: str | None = None,
+                   policy: Any = None) -> Identity:
+        """Verify a signed OIDC/JWT token (access or ID token) and return who it proves.
+
+        Args:
+            token: the compact JWS (``header.payload.signature``; a ``Bearer `` prefix is
+                accepted). It is never stored: the identity keeps issuer, subject, ``jti``
+                and expiry.
+            issuer: the exact ``iss`` expected.
+            audience: the ``aud`` value (or values) accepted.
+            jwks: a JWKS dict, a path to a JWKS JSON file, or an https URL (cached with a
+                bounded TTL).
+            kind: the identity kind, overriding the policy's claim mapping.
+            policy: where ``[identity.oidc]`` comes from (default: the process policy).
+                Arguments given here override its issuer / audience / jwks; its claim
+                mapping (id, kind, roles, purpose, model, tenant, delegation) applies.
+
+        Raises:
+            governed_db.errors.IdentityError: a subclass that says why (``TokenExpired``,
+                ``WrongIssuer``, ``BadSignature``, ``AlgorithmRefused``, ...).
+        """
+        from . import _tokens
+
+        if policy is None and (issuer is None or audience is None or jwks is None):
+            from . import _config
+
+            policy = _config.resolve_policy(None)
+        settings = _tokens.settings_for(issuer, audience, jwks, policy)
+        claims, verification = _tokens.verify_token(token, settings, kind=kind)
+        fields, verification = _tokens.identity_fields(claims, settings, verification, kind)
+        try:
+            out = cls(fields.pop("id"), fields.pop("kind"), **fields)
+        except PolicyError as exc:
+            from .errors import TokenRejected
+
+            raise TokenRejected(f"the token's claims do not make a valid identity: {exc}",
+                                reason="claims") from None
+        object.__setattr__(out, "_verification", verification)
+        return out
+
+    @property
+    def verified(self) -> bool:
+        """Whether a signed token proved this identity (:meth:`from_token`)."""
+        return self._verification is not None
+
+    @property
+    def issuer(self) -> str | None:
+        """The verified token's issuer (``iss``), or None."""
+        v = self._verification
+        return v.issuer if v is not None else None
+
+    @property
+    def subject(self) -> str | None:
+        """The verified token's subject (``sub``), or None. For a delegated token (RFC 8693
+        ``act``) this is the party acted for; ``id`` is the actor."""
+        v = self._verification
+        return v.subject if v is not None else None
+
+    @property
+    def token_id(self) -> str | None:
+        """The verified token's id (``jti``), or None."""
+        v = self._verification
+        return v.token_id if v is not None else None
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the verification stops holding (``exp`` plus leeway, epoch seconds)."""
+        v = self._verification
+        return v.expires_at if v is not None else None
+
+    def check_current(self, now: float | None = None) -> None:
+        """Raise ``TokenExpired`` when the token behind this identity has expired."""
+        v = self._verification
+        if v is not None and (time.time() if now is None else now) >= v.expires_at:
+            from .errors import TokenExpired
+
+            raise TokenExpired(
+                f"the token of {self.label} (issuer {v.issuer}) has expired; statements no"
+                " longer run as it. Get a new token and make a new identity from it",
+                reason="expired")
 
     @property
     def is_agent(self) -> bool:
@@ -132,6 +240,13 @@ class Identity:
                 out[key] = value
         if self.roles:
             out["roles"] = list(self.roles)
+        if self.tenant is not None:
+            out["tenant"] = self.tenant
+        v = self._verification
+        if v is not None:
+            out.update(v.to_record())
+        else:
+            out["verified"] = False
         if self.attributes:
             out["attributes"] = {str(k): _jsonable(v) for k, v in self.attributes.items()}
         return out
@@ -160,21 +275,48 @@ _acting: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def acting_as(identity: Identity) -> Iterator[Identity]:
+def acting_as(identity: Identity | None = None, *,
+              token: str | bytes | None = None) -> Iterator[Identity]:
     """Run the statements inside the block as ``identity`` (on any connection, pooled or not).
+
+    ``token=`` instead verifies a signed token with the process policy's ``[identity.oidc]``
+    (see :meth:`Identity.from_token`). An unverified identity of a kind the policy's
+    ``[identity] require_verified`` lists is refused here (``VerificationRequired``) and again
+    by each connection's own policy at every statement.
 
     Example::
 
         with governed_db.acting_as(Identity("alice", "human", purpose="support ticket 42")):
             conn.execute("SELECT ...")
     """
+    if token is not None:
+        if identity is not None:
+            raise TypeError("acting_as() takes an identity or token=, not both")
+        identity = Identity.from_token(token)
     if not isinstance(identity, Identity):
-        raise TypeError("acting_as() takes a governed_db.Identity")
-    token = _acting.set(identity)
+        raise TypeError("acting_as() takes a governed_db.Identity (or token=...)")
+    from . import _config
+
+    require_verified(identity, _config.resolve_policy(None))
+    identity.check_current()
+    reset = _acting.set(identity)
     try:
         yield identity
     finally:
-        _acting.reset(token)
+        _acting.reset(reset)
+
+
+def require_verified(identity: Identity, policy: Any) -> None:
+    """Raise ``VerificationRequired`` when ``policy`` requires a verified ``identity.kind``."""
+    kinds = getattr(policy, "require_verified", ())
+    if identity._verification is None and identity.kind in kinds:
+        from .errors import VerificationRequired
+
+        raise VerificationRequired(
+            f"the policy requires a verified identity for kind {identity.kind}"
+            f" ([identity] require_verified); {identity.label} was not made from a signed"
+            " token. Use Identity.from_token(...), connect(identity_token=...) or"
+            " acting_as(token=...)", reason="unverified")
 
 
 def current_identity() -> Identity | None:

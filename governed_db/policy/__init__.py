@@ -164,9 +164,13 @@ class Policy:
     approvals: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     # ``governed-db mcp`` settings (identity, limits, bearer tokens); governed_db.mcp reads it.
     mcp: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    # ``[identity]``: require_verified, approver_roles, ``[identity.oidc]`` (see _tokens).
+    identity: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     source: str | None = attrs.field(default=None, eq=False)
     digest: str = attrs.field(default="", eq=False)
     extends: str = attrs.field(default="none", eq=False)
+    # Kinds that must be verified (from [identity]); read per statement, so precomputed.
+    require_verified: frozenset[str] = attrs.field(init=False, eq=False, factory=frozenset)
 
     def __attrs_post_init__(self) -> None:
         from ..guardrails import RULES  # the catalogue lives with the checks
@@ -197,6 +201,8 @@ class Policy:
                 raise PolicyError(
                     f"session.statement_timeout: {kind} = {value!r} must map an identity kind"
                     " to a duration such as \"30s\" or \"500ms\"", path=self.source)
+        object.__setattr__(self, "require_verified",
+                           frozenset(self.identity.get("require_verified", ())))
         if not self.digest:
             object.__setattr__(self, "digest", _digest(self))
 
@@ -248,6 +254,8 @@ def _digest(policy: Policy) -> str:
     parts.append(repr(policy.masking))
     parts.append(repr((policy.session.read_only_kinds,
                        sorted(policy.session.statement_timeout.items()))))
+    if policy.identity:
+        parts.append(repr(sorted((k, repr(v)) for k, v in policy.identity.items())))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -257,7 +265,7 @@ def _digest(policy: Policy) -> str:
 _RULE_KEYS = {"id", "level", "identity_kinds", "identity_ids", "roles", "tables"}
 # The keys each section takes (shared with ``policy check``, which suggests the nearest one).
 TOP_KEYS = frozenset({"version", "name", "mode", "rules", "masking", "session", "audit",
-                      "approvals", "extends", "mcp"})
+                      "approvals", "extends", "mcp", "identity"})
 SESSION_KEYS = frozenset({"read_only_kinds", "statement_timeout", "search_path"})
 MASKING_KEYS = frozenset({"detect_names", "detect_values", "detect_in_text", "columns", "unmask",
                           "not_sensitive", "hash_key_env", "server_side"})
@@ -365,6 +373,12 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
         from ..mcp._settings import check_mcp_section
 
         check_mcp_section(mcp, source, text)
+    identity = data.get("identity", {})
+    if "identity" in data:
+        from .._tokens import check_identity_section
+
+        # (a relative jwks path means next to the policy file: resolved by _tokens)
+        check_identity_section(identity, source, lambda key: _key_line(text, key))
     name = str(data.get("name", "custom"))
     mode = str(data.get("mode", "enforce"))
     if extends == "none":
@@ -377,7 +391,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
         return Policy(name=name, version=int(version), mode=mode,
                       rules=tuple(r for r, _ in rules), masking=masking, session=session,
                       audit=dict(audit), approvals=dict(approvals), mcp=dict(mcp),
-                      source=source, extends="none")
+                      identity=dict(identity), source=source, extends="none")
     base = default_policy()
     return Policy(
         name=name, version=int(version),
@@ -386,7 +400,8 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
         masking=_merge_masking(base.masking, masking, raw_masking),
         session=_merge_session(base.session, session, raw_session),
         audit={**base.audit, **audit}, approvals={**base.approvals, **approvals},
-        mcp={**base.mcp, **mcp}, source=source, extends="default",
+        mcp={**base.mcp, **mcp}, identity={**base.identity, **identity},
+        source=source, extends="default",
     )
 
 

@@ -221,7 +221,7 @@ def _check_top(c: _Collector, data: Mapping[str, Any]) -> None:
     if "mode" in data and data["mode"] not in MODES:
         c.error(("mode",), f"mode must be one of {', '.join(MODES)}, not {data['mode']!r}"
                            f"{did_you_mean(str(data['mode']), MODES)}")
-    for key in ("masking", "session", "audit", "approvals", "mcp"):
+    for key in ("masking", "session", "audit", "approvals", "mcp", "identity"):
         if key in data and not isinstance(data[key], Mapping):
             c.error((key,), f"[{key}] must be a table")
     if "rules" in data and not (isinstance(data["rules"], list)
@@ -338,6 +338,14 @@ def _check_mcp(c: _Collector, raw: Mapping[str, Any], source: str | None) -> Non
                     if k in raw}, source, "")
         else:
             c.call(("mcp", key), check_mcp_section, {key: value}, source, "")
+
+
+def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
+    from .._tokens import check_identity_section
+
+    for key, value in raw.items():
+        c.call(("identity", key), check_identity_section, {key: value}, source,
+               lambda _key: None)
 
 
 def _check_rules(c: _Collector, data: Mapping[str, Any], builtin_ids: frozenset[str]) -> None:
@@ -913,6 +921,8 @@ def check_policy_text(text: str, *, source: str | None = None, dsn: str | None =
         _check_approvals(c, data["approvals"], source)
     if isinstance(data.get("mcp"), Mapping):
         _check_mcp(c, data["mcp"], source)
+    if isinstance(data.get("identity"), Mapping):
+        _check_identity(c, data["identity"], source)
     extends = data.get("extends", "default")
     builtin_ids = frozenset(r.id for r in default_policy().rules) if extends == "default" \
         else frozenset()
