@@ -49,7 +49,7 @@ stratgy = "hash"
 
 BAD_ERRORS = [
     (1, 1, "unknown top-level key 'mod'; did you mean mode? (keys: approvals, audit, extends,"
-           " masking, mcp, mode, name, rules, session, version)"),
+           " identity, masking, mcp, mode, name, rules, session, version)"),
     (4, 32, "session.read_only_kinds: unknown identity kind 'ai_agnet'; did you mean ai_agent?"
             " (kinds: human, service, ai_agent)"),
     (9, 20, "rule statement.require-approval: kinds: unknown statement kind 'INSRT'; did you"
