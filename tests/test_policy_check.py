@@ -5,6 +5,10 @@ can never fire; with --dsn, names checked against the database; what each kind m
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -298,8 +302,8 @@ max_rows = 100
     result = check_policy(path)
     assert [(w.line, w.message) for w in result.warnings] == [
         (4, "rule statement.affected-row-limit can never fire: a stricter limit of the same rule"
-            f" already applies (service: 50000 > 10000 (builtin, overridden at {path}:1)); lower"
-            " the limit, or change the other rule")]
+            f" already applies (service: 50000, capped at 10000 by builtin, overridden at"
+            f" {path}:1); lower the limit, or change the other rule")]
 
 
 def test_read_only_allowlists_with_no_read_only_kinds_never_fire(tmp_path):
@@ -440,3 +444,98 @@ def test_dsn_ok_says_the_catalog_was_checked(shop, tmp_path):
     assert "tables and columns checked against the database" in result.output.splitlines()[0]
     doc = json.loads(_run(path, "--dsn", shop, "--json").output)
     assert doc["ok"] and doc["catalog_checked"] and doc["errors"] == []
+
+
+# -- the README's and docs' own words, run literally ---------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _block(doc: str, after: str, lang: str) -> str:
+    text = (ROOT / doc).read_text(encoding="utf-8").split(after, 1)[1]
+    return text.split(f"```{lang}\n", 1)[1].split("\n```", 1)[0] + "\n"
+
+
+def _shell(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    bindir = str(Path(sys.executable).parent)  # where the governed-db console script is
+    full = {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""), **env}
+    return subprocess.run(command, shell=True, cwd=cwd, env=full, capture_output=True,
+                          text=True, timeout=120)
+
+
+README_EXAMPLE = "may do. `--strict` makes warnings fail"
+
+
+def _edit_as_the_readme_says(path: Path, example: str) -> None:
+    """Edit the copied default: its row-limit entry takes the example's limits (in place), the
+    example's other entries are added."""
+    limit, rest = example.split("\n[[rules]]\n", 1)
+    new_limits = next(ln for ln in limit.splitlines() if ln.startswith("max_rows_by_kind"))
+    text = path.read_text()
+    old_limits = next(ln for ln in text.splitlines() if ln.startswith("max_rows_by_kind"))
+    path.write_text(text.replace(old_limits, new_limits) + "\n[[rules]]\n" + rest)
+
+
+def test_readme_policy_workflow_runs_as_written(tmp_path):
+    made = _shell("governed-db policy show-default > policy.toml", tmp_path)
+    assert made.returncode == 0, made.stderr
+    checked = _shell("governed-db policy check policy.toml", tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == ""  # the default profile has nothing to warn about
+    assert checked.stdout.startswith("OK: policy.toml: policy 'default' (enforce)")
+    assert "ai_agent (read-only session, statement_timeout 30s" in checked.stdout
+    # The README's example, alone and added to the copied default, checks clean even --strict.
+    example = _block("README.md", README_EXAMPLE, "toml")
+    (tmp_path / "example.toml").write_text(example)
+    alone = _shell("governed-db policy check example.toml --strict", tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    _edit_as_the_readme_says(tmp_path / "policy.toml", example)
+    edited = _shell("governed-db policy check policy.toml --strict", tmp_path)
+    assert edited.returncode == 0, edited.stderr
+    assert ("  on orders: write INSERT, UPDATE allowed; DELETE needs approval by"
+            " statement.require-approval") in edited.stdout.splitlines()
+
+
+def test_the_old_readme_example_is_what_policy_check_warns_about(tmp_path):
+    """The example the README had: it removed the default row limit for agents and people."""
+    (tmp_path / "old.toml").write_text(
+        '[[rules]]\nid = "statement.affected-row-limit"\nidentity_kinds = ["service"]\n'
+        'tables = ["orders"]\nmax_rows = 500\nlevel = "approval"\n')
+    result = _shell("governed-db policy check old.toml --strict -q", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "warning: old.toml:1:1: rule statement.affected-row-limit overrides the built-in rule of"
+        " that id (rules merge by id) and narrows it: identity_kinds = ['service'] removes it"
+        " for human, ai_agent;")
+
+
+def test_deployment_ci_commands_run_as_written(shop, tmp_path):
+    with psycopg.connect(shop, autocommit=True) as c:  # the README example's shop schema
+        c.execute("ALTER TABLE users ADD COLUMN birth_date date")
+        c.execute("ALTER TABLE orders ADD COLUMN notes text")
+    policy = _shell("governed-db policy show-default > policy.toml", tmp_path)
+    assert policy.returncode == 0
+    _edit_as_the_readme_says(tmp_path / "policy.toml", _block("README.md", README_EXAMPLE, "toml"))
+    commands = _block("docs/deployment.md", "## Check your policy in CI", "sh").splitlines()
+    assert len(commands) == 2 and all(c.startswith("governed-db policy check") for c in commands)
+    for command in commands:
+        result = _shell(command, tmp_path, STAGING_DATABASE_URL=shop)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), command
+    # A misspelt table fails the same command, at its line and column.
+    with (tmp_path / "policy.toml").open("a") as fh:
+        fh.write('\n[[rules]]\nid = "table.deny-list"\ntables = ["feedbak"]\n')
+    lines = (tmp_path / "policy.toml").read_text().splitlines()
+    failed = _shell(commands[1], tmp_path, STAGING_DATABASE_URL=shop)
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[0] == (
+        f"error: policy.toml:{len(lines)}:11: rule table.deny-list: tables: no table 'feedbak'"
+        " in the database; did you mean feedback?")
+    workflow = _block("docs/deployment.md", "In GitHub Actions:", "yaml")
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "policy.toml").rename(tmp_path / "deploy" / "policy.toml")
+    for line in workflow.splitlines():
+        command = line.removeprefix("- run: ")
+        if command.startswith("governed-db"):
+            result = _shell(command, tmp_path)
+            # Without --dsn table names are not checked: the misspelt one passes here.
+            assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), command

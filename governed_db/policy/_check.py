@@ -664,7 +664,7 @@ def _capped(c: _Collector, policy: Policy, i: int, rule: RuleConfig) -> None:
         if not caps:
             return
         limit, other = min(caps, key=lambda x: x[0])
-        capped.append(f"{kind}: {mine} > {limit} ({other.origin or 'another rule'})")
+        capped.append(f"{kind}: {mine}, capped at {limit} by {other.origin or 'another rule'}")
     if capped:
         c.warning(("rules", i), f"rule {rule.id} can never fire: a stricter limit of the same"
                                 f" rule already applies ({'; '.join(capped)}); lower the limit,"
