@@ -368,7 +368,8 @@ def test_every_policy_the_checker_passes_loads(tmp_path):
     for text in ('[approvals]\nstore = "sqlite"\n', '[mcp]\nmax_rowz = 5\n',
                  '[[approvals.notify]]\nkind = "slack"\nurl = "ftp://x"\n',
                  '[[rules]]\nid = "statement.affected-row-limit"\nidentity_kinds = ["human"]\n'
-                 'max_rows = "ten"\n'):
+                 'max_rows = "ten"\n',
+                 '[identity]\nrequire_verified = ["ai_agent"]\napprover_roles = "dba"\n'):
         path = _write(tmp_path, text)
         result = check_policy(path)
         with pytest.raises(errors.PolicyError):

@@ -348,6 +348,14 @@ def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -
                lambda _key: None)
 
 
+def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
+    from .._tokens import check_identity_section
+
+    for key, value in raw.items():
+        c.call(("identity", key), check_identity_section, {key: value}, source,
+               lambda _key: None)
+
+
 def _check_rules(c: _Collector, data: Mapping[str, Any], builtin_ids: frozenset[str]) -> None:
     from ..guardrails import RULES
 
@@ -921,6 +929,8 @@ def check_policy_text(text: str, *, source: str | None = None, dsn: str | None =
         _check_approvals(c, data["approvals"], source)
     if isinstance(data.get("mcp"), Mapping):
         _check_mcp(c, data["mcp"], source)
+    if isinstance(data.get("identity"), Mapping):
+        _check_identity(c, data["identity"], source)
     if isinstance(data.get("identity"), Mapping):
         _check_identity(c, data["identity"], source)
     extends = data.get("extends", "default")
