@@ -199,6 +199,19 @@ def _static_attributes(ctx: Any, conn_info: Mapping[str, Any], key: bytes) -> di
         attrs["governed_db.identity.roles"] = list(ident.roles)
     if ident.purpose:
         attrs["governed_db.identity.purpose"] = ident.purpose
+    if ident.verified:
+        # Proven by a signed token: who issued it, for whom, which token (never the token).
+        # Absent on unverified identities (no attribute cost on every span).
+        attrs["governed_db.identity.verified"] = True
+        attrs["governed_db.identity.issuer"] = ident.issuer
+        if ident.kind in _clear_id_kinds and ident.subject == ident.id:
+            # (a delegated token's subject is the person acted for: pseudonymous)
+            attrs["governed_db.identity.subject"] = ident.subject
+        else:
+            attrs["governed_db.identity.subject.pseudo"] = pseudonym(
+                f"{ident.issuer}#{ident.subject}", key)
+        if ident.token_id is not None:
+            attrs["governed_db.identity.token_id"] = ident.token_id
     if ident.kind == "ai_agent":
         if ident.kind in _clear_id_kinds:  # the agent's name is its id
             attrs["gen_ai.agent.name"] = ident.id

@@ -459,3 +459,50 @@ def test_policy_check_knows_the_identity_section(issuer, tmp_path):
     bad.write_text(policy_text(issuer, 'algorithms = ["HS256"]', jwks="keys.json"))
     found = check_policy(bad).errors
     assert found and "only asymmetric" in found[0].message
+
+
+# -- spans --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def otel():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from governed_db import telemetry
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.use_providers(tp)
+    yield exporter
+    telemetry.use_providers()
+
+
+def test_spans_carry_issuer_subject_jti_never_the_token(issuer, pol, dsn, otel):
+    audit = AuditLog.in_memory()
+    tok = issuer.mint(jti="span-jti")
+    delegated = issuer.mint(sub="maria", act={"sub": "recs-bot"}, jti="deleg-jti")
+    conn = governed_db.connect(dsn, identity_token=tok, policy=pol, audit=audit)
+    try:
+        conn.execute("SELECT 1").fetchall()
+        with acting_as(Identity.from_token(delegated, policy=pol)):
+            conn.execute("SELECT 2").fetchall()
+        with acting_as(Identity("alice", "human")):
+            conn.execute("SELECT 3").fetchall()
+    finally:
+        conn.close()
+        audit.close()
+    spans = [dict(s.attributes) for s in otel.get_finished_spans()
+             if "db.query.text" in s.attributes]
+    first, second, third = spans[-3:]
+    assert (first["governed_db.identity.verified"], first["governed_db.identity.issuer"],
+            first["governed_db.identity.subject"], first["governed_db.identity.token_id"]) == (
+        True, ISS, "recs-bot", "span-jti")
+    # A delegated token's subject is the person acted for: pseudonymous, not in clear.
+    assert "governed_db.identity.subject" not in second
+    assert second["governed_db.identity.subject.pseudo"] and "maria" not in json.dumps(second)
+    assert not any(k.startswith("governed_db.identity.verified") for k in third)
+    dump = json.dumps(spans)
+    for part in tok.split(".") + delegated.split("."):
+        assert part not in dump
