@@ -540,3 +540,11 @@ def test_deployment_ci_commands_run_as_written(shop, tmp_path):
             result = _shell(command, tmp_path)
             # Without --dsn table names are not checked: the misspelt one passes here.
             assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), command
+
+
+def test_the_demo_policy_checks_clean():
+    from governed_db.cli.demo import DEMO_POLICY
+    from governed_db.policy._check import check_policy_text
+
+    result = check_policy_text(DEMO_POLICY, source="demo")
+    assert (result.errors, result.warnings) == ((), ())

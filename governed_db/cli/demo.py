@@ -38,8 +38,7 @@ allow = ["SELECT", "EXPLAIN", "SHOW", "EMPTY", "UPDATE", "INSERT", "BEGIN", "COM
 
 [[rules]]
 id = "statement.affected-row-limit"    # exact count, in a savepoint; over the limit: rolled back
-identity_kinds = ["ai_agent"]
-max_rows = 25
+max_rows_by_kind = { ai_agent = 25, human = 1000, service = 10000 }
 
 [[rules]]
 id = "statement.require-approval"      # new promotions need a person's approval
