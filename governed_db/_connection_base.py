@@ -84,6 +84,7 @@ class GovernedConnectionMixin:
             ident = Identity.from_token(opts["identity_token"], policy=policy)
         gov = Governor(policy=policy, identity=ident, auditor=auditor,
                        catalog_key=key, conn_info=conn_info)
+        gov.server_utf8 = info.parameter_status("server_encoding") == "UTF8"
         gov.catalog = catalog_for(key)
         gov.catalog_stale = gov.catalog is None
         # What the server reports now and must keep reporting (PostgreSQL sends these
@@ -198,6 +199,8 @@ class GovernedConnectionMixin:
         gov = self._governor
         if gov is None or self.pgconn.status != pq.ConnStatus.OK:
             return
+        if gov.cursors and self.pgconn.transaction_status == IDLE:
+            gov.transaction_ended(committed=True)  # (a rollback was told so already)
         problem = gov.violation
         if problem is None:
             status = self.pgconn.parameter_status
@@ -239,6 +242,7 @@ class GovernedConnectionMixin:
         yield from super()._rollback_gen()  # type: ignore[misc]
         if self._governor is not None:
             self._governor.session_reset()  # session SETs made in the transaction are undone
+            self._governor.transaction_ended(committed=False)
             self._governor.event("rollback")
 
     def _gov_redact(self, exc: BaseException) -> BaseException:

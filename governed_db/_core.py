@@ -35,7 +35,7 @@ from ._redact import Allowed, RedactedResult, message_from_fields, redact_fields
 from .masking import SAFE_TYPE_OIDS, BoundPlan, Classifier, ColumnMask, MaskPlan
 from .policy import Policy
 
-__all__ = ["Governor", "StatementContext"]
+__all__ = ["Governor", "StatementContext", "scope_key"]
 
 logger = logging.getLogger("governed_db")
 
@@ -105,7 +105,7 @@ class StatementContext:
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
                  "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
                  "read_write", "approval_consumed", "effect_check", "server_mask",
-                 "detections")
+                 "detections", "key", "measured")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -129,6 +129,11 @@ class StatementContext:
         self.read_write = False
         self.approval_consumed = False  # given back when the statement does not run
         self.effect_check = False  # runs under the exact blast radius (see gate())
+        self.measured = False  # running inside the blast-radius savepoint (_cursor_base)
+        # What every cached answer about this statement is keyed by (see Governor.gate):
+        # the text, the identity's scope, the policy, the catalog snapshot and the versions
+        # of the session objects (prepared statements, cursors) the text refers to.
+        self.key: tuple[Any, ...] = ()
         self.server_mask: Any = None  # the rewrite sent instead of the text (_server_mask)
         # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
@@ -172,6 +177,30 @@ def digest_params(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
     return tuple(out)
 
 
+def scope_key(identity: Identity) -> tuple[Any, ...]:
+    """Everything about ``identity`` that a decision, a mask plan or a server-side rewrite can
+    depend on, as a hashable key.
+
+    Every field that takes part in the identity's equality — kind, id, roles, purpose,
+    on_behalf_of, model, and whatever fields ``Identity`` gains later (verified claims...):
+    a new field joins every cache key by default instead of being forgotten (fail closed).
+    Left out: the free-form ``attributes`` (tool-call and run ids change per call; no rule or
+    masking decision reads them — one that does must be added here).
+    """
+    cls = type(identity)
+    out: list[Any] = [cls]
+    for field in attrs.fields(cls):
+        if not field.eq:
+            continue
+        value = getattr(identity, field.name)
+        try:
+            hash(value)
+        except TypeError:
+            value = repr(sorted(value.items())) if isinstance(value, Mapping) else repr(value)
+        out.append(value)
+    return tuple(out)
+
+
 _ids = itertools.count(1)
 _id_prefix = uuid.uuid4().hex[:16]
 
@@ -195,10 +224,21 @@ class Governor:
         self.catalog: Catalog | None = None
         self.catalog_stale = True
         self.catalog_forced = False  # stale because of DDL / an unknown object: query again
-        # Session state the analyzer cannot see from one string.
+        # Session state the analyzer cannot see from one string, by the names PostgreSQL's
+        # parser resolved: facts and query trees of PREPAREd statements and DECLAREd cursors,
+        # and a version per object ("prepared:NAME" / "cursor:NAME", from a per-connection
+        # counter) that the cache key of every statement referring to it holds. Changed only
+        # through _session_put / _session_drop.
         self.prepared: dict[str, StatementFacts] = {}
         self.cursors: dict[str, StatementFacts] = {}
         self.session_trees: dict[str, Any] = {}
+        self.session_versions: dict[str, int] = {}
+        self._session_counter = itertools.count(1)
+        self.holdable_cursors: set[str] = set()  # DECLARE ... WITH HOLD: outlive COMMIT
+        # Whether object names with non-ASCII characters are exact: PostgreSQL truncates
+        # names to 63 bytes *in the server encoding*, the parser here in UTF-8.
+        self.server_utf8 = True
+        self._scope: tuple[Identity | None, tuple[Any, ...]] = (None, ())
         # What the server session currently carries (None: unknown, push before next statement)
         self.server_identity: str | None = None
         self.server_read_only: bool | None = None
@@ -218,7 +258,8 @@ class Governor:
         # (identity, analysis) of the last statement sent: error and notice text may echo
         # its tokens back.
         self.sent: collections.deque[tuple[Identity, Analysis]] = collections.deque(maxlen=1)
-        # Caches: decisions by (text, identity), mask plans by (text, result shape, identity).
+        # Caches, by StatementContext.key (text, identity scope, policy, catalog snapshot,
+        # session objects referred to): decisions; mask plans (plus the result's shape).
         self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
         self._plans: dict[tuple[Any, ...], tuple[tuple[MaskPlan | None, dict[str, str],
                                                         frozenset[str]], Any]] = {}
@@ -324,23 +365,20 @@ class Governor:
         if ident._verification is not None or ident.kind in self.policy.require_verified:
             self.check_identity(ident)  # expiry per statement; unverified kinds refused
         analysis = analyze(text)
-        catalog = self.catalog
-        key = (analysis.text, ident.kind, ident.id, ident.roles,
-               catalog.version if catalog is not None else -1)
+        key = self.statement_key(analysis, ident)
         cached = self._decisions.get(key)
         if cached is None:
             statements, decision = self.decide(analysis, ident)
-            if not any(s.executes or s.fetches for s in analysis.statements):
-                # Session-independent: the same text and identity always decide the same.
-                if len(self._decisions) >= 2048:
-                    self._decisions.clear()
-                self._decisions[key] = (statements, decision)
+            if len(self._decisions) >= 2048:
+                self._decisions.clear()
+            self._decisions[key] = (statements, decision)
         else:
             statements, decision = cached
         self.sent.append((ident, analysis))
         ctx = StatementContext(
             id=_next_id(), identity=ident, analysis=analysis, statements=statements,
             decision=decision, started=started, params=params, param_key=self._param_key)
+        ctx.key = key
         self.last_statement_id = ctx.id
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
@@ -363,10 +401,9 @@ class Governor:
                            statements, decision.affected_row_limit, decision.full_table_min_rows),
                        any(s.kinds & READ_WRITE_KINDS or s.calls_writing_function
                            for s in statements))
-            if key in self._decisions:  # cacheable (no session-dependent EXECUTE/FETCH)
-                if len(self._effects) >= 2048:
-                    self._effects.clear()
-                self._effects[key] = effects
+            if len(self._effects) >= 2048:
+                self._effects.clear()
+            self._effects[key] = effects
         ctx.effect_check = effects[0]
         read_write = (effects[1] and decision.would in ("allow", "approval")
                       and self.read_only_for(ident))
@@ -384,6 +421,25 @@ class Governor:
         if decision.action == "approval":
             self._approve(ctx, ident, analysis, decision)
         return ctx
+
+    def statement_key(self, analysis: Analysis, ident: Identity) -> tuple[Any, ...]:
+        """The key of every cached answer about ``analysis`` for ``ident``: the text, the
+        identity's scope (:func:`scope_key`), the policy's digest, the catalog snapshot's
+        version and the version of every prepared statement and cursor the text refers to
+        (``FETCH ALL FROM c`` means another statement once ``c`` is declared again)."""
+        last, scope = self._scope
+        if last is not ident:
+            scope = scope_key(ident)
+            self._scope = (ident, scope)
+        catalog = self.catalog
+        refs: tuple[Any, ...] = ()
+        for s in analysis.statements:
+            if s.session_refs:
+                versions = self.session_versions
+                refs += tuple((what, name, versions.get(f"{what}:{name}"))
+                              for _, what, name in s.session_refs)
+        return (analysis.text, scope, self.policy.digest,
+                catalog.version if catalog is not None else -1, refs)
 
     def decide(self, analysis: Analysis, ident: Identity
                ) -> tuple[tuple[StatementFacts, ...], Decision]:
@@ -793,16 +849,15 @@ class Governor:
             _server_mask.forget(self, ctx)  # not the learned shape: plan it from scratch
         catalog = self.catalog
         key = None
-        if catalog is not None and not self.catalog_stale:
-            ident = ctx.identity
+        if catalog is not None and not self.catalog_stale and ctx.key:
             cols = range(result.nfields)
-            # (ftable, ftablecol) pin the base columns: a table re-created or a column
-            # replaced since the plan was cached changes them, so `SELECT *` cannot reuse it.
-            # The column types decide which text columns the free-text detectors scan
-            # (``SELECT $1`` returns text or int by the parameter's type).
-            key = (ctx.analysis.text, index, ident.kind, ident.id, ident.roles, catalog.version,
-                   tuple(map(result.ftable, cols)), tuple(map(result.ftablecol, cols)),
-                   tuple(map(result.ftype, cols)))
+            # The statement's key (text, identity scope, policy, snapshot, session objects it
+            # refers to). (ftable, ftablecol) pin the base columns: a table re-created or a
+            # column replaced since the plan was cached changes them, so `SELECT *` cannot
+            # reuse it. The column types decide which text columns the free-text detectors
+            # scan (``SELECT $1`` returns text or int by the parameter's type).
+            key = (ctx.key, index, tuple(map(result.ftable, cols)),
+                   tuple(map(result.ftablecol, cols)), tuple(map(result.ftype, cols)))
             hit = self._plans.get(key)
             if hit is not None:
                 ctx.plans[index], ctx.lineage[index] = hit
@@ -1099,25 +1154,75 @@ class Governor:
                      affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
 
     def session_effects(self, ctx: StatementContext) -> None:
-        """Remember what a statement that ran prepared, declared or closed (and DDL)."""
+        """Remember what a statement that ran prepared, declared, closed or deallocated (and
+        DDL). Every change gives the object a new version: cached answers about statements
+        that refer to it by name are not reused."""
         for s in ctx.statements if _has_session_effects(ctx) else ():
             for name in s.prepares:
-                self.prepared[name] = _inner_facts(s, name, prepared=True)
-                self.session_trees["prepared:" + name] = _inner_tree(s.tree, "PrepareStmt")
+                self._session_put("prepared", name, _inner_facts(s, name, prepared=True),
+                                  _inner_tree(s.tree, "PrepareStmt"))
             for name in s.declares:
-                self.cursors[name] = _inner_facts(s, name, prepared=False)
-                self.session_trees["cursor:" + name] = _inner_tree(s.tree, "DeclareCursorStmt")
+                self._session_put("cursor", name, _inner_facts(s, name, prepared=False),
+                                  _inner_tree(s.tree, "DeclareCursorStmt"))
+                if _holdable(s.tree):
+                    self.holdable_cursors.add(name)
             for name in s.closes:
-                if name == "*":
-                    self.cursors.clear()
-                else:
-                    self.cursors.pop(name, None)
-            if s.kind == "DEALLOCATE":
-                self.prepared.clear()
+                self._session_drop("cursor", name)
+            for name in s.deallocates:
+                self._session_drop("prepared", name)
+            if s.kind == "DISCARD" and ("*", None) in s.settings:
+                self._session_drop("prepared", "*")  # DISCARD ALL: DEALLOCATE ALL, CLOSE ALL
+                self._session_drop("cursor", "*")
             if s.is_ddl:
                 self.mark_catalog_stale()
 
+    def session_effects_unknown(self, ctx: StatementContext) -> None:
+        """A statement failed or was rolled back: whatever it would have prepared, declared,
+        closed or deallocated is unknown now (PREPARE and DEALLOCATE are not undone by a
+        rollback). Forgotten, so a later EXECUTE/FETCH of those names fails closed."""
+        for s in ctx.statements if _has_session_effects(ctx) else ():
+            for name in s.prepares + s.deallocates:
+                self._session_drop("prepared", name)
+            for name in s.declares + s.closes:
+                self._session_drop("cursor", name)
+            if s.kind == "DISCARD":
+                self._session_drop("prepared", "*")
+                self._session_drop("cursor", "*")
+
+    def transaction_ended(self, committed: bool) -> None:
+        """Cursors die with their transaction (WITH HOLD ones survive a COMMIT)."""
+        if not self.cursors:
+            return
+        for name in list(self.cursors):
+            if not committed or name not in self.holdable_cursors:
+                self._session_drop("cursor", name)
+
+    def _session_put(self, what: str, name: str, facts: StatementFacts, tree: Any) -> None:
+        key = f"{what}:{name}"
+        self.session_versions[key] = next(self._session_counter)
+        if not (name.isascii() or self.server_utf8):
+            # The server truncates long names by bytes of its own encoding: this name may
+            # not be the one it stored. Not remembered, so EXECUTE/FETCH of it fails closed.
+            self._session_drop(what, name)
+            return
+        (self.prepared if what == "prepared" else self.cursors)[name] = facts
+        self.session_trees[key] = tree
+        if what == "cursor":
+            self.holdable_cursors.discard(name)
+
+    def _session_drop(self, what: str, name: str) -> None:
+        objects = self.prepared if what == "prepared" else self.cursors
+        names = list(objects) if name == "*" else [name]
+        for n in names:
+            key = f"{what}:{n}"
+            objects.pop(n, None)
+            self.session_trees.pop(key, None)
+            self.session_versions[key] = next(self._session_counter)
+            if what == "cursor":
+                self.holdable_cursors.discard(n)
+
     def failed(self, ctx: StatementContext, exc: BaseException) -> None:
+        self.session_effects_unknown(ctx)
         sqlstate = getattr(exc, "sqlstate", None)
         self._record(ctx, outcome="error", sqlstate=sqlstate, error_class=type(exc).__name__)
         self.give_back_approval(ctx)
@@ -1241,8 +1346,16 @@ def _rv_name(rv: Mapping[str, Any]) -> str:
 
 
 def _has_session_effects(ctx: StatementContext) -> bool:
-    return any(s.prepares or s.declares or s.closes or s.kind == "DEALLOCATE" or s.is_ddl
-               for s in ctx.statements)
+    return any(s.prepares or s.declares or s.closes or s.deallocates or s.kind == "DISCARD"
+               or s.is_ddl for s in ctx.statements)
+
+
+_CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
+
+
+def _holdable(tree: Mapping[str, Any]) -> bool:
+    body = tree.get("DeclareCursorStmt") or {}
+    return bool(int(body.get("options") or 0) & _CURSOR_OPT_HOLD)
 
 
 def _rank(strategy: str) -> int:

@@ -143,15 +143,21 @@ class GovernedCursorMixin:
             rv = yield from gen
         except BaseException as exc:
             ctx = self._gov_ctx
-            if ctx is not None and not ctx.finished:
-                self._conn._governor.failed(ctx, exc)
+            if ctx is not None:
+                # Denied, failed or rolled back by the blast radius: what it would have
+                # prepared or declared is not known to exist (fail closed on its names).
+                self._conn._governor.session_effects_unknown(ctx)
+                if not ctx.finished:
+                    self._conn._governor.failed(ctx, exc)
             raise
         ctx = self._gov_ctx
         if ctx is not None and self._conn._pipeline is None:
-            if len(ctx.statements) == 1 and ctx.statements[0].kind in ("ROLLBACK", "ROLLBACK TO"):
+            if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
                 # A rollback undoes session SETs made in the transaction (an identity synced
-                # inside it): the session is synced again before the next statement.
+                # inside it): the session is synced again before the next statement. Its
+                # cursors are gone (all of them are forgotten: fail closed).
                 self._conn._governor.session_reset()
+                self._conn._governor.transaction_ended(committed=False)
             yield from self._gov_check_tx_mode(ctx)
             self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
         return rv

@@ -228,10 +228,9 @@ def _statement(gov: Any, ctx: Any) -> Any:
 
 
 def _key(gov: Any, ctx: Any) -> tuple[Any, ...]:
-    ident = ctx.identity
-    catalog = gov.catalog
-    return (ctx.analysis.text, ident.kind, ident.id, ident.roles,
-            catalog.version if catalog is not None else -1)
+    # The statement's own key (Governor.statement_key): text, identity scope, policy digest,
+    # catalog snapshot, session objects it refers to.
+    return ctx.key  # type: ignore[no-any-return]
 
 
 def _utf8(conn: Any) -> bool:

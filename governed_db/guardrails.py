@@ -558,20 +558,23 @@ RULES: dict[str, Rule] = {
 
 def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
                     cursors: Mapping[str, StatementFacts]) -> StatementFacts:
-    """Resolve EXECUTE/FETCH of objects prepared/declared earlier on this session."""
-    if not s.opaque_reasons or not (s.executes or s.fetches):
+    """Resolve EXECUTE/FETCH of objects prepared/declared earlier on this session.
+
+    By the names PostgreSQL's parser resolved (``s.session_refs``, from the parse tree):
+    ``EXECUTE "x'""y"`` looks up the statement named ``x'"y``, nothing else.
+    """
+    if not s.session_refs:
         return s
     kinds, writes, reads = set(s.kinds), set(s.writes), set(s.reads)
     functions, unbounded = set(s.functions), set(s.unbounded_writes)
     refs, ops = set(s.function_refs), set(s.operators)
-    remaining = []
-    for reason in s.opaque_reasons:
-        name = reason.split("'")[1] if "'" in reason else ""
-        source = prepared if reason.startswith("EXECUTE") else cursors
-        inner = source.get(name)
+    resolved: set[int] = set()
+    added: list[str] = []
+    for index, what, name in s.session_refs:
+        inner = (prepared if what == "prepared" else cursors).get(name)
         if inner is None:
-            remaining.append(reason)
             continue
+        resolved.add(index)
         kinds |= inner.kinds
         writes |= inner.writes
         reads |= inner.reads
@@ -579,11 +582,15 @@ def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
         refs |= inner.function_refs
         ops |= inner.operators
         unbounded |= inner.unbounded_writes
-        remaining.extend(inner.opaque_reasons)
+        added.extend(inner.opaque_reasons)
+    if not resolved:
+        return s
+    remaining = [r for i, r in enumerate(s.opaque_reasons) if i not in resolved] + added
     return attrs.evolve(s, kinds=frozenset(kinds), writes=frozenset(writes),
                         reads=frozenset(reads), functions=frozenset(functions),
                         function_refs=frozenset(refs), operators=frozenset(ops),
-                        unbounded_writes=frozenset(unbounded), opaque_reasons=tuple(remaining))
+                        unbounded_writes=frozenset(unbounded), opaque_reasons=tuple(remaining),
+                        session_refs=())
 
 
 def evaluate(policy: Policy, identity: Any, analysis: Analysis,

@@ -163,7 +163,14 @@ class StatementFacts:
             transaction modes); ``"*"`` for ``RESET ALL``/``DISCARD ALL``.
         read_write_requested: a ``BEGIN``/``SET TRANSACTION`` asked for READ WRITE.
         opaque_reasons: why static analysis cannot know the effect (fail closed on these).
-        prepares / executes / declares / fetches: names for session-state tracking.
+        prepares / executes / declares / fetches / closes / deallocates: names for
+            session-state tracking, exactly as PostgreSQL's parser resolved them (quotes,
+            case folding, truncation to 63 bytes); ``"*"`` for ``CLOSE ALL`` and
+            ``DEALLOCATE ALL``.
+        session_refs: ``(index into opaque_reasons, "prepared" | "cursor", name)`` for every
+            EXECUTE/FETCH/MOVE of an object not prepared/declared earlier in the same
+            string: what :func:`~governed_db.guardrails.effective_facts` resolves against the
+            session, by the name from the parse tree (never parsed back out of a message).
         copy: COPY details, when the statement is a COPY.
         tree: the statement's parse tree (for lineage), not for mutation.
         text: the statement's own text, sliced from the string that was sent.
@@ -201,6 +208,8 @@ class StatementFacts:
     column_notation: frozenset[str] = frozenset()
     effect_unknown: tuple[str, ...] = ()
     calls_writing_function: bool = False
+    deallocates: tuple[str, ...] = ()
+    session_refs: tuple[tuple[int, str, str], ...] = ()
 
     @property
     def dangerous_functions(self) -> frozenset[str]:
@@ -228,7 +237,8 @@ class _Collector:
     __slots__ = (
         "kinds", "writes", "reads", "functions", "unbounded", "settings", "opaque",
         "prepares", "executes", "declares", "fetches", "closes", "copy", "rw",
-        "prepared_here", "refs", "ops", "dynamic_settings", "colnot",
+        "prepared_here", "refs", "ops", "dynamic_settings", "colnot", "deallocates",
+        "session_refs",
     )
 
     def __init__(self, prepared_here: dict[str, _Collector]) -> None:
@@ -244,6 +254,8 @@ class _Collector:
         self.declares: list[str] = []
         self.fetches: list[str] = []
         self.closes: list[str] = []
+        self.deallocates: list[str] = []
+        self.session_refs: list[tuple[int, str, str]] = []
         self.copy: CopyFacts | None = None
         self.rw = False
         self.prepared_here = prepared_here
@@ -905,6 +917,9 @@ def _h_execute(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> No
     c.executes.append(name)
     inner = c.prepared_here.get(name)
     if inner is None:
+        # Resolved against the session by this name (effective_facts); the message is text
+        # for people only.
+        c.session_refs.append((len(c.opaque), "prepared", name))
         c.opaque.append(f"EXECUTE of {name!r}, which was not prepared in this string")
     elif now:
         c.kinds |= inner.kinds
@@ -935,6 +950,7 @@ def _h_fetch(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None
     c.fetches.append(name)
     inner = c.prepared_here.get("\0cursor:" + name)
     if inner is None:
+        c.session_refs.append((len(c.opaque), "cursor", name))
         c.opaque.append(f"FETCH from cursor {name!r}, which was not declared in this string")
     elif now:
         c.kinds |= inner.kinds
@@ -943,7 +959,26 @@ def _h_fetch(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None
 
 def _h_close(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
     c.kinds.add("CLOSE")
-    c.closes.append(str(body.get("portalname") or "*"))
+    name = body.get("portalname")
+    if name is None:  # CLOSE ALL
+        c.closes.append("*")
+        for key in [k for k in c.prepared_here if k.startswith("\0cursor:")]:
+            del c.prepared_here[key]
+    else:
+        c.closes.append(str(name))
+        c.prepared_here.pop("\0cursor:" + str(name), None)
+
+
+def _h_deallocate(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
+    c.kinds.add("DEALLOCATE")
+    name = body.get("name")
+    if body.get("isall") or name is None:
+        c.deallocates.append("*")
+        for key in [k for k in c.prepared_here if not k.startswith("\0cursor:")]:
+            del c.prepared_here[key]
+    else:
+        c.deallocates.append(str(name))
+        c.prepared_here.pop(str(name), None)
 
 
 def _h_opaque(kind: str, why: str) -> Any:
@@ -1007,6 +1042,7 @@ _HANDLERS: dict[str, Any] = {
     "DeclareCursorStmt": _h_declare,
     "FetchStmt": _h_fetch,
     "ClosePortalStmt": _h_close,
+    "DeallocateStmt": _h_deallocate,
     "DoStmt": _h_opaque("DO", "DO runs procedural code the analyzer cannot see"),
     "CallStmt": _h_opaque("CALL", "CALL runs a procedure body the analyzer cannot see"),
     "FuncCall": _h_funccall,
@@ -1081,6 +1117,7 @@ def _extract(raw: dict[str, Any], text: str, prepared: dict[str, _Collector]) ->
         closes=tuple(c.closes), copy=c.copy, tree=stmt, text=text,
         function_refs=frozenset(c.refs), operators=frozenset(c.ops),
         dynamic_settings=c.dynamic_settings, column_notation=frozenset(c.colnot),
+        deallocates=tuple(c.deallocates), session_refs=tuple(c.session_refs),
     )
 
 
