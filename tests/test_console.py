@@ -131,7 +131,7 @@ def test_approve_with_reason_then_the_statement_runs_once(client, trail, dsn, po
     assert r.status_code == 303
     req = store.get(request_id)
     assert req["status"] == "approved"
-    assert req["decisions"][-1]["by"] == {"id": "maria", "kind": "human"}
+    assert req["decisions"][-1]["by"] == {"id": "maria", "kind": "human", "verified": False}
     assert req["decisions"][-1]["note"] == "schema change ticket 42"
     with governed_db.connect(dsn, identity=ETL, audit=False, policy=str(policy_file),
                              autocommit=True) as conn:
