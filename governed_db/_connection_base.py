@@ -15,7 +15,7 @@ from psycopg.adapt import Transformer
 from psycopg.rows import tuple_row
 
 from . import _config
-from . import testing as _testing
+from . import egress as _egress
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._core import Governor, redact_exception
 from ._cursor_base import governed_repr
@@ -255,8 +255,8 @@ class GovernedConnectionMixin:
         if getattr(self, "_gov_inflight", None):
             self._gov_inflight.clear()
         out = redact_exception(exc, allowed, echo)
-        if _testing._monitor is not None:
-            _testing._monitor.check("error", out)
+        if _egress._observers:
+            _egress.emit("error", out)
         return out
 
     def _gov_closing(self) -> None:
@@ -274,8 +274,8 @@ logger = logging.getLogger("governed_db")
 def masked_notify(n: Notify) -> Notify:
     """A notification with detectable values in its payload masked."""
     payload = mask_text_values(n.payload)
-    if _testing._monitor is not None:
-        _testing._monitor.check("notify", payload)
+    if _egress._observers:
+        _egress.emit("notify", payload)
     return n if payload == n.payload else Notify(n.channel, payload, n.pid)
 
 
@@ -288,9 +288,8 @@ def _notice_handler(wself: Any, res: Any) -> None:
     # RAISE NOTICE text goes through the same allow-list as errors.
     allowed, echo = gov.error_allowed() if gov is not None else (Allowed(()), False)
     diag = e.Diagnostic(redact_fields(raw, allowed, echo=echo), "utf-8")
-    if _testing._monitor is not None:
-        _testing._monitor.check("notice", [diag.message_primary, diag.message_detail,
-                                           diag.message_hint])
+    if _egress._observers:
+        _egress.emit("notice", [diag.message_primary, diag.message_detail, diag.message_hint])
     for cb in self._notice_handlers:
         try:
             cb(diag)

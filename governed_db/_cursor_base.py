@@ -20,7 +20,7 @@ from psycopg import pq
 from psycopg.rows import RowFactory, RowMaker
 
 from . import _server_mask
-from . import testing as _testing
+from . import egress as _egress
 from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
 from .errors import InterfaceError
 
@@ -293,8 +293,8 @@ class GovernedCursorMixin:
 
     def _make_row_maker(self) -> RowMaker[Any]:
         inner = super()._make_row_maker()  # type: ignore[misc]
-        if _testing._monitor is not None:  # strict mode of the pytest plugin
-            inner = _testing._monitor.wrap_rows(inner)
+        if _egress._observers:
+            inner = _egress.watch_rows(inner)
         gov = self._conn._governor
         ctx = self._gov_ctx
         plan = gov.bound_plan(ctx, self._iresult, self._gov_result)

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import egress
 from .masking import detect
 
-# The active egress monitor (strict mode of the pytest plugin), or None. Read by the row,
-# error, notice, span and audit paths; None costs one global lookup per result set.
+# The active egress monitor (strict mode of the pytest plugin), or None; see monitor().
 _monitor: EgressMonitor | None = None
 _canary_ids = itertools.count(1)
 
@@ -123,8 +123,9 @@ def luhn_complete(body: str) -> str:
 class EgressMonitor:
     """Collects every unmasked PII value (or canary) seen leaving governed connections.
 
-    Paths checked: rows (every fetch path, after masking), error text, notices and NOTIFY
-    payloads, span attributes, audit records, and ``governed_db`` log records.
+    An egress observer (:mod:`governed_db.egress`) while active: rows (every fetch path, after
+    masking), error text, notices and NOTIFY payloads, span attributes, audit records; and a
+    handler on the ``governed_db`` and ``sqlalchemy`` loggers.
     """
 
     def __init__(self, canaries: Iterable[str] = (), *, detectors: bool = True) -> None:
@@ -153,16 +154,12 @@ class EgressMonitor:
             with self._lock:
                 self.violations.extend(found)
 
-    def wrap_rows(self, make_row: Any) -> Any:
-        def checked(values: Any) -> Any:
-            self.check("row", list(values))  # the values as masked, before the row factory
-            return make_row(values)
-
-        return checked
+    observe = check  # the egress observer interface
 
     def __enter__(self) -> EgressMonitor:
         global _monitor
         _monitor = self
+        egress.add_observer(self)
         for name in _WATCHED_LOGGERS:
             logging.getLogger(name).addHandler(self._log_handler)
         return self
@@ -170,6 +167,7 @@ class EgressMonitor:
     def __exit__(self, *exc: Any) -> None:
         global _monitor
         _monitor = None
+        egress.remove_observer(self)
         for name in _WATCHED_LOGGERS:
             logging.getLogger(name).removeHandler(self._log_handler)
 
