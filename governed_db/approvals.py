@@ -35,10 +35,13 @@ from typing import Any
 
 from .errors import PolicyError, StatementDenied
 
-__all__ = ["ApprovalDenied", "ApprovalStore", "PostgresApprovalStore", "binding_hash",
-           "store_for"]
+__all__ = ["APPROVER_TOKEN_ENV", "ApprovalDenied", "ApprovalStore", "PostgresApprovalStore",
+           "approver_from_token", "approver_identity", "binding_hash", "read_token_file", "requires_verified_approvers", "store_for"]
 
 DEFAULT_TTL = 3600.0
+# Where `governed-db approvals approve/deny` (and the console) read the approver's token when
+# no --token-file is given.
+APPROVER_TOKEN_ENV = "GOVERNED_DB_APPROVER_TOKEN"
 
 
 class ApprovalDenied(StatementDenied):
@@ -70,18 +73,24 @@ def _raise_denied(req: Mapping[str, Any]) -> None:
                          request_id=str(req["id"]))
 
 
+def _process_policy() -> Any:
+    """The process's policy (``configure(policy=)``, else ``GOVERNED_DB_POLICY``, else the
+    built-in default), without the default-policy warning a connection gives."""
+    from . import _config
+    from .policy import default_policy, load_policy
+
+    env = os.environ.get("GOVERNED_DB_POLICY")
+    return _config.get_config().policy or (load_policy(env) if env else default_policy())
+
+
 def record_decision(req: Mapping[str, Any], approver: Any, *, approve: bool,
                     note: str | None, audit: Any = None) -> None:
     """Write the decision (approver, reason) to the audit trail: the one given, else the
     process's default log (``configure(audit=)``, ``GOVERNED_DB_AUDIT``, the policy's)."""
     from . import _config
-    from .policy import default_policy, load_policy
 
     if audit is None:
-        cfg = _config.get_config()
-        env = os.environ.get("GOVERNED_DB_POLICY")
-        policy = cfg.policy or (load_policy(env) if env else default_policy())
-        audit = _config.resolve_auditor(None, policy)
+        audit = _config.resolve_auditor(None, _process_policy())
     if audit is None:
         return
     audit.event("approval_decided", approver, {}, request_id=req.get("id"),
@@ -283,18 +292,25 @@ class ApprovalStore:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def decide(self, request_id: str, approver: Any, *, approve: bool,
-               note: str | None = None, audit: Any = None) -> dict[str, Any]:
+               note: str | None = None, audit: Any = None,
+               policy: Any = None) -> dict[str, Any]:
         """Approve or deny a pending request as ``approver`` (an Identity); the decision,
-        approver and reason are written to the audit trail (``audit``, else the default)."""
+        approver and reason are written to the audit trail (``audit``, else the default).
+
+        The rules of :func:`check_decision` apply, with ``policy`` (else the process policy:
+        ``configure(policy=)``, ``GOVERNED_DB_POLICY``) deciding whether approvers must be verified and hold a role.
+        """
+        policy = policy or _process_policy()
         with self._locked():
-            req = self._decide(request_id, approver, approve=approve, note=note)
+            req = self._decide(request_id, approver, approve=approve, note=note,
+                               policy=policy)
         record_decision(req, approver, approve=approve, note=note, audit=audit)
         return req
 
     def _decide(self, request_id: str, approver: Any, *, approve: bool,
-                note: str | None) -> dict[str, Any]:
+                note: str | None, policy: Any) -> dict[str, Any]:
         req = self.get(request_id)
-        check_decision(req, request_id, approver)
+        check_decision(req, request_id, approver, policy)
         req["status"] = "approved" if approve else "denied"
         req["decisions"].append({"by": approver.to_record(), "approve": approve,
                                  "at": time.time(), "note": note})
@@ -352,17 +368,106 @@ def sealed(req: Mapping[str, Any]) -> bool:
     return hmac.compare_digest(str(req.get("seal") or ""), seal(req))
 
 
-def check_decision(req: dict[str, Any], request_id: str, approver: Any) -> None:
-    """The refusals every store applies before a decision is written."""
+def requires_verified_approvers(policy: Any) -> bool:
+    """Whether decisions need an approver proven by a token: the policy requires verified
+    humans (``[identity] require_verified`` includes ``"human"``) or names
+    ``approver_roles`` (a role claimed without a token proves nothing)."""
+    section = getattr(policy, "identity", None) or {}
+    return "human" in getattr(policy, "require_verified", ()) \
+        or bool(section.get("approver_roles"))
+
+
+def approver_from_token(token: str | bytes, policy: Any) -> Any:
+    """The approver a signed token proves, verified with the policy's ``[identity.oidc]``
+    exactly as statement identities are. Its kind comes from the claim mapping; when the
+    mapping names none, an approver is a ``human`` (an ``ai_agent`` never approves)."""
+    from . import _tokens
+    from .identity import Identity
+
+    settings = _tokens.policy_settings(policy)
+    kind = "human" if settings.kind is None and settings.kind_claim is None else None
+    return Identity.from_token(token, policy=policy, kind=kind)
+
+
+def approver_identity(*, name: str | None, token: str | bytes | None, policy: Any) -> Any:
+    """Who a decision is made as: the identity ``token`` proves when one is given, else
+    ``name`` (``kind:id``, or the id of a human) — refused when the policy requires verified
+    approvers (:func:`requires_verified_approvers`), so a name is never enough there."""
+    from .identity import Identity
+
+    if token is not None:
+        if name is not None:
+            raise PolicyError("give the approver's token or a name (--as), not both")
+        return approver_from_token(token, policy)
+    if name is None:
+        raise PolicyError(f"name the approver: --token-file PATH (or ${APPROVER_TOKEN_ENV})"
+                          " with the approver's signed token, or --as human:NAME")
+    if requires_verified_approvers(policy):
+        raise StatementDenied(
+            "--as is refused: the policy requires verified approvers ([identity]"
+            " require_verified includes human, or approver_roles is set). Pass the"
+            f" approver's signed token with --token-file PATH or ${APPROVER_TOKEN_ENV}",
+            rule_ids=("approval.verified-approver",))
+    return Identity.parse(name) if ":" in name else Identity(name, "human")
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in a file (surrounding whitespace removed); PolicyError when unreadable."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read the approver token file {os.fspath(path)}:"
+                          f" {getattr(exc, 'strerror', None) or exc}") from None
+    if not token:
+        raise PolicyError(f"the approver token file {os.fspath(path)} is empty")
+    return token
+
+
+def check_decision(req: dict[str, Any], request_id: str, approver: Any,
+                   policy: Any = None) -> None:
+    """The refusals every store applies before a decision is written.
+
+    Never the requester: compared by id and, for a verified approver, by token subject
+    against the requester's id, subject and on-behalf-of (a display name or ``id_claim``
+    that differs does not make another person). With :func:`requires_verified_approvers`,
+    the approver must be verified, its token current, and (with ``approver_roles``) hold
+    one of those roles.
+    """
+    from .errors import IdentityError
+
     if req["status"] != "pending":
         raise StatementDenied(f"approval request {request_id} is {req['status']}, not pending",
                               rule_ids=("approval.not-pending",))
     if approver.kind == "ai_agent":
         raise StatementDenied("an ai_agent identity cannot approve statements",
                               rule_ids=("approval.agent-approver",))
-    if approver.id == req["requester"]["id"]:
+    if requires_verified_approvers(policy) and not approver.verified:
+        raise StatementDenied(
+            "the policy requires verified approvers ([identity] require_verified includes"
+            " human, or approver_roles is set): an approver named with --as proves nothing."
+            f" Decide with the approver's signed token: --token-file PATH or"
+            f" ${APPROVER_TOKEN_ENV}", rule_ids=("approval.verified-approver",))
+    if approver.verified:
+        try:
+            approver.check_current()
+        except IdentityError as exc:
+            raise StatementDenied(f"the approver's token is no longer valid: {exc}",
+                                  rule_ids=("approval.verified-approver",)) from None
+    requester = req["requester"]
+    if approver.id == requester["id"]:
         raise StatementDenied("the requester cannot approve its own request",
                               rule_ids=("approval.self-approval",))
+    if approver.verified and approver.subject in {
+            requester.get("id"), requester.get("subject"), requester.get("on_behalf_of")}:
+        raise StatementDenied("the requester cannot approve its own request: the approver's"
+                              " token subject is the requester's (or the one it acts for)",
+                              rule_ids=("approval.self-approval",))
+    roles = (getattr(policy, "identity", None) or {}).get("approver_roles") or ()
+    if roles and not set(roles) & set(approver.roles):
+        raise StatementDenied(
+            f"{approver.label} holds none of the approver roles the policy names"
+            f" ([identity] approver_roles: {', '.join(roles)}); ask someone who does",
+            rule_ids=("approval.approver-role",))
 
 
 _DDL = """
@@ -556,12 +661,14 @@ class PostgresApprovalStore:
                 " WHERE id = %s AND status = 'used'", (request_id,))
 
     def decide(self, request_id: str, approver: Any, *, approve: bool,
-               note: str | None = None, audit: Any = None) -> dict[str, Any]:
-        """Approve or deny a pending request; the decision is written to the audit trail."""
+               note: str | None = None, audit: Any = None,
+               policy: Any = None) -> dict[str, Any]:
+        """Approve or deny a pending request; the decision is written to the audit trail.
+        Same rules as :meth:`ApprovalStore.decide`."""
         from psycopg.types.json import Jsonb
 
         req = self.get(request_id)
-        check_decision(req, request_id, approver)
+        check_decision(req, request_id, approver, policy or _process_policy())
         decision = {"by": approver.to_record(), "approve": approve, "at": time.time(),
                     "note": note}
         req["status"] = "approved" if approve else "denied"

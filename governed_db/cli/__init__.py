@@ -372,15 +372,25 @@ def approvals() -> None:
     """
 
 
-def _store() -> Any:
+def _policy() -> Any:
+    """The policy of GOVERNED_DB_POLICY (else the built-in default); exit 2 when unusable."""
     import os
 
-    from .. import _config
-    from ..policy import load_policy
+    from ..policy import default_policy, load_policy
 
     path = os.environ.get("GOVERNED_DB_POLICY")
     try:
-        return _config.approvals(load_policy(path) if path else None)
+        return load_policy(path) if path else default_policy()
+    except PolicyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _store(policy: Any = None) -> Any:
+    from .. import _config
+
+    try:
+        return _config.approvals(policy if policy is not None else _policy())
     except PolicyError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -402,47 +412,81 @@ def approvals_list(show_all: bool, as_json: bool) -> None:
     print_requests(_store().list(None if show_all else "pending"), as_json, _console())
 
 
-def _decide(request_id: str, approver: str, approve: bool, note: str | None) -> None:
-    from ..identity import Identity
+def approver_option_values(approver: str | None, token_file: str | None) -> tuple[
+        str | None, str | None]:
+    """(name, token) from --as / --token-file / $GOVERNED_DB_APPROVER_TOKEN: a token, when
+    given, wins over an --as that came from the environment; both on the command line is an
+    error (approver_identity says so)."""
+    import os
 
+    from ..approvals import APPROVER_TOKEN_ENV, read_token_file
+
+    token = read_token_file(token_file) if token_file else os.environ.get(APPROVER_TOKEN_ENV)
+    if token is not None and approver is not None:
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("approver") is not click.core.ParameterSource.COMMANDLINE:
+            approver = None
+    return approver, token
+
+
+def _decide(request_id: str, approver: str | None, token_file: str | None, approve: bool,
+            note: str | None) -> None:
+    from ..approvals import approver_identity
+    from ..errors import IdentityError
+
+    policy = _policy()
     try:
-        ident = Identity.parse(approver) if ":" in approver else Identity(approver, "human")
-        req = _store().decide(request_id, ident, approve=approve, note=note)
-    except (StatementDenied, PolicyError) as exc:
+        name, token = approver_option_values(approver, token_file)
+        ident = approver_identity(name=name, token=token, policy=policy)
+        req = _store(policy).decide(request_id, ident, approve=approve, note=note,
+                                    policy=policy)
+    except (StatementDenied, PolicyError, IdentityError) as exc:
         click.echo(f"refused: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"{req['id']} {req['status']} by {ident.label}")
+    who = ident.label + (f" (verified: {ident.issuer} subject {ident.subject})"
+                         if ident.verified else "")
+    click.echo(f"{req['id']} {req['status']} by {who}")
+
+
+_AS_HELP = ("The approver's identity (kind:id or id of a human); refused when the policy"
+            " requires verified approvers.")
+_TOKEN_HELP = ("File holding the approver's signed token (default: $GOVERNED_DB_APPROVER_TOKEN),"
+               " verified with the policy's [identity.oidc].")
 
 
 @approvals.command("approve")
 @click.argument("request_id")
-@click.option("--as", "approver", required=True, envvar="GOVERNED_DB_IDENTITY",
-              help="The approver's identity (kind:id or id of a human).")
+@click.option("--as", "approver", envvar="GOVERNED_DB_IDENTITY", help=_AS_HELP)
+@click.option("--token-file", type=click.Path(dir_okay=False), help=_TOKEN_HELP)
 @click.option("--note")
-def approvals_approve(request_id: str, approver: str, note: str | None) -> None:
+def approvals_approve(request_id: str, approver: str | None, token_file: str | None,
+                      note: str | None) -> None:
     """Approve REQUEST_ID (never your own request; never as an ai_agent).
 
     The identical statement then runs once before the approval expires.
 
     \b
-    Example:
+    Examples:
       governed-db approvals approve 3f9c2a1b0d4e5f60 --as human:maria --note "ok for today"
+      governed-db approvals approve 3f9c2a1b0d4e5f60 --token-file ~/.maria.jwt
     """
-    _decide(request_id, approver, True, note)
+    _decide(request_id, approver, token_file, True, note)
 
 
 @approvals.command("deny")
 @click.argument("request_id")
-@click.option("--as", "approver", required=True, envvar="GOVERNED_DB_IDENTITY")
+@click.option("--as", "approver", envvar="GOVERNED_DB_IDENTITY", help=_AS_HELP)
+@click.option("--token-file", type=click.Path(dir_okay=False), help=_TOKEN_HELP)
 @click.option("--note")
-def approvals_deny(request_id: str, approver: str, note: str | None) -> None:
+def approvals_deny(request_id: str, approver: str | None, token_file: str | None,
+                   note: str | None) -> None:
     """Deny REQUEST_ID (a waiting statement is then denied; do not retry it).
 
     \b
     Example:
       governed-db approvals deny 3f9c2a1b0d4e5f60 --as human:maria --note "too broad"
     """
-    _decide(request_id, approver, False, note)
+    _decide(request_id, approver, token_file, False, note)
 
 
 @main.group()

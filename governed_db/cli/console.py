@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..errors import PolicyError
+from ..errors import IdentityError, PolicyError, StatementDenied
 
 __all__ = ["console"]
 
@@ -27,12 +27,16 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @click.option("--as", "approver", envvar="GOVERNED_DB_APPROVER",
               help="The person deciding in this console (kind:id, e.g. human:maria)."
                    " Without it the approvals queue is read-only.")
+@click.option("--token-file", type=click.Path(dir_okay=False),
+              help="File holding the approver's signed token instead of --as (default:"
+                   " $GOVERNED_DB_APPROVER_TOKEN); required when the policy requires verified"
+                   " approvers. Its expiry ends the console's decisions.")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
               help="Audit signing public key, to show signature status.")
 @click.option("--allow-remote", is_flag=True,
               help="Allow binding a non-loopback address (put TLS in front of it).")
 def console(host: str, port: int, logs: tuple[str, ...], approver: str | None,
-            public_key: str | None, allow_remote: bool) -> None:
+            token_file: str | None, public_key: str | None, allow_remote: bool) -> None:
     """Serve the web console and print its URL with the access token.
 
     Every request needs the token (printed once, exchanged for a session cookie);
@@ -52,7 +56,8 @@ def console(host: str, port: int, logs: tuple[str, ...], approver: str | None,
                    f" ({exc.name} is missing)", err=True)
         sys.exit(2)
     from .. import _config
-    from ..identity import Identity
+    from ..approvals import approver_identity
+    from . import approver_option_values
 
     if host not in _LOOPBACK and not allow_remote:
         click.echo(f"error: refusing to bind {host}: the console binds loopback unless"
@@ -60,10 +65,11 @@ def console(host: str, port: int, logs: tuple[str, ...], approver: str | None,
         sys.exit(2)
     try:
         policy = _config.resolve_policy(None)
+        name, token = approver_option_values(approver, token_file)
         ident = None
-        if approver:
-            ident = Identity.parse(approver) if ":" in approver else Identity(approver, "human")
-    except PolicyError as exc:
+        if name is not None or token is not None:
+            ident = approver_identity(name=name, token=token, policy=policy)
+    except (PolicyError, StatementDenied, IdentityError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if not logs:

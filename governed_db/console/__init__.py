@@ -169,7 +169,7 @@ def create_app(settings: ConsoleSettings) -> Any:
                     message=request.query_params.get("done"))
 
     async def decide(request: Request) -> Response:
-        from ..errors import PolicyError, StatementDenied
+        from ..errors import IdentityError, PolicyError, StatementDenied
 
         request_id = request.path_params["request_id"]
         form = request.state.form
@@ -181,9 +181,11 @@ def create_app(settings: ConsoleSettings) -> Any:
                                " (`governed-db console --as human:NAME`): decisions are off.")
         note = str(form.get("note") or "").strip()[:500] or None
         try:
+            # The policy decides whether the approver must be verified and hold a role: a
+            # console started with --as refuses here when it must (fail closed).
             settings.store().decide(request_id, settings.approver, approve=action == "approve",
-                                    note=note)
-        except (StatementDenied, PolicyError) as exc:
+                                    note=note, policy=settings.policy)
+        except (StatementDenied, PolicyError, IdentityError) as exc:
             try:
                 req = settings.store().get(request_id)
             except PolicyError:
