@@ -243,3 +243,77 @@ async def test_fetch_resolves_quoted_cursor_names(dsn, audit, mode):
         assert rows == [("****",), ("****",)]
         assert await s.run('FETCH ALL FROM "c\\"') == [("x",)]
     assert_no_secret(rows, secrets)
+
+
+# -- property: no sequence of session-object statements returns a sensitive value --------------
+
+def _session_ops():
+    from hypothesis import strategies as st
+
+    cursor, prepared = st.sampled_from(["c", "d"]), st.sampled_from(["p", "q"])
+    query = st.sampled_from(SENSITIVE + HARMLESS)
+    declare = st.builds("DECLARE {} {}CURSOR {}FOR {}".format, cursor,
+                        st.sampled_from(["", "SCROLL ", "NO SCROLL "]),
+                        st.sampled_from(["", "WITH HOLD ", "WITHOUT HOLD "]), query)
+    fetch = st.builds("FETCH {} FROM {}".format,
+                      st.sampled_from(["ALL", "1", "NEXT", "PRIOR", "FIRST", "LAST", "ABSOLUTE 1",
+                                       "RELATIVE -1", "BACKWARD ALL", "FORWARD 2"]), cursor)
+    execute = st.builds("EXECUTE {}".format, prepared)
+    one = st.one_of(
+        declare, declare, fetch, fetch, fetch,
+        st.builds("MOVE {} IN {}".format, st.sampled_from(["FIRST", "LAST", "ABSOLUTE 0"]),
+                  cursor),
+        st.builds("CLOSE {}".format, cursor), st.just("CLOSE ALL"),
+        st.builds("PREPARE {} AS {}".format, prepared, query), execute, execute,
+        st.builds("DEALLOCATE {}".format, prepared), st.just("DEALLOCATE ALL"),
+        st.sampled_from(["COMMIT", "ROLLBACK", "SAVEPOINT s", "ROLLBACK TO s"]),
+    )
+    # Pairs that make a name refer to a query and then read through it, so that most
+    # sequences really fetch and execute (interleaved with everything else).
+    opened = st.one_of(
+        st.tuples(st.sampled_from(["c", "c", "d"]), query).map(
+            lambda t: [f"DECLARE {t[0]} CURSOR WITH HOLD FOR {t[1]}", f"FETCH ALL FROM {t[0]}",
+                       f"CLOSE {t[0]}"]),
+        st.tuples(st.sampled_from(["p", "p", "q"]), query).map(lambda t: [f"PREPARE {t[0]} AS {t[1]}", f"EXECUTE {t[0]}"]))
+    # A string may hold several statements (the server runs them in one implicit transaction).
+    block = st.one_of(one.map(lambda sql: [sql]), opened, opened, opened,
+                      st.lists(one, min_size=2, max_size=3).map(lambda ops: ["; ".join(ops)]),
+                      opened.map(lambda ops: ["; ".join(ops)]))
+    return st.lists(block, min_size=2, max_size=8).map(lambda blocks: sum(blocks, []))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_sequence_of_session_objects_unmasks(dsn, mode):
+    """Random DECLARE/FETCH/MOVE/CLOSE/PREPARE/EXECUTE/DEALLOCATE and transaction control over
+    sensitive and harmless queries, one statement or several per string: whatever runs, is
+    denied or fails, no value of a masked column ever reaches the caller unmasked."""
+    import asyncio
+    import os
+
+    from hypothesis import HealthCheck, given, settings
+
+    secrets = raw_secrets(dsn)
+    examples = int(os.environ.get("GOVERNED_DB_FUZZ_EXAMPLES", 150))
+
+    async def play(ops):
+        audit = governed_db.audit.AuditLog.in_memory()
+        try:
+            async with Session(mode, dsn, audit, AGENT, policy=AGENT_PREPARES) as s:
+                for sql in ops:
+                    try:
+                        rows = await s.run(sql)
+                    except (errors.StatementDenied, psycopg.errors.Error):
+                        await s.rollback()
+                        continue
+                    assert_no_secret(rows, secrets)
+        finally:
+            audit.close()
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(_session_ops())
+    def check(ops):
+        asyncio.run(play(ops))
+
+    check()
