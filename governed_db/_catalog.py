@@ -27,7 +27,8 @@ FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
-  AND n.nspname <> 'pg_toast' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND n.nspname <> 'pg_toast'
+  AND (n.nspname NOT LIKE 'pg\\_temp%' OR n.oid = pg_catalog.pg_my_temp_schema())
 GROUP BY c.oid, n.nspname, c.relname, c.relkind
 UNION ALL
 SELECT p.oid::int8, n.nspname::text, p.proname::text, 'F', NULL,
@@ -75,6 +76,13 @@ FROM (SELECT typname::text FROM pg_catalog.pg_type
 """
 
 SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+# The C functions behind the constructors of user-defined range and multirange types (an
+# allow-list, by the symbol in ``pg_proc.prosrc``): they build a value from their arguments
+# and read nothing else. Only a superuser can create a ``LANGUAGE internal`` function, and its
+# symbol decides what it does, whatever the function is called.
+BUILTIN_CONSTRUCTORS = frozenset({
+    "range_constructor2", "range_constructor3",
+    "multirange_constructor0", "multirange_constructor1", "multirange_constructor2"})
 REFRESH_SECONDS = 60.0
 
 
@@ -152,6 +160,14 @@ class Catalog:
         for fn in functions:
             by_fname.setdefault(fn.name.lower(), []).append(fn)
         self.functions = {k: tuple(v) for k, v in by_fname.items()}
+        # Constructors PostgreSQL itself creates for CREATE TYPE ... AS RANGE: every overload
+        # is the server's own C code (see BUILTIN_CONSTRUCTORS), so the name is a built-in.
+        constructors = frozenset(
+            name for name, fns in self.functions.items()
+            if all(fn.language == "internal" and fn.source in BUILTIN_CONSTRUCTORS
+                   for fn in fns))
+        self.user_functions = self.user_functions - constructors
+        self.builtin_functions = self.builtin_functions | constructors
         keys: dict[int, list[frozenset[str]]] = {}
         for oid, attnums in unique_keys:
             rel = self.by_oid.get(oid)
@@ -168,6 +184,11 @@ class Catalog:
         self.loaded_at = time.monotonic()
         self._view_lineage: dict[int, Any] = {}
         self.lock = threading.Lock()
+        # This session's temporary relations (pg_temp_N) are in the snapshot: it is not shared.
+        self.has_temp = any(r.schema.startswith("pg_temp") for r in self.by_oid.values())
+        # Objects results named that this snapshot does not know (table OIDs, columns), each
+        # asking for one reload; carried to the next snapshot while still unknown there.
+        self.absent: set[Any] = set()
 
     @property
     def identifiers(self) -> frozenset[str]:
@@ -225,10 +246,23 @@ class Catalog:
                    user_operators=ops, functions=infos, unique_keys=keys,
                    side_effect_tables=side, other_names=names_)
 
+    def carry_absent(self, older: Catalog) -> None:
+        """Keep what ``older`` was asked about and this (newer) snapshot still does not know."""
+        for what in older.absent:
+            oid = what if isinstance(what, int) else what[0]
+            rel = self.by_oid.get(oid)
+            if rel is None or (not isinstance(what, int) and len(what) == 2
+                               and rel.column_by_attnum(what[1]) is None):
+                self.absent.add(what)
+            elif not isinstance(what, int) and len(what) == 3 and what[1] in rel.columns:
+                self.absent.add(what)  # the name the text used is still not the column's
+
     def resolve(self, name: str) -> Relation | None:
         """The relation an (optionally schema-qualified) name means on this session."""
         if "." in name:
             schema, _, rel = name.partition(".")
+            if schema == "pg_temp":  # the alias of this session's temporary schema
+                schema = next((s for s in self.search_path if s.startswith("pg_temp_")), schema)
             return self.by_name.get((schema, rel))
         for schema in self.search_path or ("pg_catalog", "public"):
             found = self.by_name.get((schema, name))

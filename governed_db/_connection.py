@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -55,6 +57,22 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
             conn.close()
             raise
         return conn
+
+    @contextmanager
+    def pipeline(self) -> Iterator[psycopg.Pipeline]:
+        """As psycopg's; the catalog snapshot is brought up to date before entering it."""
+        if self._pipeline is None and self._governor is not None:
+            with self.lock:
+                self.wait(self._gov_before_pipeline_gen())
+        with super().pipeline() as pipeline:
+            yield pipeline
+
+    @contextmanager
+    def _pipeline_nolock(self) -> Iterator[psycopg.Pipeline]:
+        # executemany()'s own pipeline (the lock is held)
+        self.wait(self._gov_before_pipeline_gen())
+        with super()._pipeline_nolock() as pipeline:
+            yield pipeline
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         error: psycopg.Error | None = None

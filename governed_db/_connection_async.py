@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -51,6 +53,22 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
             await conn.close()
             raise
         return conn
+
+    @asynccontextmanager
+    async def pipeline(self) -> AsyncIterator[psycopg.AsyncPipeline]:
+        """As psycopg's; the catalog snapshot is brought up to date before entering it."""
+        if self._pipeline is None and self._governor is not None:
+            async with self.lock:
+                await self.wait(self._gov_before_pipeline_gen())
+        async with super().pipeline() as pipeline:
+            yield pipeline
+
+    @asynccontextmanager
+    async def _pipeline_nolock(self) -> AsyncIterator[psycopg.AsyncPipeline]:
+        # executemany()'s own pipeline (the lock is held)
+        await self.wait(self._gov_before_pipeline_gen())
+        async with super()._pipeline_nolock() as pipeline:
+            yield pipeline
 
     async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         error: psycopg.Error | None = None

@@ -132,33 +132,69 @@ class GovernedConnectionMixin:
         assert gov is not None
         status = self.pgconn.transaction_status
         if status not in (IDLE, INTRANS):
-            gov.session_reset()  # failed transaction: its SETs will be rolled back
+            gov.rolled_back()  # failed transaction: its SETs will be rolled back
             return
-        for sql in gov.session_sync_sql(identity, status == INTRANS):
-            yield from self._exec_command(sql)  # type: ignore[attr-defined]
+        reported = self.pgconn.parameter_status(b"default_transaction_read_only")
+        sync = gov.session_sync_sql(identity, status == INTRANS,
+                                    None if reported is None else reported.decode())
+        for sql in sync:
+            res = yield from self._exec_command(sql)  # type: ignore[attr-defined]
+            gov.session_sync_result(sql, res)
             if status == INTRANS:
                 gov.tx_fresh = False  # a query ran in it: it can no longer become READ WRITE
-        gov.session_synced(identity)
+        gov.session_synced(identity, status == INTRANS, bool(sync))
         gov.catalog_due()  # (ages the snapshot: also checked at connect)
-        if gov.catalog_stale and not gov.catalog_forced:
-            # Stale by age only: another connection may have refreshed the shared snapshot.
+        if gov.catalog_stale and not gov.catalog_forced and not gov.catalog_private:
+            # Stale by age only: another connection may have refreshed the shared snapshot
+            # (not when this session's own snapshot holds its temporary tables).
             shared = catalog_for(gov.catalog_key)
             if shared is not None and shared.fresh() and shared is not gov.catalog:
                 gov.catalog = shared
                 gov.catalog_stale = False
-        if gov.catalog_stale and self._pipeline is None:
-            if status == INTRANS:
-                gov.tx_fresh = False
-            res = yield from self._exec_command(CATALOG_QUERY)  # type: ignore[attr-defined]
-            if res is not None:
-                tx = Transformer(self)  # type: ignore[arg-type]
-                tx.set_pgresult(res)
-                rows = tx.load_rows(0, res.ntuples, tuple_row(None))  # type: ignore[arg-type]
-                catalog = Catalog.from_rows(rows, next_catalog_version())
-                store_catalog(gov.catalog_key, catalog)
-                gov.catalog = catalog
-                gov.catalog_stale = False
-                gov.catalog_forced = False
+        if gov.catalog_stale:
+            yield from self._gov_load_catalog_gen()
+
+    def _gov_before_pipeline_gen(self) -> Any:
+        """Before entering pipeline mode (``pipeline()``, executemany's own pipeline): bring
+        the session and the catalog snapshot up to date when due (after DDL, by age), since
+        no catalog query can run between a pipeline's statements."""
+        gov = self._governor
+        if gov is None or self._pipeline is not None:
+            return
+        ident = gov.identity()
+        if ident is gov.synced_identity and not gov.catalog_due():
+            return
+        yield from self._gov_session_gen(ident)
+
+    def _gov_load_catalog_gen(self) -> Any:
+        """Load the catalog snapshot (not in pipeline mode: its results are not ours to
+        interleave; the statements stay planned against the old one, unknowns masked)."""
+        gov = self._governor
+        assert gov is not None
+        status = self.pgconn.transaction_status
+        if self._pipeline is not None or status not in (IDLE, INTRANS):
+            return False
+        if status == INTRANS:
+            gov.tx_fresh = False
+        res = yield from self._exec_command(CATALOG_QUERY)  # type: ignore[attr-defined]
+        if res is None:
+            return False
+        tx = Transformer(self)  # type: ignore[arg-type]
+        tx.set_pgresult(res)
+        rows = tx.load_rows(0, res.ntuples, tuple_row(None))  # type: ignore[arg-type]
+        catalog = Catalog.from_rows(rows, next_catalog_version())
+        if gov.catalog is not None:
+            catalog.carry_absent(gov.catalog)
+        # A snapshot holding this session's temporary tables is its own: other sessions
+        # cannot see them, and their `users` may not be ours.
+        gov.catalog_private = catalog.has_temp
+        if not catalog.has_temp:
+            store_catalog(gov.catalog_key, catalog)
+        gov.catalog = catalog
+        gov.catalog_stale = False
+        gov.catalog_forced = False
+        gov.replan = False
+        return True
 
     # -- server state: read-only is verified, not assumed ---------------------------------------
 
@@ -241,7 +277,7 @@ class GovernedConnectionMixin:
     def _rollback_gen(self) -> Any:
         yield from super()._rollback_gen()  # type: ignore[misc]
         if self._governor is not None:
-            self._governor.session_reset()  # session SETs made in the transaction are undone
+            self._governor.rolled_back()  # session SETs made in the transaction are undone
             self._governor.transaction_ended(committed=False)
             self._governor.event("rollback")
 

@@ -224,6 +224,10 @@ class Governor:
         self.catalog: Catalog | None = None
         self.catalog_stale = True
         self.catalog_forced = False  # stale because of DDL / an unknown object: query again
+        self.catalog_private = False  # the snapshot holds this session's temporary tables
+        # A result named a relation or column the snapshot does not know: the catalog is
+        # reloaded and the result planned again before its rows reach the caller.
+        self.replan = False
         # Session state the analyzer cannot see from one string, by the names PostgreSQL's
         # parser resolved: facts and query trees of PREPAREd statements and DECLAREd cursors,
         # and a version per object ("prepared:NAME" / "cursor:NAME", from a per-connection
@@ -241,8 +245,16 @@ class Governor:
         self._scope: tuple[Identity | None, tuple[Any, ...]] = (None, ())
         # What the server session currently carries (None: unknown, push before next statement)
         self.server_identity: str | None = None
-        self.server_read_only: bool | None = None
-        self.server_timeout: str | None = None
+        # Settings governance imposes for an identity (READ ONLY, statement_timeout) and the
+        # session's own values from before, put back when an identity that does not require
+        # them acts. Governance never sets what no identity's policy requires: a service
+        # identity leaves the application's default_transaction_read_only and
+        # statement_timeout alone, after rollbacks too.
+        self.server_read_only: bool | None = None  # True: on is imposed; None: unknown
+        self.server_timeout: str | None = None  # the timeout imposed (None: none / unknown)
+        self.prior_read_only: str | None = None  # the session's value before READ ONLY
+        self.prior_timeout: str | None = None  # the session's value before the timeout
+        self.synced_in_tx = False  # sync SETs ran inside the open transaction (undone by ROLLBACK)
         self.synced_identity: Identity | None = None  # the object last synced (fast path)
         self.server_search_path = False
         self.pending_identity: Identity | None = None  # from _start_query to gate()
@@ -308,12 +320,16 @@ class Governor:
     def read_only_for(self, identity: Identity) -> bool:
         return identity.kind in self.policy.session.read_only_kinds
 
-    def session_sync_sql(self, identity: Identity, in_transaction: bool) -> list[bytes]:
+    def session_sync_sql(self, identity: Identity, in_transaction: bool,
+                         reported_read_only: str | None = None) -> list[bytes]:
         """SQL that brings the server session in line with ``identity`` (empty when it is).
 
         Pushes the identity to ``application_name`` and the ``governed_db.identity`` GUC (so
         ``pg_stat_activity`` and pgAudit see who acts) and applies READ ONLY and
-        ``statement_timeout`` for the identity's kind.
+        ``statement_timeout`` when the identity's kind requires them. A setting the identity
+        does not require is only touched to put back the session's own value after an
+        identity that required it (``reported_read_only``: the value the server reports for
+        ``default_transaction_read_only``, None where it does not report it).
         """
         out: list[bytes] = []
         label = identity.label
@@ -322,16 +338,31 @@ class Governor:
             out.append(b"SELECT pg_catalog.set_config('governed_db.identity', " + lit +
                        b", false), pg_catalog.set_config('application_name', " +
                        _sql_literal(("governed_db " + label)[:63]) + b", false)")
-        read_only = self.read_only_for(identity)
-        if read_only != self.server_read_only:
-            value = b"on" if read_only else b"off"
-            out.append(b"SET default_transaction_read_only = " + value)
-            if in_transaction and read_only:
+        if self.read_only_for(identity):
+            if reported_read_only is not None:
+                switch = reported_read_only != "on"  # what the server says, not a guess
+            else:
+                switch = self.server_read_only is not True
+            if switch:
+                if self.prior_read_only is None:
+                    self.prior_read_only = reported_read_only or "off"
+                out.append(b"SET default_transaction_read_only = on")
+            if in_transaction and self.server_read_only is not True:
                 # The current transaction started before the switch: make it read-only too.
                 out.append(b"SET LOCAL transaction_read_only = on")
-        timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
-        if timeout != self.server_timeout:
-            out.append(b"SET statement_timeout = " + _sql_literal(str(timeout)))
+        elif self.prior_read_only is not None:
+            # Imposed for an earlier identity: the session's own value goes back.
+            if reported_read_only != self.prior_read_only:
+                out.append(b"SET default_transaction_read_only = "
+                           + (b"on" if self.prior_read_only == "on" else b"off"))
+        timeout = self.policy.session.statement_timeout.get(identity.kind)
+        if timeout is not None:
+            if timeout != self.server_timeout:
+                # The session's own value is read in the same statement, to be put back.
+                out.append(_TIMEOUT_SYNC + _sql_literal(str(timeout)) + b", false)")
+        elif self.prior_timeout is not None:
+            out.append(b"SELECT pg_catalog.set_config('statement_timeout', "
+                       + _sql_literal(self.prior_timeout) + b", false)")
         path = self.policy.session.search_path
         if path is not None and not self.server_search_path:
             # Pinned: what names resolve to is part of what the analyzer decided on, and
@@ -340,12 +371,28 @@ class Governor:
                        + b", false)")
         return out
 
-    def session_synced(self, identity: Identity) -> None:
+    def session_sync_result(self, sql: bytes, res: Any) -> None:
+        """A sync statement ran: keep what it read (the session's own statement_timeout)."""
+        if sql.startswith(_TIMEOUT_SYNC) and self.prior_timeout is None and res is not None:
+            value = res.get_value(0, 0)
+            self.prior_timeout = None if value is None else bytes(value).decode()
+
+    def session_synced(self, identity: Identity, in_transaction: bool = False,
+                       sent: bool = False) -> None:
         self.synced_identity = identity
         self.server_search_path = self.policy.session.search_path is not None
         self.server_identity = identity.label
-        self.server_read_only = self.read_only_for(identity)
-        self.server_timeout = self.policy.session.statement_timeout.get(identity.kind, "0")
+        if self.read_only_for(identity):
+            self.server_read_only = True
+        else:
+            self.server_read_only = False
+            self.prior_read_only = None
+        timeout = self.policy.session.statement_timeout.get(identity.kind)
+        self.server_timeout = timeout
+        if timeout is None:
+            self.prior_timeout = None
+        if sent and in_transaction:
+            self.synced_in_tx = True
 
     def session_reset(self) -> None:
         """The server session state is unknown again (rollback of a SET, reconnect)."""
@@ -354,6 +401,13 @@ class Governor:
         self.server_identity = None
         self.server_read_only = None
         self.server_timeout = None
+
+    def rolled_back(self) -> None:
+        """A ROLLBACK (or ROLLBACK TO) ran: what governance SET inside the transaction is
+        undone, so it is synced again; SETs made outside it (the usual case) still hold."""
+        if self.synced_in_tx:
+            self.synced_in_tx = False
+            self.session_reset()
 
     # -- statement in ----------------------------------------------------------------------------
 
@@ -836,6 +890,11 @@ class Governor:
             # A result that no gated statement produced (cannot happen through the public
             # API; covers internals such as a stolen server cursor): mask everything.
             return self._plan_unknown(result, None)
+        if ctx.statements:
+            # Result sets follow statements one to one in a multi-statement string; a
+            # one-statement query may return many (executemany(returning=True): one per
+            # execution), all of them that statement's rows.
+            index %= len(ctx.statements)
         cached = ctx.plans.get(index)
         if cached is not None:
             return cached[0]
@@ -892,7 +951,7 @@ class Governor:
         stmt = ctx.statements[index] if index < len(ctx.statements) else None
         lineage: list[tuple[str, frozenset[str]]] | None = None
         if stmt is not None and catalog is not None:
-            lineage = statement_lineage(stmt.tree, catalog, self.session_trees)
+            lineage = statement_lineage(_rows_tree(stmt.tree), catalog, self.session_trees)
             if lineage is not None and len(lineage) != result.nfields:
                 lineage = None
         refs = self._base_column_refs(stmt, catalog)
@@ -916,11 +975,15 @@ class Governor:
         if table_oid and catalog is not None:
             rel = catalog.by_oid.get(table_oid)
             if rel is None:
-                self.mark_catalog_stale()  # a table we do not know yet: reload next time
+                # A table we do not know yet (created since the snapshot, by this session or
+                # another): masked as unknown until the reload, which happens before the
+                # rows are handed out.
+                self._unknown_in_snapshot(catalog, table_oid)
             else:
                 col = rel.column_by_attnum(result.ftablecol(i))
                 if col is None:
-                    self.mark_catalog_stale()  # a column added since the snapshot
+                    # a column added since the snapshot
+                    self._unknown_in_snapshot(catalog, (table_oid, result.ftablecol(i)))
                 if col is not None and not rel.is_view:
                     sources = frozenset({f"{rel.qualname}.{col}"})
                     direct = True
@@ -928,7 +991,7 @@ class Governor:
                     if named is not None and named != col.lower():
                         # The statement names this column differently from the snapshot: it
                         # was renamed by another session. Reload, and judge by both names.
-                        self.mark_catalog_stale()
+                        self._unknown_in_snapshot(catalog, (table_oid, col, named))
                         sources = sources | {f"{rel.qualname}.{named}"}
                 elif col is not None:
                     from .analysis._lineage import relation_columns
@@ -983,6 +1046,15 @@ class Governor:
         if unknown:
             return self._unknown_column(i, result, stmt, catalog, ident)
         return self._free_text(i, result, sources, ident, stmt, direct)
+
+    def _unknown_in_snapshot(self, catalog: Catalog, what: Any) -> None:
+        """Ask for a reload and a new plan, once per object and snapshot line: an object
+        still unknown after a reload (a sequence, a system column) is not asked about again."""
+        if what in catalog.absent:
+            return
+        catalog.absent.add(what)
+        self.mark_catalog_stale()
+        self.replan = True
 
     def _free_text(self, i: int, result: Any, sources: frozenset[str], ident: Identity,
                    stmt: StatementFacts | None = None, direct: bool = False
@@ -1047,7 +1119,7 @@ class Governor:
         only their names can reveal a column renamed since the catalog snapshot."""
         if stmt is None or catalog is None:
             return {}
-        tree = stmt.tree
+        tree = _rows_tree(stmt.tree)
         copy = tree.get("CopyStmt")
         if copy is not None:
             if copy.get("relation") is not None and copy.get("query") is None:
@@ -1338,6 +1410,20 @@ def _constant(node: Any) -> bool:
     if typ == "TypeCast":
         return _constant(body.get("arg"))
     return False
+
+
+# statement_timeout for an identity, reading the session's own value in the same round trip.
+_TIMEOUT_SYNC = (b"SELECT pg_catalog.current_setting('statement_timeout'),"
+                 b" pg_catalog.set_config('statement_timeout', ")
+
+
+def _rows_tree(tree: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The statement whose rows a result carries: a server cursor's results (the describe
+    after ``DECLARE``, every ``FETCH`` from it) are the rows of the query it declares."""
+    declare = tree.get("DeclareCursorStmt") if tree else None
+    if declare is not None and declare.get("query"):
+        return declare["query"]  # type: ignore[no-any-return]
+    return tree
 
 
 def _rv_name(rv: Mapping[str, Any]) -> str:

@@ -82,6 +82,10 @@ class GovernedCursorMixin:
             # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or
             # autocommit): a read-only identity's allowed write can still make it READ WRITE.
             gov.tx_fresh = True
+            if gov.synced_in_tx:
+                # The transaction governance synced inside ended (COMMIT or ROLLBACK, maybe
+                # through transaction()): whether its SETs hold is not known, sync again.
+                gov.rolled_back()
         if ident is not gov.synced_identity or gov.catalog_due() \
                 or conn.pgconn.transaction_status not in _SYNCABLE:
             return self._gov_sync_then_start(ident, query)
@@ -152,15 +156,32 @@ class GovernedCursorMixin:
             raise
         ctx = self._gov_ctx
         if ctx is not None and self._conn._pipeline is None:
+            if self._conn._governor.replan:
+                yield from self._gov_replan(ctx)
             if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
                 # A rollback undoes session SETs made in the transaction (an identity synced
                 # inside it): the session is synced again before the next statement. Its
                 # cursors are gone (all of them are forgotten: fail closed).
-                self._conn._governor.session_reset()
+                self._conn._governor.rolled_back()
                 self._conn._governor.transaction_ended(committed=False)
             yield from self._gov_check_tx_mode(ctx)
             self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
         return rv
+
+    def _gov_replan(self, ctx: Any) -> Any:
+        """The result names a table or column the catalog snapshot does not know (``SELECT *``
+        from a table created since, a temporary table): reload the snapshot, then plan the
+        statement's results again, before any row reaches the caller. Until then (and when
+        the reload cannot run) such columns are unknown lineage: masked."""
+        gov = self._conn._governor
+        gov.replan = False
+        loaded = yield from self._conn._gov_load_catalog_gen()
+        if not loaded:
+            return
+        ctx.plans.clear()
+        ctx.lineage.clear()
+        if self.pgresult is not None:
+            self._make_row = self._make_row_maker()
 
     def _gov_check_tx_mode(self, ctx: Any) -> Any:
         """After BEGIN/SET/RESET by a read-only identity inside a transaction, read the
@@ -194,6 +215,27 @@ class GovernedCursorMixin:
 
     def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._declare_gen(*args, **kwargs))  # type: ignore[misc]
+
+    def _describe_gen(self) -> Any:
+        """Server cursors: learn the shape of the cursor before its first fetch.
+
+        A cursor this object did not declare (SQL ``DECLARE c CURSOR FOR ...`` run earlier,
+        then read through ``conn.cursor("c")``) has no statement of its own: its rows are
+        judged as a ``FETCH`` from that cursor by name, through the statement choke point, so
+        they are masked by what the declared query reads (a name the session did not see
+        declared stays unknown lineage: masked)."""
+        if self._gov_ctx is None:
+            from psycopg import sql
+
+            gov = self._conn._governor
+            ident, gov.pending_identity = gov.pending_identity, None
+            text = sql.SQL("FETCH ALL FROM {}").format(
+                sql.Identifier(self._name)).as_bytes(self._conn)  # type: ignore[attr-defined]
+            ctx = self._gov_ctx = gov.gate(text, None, ident)
+            yield from super()._describe_gen()  # type: ignore[misc]
+            gov.succeeded(ctx, -1, None)
+            return
+        yield from super()._describe_gen()  # type: ignore[misc]
 
     def _maybe_prepare_gen(self, pgq: Any, *, prepare: bool | None = None,
                            binary: bool | None = None) -> Any:
@@ -331,12 +373,18 @@ class GovernedCursorMixin:
             self._make_row = self._make_row_maker()
 
 
+# Types whose binary format is their text (text, varchar, bpchar, name): masked values of
+# these can be given back in binary results too; other binary values are withheld.
+_TEXT_BINARY = frozenset({25, 1043, 1042, 19})
+
+
 class GovernedResult:
     """A read-only view of a libpq result: values of masked columns come back masked.
 
     Everything but ``get_value`` is the underlying result's (psycopg reads status, fields and
-    errors through it). Text-format values are masked with the column's strategy; a masked
-    binary-format value is withheld (None), since it cannot be masked in place.
+    errors through it). Text-format values are masked with the column's strategy, and so are
+    binary values of text types (the same bytes); another masked binary-format value is
+    withheld (None), since it cannot be masked in place.
     """
 
     __slots__ = ("_res", "_cursor")
@@ -366,7 +414,7 @@ class GovernedResult:
         plan = gov.bound_plan(cur._gov_ctx, cur._iresult, res) if gov is not None else None
         if plan is None or plan.columns[column_number] is None:
             return value
-        if res.fformat(column_number) != 0:
+        if res.fformat(column_number) != 0 and res.ftype(column_number) not in _TEXT_BINARY:
             return None
         masked = plan.apply_one(column_number, bytes(value).decode("utf-8", "replace"))
         return None if masked is None else str(masked).encode()

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from .._catalog import BUILTIN_CONSTRUCTORS
 from ._facts import StatementFacts, extract_all
 
 __all__ = ["BodyEffects", "body_effects", "static_bound", "unknown_functions",
@@ -163,6 +164,8 @@ def body_effects(fn: Any) -> BodyEffects:
         out = _parse_sql(fn.source or "")
     elif lang == "plpgsql":
         out = _plpgsql(fn)
+    elif lang == "internal" and fn.source in BUILTIN_CONSTRUCTORS:
+        out = _NONE  # a range/multirange constructor: the server's own code, reads nothing
     else:
         out = BodyEffects(opaque=(f"a function written in language {lang}",))
     with _cache_lock:
