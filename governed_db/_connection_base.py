@@ -19,6 +19,7 @@ from . import egress as _egress
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._core import Governor, redact_exception
 from ._cursor_base import governed_repr
+from ._encodings import reported_encoding_safe, unsafe_encoding_message
 from ._redact import Allowed, redact_fields
 from .errors import InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
@@ -70,6 +71,10 @@ class GovernedConnectionMixin:
                 "standard_conforming_strings is off on this server/session; governed_db refuses"
                 " to run because statements would be lexed differently than analyzed. Set it"
                 " to on (the PostgreSQL default)")
+        if not reported_encoding_safe(self.pgconn.parameter_status(b"client_encoding")):
+            # Lexing depends on it too: see _encodings (refused, not changed behind the
+            # application's back; whichever way the server came to use it).
+            raise InterfaceError(unsafe_encoding_message(info.parameter_status("client_encoding")))
         # "session": one id per governed connection, so a report (and OpenLineage) can
         # follow one agent run end to end across its statements, commits and close.
         conn_info = {"host": info.host, "port": info.port, "dbname": info.dbname,
@@ -90,10 +95,10 @@ class GovernedConnectionMixin:
         # What the server reports now and must keep reporting (PostgreSQL sends these
         # GUC_REPORT parameters after every change, at no cost): a statement that changes
         # them behind the analyzer's back (a function calling set_config, UPDATE pg_settings)
-        # is caught after it ran, and the session is closed.
+        # is caught after it ran, and the session is closed. (client_encoding may change,
+        # but only to an encoding on the allow-list: checked on its own below.)
         gov.expected_params = {
-            name: info.parameter_status(name)
-            for name in ("client_encoding", "session_authorization", "is_superuser")}
+            name: info.parameter_status(name) for name in ("session_authorization", "is_superuser")}
         self._governor = gov
         # [identity] require_verified: refused at connect, not at the first statement.
         gov.check_identity(gov.identity())
@@ -242,6 +247,8 @@ class GovernedConnectionMixin:
             status = self.pgconn.parameter_status
             if status(b"standard_conforming_strings") != b"on":
                 problem = "standard_conforming_strings"
+            elif not reported_encoding_safe(status(b"client_encoding")):
+                problem = "client_encoding"
             else:
                 for name, value in gov.expected_params.items():
                     got = status(name.encode())

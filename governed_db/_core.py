@@ -412,13 +412,16 @@ class Governor:
     # -- statement in ----------------------------------------------------------------------------
 
     def gate(self, text: bytes | str, params: Sequence[Any] | None = None,
-             identity: Identity | None = None) -> StatementContext:
-        """Analyze and decide one string about to be sent. Raises on denial (recorded)."""
+             identity: Identity | None = None, codec: str = "utf-8") -> StatementContext:
+        """Analyze and decide one string about to be sent. Raises on denial (recorded).
+
+        ``codec``: the Python codec of the session's client encoding, which the bytes are
+        read in (as the server reads them)."""
         started = time.perf_counter()
         ident = identity or self.identity()
         if ident._verification is not None or ident.kind in self.policy.require_verified:
             self.check_identity(ident)  # expiry per statement; unverified kinds refused
-        analysis = analyze(text)
+        analysis = analyze(text, codec)
         key = self.statement_key(analysis, ident)
         cached = self._decisions.get(key)
         if cached is None:

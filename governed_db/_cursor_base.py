@@ -100,7 +100,9 @@ class GovernedCursorMixin:
         conn = self._conn
         gov = conn._governor
         ident, gov.pending_identity = gov.pending_identity, None
-        ctx = gov.gate(pgq.query, pgq.params, ident)
+        # Read in the encoding the server reads it in now (psycopg may have encoded the text
+        # with its cursor's older one: what counts is how the server lexes the bytes).
+        ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         sm = _server_mask.rewrite_for(self, gov, ctx) if gov.server_masks else None
@@ -138,7 +140,7 @@ class GovernedCursorMixin:
             pgq.convert(query, params_seq[0])
         except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
             return True
-        return gov.limits_rows(analyze(pgq.query))
+        return gov.limits_rows(analyze(pgq.query, self._conn.pgconn._encoding))
 
     def _gov_track(self, gen: Any) -> Any:
         """Run a psycopg generator and record the statement's outcome."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from ._encodings import setting_value_safe
 from .analysis import Analysis, StatementFacts, analyze, is_dangerous_function
 from .analysis._functions import (
     AGENT_SETTINGS,
@@ -629,6 +630,13 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
     row_limit = _runtime_limit(rules, "statement.affected-row-limit", identity)
     max_rows = _runtime_limit(rules, "statement.max-rows-returned", identity)
     full_table = full_table_min_rows(rules)
+    encoding = _client_encoding(statements if statements is not None else analysis.statements)
+    if encoding is not None:
+        # Not a policy rule: no policy, level or observe mode can let it through (the
+        # analyzer could no longer read what the server runs next).
+        return Decision(action="deny", would="deny", findings=(encoding, *findings),
+                        affected_row_limit=row_limit, max_rows_returned=max_rows,
+                        full_table_min_rows=full_table)
     if not findings:
         if row_limit is None and max_rows is None and full_table is None:
             return ALLOW
@@ -640,6 +648,26 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
     return Decision(action="allow" if observe else would, findings=tuple(findings), would=would,
                     observe=observe, affected_row_limit=row_limit, max_rows_returned=max_rows,
                     full_table_min_rows=full_table)
+
+
+def _client_encoding(statements: Sequence[StatementFacts]) -> Finding | None:
+    """``SET client_encoding`` / ``SET NAMES`` / ``set_config('client_encoding', ...)`` to an
+    encoding not on the allow-list (see ``governed_db._encodings``), to a value only known at
+    run time, or ``set_config`` of a setting named at run time."""
+    for s in statements:
+        if s.dynamic_settings or any(name == "client_encoding" and not setting_value_safe(value)
+                                     for name, value in s.settings):
+            return Finding(
+                rule_id="session.client-encoding", level="error",
+                message="client_encoding may only be set to an encoding in which no multi-byte"
+                        " character contains an ASCII byte (UTF8, LATIN1..LATIN10,"
+                        " WIN1250..WIN1258, KOI8R/U, ISO_8859_5..8, EUC_*), named by a constant"
+                        " (not RESET, DEFAULT or a computed value), and set_config needs a"
+                        " constant setting name: in other encodings (SJIS, BIG5, GBK, UHC,"
+                        " GB18030, JOHAB, SQL_ASCII) the server could read later statements"
+                        " differently than governed_db. Use UTF8; do not retry with another"
+                        " spelling")
+    return None
 
 
 def rebuild_decision(policy: Policy, findings: Sequence[Finding], base: Decision) -> Decision:

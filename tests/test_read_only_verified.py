@@ -43,7 +43,7 @@ CREATE FUNCTION rw_dynamic() RETURNS int LANGUAGE plpgsql AS
 CREATE FUNCTION rw_definer() RETURNS int LANGUAGE plpgsql SECURITY DEFINER AS
   $$BEGIN PERFORM set_config('default_transaction_read_only', 'off', false); RETURN 1; END$$;
 CREATE FUNCTION sneaky_encoding() RETURNS int LANGUAGE plpgsql AS
-  $$BEGIN EXECUTE 'SET client_encoding = ' || quote_literal('LATIN1'); RETURN 1; END$$;
+  $$BEGIN EXECUTE 'SET client_encoding = ' || quote_literal('SJIS'); RETURN 1; END$$;
 """
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pgparse
 
+from .._encodings import query_text
 from ._facts import (
     DANGEROUS_FUNCTIONS,
     DDL_KINDS,
@@ -220,10 +221,14 @@ class AnalysisCache:
 _default_cache = AnalysisCache()
 
 
-def analyze(text: str | bytes) -> Analysis:
-    """Analyze a string the way the statement choke point does (cached)."""
+def analyze(text: str | bytes, codec: str = "utf-8") -> Analysis:
+    """Analyze a string the way the statement choke point does (cached).
+
+    Bytes are decoded with ``codec``, the Python codec of the connection's client encoding
+    (``conn.pgconn._encoding``): the text the server lexes after converting them (see
+    ``governed_db._encodings``)."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8", "surrogateescape")
+        text = query_text(text, codec)
     return _default_cache.get(text)
 
 

@@ -588,7 +588,7 @@ class GovernedTools:
         pgq = PostgresQuery(Transformer(conn))
         pgq.convert(sql_text, params)
         store = _config.approvals(self.policy)
-        approved = _approved_request(store, gov, ident, pgq)
+        approved = _approved_request(store, gov, ident, pgq, conn.pgconn._encoding)
         if approved is not None:
             return ToolOutput(
                 text=(f"request {approved} is already approved by a person: run the identical"
@@ -596,7 +596,7 @@ class GovernedTools:
                 structured={"request_id": approved, "status": "approved"},
                 outcome="approved")
         try:
-            ctx = gov.gate(pgq.query, pgq.params, ident)
+            ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding)
         except ApprovalRequired as exc:
             raise _approval_error(exc, requested=True) from None
         except StatementDenied as exc:
@@ -692,7 +692,7 @@ def _streamable(conn: Any, query: Any, params: Sequence[Any] | None) -> bool:
         pgq.convert(query, params)
     except Exception:  # noqa: BLE001 - psycopg reports it the same way on execute()
         return False
-    analysis = analyze(pgq.query)  # cached: the gate reuses it
+    analysis = analyze(pgq.query, conn.pgconn._encoding)  # cached: the gate reuses it
     if analysis.error is not None or not analysis.statements:
         return False
     if len(analysis.statements) > 1:
@@ -708,7 +708,8 @@ def _note_statement(cur: Any, statements: list[str]) -> None:
         statements.append(ctx.id)
 
 
-def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any) -> str | None:
+def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any,
+                      codec: str) -> str | None:
     """The id of an approved (unused) request bound to exactly this statement, if any:
     ``request_approval`` must not use it up (only running the statement does)."""
     from .._core import digest_params
@@ -717,7 +718,7 @@ def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any) -> str | 
 
     # Exactly the binding the store computes in check_or_request (the approvals tests and
     # the MCP round-trip test fail if the two ever drift apart).
-    analysis = analyze(pgq.query)
+    analysis = analyze(pgq.query, codec)
     binding = binding_hash(normalized=statement_binding(analysis),
                            params_digest=digest_params(pgq.params, gov._param_key),
                            identity_label=ident.label, policy_tag=gov.policy.version_tag)
