@@ -418,8 +418,9 @@ class GovernedResult:
             return value
         if res.fformat(column_number) != 0 and res.ftype(column_number) not in _TEXT_BINARY:
             return None
-        masked = plan.apply_one(column_number, bytes(value).decode("utf-8", "replace"))
-        return None if masked is None else str(masked).encode()
+        codec = cur._encoding  # text values come in the session's client encoding
+        masked = plan.apply_one(column_number, bytes(value).decode(codec, "replace"))
+        return None if masked is None else str(masked).encode(codec, "replace")
 
     def set_attributes(self, descriptions: Any) -> None:
         raise TypeError("a governed result is read-only")
@@ -499,16 +500,16 @@ class GovernedCopyMixin:
         plan = self._gov_plan
         if plan is None or not data:
             return data
-        return memoryview(_mask_copy_line(bytes(data), plan))
+        return memoryview(_mask_copy_line(bytes(data), plan, self.cursor._encoding))
 
 
 _UNESC = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b"\\": b"\\", b"b": b"\b", b"f": b"\f",
           b"v": b"\v"}
 
 
-def _unescape(field: bytes) -> str:
+def _unescape(field: bytes, codec: str) -> str:
     if b"\\" not in field:
-        return field.decode("utf-8", "replace")
+        return field.decode(codec, "replace")
     out = bytearray()
     i = 0
     while i < len(field):
@@ -520,23 +521,25 @@ def _unescape(field: bytes) -> str:
         else:
             out += ch
             i += 1
-    return out.decode("utf-8", "replace")
+    return out.decode(codec, "replace")
 
 
-def _escape(text: str) -> bytes:
+def _escape(text: str, codec: str) -> bytes:
     return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r").encode())
+            .replace("\r", "\\r").encode(codec, "replace"))
 
 
-def _mask_copy_line(line: bytes, plan: Any) -> bytes:
+def _mask_copy_line(line: bytes, plan: Any, codec: str) -> bytes:
+    """One line of text-format COPY data (in the session's client encoding ``codec``) with
+    each column masked by ``plan``."""
     end = b"\n" if line.endswith(b"\n") else b""
     fields = line[: len(line) - len(end)].split(b"\t")
-    values: list[Any] = [None if f == b"\\N" else _unescape(f) for f in fields]
+    values: list[Any] = [None if f == b"\\N" else _unescape(f, codec) for f in fields]
     if len(values) != len(plan.columns):
         # Shape mismatch: never return what we cannot map; mask every column.
         return b"\t".join(b"****" for _ in fields) + end
     masked = plan.apply(values)
-    return b"\t".join(b"\\N" if v is None else _escape(str(v)) for v in masked) + end
+    return b"\t".join(b"\\N" if v is None else _escape(str(v), codec) for v in masked) + end
 
 
 def iter_governed(classes: Iterator[type]) -> list[type]:

@@ -352,3 +352,21 @@ def test_notice_text_keeps_its_characters(enc_db, audit, encoding):
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
         conn.execute('CREATE TABLE IF NOT EXISTS "tåble€" (a int)')
     assert notices == ['relation "tåble€" already exists, skipping']
+
+
+@pytest.mark.parametrize("encoding", ["LATIN9", "UTF8"])
+def test_copy_to_and_raw_values_masked_in_the_session_encoding(enc_db, audit, encoding):
+    """COPY TO STDOUT data and ``cursor.pgresult.get_value()`` are bytes in the session's
+    encoding: masked and re-encoded in it (not as UTF-8 inside a latin9 stream)."""
+    codec = {"LATIN9": "iso8859-15", "UTF8": "utf-8"}[encoding]
+    q = "SELECT id, 'café €' AS plain, email FROM users ORDER BY id"
+    with governed_db.connect(enc_db + f" client_encoding={encoding}", identity=HUMAN,
+                             audit=audit, autocommit=True) as conn:
+        cur = conn.cursor()
+        with cur.copy(f"COPY ({q}) TO STDOUT") as copy:
+            data = b"".join(bytes(b) for b in copy)
+        assert data.decode(codec).splitlines() == [
+            "1001\tcafé €\t****@example.com", "1002\tcafé €\t****@example.com"]
+        res = conn.execute(q).pgresult
+        assert [(res.get_value(i, 1), res.get_value(i, 2)) for i in range(2)] == [
+            ("café €".encode(codec), b"****@example.com")] * 2
