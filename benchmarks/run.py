@@ -137,7 +137,7 @@ def writer_record(log: Any, item: Any) -> bytes:
     """What the audit writer does for one queued statement: build the record (parameter
     digests included), serialize it canonically and chain it."""
     item[1]._params_digest = None
-    return log._chain(log._materialize(item))
+    return log._record_line(item)[1]
 
 
 def interleaved(variants: dict[str, Callable[[], Any] | Variant], *, rounds: int,

@@ -42,11 +42,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .. import egress as _egress
 from ..errors import AuditUnavailable
+from ._canonical import canonical_bytes, canonical_of_parsed, to_ijson
 
-__all__ = ["AuditLog", "SCHEMA_VERSION", "canonical", "record_hash", "load_or_create_key",
-           "key_id_of"]
+__all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "AuditLog", "canonical", "key_id_of",
+           "load_or_create_key", "record_hash"]
 
-SCHEMA_VERSION = 1
+# v2: the hashed bytes are RFC 8785 (JCS) canonical JSON of I-JSON values; v1: whatever orjson
+# wrote (still verified). docs/audit-log-format.md specifies both.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 _STOP = object()
 _STATEMENT = object()
 
@@ -61,7 +65,7 @@ def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapp
         "type": "statement",
         "id": ctx.id,
         "ts": _format_ts(ts),
-        "identity": ctx.identity.to_record(),
+        "identity": _identity_record(ctx.identity),
         "db": conn_info,
         "statement": {
             "fingerprint": analysis.fingerprint,
@@ -80,7 +84,9 @@ def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapp
         "columns": sorted(ctx.columns),
         "masked": dict(ctx.masked),
         "outcome": {k: v for k, v in outcome.items() if v is not None},
-        "duration_ms": duration_ms,
+        # A whole number of ms as an integer: JCS writes 2.0 as 2 anyway, and orjson's "2.0"
+        # would send the record down the slower canonical path.
+        "duration_ms": int(duration_ms) if duration_ms.is_integer() else duration_ms,
     }
     lineage = getattr(ctx, "lineage", None)
     if lineage:
@@ -93,17 +99,43 @@ def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapp
     return rec
 
 
+def _statement_floats(rec: Mapping[str, Any]) -> bool:
+    """Whether a statement record may hold a float orjson writes otherwise than JCS.
+
+    Every field :func:`build_statement_record` writes is text, an integer, a boolean, null or
+    lists / objects of those, except ``duration_ms`` (a float, but one that rounds to
+    thousandths and is an integer when whole, so orjson writes it as JCS does: 1e-5 <= d < 1e16)
+    and the identity's free-form attributes. Knowing it saves the writer a scan per record."""
+    d = rec["duration_ms"]
+    if type(d) is float and not 1e-5 <= d < 1e16:
+        return True
+    attrs = rec["identity"].get("attributes")
+    return bool(attrs) and any(type(v) is float for v in attrs.values())
+
+
+def _identity_record(identity: Any) -> dict[str, Any]:
+    """``identity.to_record()`` with its free-form attributes in I-JSON (big integers and
+    non-finite floats as text, see ``_canonical.to_ijson``)."""
+    out: dict[str, Any] = identity.to_record()
+    if "attributes" in out:
+        out["attributes"] = to_ijson(out["attributes"])
+    return out
+
+
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The bytes a record's hash covers: sorted keys, no whitespace, UTF-8, without hash and
-    sig — exactly ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``.
+    """The bytes a record's hash covers: the record without ``hash`` and ``sig``, serialized
+    as its schema version says.
 
-    orjson produces the same bytes ~10× faster; values it does not take (integers beyond 64
-    bits, non-string keys) fall back to the json module, whose output is the definition.
+    Version 2 (written since 0.x, docs/audit-log-format.md): RFC 8785 JCS. Version 1: sorted
+    keys, no whitespace, UTF-8, as orjson wrote them (``json.dumps`` where orjson refused).
     """
-    return _dumps_canonical({k: v for k, v in record.items() if k not in ("hash", "sig")})
+    body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
+    if record.get("v") == 1:
+        return _canonical_v1(body)
+    return canonical_of_parsed(body)
 
 
-def _dumps_canonical(body: Mapping[str, Any]) -> bytes:
+def _canonical_v1(body: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:
@@ -226,8 +258,14 @@ class AuditLog:
 
     def __init__(self, path: str | os.PathLike[str] | None, *,
                  settings: Mapping[str, Any] | None = None, memory: bool = False,
-                 signing_key: Ed25519PrivateKey | None = None) -> None:
+                 signing_key: Ed25519PrivateKey | None = None,
+                 schema_version: int = SCHEMA_VERSION) -> None:
         settings = dict(settings or {})
+        if schema_version not in SCHEMA_VERSIONS:
+            raise ValueError(f"audit schema version {schema_version!r} is not one of"
+                             f" {SCHEMA_VERSIONS}")
+        # Version 1 is kept for readers that know only it; verify reads both.
+        self.schema_version = schema_version
         self.path = Path(path) if path else None
         self.durability = settings.get("durability", "batched")
         self.fail_open = settings.get("on_failure", "closed") == "open"
@@ -312,7 +350,7 @@ class AuditLog:
     def event(self, kind: str, identity: Any, conn_info: Mapping[str, Any],
               **fields: Any) -> None:
         """Queue a connection-level record: connect, close, commit, rollback, approval..."""
-        rec = {"type": kind, "identity": identity.to_record(), "db": conn_info,
+        rec = {"type": kind, "identity": _identity_record(identity), "db": conn_info,
                **{k: v for k, v in fields.items() if v is not None}, "ts": _now()}
         self._put(rec)
 
@@ -448,7 +486,8 @@ class AuditLog:
         record is missing, and why) and the log fails closed from then on."""
         try:
             rec = self._materialize(item)
-            return rec, self._chain(rec)
+            floats = type(item) is not tuple or _statement_floats(rec)
+            return rec, self._chain(rec, floats=floats)
         except Exception as exc:  # noqa: BLE001 - recorded, then every statement refused
             cause = (f"the record of a {_item_type(item)} could not be built or serialized:"
                      f" {_describe(exc)}")
@@ -463,25 +502,30 @@ class AuditLog:
 
     @staticmethod
     def _materialize(item: Any) -> dict[str, Any]:
+        # Event fields are free-form: brought into I-JSON here, on the writer thread, so a
+        # value that has no JSON form becomes a record_failed, not an error in the caller.
         rec = build_statement_record(*item[1:]) \
-            if type(item) is tuple and item[0] is _STATEMENT else item
+            if type(item) is tuple and item[0] is _STATEMENT else to_ijson(item)
         if _egress._observers:
             _egress.emit("audit record", rec)
         return rec
 
-    def _chain(self, rec: dict[str, Any], sign: bool = False) -> bytes:
+    def _chain(self, rec: dict[str, Any], sign: bool = False, floats: bool = True) -> bytes:
         """Link ``rec`` into the chain; return its JSONL line (canonical body + hash + sig).
 
-        Nothing of the chain's state changes unless the record serializes."""
+        ``floats=False``: ``rec`` holds no float orjson writes otherwise than JCS (see
+        ``canonical_bytes``). Nothing of the chain's state changes unless the record
+        serializes."""
         seq = self._seq + 1
-        rec["v"] = SCHEMA_VERSION
+        rec["v"] = self.schema_version
         rec["chain"] = self.chain
         rec["seq"] = seq
         rec["prev"] = self._prev
         rec["key_id"] = self.key_id
         rec.pop("hash", None)
         rec.pop("sig", None)
-        body = _dumps_canonical(rec)
+        body = canonical_bytes(rec, floats=floats) if self.schema_version == 2 \
+            else _canonical_v1(rec)
         self._seq = seq
         digest = hashlib.sha256(body).hexdigest()
         rec["hash"] = digest

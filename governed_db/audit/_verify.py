@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ._log import key_id_of, record_hash
+from ._log import SCHEMA_VERSIONS, key_id_of, record_hash
 
 __all__ = ["TrailReport", "VerificationError", "VerifyReport", "iter_records", "query", "report",
            "verify", "verify_many"]
@@ -79,6 +79,28 @@ def _parse_lines(lines: Any) -> Iterator[tuple[int, dict[str, Any] | None, str]]
             yield n, None, text
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a member name appears twice in one object")
+    return out
+
+
+def _is_ijson(raw: str) -> bool:
+    """Whether a line is strict I-JSON as schema v2 requires: no NaN / Infinity, no member
+    name twice in one object. A lenient parser would read such a line one way and another
+    verifier another way (or not at all), so the line is refused as edited."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_members, parse_constant=_refuse_constant)
+    except ValueError:
+        return False
+    return True
+
+
 def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
            allow_open: bool = False) -> VerifyReport:
     """Check every chain of the log; return a report or raise VerificationError.
@@ -111,6 +133,14 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
                                       "closed": False})
         if st["closed"]:
             raise VerificationError(n, f"record after the close checkpoint of chain {chain[:8]}")
+        version = rec.get("v")
+        if version not in SCHEMA_VERSIONS:
+            raise VerificationError(n, f"schema version {version!r} is not one this verifier"
+                                       f" reads ({', '.join(map(str, SCHEMA_VERSIONS))}):"
+                                       " edited, or written by a newer governed_db")
+        if version != 1 and not _is_ijson(raw):
+            raise VerificationError(n, "not I-JSON (NaN, Infinity or a member name twice):"
+                                       " edited")
         if rec.get("seq") != st["seq"] + 1:
             what = "deleted" if isinstance(rec.get("seq"), int) and rec["seq"] > st["seq"] + 1 \
                 else "reordered or duplicated"
@@ -119,7 +149,11 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
         if rec.get("prev") != st["prev"]:
             raise VerificationError(n, "previous-hash link broken (record deleted, reordered"
                                        " or edited before this one)")
-        if record_hash(rec) != rec.get("hash"):
+        try:
+            digest = record_hash(rec)
+        except (TypeError, ValueError):  # no canonical form (a NaN in a v1 line, ...)
+            raise VerificationError(n, "content has no canonical form (edited)") from None
+        if digest != rec.get("hash"):
             raise VerificationError(n, "content does not match its hash (edited)")
         if "sig" in rec:
             if key_id is not None and rec.get("key_id") != key_id:

@@ -1,0 +1,276 @@
+"""The audit log's canonical form (schema v2, RFC 8785 JCS), v1 logs still verifying, and the
+reference verifier in docs/ agreeing with `governed-db audit verify`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import struct
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from governed_db import Identity
+from governed_db.audit import SCHEMA_VERSION, AuditLog, VerificationError, canonical, verify
+from governed_db.audit._canonical import (
+    _orjson_float_differs,
+    _via_orjson,
+    canonical_bytes,
+    es_number,
+    jcs,
+    to_ijson,
+)
+
+# RFC 8785 Appendix B: IEEE 754 bit patterns and their ECMAScript serialization.
+RFC8785_NUMBERS = [
+    ("0000000000000000", "0"),
+    ("8000000000000000", "0"),  # minus zero
+    ("0000000000000001", "5e-324"),
+    ("8000000000000001", "-5e-324"),
+    ("7fefffffffffffff", "1.7976931348623157e+308"),
+    ("ffefffffffffffff", "-1.7976931348623157e+308"),
+    ("4340000000000000", "9007199254740992"),
+    ("c340000000000000", "-9007199254740992"),
+    ("4430000000000000", "295147905179352830000"),
+    ("44b52d02c7e14af5", "9.999999999999997e+22"),
+    ("44b52d02c7e14af6", "1e+23"),
+    ("44b52d02c7e14af7", "1.0000000000000001e+23"),
+    ("444b1ae4d6e2ef4e", "999999999999999700000"),
+    ("444b1ae4d6e2ef4f", "999999999999999900000"),
+    ("444b1ae4d6e2ef50", "1e+21"),
+    ("3eb0c6f7a0b5ed8c", "9.999999999999997e-7"),
+    ("3eb0c6f7a0b5ed8d", "0.000001"),
+    ("41b3de4355555553", "333333333.3333332"),
+    ("41b3de4355555554", "333333333.33333325"),
+    ("41b3de4355555555", "333333333.3333333"),
+    ("41b3de4355555556", "333333333.3333334"),
+    ("41b3de4355555557", "333333333.33333343"),
+    ("becbf647612f3696", "-0.0000033333333333333333"),
+    ("43143ff3c1cb0959", "1424953923781206.2"),  # round to even
+]
+
+
+def _double(bits: str) -> float:
+    return struct.unpack(">d", bytes.fromhex(bits))[0]
+
+
+@pytest.mark.parametrize(("bits", "expected"), RFC8785_NUMBERS)
+def test_rfc8785_number_vectors(bits, expected):
+    x = _double(bits)
+    assert es_number(x) == expected
+    assert jcs(x) == expected.encode()
+    assert canonical_bytes([x]) == b"[" + expected.encode() + b"]"
+
+
+@pytest.mark.parametrize("bits", ["7fffffffffffffff", "7ff0000000000000", "fff0000000000000"])
+def test_rfc8785_non_finite_have_no_form_and_the_writer_records_them_as_text(bits):
+    x = _double(bits)
+    with pytest.raises(ValueError, match="no JSON form"):
+        jcs(x)
+    assert to_ijson(x) == {"7fffffffffffffff": "NaN", "7ff0000000000000": "Infinity",
+                           "fff0000000000000": "-Infinity"}[bits]
+    assert canonical_bytes(to_ijson({"x": x})) == b'{"x":"' + to_ijson(x).encode() + b'"}'
+
+
+def test_rfc8785_example_3_2_2():
+    # The input of RFC 8785 §3.2.2 as JSON text, parsed (numbers as doubles), canonicalized.
+    text = ('{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+            ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+            ' "literals": [null, true, false]}')
+    expected = ('{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,'
+                '1e-27],"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}').encode()
+    value = json.loads(text)
+    assert jcs(value) == expected
+    assert canonical_bytes(value) == expected
+
+
+def test_rfc8785_sorting_3_2_3():
+    value = {"\u20ac": "Euro Sign", "\r": "Carriage Return",
+             "\ufb33": "Hebrew Letter Dalet With Dagesh", "1": "One",
+             "\U0001f600": "Emoji: Grinning Face", "\u0080": "Control",
+             "\u00f6": "Latin Small Letter O With Diaeresis"}
+    order = ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+    expected = ("{" + ",".join(f'"{k}":"{value[k]}"' if k != "\r" else
+                               f'"\\r":"{value[k]}"' for k in order) + "}").encode()
+    assert jcs(value) == expected
+    assert canonical_bytes(value) == expected
+    # orjson alone sorts by code point (U+FB33 before U+1F600): the fast path must notice.
+    assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) != expected
+    assert _via_orjson(value) is None
+
+
+def test_string_escaping_is_jcs_minimal():
+    s = "".join(map(chr, range(0x00, 0x20))) + '"\\/\x7f\u2028\u2029é😀'
+    expected = ('"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\b\\t\\n\\u000b\\f\\r'
+                '\\u000e\\u000f\\u0010\\u0011\\u0012\\u0013\\u0014\\u0015\\u0016\\u0017\\u0018'
+                '\\u0019\\u001a\\u001b\\u001c\\u001d\\u001e\\u001f\\"\\\\/\x7f\u2028\u2029é😀"')
+    assert jcs(s) == expected.encode()
+    assert canonical_bytes([s]) == b"[" + expected.encode() + b"]"
+    with pytest.raises(UnicodeEncodeError):
+        jcs("\ud800")  # a lone surrogate has no UTF-8 form
+
+
+def test_large_integers_are_text_in_records_and_doubles_to_jcs():
+    limit = 2**53 - 1
+    assert canonical_bytes([limit, -limit]) == f"[{limit},{-limit}]".encode()
+    assert canonical_bytes([limit + 1, -(limit + 2), 2**70]) == \
+        f'["{limit + 1}","{-(limit + 2)}","{2**70}"]'.encode()
+    # A parsed integer token is a double to JCS, as to any JavaScript verifier.
+    assert jcs(2**53 + 1) == b"9007199254740992"
+    assert jcs(10**21) == b"1e+21"
+
+
+def _random_doubles(n: int) -> list[float]:
+    rng = random.Random(8785)
+    out = [_double(bits) for bits, _ in RFC8785_NUMBERS]
+    while len(out) < n:
+        x = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(x):
+            out.append(x)
+    for e in range(-30, 30):
+        for m in (1, 1.5, 2, 5, 9.999999999999998, 123456789):
+            out += [m * 10.0**e, -m * 10.0**e]
+    out += [float(i) for i in range(-300, 300)] + [round(rng.uniform(0, 100), 3)
+                                                    for _ in range(2000)]
+    return out
+
+
+def test_orjson_differs_from_jcs_only_where_the_fast_path_looks():
+    """Pins the orjson behaviour the writer's fast path relies on: every double orjson writes
+    otherwise than ECMAScript is caught by _orjson_float_differs."""
+    missed = []
+    for x in _random_doubles(40_000):
+        fast = orjson.dumps([x])
+        if fast != b"[" + es_number(x).encode() + b"]" and not _orjson_float_differs(fast):
+            missed.append(x)
+        assert canonical_bytes([x]) == jcs([x])
+    assert missed == []
+
+
+@pytest.mark.skipif(not __import__("shutil").which("node"), reason="node is not installed")
+def test_es_number_matches_javascript():
+    import subprocess
+
+    xs = _random_doubles(20_000)
+    out = subprocess.run(["node", "-e", "const a=JSON.parse(require('fs').readFileSync(0,'utf8'));"
+                          "process.stdout.write(JSON.stringify(a.map(String)))"],
+                         input=json.dumps(xs), capture_output=True, text=True, check=True)
+    assert [es_number(x) for x in xs] == json.loads(out.stdout)
+
+
+_KEYS = st.text(st.characters(blacklist_categories=("Cs",)), max_size=4) | st.sampled_from(
+    ["\ue000", "\uffff", "\U0001f600", "\U00010000", "a", "é"])
+_SCALARS = (st.none() | st.booleans() | st.floats(allow_nan=True, allow_infinity=True)
+            | st.integers(min_value=-(2**70), max_value=2**70)
+            | st.text(st.characters(blacklist_categories=("Cs",)), max_size=8))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(_KEYS, inner, max_size=5), max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_VALUES)
+def test_writer_fast_path_is_jcs_of_ijson(value):
+    ijson = to_ijson(value)
+    assert canonical_bytes(ijson) == jcs(ijson)
+    if "nan" not in repr(value) and "inf" not in repr(value):
+        # Big integers need no preparing: the slow path does it (NaN must be prepared).
+        assert canonical_bytes(value) == jcs(ijson)
+    # What the writer wrote parses back to a value with the same canonical form.
+    assert jcs(json.loads(canonical_bytes(ijson))) == canonical_bytes(ijson)
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+ODD = Identity("canon-svc", "service", attributes={
+    "ratio": 0.1, "whole": 2.0, "tiny": 1e-6, "huge": 1e20, "big": 2**64 + 1, "neg": -0.0,
+    "nan": float("nan"), "inf": float("-inf"), "name": "Zoë 😀", "\ue000": "private use"})
+
+
+def _write(path, key, version, events=4):
+    log = AuditLog(path, signing_key=key, schema_version=version)
+    for i in range(events):
+        log.event("canon_test", ODD, {"host": "h", "port": 5432}, n=i, floats=[1.5, 3.0, 1e16],
+                  nested={"k": [{"d": 2**60, "ü": "ß"}, None, True]}, big=2**53 + i)
+    log.close()
+    return path
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_log_of_each_schema_version_verifies(tmp_path, version):
+    key = Ed25519PrivateKey.generate()
+    path = _write(tmp_path / "a.jsonl", key, version)
+    report = verify(path, key.public_key())
+    assert report.records == 5 and report.open_chains == ()
+    lines = path.read_bytes().splitlines()
+    recs = [json.loads(line) for line in lines]
+    assert {r["v"] for r in recs} == {version}
+    for line, rec in zip(lines, recs):
+        body = canonical(rec)
+        assert hashlib.sha256(body).hexdigest() == rec["hash"]
+        tail = b',"hash":"' + rec["hash"].encode() + b'"'
+        tail += b',"sig":"' + rec["sig"].encode() + b'"' if "sig" in rec else b""
+        assert line == body[:-1] + tail + b"}"  # the line is the hashed bytes plus hash/sig
+        if version == 2:
+            assert body == jcs({k: v for k, v in rec.items() if k not in ("hash", "sig")})
+
+
+def test_v1_bytes_are_not_jcs_so_verify_dispatches_on_version(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    line = _write(tmp_path / "a.jsonl", key, 1).read_bytes().splitlines()[0]
+    assert b'"whole":2.0' in line and b'"nan":"NaN"' in line  # orjson's v1 form
+    assert SCHEMA_VERSION == 2
+    rec = json.loads(line)
+    assert canonical(rec) != jcs({k: v for k, v in rec.items() if k not in ("hash", "sig")})
+
+
+def test_v2_record_values(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    rec = json.loads(_write(tmp_path / "a.jsonl", key, 2).read_bytes().splitlines()[0])
+    assert rec["identity"]["attributes"] == {
+        "ratio": 0.1, "whole": 2, "tiny": 0.000001, "huge": 100000000000000000000,
+        "big": str(2**64 + 1), "neg": 0, "nan": "NaN", "inf": "-Infinity",
+        "name": "Zoë 😀", "\ue000": "private use"}
+    assert rec["big"] == str(2**53) and rec["nested"]["k"][0]["d"] == str(2**60)
+    assert rec["floats"] == [1.5, 3, 10000000000000000]
+
+
+def _rehash(rec: dict, hashed: dict | None = None) -> str:
+    """``rec`` as JSON text with the hash of ``hashed`` (default: of itself)."""
+    body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
+    digest = hashlib.sha256(canonical({k: v for k, v in (hashed or rec).items()
+                                       if k not in ("hash", "sig")})).hexdigest()
+    return json.dumps(body)[:-1] + f', "hash": "{digest}"}}'
+
+
+@pytest.mark.parametrize("edit", ["nan_token", "duplicate_member", "unknown_version"])
+def test_v2_lines_that_are_not_ijson_are_refused_even_with_a_matching_hash(tmp_path, edit):
+    """A line a lenient parser reads one way and a strict verifier refuses is an edit."""
+    key = Ed25519PrivateKey.generate()
+    path = _write(tmp_path / "a.jsonl", key, 2, events=1)
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    if edit == "nan_token":
+        # The hash a lenient verifier computes (orjson writes NaN as null).
+        lenient = json.loads(lines[0])
+        lenient["identity"]["attributes"]["nan"] = None
+        rec["identity"]["attributes"]["nan"] = float("nan")
+        text = _rehash(rec, lenient)
+        assert "NaN" in text and '"NaN"' not in text
+        reason = "not I-JSON"
+    elif edit == "duplicate_member":
+        text = _rehash(rec).replace('"type":', '"type": "connect", "type":', 1)
+        reason = "not I-JSON"
+    else:
+        rec["v"] = 3
+        text = _rehash(rec)
+        reason = "schema version 3"
+    lines[0] = text
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(VerificationError, match=reason) as info:
+        verify(path, key.public_key())
+    assert info.value.index == 1
