@@ -139,7 +139,7 @@ def _kinds_list(kinds: Sequence[str]) -> str:
 
 def _allowlist(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
     allowed = set(cfg.params.get("allow", ()))
-    bad = s.kinds - allowed
+    bad = s.policy_kinds - allowed
     if not bad:
         return None
     who = f"{ctx.identity.kind} identities" if cfg.identity_kinds else "this identity"
@@ -434,7 +434,7 @@ def _ddl(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
 
 def _require_approval(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
     kinds = set(cfg.params.get("kinds", ()))
-    if kinds and not s.kinds & kinds:
+    if kinds and not s.policy_kinds & kinds:
         return None
     if not _tables_match(cfg, s.writes | s.reads, default=True):
         return None

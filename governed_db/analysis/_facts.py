@@ -177,6 +177,8 @@ class StatementFacts:
         effect_unknown: why the effect of a called function cannot be known (its body is
             opaque: another language, dynamic SQL); filled in with the catalog.
         calls_writing_function: a called user function may change data (body analysis).
+        explain_analyze: an ``EXPLAIN (ANALYZE)`` that runs its statement (see
+            ``policy_kinds``).
     """
 
     kind: str
@@ -210,6 +212,7 @@ class StatementFacts:
     calls_writing_function: bool = False
     deallocates: tuple[str, ...] = ()
     session_refs: tuple[tuple[int, str, str], ...] = ()
+    explain_analyze: bool = False
 
     @property
     def dangerous_functions(self) -> frozenset[str]:
@@ -218,6 +221,12 @@ class StatementFacts:
     @property
     def has_unbounded_write(self) -> bool:
         return bool(self.unbounded_writes)
+
+    @property
+    def policy_kinds(self) -> frozenset[str]:
+        """``kinds`` as allow-lists and approval rules see them: with ``"EXPLAIN ANALYZE"``
+        when an EXPLAIN runs its statement (it reports actual row counts: not a plan only)."""
+        return self.kinds | {"EXPLAIN ANALYZE"} if self.explain_analyze else self.kinds
 
     @property
     def opaque(self) -> bool:
@@ -238,7 +247,7 @@ class _Collector:
         "kinds", "writes", "reads", "functions", "unbounded", "settings", "opaque",
         "prepares", "executes", "declares", "fetches", "closes", "copy", "rw",
         "prepared_here", "refs", "ops", "dynamic_settings", "colnot", "deallocates",
-        "session_refs",
+        "session_refs", "explain_analyze",
     )
 
     def __init__(self, prepared_here: dict[str, _Collector]) -> None:
@@ -263,6 +272,7 @@ class _Collector:
         self.ops: set[tuple[str, str]] = set()
         self.dynamic_settings = False
         self.colnot: set[str] = set()
+        self.explain_analyze = False
 
     def merge_calls(self, inner: _Collector) -> None:
         """Functions, operators and settings of an inner body count as this statement's."""
@@ -718,7 +728,11 @@ def _h_explain(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> No
         if d.get("defname") == "analyze":
             arg = d.get("arg")
             analyze = True if arg is None else _def_bool(arg)
-    # EXPLAIN without ANALYZE plans but never runs its statement.
+    # EXPLAIN without ANALYZE plans but never runs its statement. With ANALYZE it runs it and
+    # reports what happened (actual row counts, loops, rows removed): a kind of its own, so an
+    # allow-list that names only "EXPLAIN" does not let it run.
+    if now and analyze:
+        c.explain_analyze = True
     _walk(body.get("query"), c, now and analyze, ctes)
 
 
@@ -1118,6 +1132,7 @@ def _extract(raw: dict[str, Any], text: str, prepared: dict[str, _Collector]) ->
         function_refs=frozenset(c.refs), operators=frozenset(c.ops),
         dynamic_settings=c.dynamic_settings, column_notation=frozenset(c.colnot),
         deallocates=tuple(c.deallocates), session_refs=tuple(c.session_refs),
+        explain_analyze=c.explain_analyze,
     )
 
 

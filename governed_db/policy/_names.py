@@ -26,10 +26,11 @@ def statement_kinds() -> frozenset[str]:
     kinds = set(_facts._SIMPLE_KINDS.values()) | set(_facts._TX_KINDS.values())
     kinds |= _facts.DDL_KINDS | _facts.READ_KINDS | _facts.TRANSACTION_KINDS
     # Added by handlers rather than the tables above (see _facts: _h_grant, _h_set, _h_fetch,
-    # _h_vacuum, _top_kind): SELECT/DML, SET/RESET, REVOKE, FETCH/MOVE, VACUUM/ANALYZE, and the
+    # _h_vacuum, _h_explain, _top_kind): SELECT/DML, SET/RESET, REVOKE, FETCH/MOVE, VACUUM/ANALYZE, and the
     # kind of statements the analyzer does not understand.
     kinds |= {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "SET", "RESET", "GRANT",
-              "REVOKE", "FETCH", "MOVE", "VACUUM", "ANALYZE", "TRANSACTION", "UNKNOWN"}
+              "REVOKE", "FETCH", "MOVE", "VACUUM", "ANALYZE", "EXPLAIN ANALYZE", "TRANSACTION",
+              "UNKNOWN"}
     return frozenset(kinds)
 
 
