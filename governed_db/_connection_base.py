@@ -136,12 +136,19 @@ class GovernedConnectionMixin:
         gov = self._governor
         assert gov is not None
         status = self.pgconn.transaction_status
-        if status not in (IDLE, INTRANS):
+        queued = self._pipeline is not None and status == pq.TransactionStatus.ACTIVE
+        if status not in (IDLE, INTRANS) and not queued:
             gov.rolled_back()  # failed transaction: its SETs will be rolled back
             return
         reported = self.pgconn.parameter_status(b"default_transaction_read_only")
-        sync = gov.session_sync_sql(identity, status == INTRANS,
+        sync = gov.session_sync_sql(identity, status != IDLE,
                                     None if reported is None else reported.decode())
+        if queued and sync:
+            # Pipeline mode with results in flight: the sync is queued ahead of the
+            # statement (an identity switched inside the pipeline applies to its statements;
+            # an earlier error makes the server skip both). Whether it ran is known only
+            # after the pipeline: the session is synced again before the next statement.
+            gov.pipeline_synced = True
         for sql in sync:
             res = yield from self._exec_command(sql)  # type: ignore[attr-defined]
             gov.session_sync_result(sql, res)

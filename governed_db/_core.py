@@ -26,7 +26,12 @@ import attrs
 from . import _config, _server_mask, telemetry
 from ._catalog import Catalog
 from .analysis import Analysis, StatementFacts, analyze
-from .analysis._effects import static_bound, unknown_functions, with_function_effects
+from .analysis._effects import (
+    may_run_unseen_code,
+    static_bound,
+    unknown_functions,
+    with_function_effects,
+)
 from .analysis._lineage import UNKNOWN, statement_lineage
 from .errors import ApprovalRequired, StatementDenied
 from .guardrails import Decision, effective_facts, evaluate, rule_limit
@@ -105,7 +110,7 @@ class StatementContext:
                  "_params_digest", "_param_key", "approval_id", "rows_returned",
                  "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
                  "read_write", "approval_consumed", "effect_check", "server_mask",
-                 "detections", "key", "measured")
+                 "detections", "key", "measured", "settings_check")
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -130,6 +135,8 @@ class StatementContext:
         self.approval_consumed = False  # given back when the statement does not run
         self.effect_check = False  # runs under the exact blast radius (see gate())
         self.measured = False  # running inside the blast-radius savepoint (_cursor_base)
+        # May run code the analyzer did not see: the identity settings are read back after it.
+        self.settings_check = False
         # What every cached answer about this statement is keyed by (see Governor.gate):
         # the text, the identity's scope, the policy, the catalog snapshot and the versions
         # of the session objects (prepared statements, cursors) the text refers to.
@@ -255,7 +262,9 @@ class Governor:
         self.prior_read_only: str | None = None  # the session's value before READ ONLY
         self.prior_timeout: str | None = None  # the session's value before the timeout
         self.synced_in_tx = False  # sync SETs ran inside the open transaction (undone by ROLLBACK)
+        self.server_rls: tuple[tuple[str, str], ...] | None = None  # identity_settings()
         self.synced_identity: Identity | None = None  # the object last synced (fast path)
+        self.pipeline_synced = False  # a sync was queued in a pipeline (see _gov_session_gen)
         self.server_search_path = False
         self.pending_identity: Identity | None = None  # from _start_query to gate()
         # Whether the next statement is the first of its transaction (nothing has taken a
@@ -277,7 +286,7 @@ class Governor:
                                                         frozenset[str]], Any]] = {}
         # By the decision key: (runs under the blast radius, changes data a READ ONLY
         # transaction refuses) — both depend only on the text, identity and snapshot.
-        self._effects: dict[tuple[Any, ...], tuple[bool, bool]] = {}
+        self._effects: dict[tuple[Any, ...], tuple[bool, bool, bool]] = {}
         # Statement shapes masked by the server, by the decision key (see _server_mask).
         self.server_masks: dict[tuple[Any, ...], Any] = {}
 
@@ -333,11 +342,16 @@ class Governor:
         """
         out: list[bytes] = []
         label = identity.label
-        if label != self.server_identity:
+        rls = identity_settings(identity)
+        if label != self.server_identity or rls != self.server_rls:
+            # One statement, sent only when the identity changes: the row-level security
+            # hand-off (identity_settings) costs nothing per statement.
             lit = _sql_literal(label[:200])
             out.append(b"SELECT pg_catalog.set_config('governed_db.identity', " + lit +
                        b", false), pg_catalog.set_config('application_name', " +
-                       _sql_literal(("governed_db " + label)[:63]) + b", false)")
+                       _sql_literal(("governed_db " + label)[:63]) + b", false)" +
+                       b"".join(b", pg_catalog.set_config(" + _sql_literal(name) + b", " +
+                                _sql_literal(value) + b", false)" for name, value in rls))
         if self.read_only_for(identity):
             if reported_read_only is not None:
                 switch = reported_read_only != "on"  # what the server says, not a guess
@@ -382,6 +396,7 @@ class Governor:
         self.synced_identity = identity
         self.server_search_path = self.policy.session.search_path is not None
         self.server_identity = identity.label
+        self.server_rls = identity_settings(identity)
         if self.read_only_for(identity):
             self.server_read_only = True
         else:
@@ -399,6 +414,7 @@ class Governor:
         self.synced_identity = None
         self.server_search_path = False
         self.server_identity = None
+        self.server_rls = None
         self.server_read_only = None
         self.server_timeout = None
 
@@ -457,11 +473,13 @@ class Governor:
             effects = (decision.checks_effect and self._needs_effect_check(
                            statements, decision.affected_row_limit, decision.full_table_min_rows),
                        any(s.kinds & READ_WRITE_KINDS or s.calls_writing_function
-                           for s in statements))
+                           for s in statements),
+                       may_run_unseen_code(statements, self.catalog))
             if len(self._effects) >= 2048:
                 self._effects.clear()
             self._effects[key] = effects
         ctx.effect_check = effects[0]
+        ctx.settings_check = effects[2]
         read_write = (effects[1] and decision.would in ("allow", "approval")
                       and self.read_only_for(ident))
         if read_write and not self.tx_fresh:
@@ -558,10 +576,18 @@ class Governor:
         return request_id, granted
 
     def unverifiable_in_pipeline(self, ctx: StatementContext) -> StatementDenied:
-        """BEGIN/SET/RESET of a read-only identity in pipeline mode: the transaction mode
-        cannot be read back between pipelined statements, so it does not run."""
+        """BEGIN/SET/RESET of a read-only identity, or a statement that may run code the
+        analyzer did not see, in pipeline mode: the server state (transaction mode, the
+        identity settings) cannot be read back between pipelined statements, so it does
+        not run."""
         rule_ids = ("session.verify-server-state",)
         self._record(ctx, outcome="denied", rules=list(rule_ids))
+        if ctx.settings_check:
+            return StatementDenied(
+                "denied by policy rule `session.verify-server-state`: this statement may run"
+                " code its text does not show (a user-defined function, a view, a trigger), so"
+                " the identity settings (governed_db.identity.*) are read back after it, which"
+                " pipeline mode cannot do; run it outside the pipeline", rule_ids=rule_ids)
         return StatementDenied(
             "denied by policy rule `session.verify-server-state`: for a read-only identity,"
             " transaction control and SET/RESET cannot run in pipeline mode (the session's"
@@ -1474,6 +1500,32 @@ def _inner_facts(s: StatementFacts, name: str, *, prepared: bool) -> StatementFa
     if not prepared:
         facts = attrs.evolve(facts, kinds=facts.kinds | {"SELECT"})
     return facts
+
+
+# The row-level security hand-off (docs/row-level-security.md): what PostgreSQL policies read
+# with current_setting('governed_db.identity.<name>', true). Set by the library whenever the
+# acting identity changes; SET/RESET/set_config of governed_db.* is denied for every identity
+# (session.disallow-security-settings) and read back after statements that may run code the
+# analyzer did not see (a user function, a view, a trigger).
+IDENTITY_SETTINGS = ("governed_db.identity.id", "governed_db.identity.kind",
+                     "governed_db.identity.roles", "governed_db.identity.tenant",
+                     "governed_db.identity.verified", "governed_db.identity.issuer",
+                     "governed_db.identity.subject")
+IDENTITY_SETTINGS_QUERY = ("SELECT " + ", ".join(
+    f"pg_catalog.current_setting('{name}', true)" for name in IDENTITY_SETTINGS)).encode()
+
+
+def identity_settings(identity: Identity) -> tuple[tuple[str, str], ...]:
+    """``(setting, value)`` of the hand-off, in IDENTITY_SETTINGS order: id, kind, roles (a
+    JSON array of strings: unambiguous, ``::jsonb ? 'role'`` tests one), tenant, verified
+    (``true``/``false``), issuer and subject (empty unless verified). An absent value is
+    the empty string (``nullif(current_setting(...), '')`` makes it NULL)."""
+    import json
+
+    values = (identity.id, identity.kind, json.dumps(list(identity.roles)),
+              identity.tenant or "", "true" if identity.verified else "false",
+              identity.issuer or "", identity.subject or "")
+    return tuple(zip(IDENTITY_SETTINGS, values, strict=True))
 
 
 def _sql_literal(text: str) -> bytes:

@@ -21,7 +21,7 @@ from psycopg.rows import RowFactory, RowMaker
 
 from . import _server_mask
 from . import egress as _egress
-from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
+from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
 from .errors import InterfaceError
 
 INTRANS = pq.TransactionStatus.INTRANS
@@ -86,6 +86,9 @@ class GovernedCursorMixin:
                 # The transaction governance synced inside ended (COMMIT or ROLLBACK, maybe
                 # through transaction()): whether its SETs hold is not known, sync again.
                 gov.rolled_back()
+        if gov.pipeline_synced and conn._pipeline is None:
+            gov.pipeline_synced = False
+            gov.session_reset()  # synced inside a pipeline: not known to have run
         if ident is not gov.synced_identity or gov.catalog_due() \
                 or conn.pgconn.transaction_status not in _SYNCABLE:
             return self._gov_sync_then_start(ident, query)
@@ -112,8 +115,8 @@ class GovernedCursorMixin:
             pgq.query = sm.query
             ctx.server_mask = sm
         if conn._pipeline is not None:
-            if gov.read_only_for(ctx.identity) and any(
-                    st.kinds & TX_MODE_KINDS for st in ctx.statements):
+            if ctx.settings_check or (gov.read_only_for(ctx.identity) and any(
+                    st.kinds & TX_MODE_KINDS for st in ctx.statements)):
                 raise gov.unverifiable_in_pipeline(ctx)
             conn._gov_inflight.append(ctx)
         return pgq
@@ -167,6 +170,8 @@ class GovernedCursorMixin:
                 self._conn._governor.rolled_back()
                 self._conn._governor.transaction_ended(committed=False)
             yield from self._gov_check_tx_mode(ctx)
+            if ctx.settings_check:
+                yield from self._gov_check_identity_settings()
             self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
         return rv
 
@@ -199,6 +204,25 @@ class GovernedCursorMixin:
         res = yield from conn._exec_command(b"SHOW transaction_read_only")
         if res is None or res.get_value(0, 0) != b"on":
             gov.violation = "transaction_read_only"
+
+    def _gov_check_identity_settings(self) -> Any:
+        """After a statement that may have run code the analyzer did not see (a user
+        function, a view, a trigger: see ``may_run_unseen_code``), read the row-level
+        security hand-off back (custom settings are not reported by the server). A value
+        other than the one the library set closes the session (in wait())."""
+        conn = self._conn
+        gov = conn._governor
+        expected = gov.server_rls
+        if expected is None or conn.pgconn.transaction_status not in _SYNCABLE:
+            return  # not synced yet, or a failed transaction (its changes are rolled back)
+        res = yield from conn._exec_command(IDENTITY_SETTINGS_QUERY)
+        if res is None:
+            return
+        for i, (name, value) in enumerate(expected):
+            got = res.get_value(0, i)
+            if got is None or got.decode() != value:
+                gov.violation = name
+                return
 
     def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._execute_gen(*args, **kwargs))  # type: ignore[misc]

@@ -340,6 +340,10 @@ def _settings(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | No
     for name, value in s.settings:
         if name == "*":
             bad.add("RESET ALL / DISCARD ALL")
+        elif name.startswith("governed_db.") or name == "governed_db":
+            # The library's own (the identity row-level security reads): never the
+            # caller's to change, whatever the policy allows.
+            bad.add(name)
         elif setting_matches(name, allowed) or _stricter(name, value):
             continue
         elif name == "statement_timeout":

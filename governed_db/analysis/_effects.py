@@ -206,6 +206,34 @@ def unknown_functions(s: StatementFacts, catalog: Any) -> frozenset[str]:
                      if f not in builtins and f not in catalog.user_functions)
 
 
+# Statement kinds that run only what their text says (functions and relations aside).
+_SEEN_KINDS = frozenset({"SELECT", "SHOW", "EXPLAIN", "EMPTY", "SET", "BEGIN", "COMMIT",
+                         "ROLLBACK", "SAVEPOINT", "RELEASE", "ROLLBACK TO", "INSERT", "UPDATE",
+                         "DELETE", "MERGE"})
+
+
+def may_run_unseen_code(statements: Iterable[StatementFacts], catalog: Any) -> bool:
+    """Whether running ``statements`` may execute code their text does not show — a
+    function that is not built in (its body may be opaque), a view's definition, a trigger
+    or rule of a written table, any other statement kind — which could change session
+    settings behind the analyzer's back. Fail closed: no catalog, or a relation it does not
+    know, counts as yes."""
+    if catalog is None:
+        return True
+    builtins = catalog.builtin_functions
+    for s in statements:
+        if s.effect_unknown or s.opaque_reasons or not s.kinds <= _SEEN_KINDS:
+            return True
+        if s.functions and not s.functions <= builtins:
+            return True
+        for name in s.reads | s.writes:
+            rel = catalog.resolve(name)
+            if rel is None or rel.kind not in ("r", "p") \
+                    or (name in s.writes and rel.oid in catalog.side_effect_tables):
+                return True
+    return False
+
+
 def with_function_effects(s: StatementFacts, catalog: Any) -> StatementFacts:
     """``s`` with the effects of the user functions it calls counted as its own.
 
