@@ -77,6 +77,11 @@ _TYPE_WORDS = frozenset({
     "interval", "decimal", "char", "national", "null", "true", "false", "default",
 })
 _TYPE_SHAPE = re.compile(r"[a-z_][a-z0-9_ .\"]*(?:\(\d+(?:,\d+)?\))?(?:\[\])*")
+# The most pieces (words between separators) a captured name, type or signature may have
+# when it is not the caller's own text: ``timestamp without time zone``, ``f(text, text, int)``.
+_MAX_PIECES = 4
+_MAX_ARGS = 8
+_SIGNATURE = re.compile(r"([^(),]+)\(([^()]*)\)")
 _PIECES = re.compile(r"::|[\s(),.\[\]\"*=]+")
 
 
@@ -196,12 +201,20 @@ class Allowed:
         if _TYPE_SHAPE.fullmatch(low):
             base = re.sub(r"\(.*|\[\]", "", low)
             words = [w for w in re.split(r"[\s.\"]+", base) if w]
-            if words and all(self.word(w) for w in words):
+            if words and len(words) <= _MAX_PIECES and all(self.word(w) for w in words):
                 return True
+        sig = _SIGNATURE.fullmatch(value)
+        if sig is not None:  # name(type, type …): the server spells argument types
+            items = [i.strip() for i in sig.group(2).split(",")] if sig.group(2).strip() else []
+            return (self.value(sig.group(1)) and len(items) <= _MAX_ARGS
+                    and all(self.value(i) for i in items))
         pieces = [p for p in _PIECES.split(value) if p]
         if not pieces:
             return not any(ch.isalnum() for ch in value)
-        return all(self.word(p) for p in pieces)
+        # Names compose into a few pieces (schema.table.column, a type, a signature); a long
+        # run of them is a value the server built from data (``repeat('a ', ascii(…))``
+        # spelled in column names), whatever words it is made of.
+        return len(pieces) <= _MAX_PIECES and all(self.word(p) for p in pieces)
 
 
 _LIST = re.compile(r"\(([^()]*)\)")

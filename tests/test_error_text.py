@@ -274,3 +274,40 @@ def test_unredacted_error_is_not_chained(db, audit):
         seen.add(id(exc))
         assert "qsn" not in str(exc)
         exc = exc.__cause__ or exc.__context__
+
+
+# A value the server builds from data, spelled in words the redactor knows (column, table and
+# type names, joined by any separator): a run of them is data, not a name.
+SPELLED = [
+    "SELECT encode('x', repeat('id ', ascii(substr(email, 1, 1)))) FROM users WHERE id = 1001",
+    "SELECT encode('x', repeat('text ', ascii(substr(ssn, 5, 1)))) FROM users WHERE id = 1001",
+    "SELECT encode('x', repeat('users.', ascii(substr(email, 2, 1)))) FROM users WHERE id = 1001",
+    "SELECT encode('x', repeat('id, ', length(email))) FROM users WHERE id = 1001",
+    "SELECT encode('x', repeat('\"users\" ', length(ssn))) FROM users WHERE id = 1001",
+    "SELECT encode('x', (SELECT string_agg(repeat('email ', ascii(substr(u.email, i, 1))), 'id '"
+    " ORDER BY i) FROM generate_series(1, 3) i)) FROM users u WHERE id = 1001",
+]
+
+
+@pytest.mark.parametrize("ident", [HUMAN, Identity("etl", "service")], ids=["human", "service"])
+@pytest.mark.parametrize("sql", SPELLED)
+def test_values_spelled_in_catalog_words_are_redacted(db, audit, sql, ident):
+    with governed_db.connect(db, identity=ident, audit=audit, autocommit=True) as conn:
+        try:
+            conn.execute(sql)
+        except errors.StatementDenied:
+            return  # (refused before it ran: nothing came back at all)
+        except psycopg.errors.InvalidParameterValue as exc:
+            assert exc.diag.message_primary == f'unrecognized encoding: "{REDACTED_TEXT}"'
+            _assert_clean(exc)
+        else:
+            raise AssertionError("the statement was expected to fail on the server")
+
+
+def test_short_names_still_come_back(db, audit):
+    """Qualified names and multi-word types are still echoed where the server quotes them."""
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.UndefinedFunction) as ei:
+            conn.execute("SELECT lower(now()::timestamp without time zone, 1)")
+        assert ei.value.diag.message_primary == \
+            "function lower(timestamp without time zone, integer) does not exist"
