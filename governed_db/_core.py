@@ -772,6 +772,18 @@ class Governor:
             " exact effect is checked in a savepoint); run it outside the pipeline",
             rule_ids=rule_ids)
 
+    def blast_radius_unmeasured(self, ctx: StatementContext, path: str) -> StatementDenied:
+        """A statement under the exact blast radius sent through ``path``, which cannot be
+        measured (rows or a FETCH reach the caller while it runs): refused before it is sent."""
+        rule_ids = ("statement.affected-row-limit",)
+        self._record(ctx, outcome="denied", rules=list(rule_ids))
+        self.give_back_approval(ctx)
+        return StatementDenied(
+            "denied by policy rule `statement.affected-row-limit`: this statement may change"
+            f" rows (or calls a function that may), and through {path} its exact effect cannot"
+            " be checked against the limit; run it with execute(), which measures it",
+            rule_ids=rule_ids)
+
     def exact_count_targets(self, ctx: StatementContext, before: Mapping[str, Sequence[int]],
                             after: Mapping[str, Sequence[int]]) -> list[str]:
         """Tables whose row count must be read exactly to tell whether the statement

@@ -29,7 +29,10 @@ IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
 # Instance slots every concrete governed cursor class declares.
-GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view")
+GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path")
+# Paths that send a statement without psycopg's _maybe_prepare_gen, so its effect cannot be
+# measured in a savepoint around it: stream() hands rows over while the statement runs, a
+# server cursor runs its query (and any function in it) at each FETCH, COPY TO streams.
 
 
 def governed_repr(obj: Any, text: str) -> str:
@@ -57,6 +60,7 @@ class GovernedCursorMixin:
 
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         self._gov_ctx = None
+        self._gov_path = None
         if getattr(connection, "_governor", None) is None:
             raise InterfaceError(
                 "governed cursors need a governed connection: connect with governed_db.connect()"
@@ -108,6 +112,11 @@ class GovernedCursorMixin:
         ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
+        path, self._gov_path = self._gov_path, None
+        if path is not None and ctx.effect_check and not _measured_copy(path, ctx):
+            # Nothing sent yet: a write whose effect is not bounded in advance may only take
+            # a path where it is measured exactly (execute(), executemany(), COPY FROM).
+            raise gov.blast_radius_unmeasured(ctx, path)
         sm = _server_mask.rewrite_for(self, gov, ctx) if gov.server_masks else None
         if sm is not None:
             # Decided, recorded and bound to the caller's text; the server masks (see
@@ -234,12 +243,15 @@ class GovernedCursorMixin:
         return self._gov_track(super()._executemany_gen_no_pipeline(*args, **kwargs))  # type: ignore[misc]
 
     def _stream_send_gen(self, *args: Any, **kwargs: Any) -> Any:
+        self._gov_path = "stream()"
         return self._gov_track(super()._stream_send_gen(*args, **kwargs))  # type: ignore[misc]
 
     def _start_copy_gen(self, *args: Any, **kwargs: Any) -> Any:
+        self._gov_path = "COPY"
         return self._gov_track(super()._start_copy_gen(*args, **kwargs))  # type: ignore[misc]
 
     def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
+        self._gov_path = "a server-side cursor"
         return self._gov_track(super()._declare_gen(*args, **kwargs))  # type: ignore[misc]
 
     def _describe_gen(self) -> Any:
@@ -451,6 +463,12 @@ class GovernedResult:
 
     def __repr__(self) -> str:
         return f"<governed {self._res!r}>"
+
+
+def _measured_copy(path: str, ctx: Any) -> bool:
+    """COPY FROM STDIN is measured when the copy ends (see GovernedCopyMixin)."""
+    return path == "COPY" and all(st.copy is not None and st.copy.is_from
+                                  for st in ctx.statements)
 
 
 def _row_limited(maker: Any, gov: Any, ctx: Any, result: Any) -> Any:

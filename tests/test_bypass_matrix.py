@@ -6,6 +6,7 @@ column (the row hook must mask it), asserting the exact rule and strategy.
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from psycopg.rows import class_row, dict_row, namedtuple_row
 
@@ -293,3 +294,123 @@ async def test_async_notifies_masked(dsn, audit):
         await sender.execute("SELECT pg_notify('ch2', 'qem.bob@example.com')")
         got = [n.payload async for n in listener.notifies(timeout=2, stop_after=1)]
     assert got == ["[email redacted]"]
+
+
+# -- statement.affected-row-limit on every path that can write ---------------------------------
+# A write whose effect is not bounded in advance is measured exactly (savepoint, rows touched
+# per table) or refused before it is sent: never run unmeasured. (A service identity, limit 1;
+# `orders` has 2 rows; trim_orders() deletes both, in a body only measuring can judge.)
+
+LIMIT_ONE = """
+[[rules]]
+id = "statement.affected-row-limit"
+level = "error"
+max_rows = 1
+"""
+ROW_LIMIT = "statement.affected-row-limit"
+WRITE = "DELETE FROM orders WHERE amount > 0 RETURNING id"
+UNMEASURED = {
+    "stream": WRITE,
+    "stream-writing-function": "SELECT trim_orders()",
+    "server_cursor-writing-function": "SELECT trim_orders()",
+    "server_cursor-function-in-where": "SELECT id FROM orgs WHERE trim_orders() IS NULL",
+    "copy_to-dml": f"COPY ({WRITE}) TO STDOUT",
+    "copy_to-writing-function": "COPY (SELECT trim_orders()) TO STDOUT",
+}
+
+
+@pytest.fixture
+def wdsn(dsn):
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("CREATE FUNCTION trim_orders() RETURNS int LANGUAGE plpgsql AS $$BEGIN"
+                    " DELETE FROM orders WHERE amount > 0; RETURN 1; END$$")
+    return dsn
+
+
+def _counts(dsn):
+    with psycopg.connect(dsn) as raw:
+        return raw.execute("SELECT count(*) FROM orders").fetchone()[0]
+
+
+def _run_unmeasured(conn, case):
+    sql = UNMEASURED[case]
+    if case.startswith("stream"):
+        return list(conn.cursor().stream(sql))
+    if case.startswith("server_cursor"):
+        with conn.cursor(name="wsrv") as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    with conn.cursor().copy(sql) as copy:
+        return list(copy)
+
+
+async def _run_unmeasured_async(conn, case):
+    sql = UNMEASURED[case]
+    if case.startswith("stream"):
+        return [r async for r in conn.cursor().stream(sql)]
+    if case.startswith("server_cursor"):
+        async with conn.cursor(name="wsrv") as cur:
+            await cur.execute(sql)
+            return await cur.fetchall()
+    async with conn.cursor().copy(sql) as copy:
+        return [row async for row in copy]
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "in-transaction"])
+@pytest.mark.parametrize("case", sorted(UNMEASURED))
+def test_unmeasurable_write_paths_refused(wdsn, audit, case, autocommit):
+    policy = _parse(LIMIT_ONE)
+    with governed_db.connect(wdsn, identity=governed_db.Identity("etl", "service"),
+                             policy=policy, audit=audit, autocommit=autocommit) as conn:
+        with pytest.raises(errors.StatementDenied) as ei:
+            _run_unmeasured(conn, case)
+        assert ei.value.rule_ids == (ROW_LIMIT,)
+        assert "execute()" in str(ei.value)
+        if not autocommit:
+            conn.rollback()
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)  # still usable
+    assert _counts(wdsn) == 2
+    audit.flush()
+    denied = [r for r in audit.records if r["type"] == "statement"
+              and r["outcome"]["outcome"] == "denied"]
+    assert [r["outcome"]["rules"] for r in denied] == [[ROW_LIMIT]]
+
+
+@pytest.mark.parametrize("case", sorted(UNMEASURED))
+async def test_unmeasurable_write_paths_refused_async(wdsn, audit, case):
+    conn = await governed_db.AsyncConnection.connect(
+        wdsn, identity=governed_db.Identity("etl", "service"), policy=_parse(LIMIT_ONE),
+        audit=audit, autocommit=True)
+    try:
+        with pytest.raises(errors.StatementDenied) as ei:
+            await _run_unmeasured_async(conn, case)
+        assert ei.value.rule_ids == (ROW_LIMIT,)
+    finally:
+        await conn.close()
+    assert _counts(wdsn) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_reads_on_unmeasured_paths_still_run(wdsn, audit, mode):
+    """Only writes (and calls that may write) are refused: reads take every path as before."""
+    if mode == "sync":
+        with governed_db.connect(wdsn, identity=governed_db.Identity("etl", "service"),
+                                 policy=_parse(LIMIT_ONE), audit=audit) as conn:
+            assert len(list(conn.cursor().stream("SELECT id FROM orders"))) == 2
+            with conn.cursor(name="rsrv") as cur:
+                cur.execute("SELECT id FROM orders")
+                assert len(cur.fetchall()) == 2
+    else:
+        conn = await governed_db.AsyncConnection.connect(
+            wdsn, identity=governed_db.Identity("etl", "service"), policy=_parse(LIMIT_ONE),
+            audit=audit)
+        try:
+            assert len([r async for r in conn.cursor().stream("SELECT id FROM orders")]) == 2
+        finally:
+            await conn.close()
+
+
+def _parse(text):
+    from governed_db.policy import parse_policy
+
+    return parse_policy(text)

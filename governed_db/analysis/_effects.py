@@ -318,7 +318,11 @@ def static_bound(s: StatementFacts, catalog: Any) -> int | None:
     if typ not in _DML:
         if s.kinds & {"INSERT", "UPDATE", "DELETE", "MERGE"}:
             return None  # DML somewhere inside (EXPLAIN ANALYZE, a CTE of a SELECT, ...)
-        return 0 if not (s.kinds & {"COPY"}) else None
+        if s.kinds & {"COPY"}:
+            # COPY TO changes no rows (DML or a writing function in its query is caught
+            # above); COPY FROM inserts as many as it is sent.
+            return 0 if s.copy is not None and not s.copy.is_from else None
+        return 0
     if typ == "MergeStmt" or body.get("withClause") or catalog is None:
         return None
     if len(s.writes) != 1 or s.kinds & {"MERGE"}:
