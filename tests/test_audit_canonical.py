@@ -3,20 +3,39 @@ reference verifier in docs/ agreeing with `governed-db audit verify`."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
 import random
+import re
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
-from governed_db import Identity
-from governed_db.audit import SCHEMA_VERSION, AuditLog, VerificationError, canonical, verify
+import governed_db
+from governed_db import Identity, errors
+from governed_db.audit import (
+    SCHEMA_VERSION,
+    AuditLog,
+    VerificationError,
+    canonical,
+    load_public_key,
+    verify,
+)
+from governed_db.cli import main
+
+from .conftest import scratch_database
 from governed_db.audit._canonical import (
     _orjson_float_differs,
     _via_orjson,
@@ -252,7 +271,7 @@ def test_v2_lines_that_are_not_ijson_are_refused_even_with_a_matching_hash(tmp_p
     """A line a lenient parser reads one way and a strict verifier refuses is an edit."""
     key = Ed25519PrivateKey.generate()
     path = _write(tmp_path / "a.jsonl", key, 2, events=1)
-    lines = path.read_text().splitlines()
+    lines = path.read_text().removesuffix("\n").split("\n")
     rec = json.loads(lines[0])
     if edit == "nan_token":
         # The hash a lenient verifier computes (orjson writes NaN as null).
@@ -274,3 +293,232 @@ def test_v2_lines_that_are_not_ijson_are_refused_even_with_a_matching_hash(tmp_p
     with pytest.raises(VerificationError, match=reason) as info:
         verify(path, key.public_key())
     assert info.value.index == 1
+
+
+# -- the reference verifier (docs/verify_audit_log.py) against real logs ------------------------
+
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "verify_audit_log.py"
+WRITER = Identity("canon-writer", "service", purpose="vérifier 検証", attributes={
+    "ratio": 0.1, "whole": 3.0, "tiny": 2e-6, "huge": 1.5e17, "big": 2**63 + 7,
+    "nan": float("nan"), "name": "Zoë 😀 \u2028", "\ufb33": "x", "\U0001f600": "y"})
+# No float: its records take the writer's fast path, whose name order must still be UTF-16's.
+UNSORTED = Identity("canon-keys", "service", attributes={"\ufb33": "x", "\U0001f600": 2**60})
+PLAIN = Identity("canon-plain", "service")
+
+
+async def _async_statements(dsn: str, log: AuditLog) -> None:
+    async with await governed_db.AsyncConnection.connect(dsn, identity=WRITER, audit=log) as c:
+        cur = c.cursor()
+        await cur.execute("SELECT id, name FROM users WHERE id = %s AND name <> %s",
+                          (1001, "Zoë 😀"))
+        await cur.fetchall()
+        await cur.execute("SELECT %s::jsonb AS nested", (Jsonb({"a": [1.5, 2**60, {"ü": None}]}),))
+        await cur.fetchall()
+
+
+def _suite_log(dsn: str, tmp_path: Path) -> tuple[Path, Path]:
+    """A log as the suite writes them: statements from sync and async connections, events,
+    two writers' chains interleaved in one file, signed checkpoints."""
+    key = Ed25519PrivateKey.generate()
+    path, pub = tmp_path / "audit.jsonl", tmp_path / "audit-signing.pub"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    first = AuditLog(path, signing_key=key, settings={"checkpoint_every": 5})
+    second = AuditLog(path, signing_key=key)
+    with governed_db.connect(dsn, identity=WRITER, audit=first) as c:
+        for i, params in enumerate([(1001,), (2**40,), (-1,)]):
+            c.execute("SELECT email, ssn, name AS \"naïve 😀\" FROM users WHERE id = %s",
+                      params).fetchall()
+            c.execute("UPDATE orders SET note = %s WHERE id = %s", (f"ünïcode {i}", 1))
+            c.commit()
+        c.execute("SELECT %s::jsonb, %s::float8, %s::numeric",
+                  (Jsonb({"k": [1e-7, 1e21, 2.0, "\u0001\u001f"]}), 1e-6, 2**70)).fetchall()
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("DELETE FROM orders")
+        c.rollback()
+        for who in (UNSORTED, PLAIN):
+            with governed_db.connect(dsn, identity=who, audit=second) as other:
+                other.execute("SELECT id FROM users WHERE id = %s", (1001,)).fetchall()
+        second.event("canon_test", WRITER, {"host": "h"}, floats=[1e16, 0.000001, -0.0],
+                      nested={"d": [{"big": 2**53}, True, None]})
+        first.flush()
+    asyncio.run(_async_statements(dsn, first))
+    second.close()
+    first.close()
+    return path, pub
+
+
+def _governed(path: Path, pub: Path) -> int | None:
+    """The first bad line `governed-db audit verify` names (None: intact), its CLI agreeing."""
+    result = CliRunner().invoke(main, ["audit", "verify", str(path), "--public-key", str(pub)])
+    try:
+        verify(path, load_public_key(pub))
+    except VerificationError as exc:
+        assert result.exit_code != 0, result.output
+        return exc.index
+    assert result.exit_code == 0, result.output
+    return None
+
+
+def _reference(path: Path, pub: Path, *, stdlib_only: bool = False) -> int | None:
+    """The first bad line the reference verifier names (None: intact). ``stdlib_only`` runs
+    it without site-packages (no `cryptography`), as an auditor's bare Python would."""
+    cmd = [sys.executable, *(["-S"] if stdlib_only else []), str(REFERENCE), str(path),
+           "--public-key", str(pub)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert ("signatures not checked" in proc.stderr) == stdlib_only, proc.stderr
+    if proc.returncode == 0:
+        assert proc.stdout.startswith("OK: "), proc.stdout
+        return None
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    match = re.match(r"record (\d+): ", proc.stdout)
+    assert match, proc.stdout
+    return int(match.group(1))
+
+
+def _records(lines: list[str]) -> list[dict]:
+    return [json.loads(line) for line in lines]
+
+
+def _with_hash(rec: dict) -> str:
+    """``rec`` re-hashed as a forger would (the hash is no secret; the signature is)."""
+    body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
+    return json.dumps({**body, "hash": hashlib.sha256(canonical(body)).hexdigest(),
+                       **({"sig": rec["sig"]} if "sig" in rec else {})}, ensure_ascii=False)
+
+
+def _tamper(lines: list[str], how: str) -> tuple[list[str], bool]:
+    """``lines`` changed as ``how`` says; and whether the stdlib-only mode can see it."""
+    recs = _records(lines)
+    stmts = [i for i, r in enumerate(recs) if r["type"] == "statement"]
+    mid = stmts[len(stmts) // 2]
+    chain = recs[mid]["chain"]
+    same = [i for i, r in enumerate(recs) if r["chain"] == chain]
+    out = list(lines)
+    if how == "edited_field":
+        out[mid] = lines[mid].replace('"outcome":"ok"', '"outcome":"denied"', 1)
+        assert out[mid] != lines[mid]
+    elif how == "edited_and_rehashed":
+        rec = dict(recs[mid], duration_ms=0.001)
+        out[mid] = _with_hash(rec)
+    elif how == "edited_attribute_float":
+        rec = recs[mid]
+        rec["identity"]["attributes"]["ratio"] = 0.1000000000000001
+        out[mid] = lines[mid].replace('"ratio":0.1,', '"ratio":0.1000000000000001,')
+    elif how == "removed_record":
+        del out[mid]
+    elif how == "reordered_records":
+        a, b = same[same.index(mid)], same[same.index(mid) + 1]
+        out[a], out[b] = lines[b], lines[a]
+    elif how == "truncated_tail":
+        out = out[:same[-1]]  # the chain's close checkpoint and what follows it are gone
+    elif how == "torn_tail":
+        out = out[:-1] + [out[-1][: len(out[-1]) // 2]]
+    elif how == "signature_removed":
+        cp = next(i for i, r in enumerate(recs) if r["type"] == "checkpoint")
+        rec = dict(recs[cp])
+        del rec["sig"]
+        out[cp] = _with_hash(rec)
+    elif how == "signature_forged":
+        cp = next(i for i, r in enumerate(recs) if r["type"] == "checkpoint")
+        rec = dict(recs[cp], sig="00" * 64)
+        out[cp] = _with_hash(rec)
+        return out, False
+    elif how == "nan_token":
+        rec = recs[mid]
+        rec["identity"]["attributes"]["nan"] = None
+        text = _with_hash(rec)
+        out[mid] = text.replace('"nan": null', '"nan": NaN')
+        assert "NaN" in out[mid]
+    elif how == "duplicate_member":
+        out[mid] = lines[mid].replace('{"chain":', '{"type":"connect","chain":', 1)
+    elif how == "big_integer_token":
+        # A forger writes an integer token no double holds and hashes its exact digits (what a
+        # verifier keeping integers exact would recompute); as a double it is 2**53. A record
+        # orjson serializes alone (no float, ASCII), so the fast path meets the token.
+        mid = next(i for i, r in enumerate(recs) if r["type"] == "statement"
+                   and r["identity"]["id"] == "canon-plain")
+        rec = recs[mid]
+        body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
+        body["outcome"]["rowcount"] = 2**53
+        exact = jcs(body).replace(b'"rowcount":9007199254740992', b'"rowcount":9007199254740993')
+        assert exact != jcs(body)
+        out[mid] = exact.decode()[:-1] + f',"hash":"{hashlib.sha256(exact).hexdigest()}"}}'
+    else:
+        raise AssertionError(how)
+    return out, True
+
+
+TAMPERS = ["edited_field", "edited_and_rehashed", "edited_attribute_float", "removed_record",
+           "reordered_records", "truncated_tail", "torn_tail", "signature_removed",
+           "signature_forged", "nan_token", "duplicate_member", "big_integer_token"]
+
+
+@pytest.fixture(scope="module")
+def suite_log(server_dsn, template_db, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("canon")
+    with scratch_database(server_dsn, template_db) as d:
+        path, pub = _suite_log(d, tmp)
+    return path, pub
+
+
+def test_reference_verifier_agrees_on_a_suite_log(suite_log):
+    path, pub = suite_log
+    recs = _records(path.read_text().removesuffix("\n").split("\n"))
+    assert {r["v"] for r in recs} == {2} and len({r["chain"] for r in recs}) == 2
+    types = [r["type"] for r in recs]
+    assert types.count("statement") >= 9 and "checkpoint" in types and "canon_test" in types
+    text = path.read_text()
+    for needle in ('"ratio":0.1,', '"whole":3,', '"tiny":0.000002,', '"huge":150000000000000000,',
+                   f'"big":"{2**63 + 7}"', '"nan":"NaN"', "Zoë 😀 \u2028", "naïve 😀",
+                   '"floats":[10000000000000000,0.000001,0]', '{"big":"9007199254740992"}',
+                   f'"attributes":{{"\U0001f600":"{2**60}","\ufb33":"x"}}'):
+        assert needle in text, needle
+    assert _governed(path, pub) is None
+    assert _reference(path, pub) is None
+    assert _reference(path, pub, stdlib_only=True) is None
+
+
+@pytest.mark.parametrize("how", TAMPERS)
+def test_reference_verifier_agrees_on_tampered_logs(suite_log, tmp_path, how):
+    path, pub = suite_log
+    lines = path.read_text().removesuffix("\n").split("\n")
+    tampered, stdlib_sees_it = _tamper(lines, how)
+    bad = tmp_path / "tampered.jsonl"
+    bad.write_text("\n".join(tampered) + ("" if how == "torn_tail" else "\n"))
+    expected = _governed(bad, pub)
+    assert expected is not None, f"{how} was not detected"
+    assert _reference(bad, pub) == expected
+    if stdlib_sees_it:
+        assert _reference(bad, pub, stdlib_only=True) == expected
+    else:
+        assert _reference(bad, pub, stdlib_only=True) is None  # needs Ed25519: documented
+
+
+def test_same_values_spelled_otherwise_verify_in_both(suite_log, tmp_path):
+    """JCS covers values, not spellings: 3.0 for 3, 2e-6 for 0.000002, \u00e9 for é."""
+    path, pub = suite_log
+    text = path.read_text()
+    respelled = text.replace('"whole":3,', '"whole":3.0,').replace(
+        '"tiny":0.000002,', '"tiny":2e-6,').replace("Zoë", "Zo\\u00eb")
+    assert respelled.count("3.0,") >= 1 and "Zo\\u00eb" in respelled and respelled != text
+    out = tmp_path / "respelled.jsonl"
+    out.write_text(respelled)
+    assert _governed(out, pub) is None
+    assert _reference(out, pub) is None
+
+
+def test_reference_verifier_refuses_v1_with_its_own_status(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    path = _write(tmp_path / "a.jsonl", key, 1)
+    proc = subprocess.run([sys.executable, str(REFERENCE), str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "schema version 1," in proc.stdout
+    assert verify(path, key.public_key()).records == 5
+
+
+def test_reference_verifier_is_short_and_stdlib_only():
+    text = REFERENCE.read_text()
+    assert len(text.splitlines()) <= 170
+    imports = set(re.findall(r"^\s*(?:import|from) (\w+)", text, re.M))
+    assert imports <= {"argparse", "base64", "hashlib", "json", "sys", "cryptography"}

@@ -79,6 +79,10 @@ def _parse_lines(lines: Any) -> Iterator[tuple[int, dict[str, Any] | None, str]]
             yield n, None, text
 
 
+# The records the writer always signs (in strict mode it signs every record).
+SIGNED_TYPES = ("checkpoint", "rotated", "record_failed")
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -155,6 +159,11 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
             raise VerificationError(n, "content has no canonical form (edited)") from None
         if digest != rec.get("hash"):
             raise VerificationError(n, "content does not match its hash (edited)")
+        if "sig" not in rec and rec.get("type") in SIGNED_TYPES:
+            # Without this, a log rewritten whole (every hash recomputed, no signature at
+            # all) would verify even against the public key.
+            raise VerificationError(n, f"a {rec.get('type')} record without its signature"
+                                       " (forged, or its signature removed)")
         if "sig" in rec:
             if key_id is not None and rec.get("key_id") != key_id:
                 raise VerificationError(n, "signed with another key (key id"
