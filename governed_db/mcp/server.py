@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import PolicyError
 from ..identity import Identity
-from ._auth import BearerAuth, verifiers_for
+from ._auth import BearerAuth, verifiers_for, with_refusal_reasons
 from ._tools import TOOL_SPECS, CallInfo, GovernedTools
 
 __all__ = ["build_server", "is_loopback", "serve", "serve_http", "serve_stdio"]
@@ -175,6 +175,8 @@ async def serve_http(tools: GovernedTools, identity: Identity, host: str, port: 
         kwargs.update(token_verifier=auth, auth=AuthSettings(
             issuer_url=url, resource_server_url=None, required_scopes=[]))
     app = server.streamable_http_app(**kwargs)
+    if auth is not None:
+        app = with_refusal_reasons(app)  # 401s say why (expired, wrong issuer, ...)
     config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_level="warning",
                             access_log=False, lifespan="on")
     userver = uvicorn.Server(config)
