@@ -48,6 +48,67 @@ EXTENDS = ("default", "none")
 BUILTIN = "builtin"
 
 
+# -- validators: a Policy built in Python is checked like one loaded from a file ---------------
+# (They raise PolicyError naming the class, field and line; the loader adds the file.)
+
+_SECTIONS = {"MaskRule": "masking.columns: ", "UnmaskGrant": "masking.unmask: ",
+             "Masking": "masking.", "SessionSettings": "session.", "Policy": ""}
+
+
+def _where(inst: Any, attribute: Any) -> tuple[str, int | None]:
+    """How the field is named in a policy file, and the line it was read from."""
+    cls = type(inst).__name__
+    prefix = f"rule {inst.id}: " if cls == "RuleConfig" and isinstance(
+        getattr(inst, "id", None), str) and attribute.name != "id" else _SECTIONS.get(cls, "")
+    return f"{prefix}{attribute.name}", getattr(inst, "line", None)
+
+
+def _name_tuple(inst: Any, attribute: Any, value: Any) -> None:
+    """A tuple of names; a bare string would be read as one name per letter."""
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return
+    what, line = _where(inst, attribute)
+    hint = f" (write ({value!r},) or [{value!r}])" if isinstance(value, str) else ""
+    raise PolicyError(f"{what} must be a tuple of names, not {value!r}{hint}", line=line)
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(inst: Any, attribute: Any, value: Any) -> None:
+        if value not in choices:
+            what, line = _where(inst, attribute)
+            raise PolicyError(f"{what} must be one of {', '.join(choices)}, not {value!r}",
+                              line=line)
+    return check
+
+
+def _kinds(inst: Any, attribute: Any, value: Any) -> None:
+    _name_tuple(inst, attribute, value)
+    bad = [k for k in value if k not in IDENTITY_KINDS]
+    if bad:
+        what, line = _where(inst, attribute)
+        raise PolicyError(f"{what}: unknown identity kind {bad[0]!r}; use one of"
+                          f" {', '.join(IDENTITY_KINDS)}", line=line)
+
+
+def _of_type(*types: type) -> Any:
+    def check(inst: Any, attribute: Any, value: Any) -> None:
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)
+                                              and int in types):
+            what, line = _where(inst, attribute)
+            raise PolicyError(f"{what} must be {' or '.join(t.__name__ for t in types)},"
+                              f" not {type(value).__name__} {value!r}", line=line)
+    return check
+
+
+def _items(cls: type) -> Any:
+    def check(inst: Any, attribute: Any, value: Any) -> None:
+        if isinstance(value, tuple) and all(isinstance(v, cls) for v in value):
+            return
+        what, line = _where(inst, attribute)
+        raise PolicyError(f"{what} must be a tuple of {cls.__name__}, not {value!r}", line=line)
+    return check
+
+
 class PolicyWarning(UserWarning):
     """A policy that loads but weakens the protection users expect (``extends = "none"``)."""
 
@@ -70,13 +131,14 @@ class RuleConfig:
             ``file:LINE`` (added by the policy file) or ``builtin, overridden at file:LINE``.
     """
 
-    id: str
-    level: str = "error"
-    identity_kinds: tuple[str, ...] = ()
-    identity_ids: tuple[str, ...] = ()
-    roles: tuple[str, ...] = ()
-    tables: tuple[str, ...] = ()
-    params: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    id: str = attrs.field(validator=_of_type(str))
+    level: str = attrs.field(default="error", validator=_one_of(LEVELS))
+    identity_kinds: tuple[str, ...] = attrs.field(default=(), validator=_kinds)
+    identity_ids: tuple[str, ...] = attrs.field(default=(), validator=_name_tuple)
+    roles: tuple[str, ...] = attrs.field(default=(), validator=_name_tuple)
+    tables: tuple[str, ...] = attrs.field(default=(), validator=_name_tuple)
+    params: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False,
+                                            validator=_of_type(Mapping))
     line: int | None = attrs.field(default=None, eq=False)
     origin: str = attrs.field(default="", eq=False, repr=False)
 
@@ -94,8 +156,8 @@ class RuleConfig:
 class MaskRule:
     """Columns (``table.column`` patterns, ``*`` wildcards) masked with a strategy."""
 
-    columns: tuple[str, ...]
-    strategy: str = "redact"
+    columns: tuple[str, ...] = attrs.field(validator=_name_tuple)
+    strategy: str = attrs.field(default="redact", validator=_one_of(STRATEGIES))
     line: int | None = attrs.field(default=None, eq=False)
     origin: str = attrs.field(default="", eq=False, repr=False)
 
@@ -104,10 +166,10 @@ class MaskRule:
 class UnmaskGrant:
     """Lets identities with some roles/ids see some columns with a weaker strategy."""
 
-    columns: tuple[str, ...]
-    strategy: str = "none"
-    roles: tuple[str, ...] = ()
-    identity_ids: tuple[str, ...] = ()
+    columns: tuple[str, ...] = attrs.field(validator=_name_tuple)
+    strategy: str = attrs.field(default="none", validator=_one_of(STRATEGIES))
+    roles: tuple[str, ...] = attrs.field(default=(), validator=_name_tuple)
+    identity_ids: tuple[str, ...] = attrs.field(default=(), validator=_name_tuple)
     line: int | None = attrs.field(default=None, eq=False)
     origin: str = attrs.field(default="", eq=False, repr=False)
 
@@ -121,28 +183,30 @@ class UnmaskGrant:
 class Masking:
     """The masking section: declared columns, detectors, grants and the hash key source."""
 
-    detect_names: bool = True
-    detect_values: bool = True
+    detect_names: bool = attrs.field(default=True, validator=_of_type(bool))
+    detect_values: bool = attrs.field(default=True, validator=_of_type(bool))
     # Identity kinds for which the value detectors also run on text columns that are not
     # known to be safe, masking what they find in place (free-text PII: an e-mail address
     # inside ``orders.note``). Safe means a type that cannot hold text, or ``not_sensitive``.
-    detect_in_text: tuple[str, ...] = ("ai_agent",)
-    columns: tuple[MaskRule, ...] = ()
-    unmask: tuple[UnmaskGrant, ...] = ()
-    not_sensitive: tuple[str, ...] = ()
-    hash_key_env: str = "GOVERNED_DB_MASK_KEY"
+    detect_in_text: tuple[str, ...] = attrs.field(default=("ai_agent",), validator=_kinds)
+    columns: tuple[MaskRule, ...] = attrs.field(default=(), validator=_items(MaskRule))
+    unmask: tuple[UnmaskGrant, ...] = attrs.field(default=(), validator=_items(UnmaskGrant))
+    not_sensitive: tuple[str, ...] = attrs.field(default=(), validator=_name_tuple)
+    hash_key_env: str = attrs.field(default="GOVERNED_DB_MASK_KEY", validator=_of_type(str))
     # Let the server compute redact/partial/email/null where that is exact (_server_mask):
     # masked values then never cross the wire. False: every value is masked in the client.
-    server_side: bool = True
+    server_side: bool = attrs.field(default=True, validator=_of_type(bool))
 
 
 @attrs.frozen(kw_only=True)
 class SessionSettings:
     """Server-side settings applied per identity kind."""
 
-    read_only_kinds: tuple[str, ...] = ("ai_agent",)
-    statement_timeout: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
-    search_path: str | None = None  # pinned at connect (quoted, comma-separated schemas)
+    read_only_kinds: tuple[str, ...] = attrs.field(default=("ai_agent",), validator=_kinds)
+    statement_timeout: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False,
+                                                       validator=_of_type(Mapping))
+    search_path: str | None = attrs.field(default=None,
+                                          validator=attrs.validators.optional(_of_type(str)))  # pinned at connect (quoted, comma-separated schemas)
 
 
 @attrs.frozen(kw_only=True)
@@ -154,12 +218,13 @@ class Policy:
         Policy(name="mine", rules=(RuleConfig(id="statement.disallow-drop"),))
     """
 
-    name: str = "custom"
-    version: int = 1
-    mode: str = "enforce"
-    rules: tuple[RuleConfig, ...] = ()
-    masking: Masking = attrs.field(factory=Masking)
-    session: SessionSettings = attrs.field(factory=SessionSettings)
+    name: str = attrs.field(default="custom", validator=_of_type(str))
+    version: int = attrs.field(default=1, validator=_of_type(int))
+    mode: str = attrs.field(default="enforce", validator=_one_of(MODES))
+    rules: tuple[RuleConfig, ...] = attrs.field(default=(), validator=_items(RuleConfig))
+    masking: Masking = attrs.field(factory=Masking, validator=_of_type(Masking))
+    session: SessionSettings = attrs.field(factory=SessionSettings,
+                                           validator=_of_type(SessionSettings))
     audit: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     approvals: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
     # ``governed-db mcp`` settings (identity, limits, bearer tokens); governed_db.mcp reads it.
@@ -175,27 +240,14 @@ class Policy:
     def __attrs_post_init__(self) -> None:
         from ..guardrails import RULES  # the catalogue lives with the checks
 
-        if self.mode not in MODES:
-            raise PolicyError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}",
-                              path=self.source)
+        # (types, levels, modes, identity kinds and strategies: the fields' validators)
         for rule in self.rules:
             if rule.id not in RULES:
                 known = ", ".join(sorted(RULES))
                 raise PolicyError(f"unknown rule id {rule.id!r}; known ids: {known}",
                                   path=self.source, line=rule.line)
-            if rule.level not in LEVELS:
-                raise PolicyError(f"rule {rule.id}: level must be one of {', '.join(LEVELS)},"
-                                  f" not {rule.level!r}", path=self.source, line=rule.line)
-            for kind in rule.identity_kinds:
-                if kind not in IDENTITY_KINDS:
-                    raise PolicyError(f"rule {rule.id}: unknown identity kind {kind!r}",
-                                      path=self.source, line=rule.line)
             RULES[rule.id].validate(rule, self.source)
             _check_kinds(rule, self.source)
-        for m in self.masking.columns:
-            _check_strategy(m.strategy, self.source, m.line)
-        for g in self.masking.unmask:
-            _check_strategy(g.strategy, self.source, g.line)
         for kind, value in self.session.statement_timeout.items():
             if kind not in IDENTITY_KINDS or not _INTERVAL.match(str(value)):
                 raise PolicyError(
@@ -308,7 +360,12 @@ def _parse(text: str, *, source: str | None, builtin: bool) -> Policy:
         m = re.search(r"line (\d+)", str(exc))
         raise PolicyError(f"not valid TOML: {exc}", path=source,
                           line=int(m.group(1)) if m else None) from None
-    return policy_from_dict(data, source=source, text=text, _builtin=builtin)
+    try:
+        return policy_from_dict(data, source=source, text=text, _builtin=builtin)
+    except PolicyError as exc:
+        if exc.path is None and source is not None:  # (a field validator: add the file)
+            raise PolicyError(exc.detail, path=source, line=exc.line) from None
+        raise
 
 
 def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
