@@ -19,7 +19,7 @@ from . import egress as _egress
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._core import Governor, redact_exception
 from ._cursor_base import governed_repr
-from ._encodings import reported_encoding_safe, unsafe_encoding_message
+from ._client_encoding import reported_encoding_safe, unsafe_encoding_message
 from ._redact import Allowed, redact_fields
 from .errors import InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
@@ -72,7 +72,7 @@ class GovernedConnectionMixin:
                 " to run because statements would be lexed differently than analyzed. Set it"
                 " to on (the PostgreSQL default)")
         if not reported_encoding_safe(self.pgconn.parameter_status(b"client_encoding")):
-            # Lexing depends on it too: see _encodings (refused, not changed behind the
+            # Lexing depends on it too: see _client_encoding (refused, not changed behind the
             # application's back; whichever way the server came to use it).
             raise InterfaceError(unsafe_encoding_message(info.parameter_status("client_encoding")))
         # "session": one id per governed connection, so a report (and OpenLineage) can

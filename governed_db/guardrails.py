@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ._encodings import setting_value_safe
+from ._client_encoding import setting_value_safe
 from .analysis import Analysis, StatementFacts, analyze, is_dangerous_function
 from .analysis._functions import (
     AGENT_SETTINGS,
@@ -656,7 +656,7 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
 
 def _client_encoding(statements: Sequence[StatementFacts]) -> Finding | None:
     """``SET client_encoding`` / ``SET NAMES`` / ``set_config('client_encoding', ...)`` to an
-    encoding not on the allow-list (see ``governed_db._encodings``), to a value only known at
+    encoding not on the allow-list (see ``governed_db._client_encoding``), to a value only known at
     run time, or ``set_config`` of a setting named at run time."""
     for s in statements:
         if s.dynamic_settings or any(name == "client_encoding" and not setting_value_safe(value)

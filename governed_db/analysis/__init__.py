@@ -12,7 +12,7 @@ from typing import Any
 
 import pgparse
 
-from .._encodings import query_text
+from .._client_encoding import query_text
 from ._facts import (
     DANGEROUS_FUNCTIONS,
     DDL_KINDS,
@@ -226,7 +226,7 @@ def analyze(text: str | bytes, codec: str = "utf-8") -> Analysis:
 
     Bytes are decoded with ``codec``, the Python codec of the connection's client encoding
     (``conn.pgconn._encoding``): the text the server lexes after converting them (see
-    ``governed_db._encodings``)."""
+    ``governed_db._client_encoding``)."""
     if isinstance(text, bytes):
         text = query_text(text, codec)
     return _default_cache.get(text)
