@@ -386,7 +386,15 @@ def approver_from_token(token: str | bytes, policy: Any) -> Any:
 
     settings = _tokens.policy_settings(policy)
     kind = "human" if settings.kind is None and settings.kind_claim is None else None
-    return Identity.from_token(token, policy=policy, kind=kind)
+    ident = Identity.from_token(token, policy=policy, kind=kind)
+    if ident._verification.actor is not None:
+        # A delegated token (RFC 8693 act, or azp): someone acts on the subject's behalf;
+        # approving is the person's own act, never a delegate's.
+        raise StatementDenied(
+            "a delegated token (act / azp: one party acting on behalf of another) cannot"
+            " approve or deny; use the approver's own token",
+            rule_ids=("approval.verified-approver",))
+    return ident
 
 
 def approver_identity(*, name: str | None, token: str | bytes | None, policy: Any) -> Any:

@@ -169,6 +169,20 @@ CHANGES = [
     "SELECT set_config('governed_db.identity', 'human:root', false)",
     "SELECT set_config(lower('GOVERNED_DB.identity.tenant'), 'globex', false)",
     "SELECT set_config(x, 'globex', false) FROM (VALUES ('governed_db.identity.tenant')) v(x)",
+    "SELECT pg_catalog.set_config('governed_db.identity.tenant'::text, 'globex', false)",
+    "SELECT set_config(E'governed_db.identity.tenant', 'globex', false)",
+    "SELECT set_config(U&'governed_db.identity.tenan\\0074', 'globex', false)",
+    "SELECT set_config('governed_db.' || 'identity.tenant', 'globex', false)",
+    "SELECT * FROM set_config('governed_db.identity.tenant', 'globex', false)",
+    "WITH x AS (SELECT set_config('governed_db.identity.tenant', 'globex', false))"
+    " SELECT * FROM x",
+    "SELECT ARRAY[set_config('governed_db.identity.tenant', 'globex', false)]",
+    "PREPARE p AS SELECT set_config('governed_db.identity.tenant', 'globex', false)",
+    "DECLARE c CURSOR FOR SELECT set_config('governed_db.identity.tenant', 'globex', false)",
+    "COPY (SELECT set_config('governed_db.identity.tenant', 'globex', false)) TO STDOUT",
+    "EXPLAIN ANALYZE SELECT set_config('governed_db.identity.tenant', 'globex', false)",
+    "RESET ALL",
+    "DISCARD ALL",
 ]
 
 

@@ -308,3 +308,19 @@ def test_console_refuses_to_decide_for_an_unverified_approver(setup, issuer):
 def test_console_command_refuses_as_when_verified_approvers_are_required(setup):
     r = _run("console", "--as", "human:maria", "--port", "0")
     assert r.exit_code == 2 and "--as is refused" in r.output
+
+
+def test_a_delegated_token_cannot_decide(tmp_path, issuer, dsn, monkeypatch):
+    """An agent holding a token that acts on maria's behalf (RFC 8693 act) is not maria."""
+    path = _policy(tmp_path, issuer, VERIFIED_HUMANS)
+    path.write_text(path.read_text().replace('roles_claim = "roles"',
+                                             'roles_claim = "roles"\ndelegation = ["act"]'))
+    monkeypatch.setenv("GOVERNED_DB_POLICY", str(path))
+    request_id = _request(dsn, path, ETL)
+    delegated = _human(issuer, sub="u-maria", name="maria", act={"sub": "helper-bot"})
+    r = _run("approvals", "approve", request_id, env={"GOVERNED_DB_APPROVER_TOKEN": delegated})
+    assert r.exit_code == 1 and "delegated token" in r.output, r.output
+    assert _status(request_id) == "pending"
+    r = _run("approvals", "approve", request_id,
+             env={"GOVERNED_DB_APPROVER_TOKEN": _human(issuer, sub="u-maria", name="maria")})
+    assert r.exit_code == 0, r.output
