@@ -25,6 +25,16 @@ class Copy(GovernedCopyMixin, psycopg.Copy):
         super().__init__(cursor, *args, **kwargs)
         self._gov_init()
 
+    def finish(self, exc: BaseException | None) -> None:
+        """As psycopg's; a COPY FROM under a row limit is then measured (see
+        ``GovernedCursorMixin._gov_copy_in_gen``): kept, or rolled back and denied."""
+        try:
+            super().finish(exc)
+        except BaseException as failure:
+            self.connection.wait(self.cursor._gov_copy_end_gen(failure))
+            raise
+        self.connection.wait(self.cursor._gov_copy_end_gen(exc))
+
 
 class _SyncCopyMixin:
     __slots__ = ()

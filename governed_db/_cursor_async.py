@@ -29,6 +29,16 @@ class AsyncCopy(GovernedCopyMixin, psycopg.AsyncCopy):
         super().__init__(cursor, *args, **kwargs)
         self._gov_init()
 
+    async def finish(self, exc: BaseException | None) -> None:
+        """As psycopg's; a COPY FROM under a row limit is then measured (see
+        ``GovernedCursorMixin._gov_copy_in_gen``): kept, or rolled back and denied."""
+        try:
+            await super().finish(exc)
+        except BaseException as failure:
+            await self.connection.wait(self.cursor._gov_copy_end_gen(failure))
+            raise
+        await self.connection.wait(self.cursor._gov_copy_end_gen(exc))
+
 
 class _AsyncCopyMixin:
     __slots__ = ()

@@ -29,10 +29,12 @@ IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
 # Instance slots every concrete governed cursor class declares.
-GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path")
+GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure")
 # Paths that send a statement without psycopg's _maybe_prepare_gen, so its effect cannot be
 # measured in a savepoint around it: stream() hands rows over while the statement runs, a
 # server cursor runs its query (and any function in it) at each FETCH, COPY TO streams.
+# COPY FROM STDIN under a row limit is measured when the copy ends (this path name).
+MEASURED_COPY = "COPY FROM STDIN (measured)"
 
 
 def governed_repr(obj: Any, text: str) -> str:
@@ -61,6 +63,7 @@ class GovernedCursorMixin:
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         self._gov_ctx = None
         self._gov_path = None
+        self._gov_measure = None
         if getattr(connection, "_governor", None) is None:
             raise InterfaceError(
                 "governed cursors need a governed connection: connect with governed_db.connect()"
@@ -113,7 +116,9 @@ class GovernedCursorMixin:
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         path, self._gov_path = self._gov_path, None
-        if path is not None and ctx.effect_check and not _measured_copy(path, ctx):
+        if path == MEASURED_COPY:
+            ctx.measured = True  # recorded when the copy ends, with the rows it touched
+        elif path is not None and ctx.effect_check:
             # Nothing sent yet: a write whose effect is not bounded in advance may only take
             # a path where it is measured exactly (execute(), executemany(), COPY FROM).
             raise gov.blast_radius_unmeasured(ctx, path)
@@ -181,7 +186,8 @@ class GovernedCursorMixin:
             yield from self._gov_check_tx_mode(ctx)
             if ctx.settings_check:
                 yield from self._gov_check_identity_settings()
-            self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+            if not ctx.measured:
+                self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
         return rv
 
     def _gov_replan(self, ctx: Any) -> Any:
@@ -246,9 +252,87 @@ class GovernedCursorMixin:
         self._gov_path = "stream()"
         return self._gov_track(super()._stream_send_gen(*args, **kwargs))  # type: ignore[misc]
 
-    def _start_copy_gen(self, *args: Any, **kwargs: Any) -> Any:
+    def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
+        if self._gov_copy_in_limited(statement, params):
+            return self._gov_copy_in_gen(statement, params)
         self._gov_path = "COPY"
-        return self._gov_track(super()._start_copy_gen(*args, **kwargs))  # type: ignore[misc]
+        return self._gov_track(super()._start_copy_gen(statement, params))  # type: ignore[misc]
+
+    def _gov_copy_in_limited(self, statement: Any, params: Any) -> bool:
+        """Whether ``COPY ... FROM STDIN`` is about to run under a row limit (measured then)."""
+        conn = self._conn
+        gov = conn._governor
+        if conn._pipeline is not None or not gov.limits_rows():
+            return False
+        from psycopg._compat import Template
+        from psycopg._queries import PostgresClientQuery, PostgresQuery
+        from psycopg.adapt import Transformer
+
+        from .analysis import analyze
+
+        try:
+            tx = Transformer(self)  # type: ignore[arg-type]
+            pgq = (PostgresClientQuery(tx) if params or isinstance(statement, Template)
+                   else PostgresQuery(tx))
+            pgq.convert(statement, params)
+        except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
+            return False
+        analysis = analyze(pgq.query, conn.pgconn._encoding)
+        return any(st.copy is not None and st.copy.is_from for st in analysis.statements) \
+            and gov.limits_rows(analysis)
+
+    def _gov_copy_in_gen(self, statement: Any, params: Any) -> Any:
+        """COPY FROM STDIN under a row limit: run in a savepoint (its own transaction in
+        autocommit), counted when the copy ends (GovernedCopyMixin.finish) and rolled back
+        there when it touched more rows than allowed. The gate refuses any other COPY whose
+        effect it would have to measure."""
+        conn = self._conn
+        gov = conn._governor
+        ident = gov.identity()
+        if ident is not gov.synced_identity or gov.catalog_due() \
+                or conn.pgconn.transaction_status not in _SYNCABLE:
+            yield from conn._gov_session_gen(ident)  # before BEGIN: session-level settings
+        yield from conn._start_query()  # psycopg's BEGIN outside autocommit
+        own = conn.pgconn.transaction_status == IDLE
+        yield from conn._exec_command(b"BEGIN" if own else b"SAVEPOINT " + BLAST_SAVEPOINT)
+        before = yield from _counts(conn)
+        self._gov_path = MEASURED_COPY
+        try:
+            yield from self._gov_track(super()._start_copy_gen(statement, params))  # type: ignore[misc]
+        except BaseException:
+            yield from self._gov_unwind_gen(own)
+            raise
+        self._gov_measure = (self._gov_ctx, own, before)
+
+    def _gov_unwind_gen(self, own: bool) -> Any:
+        conn = self._conn
+        status = conn.pgconn.transaction_status
+        if own and status != IDLE:
+            yield from conn._exec_command(b"ROLLBACK")
+        elif not own and status == INTRANS:
+            yield from conn._exec_command(b"ROLLBACK TO " + BLAST_SAVEPOINT)
+            yield from conn._exec_command(b"RELEASE " + BLAST_SAVEPOINT)
+        # (A failed statement leaves the caller's transaction failed, as without governance.)
+
+    def _gov_copy_end_gen(self, exc: BaseException | None) -> Any:
+        """After a measured COPY FROM ended (``exc``: why it did not complete): keep it, or
+        roll it back and raise, with its record."""
+        measure, self._gov_measure = self._gov_measure, None
+        if measure is None:
+            return
+        ctx, own, before = measure
+        gov = self._conn._governor
+        if exc is not None or self._conn.pgconn.transaction_status != INTRANS:
+            yield from self._gov_unwind_gen(own)
+            if not ctx.finished:
+                gov.failed(ctx, exc or InterfaceError("COPY did not complete"))
+            return
+        res = self._results[0] if self._results else None  # type: ignore[attr-defined]
+        rowcount = res.command_tuples if res is not None and res.command_tuples is not None \
+            else -1
+        yield from self._gov_settle_gen(ctx, own, before, rw=False, blast=True,
+                                        rowcount=rowcount)
+        gov.succeeded(ctx, rowcount, "COPY")
 
     def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
         self._gov_path = "a server-side cursor"
@@ -328,6 +412,16 @@ class GovernedCursorMixin:
             elif rw and conn.pgconn.transaction_status == INTRANS:
                 yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
             raise
+        yield from self._gov_settle_gen(ctx, own, before, rw=rw, blast=blast,
+                                        rowcount=self._rowcount)  # type: ignore[attr-defined]
+        return rv
+
+    def _gov_settle_gen(self, ctx: Any, own: bool, before: Any, *, rw: bool, blast: bool,
+                        rowcount: int) -> Any:
+        """Count what the statement touched, compare with its limits, and keep the change
+        (COMMIT / RELEASE) or roll it back to before it (and raise the verdict)."""
+        conn = self._conn
+        gov = conn._governor
         verdict = None
         if blast:
             after = yield from _counts(conn)
@@ -339,8 +433,7 @@ class GovernedCursorMixin:
                 except Exception as exc:  # noqa: BLE001 - cannot verify: roll back, deny
                     verdict = gov.effect_check_failed(ctx, exc)
             if verdict is None:
-                verdict = gov.blast_radius_verdict(ctx, self._rowcount, before, after,  # type: ignore[attr-defined]
-                                                   exact)
+                verdict = gov.blast_radius_verdict(ctx, rowcount, before, after, exact)
         if verdict is None:
             if own:
                 yield from conn._exec_command(b"COMMIT")
@@ -349,7 +442,7 @@ class GovernedCursorMixin:
                     yield from conn._exec_command(b"RELEASE " + BLAST_SAVEPOINT)
                 if rw:
                     yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
-            return rv
+            return
         if own:
             yield from conn._exec_command(b"ROLLBACK")
         else:
@@ -463,12 +556,6 @@ class GovernedResult:
 
     def __repr__(self) -> str:
         return f"<governed {self._res!r}>"
-
-
-def _measured_copy(path: str, ctx: Any) -> bool:
-    """COPY FROM STDIN is measured when the copy ends (see GovernedCopyMixin)."""
-    return path == "COPY" and all(st.copy is not None and st.copy.is_from
-                                  for st in ctx.statements)
 
 
 def _row_limited(maker: Any, gov: Any, ctx: Any, result: Any) -> Any:

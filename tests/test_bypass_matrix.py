@@ -414,3 +414,70 @@ def _parse(text):
     from governed_db.policy import parse_policy
 
     return parse_policy(text)
+
+
+async def _copy_in(conn, rows):
+    if isinstance(conn, governed_db.AsyncConnection):
+        async with conn.cursor().copy("COPY orders (id, user_id, amount) FROM STDIN") as copy:
+            for r in rows:
+                await copy.write_row(r)
+    else:
+        with conn.cursor().copy("COPY orders (id, user_id, amount) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+
+
+async def _maybe_await(value):
+    return (await value) if hasattr(value, "__await__") else value
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "in-transaction"])
+async def test_copy_from_stdin_measured_exactly(wdsn, audit, mode, autocommit):
+    """COPY FROM STDIN is measured when the copy ends: within the limit (2 rows) kept, over
+    it (3 rows) rolled back to before the copy, the caller's transaction still usable."""
+    policy = _parse(LIMIT_ONE.replace("max_rows = 1", "max_rows = 2"))
+    ident = governed_db.Identity("etl", "service")
+    conn = await _maybe_await((governed_db.AsyncConnection.connect if mode == "async"
+                               else governed_db.connect)(wdsn, identity=ident, policy=policy,
+                                                         audit=audit, autocommit=autocommit))
+    try:
+        await _copy_in(conn, [(10, 1001, 1), (11, 1001, 1)])
+        with pytest.raises(errors.StatementDenied) as ei:
+            await _copy_in(conn, [(20, 1001, 1), (21, 1001, 1), (22, 1001, 1)])
+        assert ei.value.rule_ids == (ROW_LIMIT,)
+        assert "touched 3 rows" in str(ei.value)
+        if not autocommit:
+            cur = await _maybe_await(conn.execute("SELECT count(*) FROM orders"))
+            assert await _maybe_await(cur.fetchone()) == (4,)  # usable, the 3 rows gone
+            await _maybe_await(conn.commit())
+    finally:
+        await _maybe_await(conn.close())
+    with psycopg.connect(wdsn) as raw:
+        assert raw.execute("SELECT id FROM orders ORDER BY id").fetchall() == [
+            (1,), (2,), (10,), (11,)]
+    audit.flush()
+    copies = [r["outcome"] for r in audit.records if r["type"] == "statement"
+              and r["statement"]["kinds"] == ["COPY"]]
+    assert [(o["outcome"], o.get("affected_rows")) for o in copies] == [
+        ("ok", 2), ("rolled_back", 3)]
+
+
+def test_copy_from_stdin_counts_trigger_writes(wdsn, audit):
+    """Rows a trigger writes count too (judged by effect: pg_stat_xact_user_tables)."""
+    with psycopg.connect(wdsn, autocommit=True) as raw:
+        raw.execute("CREATE TABLE copy_log (id int);"
+                    " CREATE FUNCTION log_ins() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$BEGIN INSERT INTO copy_log VALUES (NEW.id); RETURN NEW; END$$;"
+                    " CREATE TRIGGER log_ins AFTER INSERT ON orders FOR EACH ROW"
+                    " EXECUTE FUNCTION log_ins()")
+    policy = _parse(LIMIT_ONE.replace("max_rows = 1", "max_rows = 3"))
+    with governed_db.connect(wdsn, identity=governed_db.Identity("etl", "service"),
+                             policy=policy, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.StatementDenied, match="touched 4 rows"):
+            with conn.cursor().copy("COPY orders (id, user_id, amount) FROM STDIN") as copy:
+                copy.write_row((30, 1001, 1))
+                copy.write_row((31, 1001, 1))
+    with psycopg.connect(wdsn) as raw:
+        assert raw.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+        assert raw.execute("SELECT count(*) FROM copy_log").fetchone() == (0,)
