@@ -292,3 +292,30 @@ def test_unseen_code_cannot_run_in_a_pipeline(rls, functions):
         assert ei.value.rule_ids == ("session.verify-server-state",)
         assert "outside the pipeline" in str(ei.value)
         assert conn.execute(READ_BACK).fetchone()[3] == "acme"
+
+
+@pytest.mark.parametrize("view, runs", [
+    ("v_plain", True),          # SELECT of built-ins only: its definition is seen
+    ("v_over_plain", True),     # a view over that view
+    ("v_calls", False),         # its definition calls a user function
+    ("v_over_calls", False),    # ... one level down
+])
+def test_views_in_a_pipeline_are_judged_by_their_definition(dsn, view, runs):
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("""
+            CREATE FUNCTION f_user(i int) RETURNS int LANGUAGE sql AS 'SELECT i';
+            CREATE VIEW v_plain AS SELECT id, lower(name) AS n FROM users;
+            CREATE VIEW v_over_plain AS SELECT id FROM v_plain;
+            CREATE VIEW v_calls AS SELECT f_user(id) AS id FROM users;
+            CREATE VIEW v_over_calls AS SELECT id FROM v_calls;""")
+    with governed_db.connect(dsn, identity=Identity("etl", "service"), audit=False,
+                             autocommit=True) as conn:
+        if runs:
+            with conn.pipeline():
+                cur = conn.execute(f"SELECT count(*) FROM {view}")
+            assert cur.fetchone() == (2,)
+        else:
+            with pytest.raises(errors.StatementDenied) as ei:
+                with conn.pipeline():
+                    conn.execute(f"SELECT count(*) FROM {view}")
+            assert ei.value.rule_ids == ("session.verify-server-state",)

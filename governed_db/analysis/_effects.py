@@ -221,16 +221,36 @@ def may_run_unseen_code(statements: Iterable[StatementFacts], catalog: Any) -> b
     if catalog is None:
         return True
     builtins = catalog.builtin_functions
-    for s in statements:
+    todo = list(statements)
+    views_seen: set[int] = set()
+    while todo:
+        s = todo.pop()
         if s.effect_unknown or s.opaque_reasons or not s.kinds <= _SEEN_KINDS:
             return True
         if s.functions and not s.functions <= builtins:
             return True
         for name in s.reads | s.writes:
             rel = catalog.resolve(name)
-            if rel is None or rel.kind not in ("r", "p") \
-                    or (name in s.writes and rel.oid in catalog.side_effect_tables):
+            if rel is None or (name in s.writes and rel.oid in catalog.side_effect_tables):
                 return True
+            if rel.kind in ("r", "p"):
+                continue
+            if rel.kind in ("v", "m") and name not in s.writes and rel.viewdef is not None:
+                # A view runs its definition for the reader: it is seen when its text is
+                # (a materialized view's is not run on read, but judging it the same is safe).
+                if rel.oid in views_seen:
+                    continue
+                if len(views_seen) >= 256:
+                    return True
+                views_seen.add(rel.oid)
+                from . import analyze  # (the package imports this module)
+
+                body = analyze(rel.viewdef)
+                if body.error is not None or not body.statements:
+                    return True
+                todo.extend(body.statements)
+                continue
+            return True
     return False
 
 
