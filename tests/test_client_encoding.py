@@ -370,3 +370,14 @@ def test_copy_to_and_raw_values_masked_in_the_session_encoding(enc_db, audit, en
         res = conn.execute(q).pgresult
         assert [(res.get_value(i, 1), res.get_value(i, 2)) for i in range(2)] == [
             ("café €".encode(codec), b"****@example.com")] * 2
+
+
+def test_function_switching_encoding_cannot_run_in_a_pipeline(enc_db, audit):
+    """In pipeline mode the server reports parameters only at a sync, after later statements
+    were already sent: a body that may switch the encoding does not run there at all."""
+    with governed_db.connect(enc_db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.StatementDenied) as ei, conn.pipeline():
+            conn.execute("SELECT to_sjis()")
+            conn.execute(TRICK)
+        assert ei.value.rule_ids == (VERIFY,)
+    assert _t_rows(enc_db) == [(1,), (2,)]
