@@ -176,6 +176,23 @@ SWITCHES = {
                             " IS NOT NULL", None),
     "prepare": ("PREPARE enc AS SELECT set_config('client_encoding', 'SJIS', false)", None),
     "multi-statement": ("SELECT 1; SET client_encoding = 'SJIS'", None),
+    "declare": ("DECLARE c CURSOR WITH HOLD FOR"
+                " SELECT set_config('client_encoding', 'SJIS', false)", None),
+    "explain-analyze": ("EXPLAIN ANALYZE SELECT set_config('client_encoding', 'SJIS', false)",
+                        None),
+    "copy-to": ("COPY (SELECT set_config('client_encoding', 'SJIS', false)) TO STDOUT", None),
+    "from-clause": ("SELECT * FROM set_config('client_encoding', 'SJIS', false)", None),
+    "qualified": ("SELECT pg_catalog.set_config('client_encoding', 'SJIS', false)", None),
+    "quoted-function": ("SELECT \"set_config\"('client_encoding', 'SJIS', false)", None),
+    "upper-case-name": ("SELECT set_config('CLIENT_ENCODING', 'SJIS', false)", None),
+    "computed-value": ("SELECT set_config('client_encoding', 'SJ' || 'IS', false)", None),
+    "name-from-a-column": ("SELECT set_config(x, 'SJIS', false)"
+                           " FROM (VALUES ('client_encoding')) v(x)", None),
+    "quoted-setting": ("SET \"client_encoding\" = 'SJIS'", None),
+    "unicode-escape": ("SET client_encoding = U&'\\0053JIS'", None),
+    "escape-string": ("SET client_encoding = E'SJ\\x49S'", None),
+    "dollar-quoted": ("SET client_encoding = $$SJIS$$", None),
+    "two-values": ("SET client_encoding = 'UTF8', 'SJIS'", None),
 }
 
 
@@ -231,14 +248,20 @@ async def test_switch_denied_async(enc_db, audit):
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_function_switching_to_unsafe_encoding_closes_the_session(enc_db, audit, mode):
-    """A body the analyzer cannot see (dynamic EXECUTE) switches to SJIS: the server reports
-    it after the statement, the session is closed before the trick can be sent on it."""
+@pytest.mark.parametrize("sql", [
+    "SELECT to_sjis()",
+    "UPDATE pg_settings SET setting = 'SJIS' WHERE name = 'client_encoding'",
+], ids=["dynamic-plpgsql", "update-pg_settings"])
+async def test_function_switching_to_unsafe_encoding_closes_the_session(enc_db, audit, mode,
+                                                                        sql):
+    """A body the analyzer cannot see (dynamic EXECUTE), or pg_settings written in observe
+    mode, switches to SJIS: the server reports it after the statement, and the session is
+    closed before the trick can be sent on it."""
     conn = await _connect(mode, enc_db, identity=HUMAN, policy=_policy("observe"), audit=audit,
                           autocommit=True)
     try:
         with pytest.raises(errors.StatementDenied) as ei:
-            await _execute(conn, "SELECT to_sjis()")
+            await _execute(conn, sql)
         assert ei.value.rule_ids == (VERIFY,) and "client_encoding" in str(ei.value)
         assert conn.closed
         with pytest.raises(psycopg.OperationalError):
