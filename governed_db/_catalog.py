@@ -34,7 +34,8 @@ UNION ALL
 SELECT p.oid::int8, n.nspname::text, p.proname::text, 'F', NULL,
        ARRAY[l.lanname::text, p.xmin::text, pg_catalog.pg_get_function_arguments(p.oid),
              coalesce(pg_catalog.pg_get_function_result(p.oid), 'void'), p.prokind::text,
-             (p.prosqlbody IS NOT NULL)::text],
+             (p.prosqlbody IS NOT NULL)::text,
+             coalesce(pg_catalog.array_to_string(p.proconfig, E'\x1f'), '')],
        p.prosrc
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -131,6 +132,18 @@ class FunctionInfo:
     prokind: str
     source: str | None
     sql_body: bool = False  # a SQL-standard body (BEGIN ATOMIC / RETURN): no text in prosrc
+    # ``CREATE FUNCTION ... SET name = value``: (name, value) in force while it runs
+    config: tuple[tuple[str, str], ...] = ()
+
+
+def _proconfig(text: Any) -> tuple[tuple[str, str], ...]:
+    """``pg_proc.proconfig`` entries (``name=value``, joined by U+001F) as pairs."""
+    out = []
+    for entry in str(text or "").split("\x1f"):
+        name, sep, value = entry.partition("=")
+        if sep:
+            out.append((name.strip().lower(), value))
+    return tuple(out)
 
 
 class Catalog:
@@ -224,12 +237,13 @@ class Catalog:
             elif kind == "F":
                 funcs.append(str(name).lower())
                 if oid is not None and names:
-                    meta = list(names) + [None] * (6 - len(names))
+                    meta = list(names) + [None] * (7 - len(names))
                     infos.append(FunctionInfo(
                         oid=int(oid), schema=str(schema), name=str(name),
                         language=str(meta[0]), xmin=str(meta[1]), arguments=str(meta[2] or ""),
                         result=str(meta[3] or "void"), prokind=str(meta[4] or "f"),
-                        source=viewdef, sql_body=meta[5] == "true"))
+                        source=viewdef, sql_body=meta[5] == "true",
+                        config=_proconfig(meta[6])))
             elif kind == "U":
                 keys.append((int(oid), tuple(int(a) for a in attnums or ())))
             elif kind == "W":

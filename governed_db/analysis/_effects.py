@@ -168,6 +168,13 @@ def body_effects(fn: Any) -> BodyEffects:
         out = _NONE  # a range/multirange constructor: the server's own code, reads nothing
     else:
         out = BodyEffects(opaque=(f"a function written in language {lang}",))
+    own = tuple(c for c in getattr(fn, "config", ()) if c[0].startswith("governed_db"))
+    if own:
+        # CREATE FUNCTION ... SET governed_db.identity.tenant = '...': while it runs, its
+        # body (and RLS) sees another identity; restored at exit, so no read-back sees it.
+        # Judged as a SET of those settings (other SET clauses, such as the search_path of a
+        # SECURITY DEFINER function, are local to it and harmless).
+        out = out.merge(BodyEffects(settings=own))
     with _cache_lock:
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
