@@ -50,6 +50,7 @@ class GovernedConnectionMixin:
 
     _governor: Governor | None = None
     _gov_inflight: list[Any]
+    _gov_replan_cursors: list[Any]
     _gov_cursor_wrap: Any = None
     _gov_server_cursor_wrap: Any = None
     pgconn: Any
@@ -83,6 +84,7 @@ class GovernedConnectionMixin:
         # Shared per database, role and pinned search_path (names resolve through it).
         key = (info.host, info.port, info.dbname, info.user, policy.session.search_path)
         self._gov_inflight = []
+        self._gov_replan_cursors = []
         ident = opts.get("identity")
         if opts.get("identity_token") is not None:
             # Verified with this connection's policy ([identity.oidc]); never stored.
@@ -166,17 +168,22 @@ class GovernedConnectionMixin:
         if gov.catalog_stale:
             yield from self._gov_load_catalog_gen()
 
-    def _gov_before_pipeline_gen(self) -> Any:
-        """Before entering pipeline mode (``pipeline()``, executemany's own pipeline): bring
-        the session and the catalog snapshot up to date when due (after DDL, by age), since
-        no catalog query can run between a pipeline's statements."""
+    def _gov_after_pipeline_gen(self) -> Any:
+        """After pipeline mode ends: results that named a relation or column the snapshot
+        does not know (a table created earlier in the same pipeline) were planned as unknown
+        lineage, masked whole, since no catalog query can run between a pipeline's
+        statements. Reload now and plan them again, before their rows are read."""
         gov = self._governor
-        if gov is None or self._pipeline is not None:
+        pending, self._gov_replan_cursors = self._gov_replan_cursors, []
+        if gov is None or not pending or self._pipeline is not None:
             return
-        ident = gov.identity()
-        if ident is gov.synced_identity and not gov.catalog_due():
+        loaded = yield from self._gov_load_catalog_gen()
+        if not loaded:
             return
-        yield from self._gov_session_gen(ident)
+        for ref in pending:
+            cur = ref()
+            if cur is not None:
+                cur._gov_replanned()
 
     def _gov_load_catalog_gen(self) -> Any:
         """Load the catalog snapshot (not in pipeline mode: its results are not ours to

@@ -198,7 +198,13 @@ class GovernedCursorMixin:
         gov = self._conn._governor
         gov.replan = False
         loaded = yield from self._conn._gov_load_catalog_gen()
-        if not loaded:
+        if loaded:
+            self._gov_replanned()
+
+    def _gov_replanned(self) -> None:
+        """The catalog snapshot was reloaded: plan this cursor's results again."""
+        ctx = self._gov_ctx
+        if ctx is None:
             return
         ctx.plans.clear()
         ctx.lineage.clear()
@@ -391,6 +397,9 @@ class GovernedCursorMixin:
         rw = ctx.read_write
         if conn._pipeline is not None:
             # A pipeline cannot stop between statements to count, roll back or switch modes.
+            if gov.policy.mode == "observe" and not rw:
+                # Observe mode runs everything: unmeasurable here, not refused.
+                return (yield from run)
             if ctx in conn._gov_inflight:
                 conn._gov_inflight.remove(ctx)
             raise gov.blast_radius_in_pipeline(ctx)
@@ -457,10 +466,17 @@ class GovernedCursorMixin:
         super()._set_results(results)  # type: ignore[misc]
         ctx = self._gov_ctx
         conn = self._conn
-        if ctx is not None and conn._pipeline is not None and not ctx.finished:
-            conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
-            if ctx in conn._gov_inflight:
-                conn._gov_inflight.remove(ctx)
+        if ctx is not None and conn._pipeline is not None:
+            if conn._governor.replan:
+                # planned with an unknown relation: again once the pipeline ends
+                conn._governor.replan = False
+                import weakref
+
+                conn._gov_replan_cursors.append(weakref.ref(self))
+            if not ctx.finished:
+                conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+                if ctx in conn._gov_inflight:
+                    conn._gov_inflight.remove(ctx)
 
     # -- row out --------------------------------------------------------------------------------
 
