@@ -134,6 +134,8 @@ def test_token_decides_and_the_record_names_the_verified_subject(
     assert req["status"] == status
     assert (by["id"], by["kind"], by["verified"], by["issuer"], by["subject"], by["jti"]) == (
         "maria", "human", True, ISS, "u-maria", "maria-tok-7")
+    shown = _run("approvals", "show", request_id, env={"COLUMNS": "200"})
+    assert f"{status} by human:maria (verified: {ISS}, subject u-maria)" in shown.output
     log = (tmp_path / "audit.jsonl").read_text()
     decided = [json.loads(x) for x in log.splitlines() if '"approval_decided"' in x]
     assert len(decided) == 1
@@ -302,6 +304,9 @@ def test_console_refuses_to_decide_for_an_unverified_approver(setup, issuer):
             if status == 403:
                 assert "requires verified approvers" in r.text
                 assert store.get(request_id)["status"] == "pending"
+            if status == 303:
+                shown = c.get(f"/approvals/{request_id}").text
+                assert f"(verified: {ISS}, subject u-maria)" in shown
     assert store.get(request_id)["status"] == "approved"
 
 

@@ -113,7 +113,10 @@ def approvals_show(request_id: str, as_json: bool) -> None:
     for d in req.get("decisions") or []:
         by = d.get("by") or {}
         rows.append(("decision", f"{'approved' if d.get('approve') else 'denied'} by"
-                                 f" {by.get('kind')}:{by.get('id')} at {_when(d.get('at'))} UTC"
+                                 f" {by.get('kind')}:{by.get('id')}"
+                                 + (f" (verified: {by.get('issuer')}, subject {by.get('subject')})"
+                                    if by.get("verified") else "")
+                                 + f" at {_when(d.get('at'))} UTC"
                                  + (f": {d['note']}" if d.get("note") else "")))
     from rich.table import Table
 
