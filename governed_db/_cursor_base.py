@@ -22,7 +22,7 @@ from psycopg.rows import RowFactory, RowMaker
 from . import _server_mask
 from . import egress as _egress
 from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
-from .errors import InterfaceError
+from .errors import InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
@@ -365,6 +365,39 @@ class GovernedCursorMixin:
             return
         yield from super()._describe_gen()  # type: ignore[misc]
 
+    # Server cursors only (psycopg's ServerCursor): FETCH and MOVE run the cursor's query.
+    def _fetch_gen(self, num: int | None) -> Any:
+        self._gov_check_portal()
+        return super()._fetch_gen(num)  # type: ignore[misc]
+
+    def _scroll_gen(self, value: int, mode: str) -> Any:
+        self._gov_check_portal()
+        return super()._scroll_gen(value, mode)  # type: ignore[misc]
+
+    def _gov_check_portal(self) -> None:
+        """FETCH/MOVE through a server cursor are sent by psycopg without the statement
+        hook, and each runs more of the cursor's query (a function in it writes then). The
+        query was judged at DECLARE (refused there when only measuring could judge it); a
+        cursor declared in SQL and read through ``conn.cursor(name)`` is judged here, by what
+        its DECLARE was seen to be: one whose effect is not bounded in advance, or not known,
+        is refused when a row limit applies (a SQL ``FETCH`` through execute() measures it)."""
+        from psycopg import sql
+
+        from .analysis import analyze
+
+        conn = self._conn
+        gov = conn._governor
+        name = self._name  # type: ignore[attr-defined]
+        fetch = analyze(f"FETCH ALL FROM {sql.Identifier(name).as_string(conn)}")
+        if gov.limits_rows(fetch):
+            gov.event("denied_fetch", rule="statement.affected-row-limit")
+            raise StatementDenied(
+                "denied by policy rule `statement.affected-row-limit`: fetching from this"
+                " server-side cursor runs a query that may change rows (or was not declared"
+                " through governed_db), whose exact effect cannot be checked here; run"
+                " `FETCH ... FROM <cursor>` with execute(), which measures it",
+                rule_ids=("statement.affected-row-limit",))
+
     def _maybe_prepare_gen(self, pgq: Any, *, prepare: bool | None = None,
                            binary: bool | None = None) -> Any:
         """Send and run one statement; when its effect must be checked, inside a savepoint.
@@ -633,8 +666,6 @@ class GovernedCopyMixin:
             nfields = cur.pgresult.nfields if cur.pgresult is not None else 0
             self._gov_plan = cur._conn._governor.copy_plan(cur._gov_ctx, nfields, bound=True)
             if self._gov_plan is not None and self.formatter.format == pq.Format.BINARY:
-                from .errors import StatementDenied
-
                 raise StatementDenied(
                     "denied by policy rule `column.mask`: binary COPY TO would return masked"
                     " columns unmasked; use text format (the default) so values can be masked",

@@ -481,3 +481,49 @@ def test_copy_from_stdin_counts_trigger_writes(wdsn, audit):
     with psycopg.connect(wdsn) as raw:
         assert raw.execute("SELECT count(*) FROM orders").fetchone() == (2,)
         assert raw.execute("SELECT count(*) FROM copy_log").fetchone() == (0,)
+
+
+STOLEN = {
+    "fetchall": lambda cur: cur.fetchall(),
+    "fetchone": lambda cur: cur.fetchone(),
+    "fetchmany": lambda cur: cur.fetchmany(1),
+    "iteration": lambda cur: list(cur),
+    "scroll": lambda cur: cur.scroll(1),
+}
+
+
+@pytest.mark.parametrize("how", sorted(STOLEN))
+def test_sql_declared_cursor_read_through_a_server_cursor(wdsn, audit, how):
+    """``DECLARE`` in SQL (nothing runs yet), then ``conn.cursor(name)``: psycopg sends its
+    FETCH/MOVE without the statement hook, and each runs the cursor's query. A query only
+    measuring can judge is refused there (a SQL FETCH through execute() is measured); a
+    harmless one reads as before."""
+    with governed_db.connect(wdsn, identity=governed_db.Identity("etl", "service"),
+                             policy=_parse(LIMIT_ONE), audit=audit) as conn:
+        conn.execute("DECLARE w SCROLL CURSOR FOR SELECT trim_orders()")
+        with conn.cursor("w") as cur, pytest.raises(errors.StatementDenied) as ei:
+            STOLEN[how](cur)
+        assert ei.value.rule_ids == (ROW_LIMIT,)
+        conn.rollback()
+        conn.execute("DECLARE r SCROLL CURSOR FOR SELECT id FROM orders ORDER BY id")
+        with conn.cursor("r") as cur:
+            if how == "scroll":
+                cur.scroll(1)
+            assert cur.fetchall() == ([(2,)] if how == "scroll" else [(1,), (2,)])
+        conn.commit()
+    assert _counts(wdsn) == 2
+
+
+async def test_sql_declared_cursor_read_through_a_server_cursor_async(wdsn, audit):
+    conn = await governed_db.AsyncConnection.connect(
+        wdsn, identity=governed_db.Identity("etl", "service"), policy=_parse(LIMIT_ONE),
+        audit=audit)
+    try:
+        await conn.execute("DECLARE w CURSOR FOR SELECT trim_orders()")
+        async with conn.cursor("w") as cur:
+            with pytest.raises(errors.StatementDenied) as ei:
+                await cur.fetchall()
+        assert ei.value.rule_ids == (ROW_LIMIT,)
+    finally:
+        await conn.close()
+    assert _counts(wdsn) == 2
