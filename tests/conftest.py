@@ -99,13 +99,28 @@ def dsn(server_dsn: str, template_db: str):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    _audit_logs_agree_with_the_reference_verifier: None):
     monkeypatch.setenv("GOVERNED_DB_HOME", str(tmp_path / "state"))
     for var in ("GOVERNED_DB_POLICY", "GOVERNED_DB_AUDIT", "GOVERNED_DB_IDENTITY"):
         monkeypatch.delenv(var, raising=False)
     governed_db.reset_defaults()
     yield
     governed_db.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _audit_logs_agree_with_the_reference_verifier(tmp_path: Path):
+    """Every audit log a test leaves behind verifies alike with docs/verify_audit_log.py
+    (checked after the logs the test opened were closed: _isolated_state depends on it)."""
+    yield
+    from .fix_audit_reference import logs_in, verdicts
+
+    for path in logs_in(tmp_path):
+        ours, theirs = verdicts(path)
+        assert ours == theirs, (
+            f"{path}: governed-db audit verify says {ours or 'intact'}, the reference verifier"
+            f" {theirs or 'intact'} (first bad line; None: intact)")
 
 
 @pytest.fixture

@@ -36,9 +36,8 @@ from governed_db.audit import (
 from governed_db.cli import main
 
 from .conftest import scratch_database
+from governed_db.audit._log import _statement_floats
 from governed_db.audit._canonical import (
-    _orjson_float_differs,
-    _via_orjson,
     canonical_bytes,
     es_number,
     jcs,
@@ -93,7 +92,7 @@ def test_rfc8785_non_finite_have_no_form_and_the_writer_records_them_as_text(bit
         jcs(x)
     assert to_ijson(x) == {"7fffffffffffffff": "NaN", "7ff0000000000000": "Infinity",
                            "fff0000000000000": "-Infinity"}[bits]
-    assert canonical_bytes(to_ijson({"x": x})) == b'{"x":"' + to_ijson(x).encode() + b'"}'
+    assert canonical_bytes({"x": x}) == b'{"x":"' + to_ijson(x).encode() + b'"}'
 
 
 def test_rfc8785_example_3_2_2():
@@ -120,7 +119,7 @@ def test_rfc8785_sorting_3_2_3():
     assert canonical_bytes(value) == expected
     # orjson alone sorts by code point (U+FB33 before U+1F600): the fast path must notice.
     assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) != expected
-    assert _via_orjson(value) is None
+    assert canonical_bytes(value, floats=False) == expected
 
 
 def test_string_escaping_is_jcs_minimal():
@@ -159,16 +158,31 @@ def _random_doubles(n: int) -> list[float]:
     return out
 
 
-def test_orjson_differs_from_jcs_only_where_the_fast_path_looks():
-    """Pins the orjson behaviour the writer's fast path relies on: every double orjson writes
-    otherwise than ECMAScript is caught by _orjson_float_differs."""
-    missed = []
-    for x in _random_doubles(40_000):
-        fast = orjson.dumps([x])
-        if fast != b"[" + es_number(x).encode() + b"]" and not _orjson_float_differs(fast):
-            missed.append(x)
+def test_orjson_writes_statement_durations_as_jcs_does():
+    """The writer trusts orjson's bytes for a statement record's duration_ms (a float in
+    [1e-5, 1e16) that is not whole, ``_statement_floats``): pinned on random doubles."""
+    rng = random.Random(13)
+    xs = [x for x in _random_doubles(20_000) if 1e-5 <= abs(x) < 1e16 and not x.is_integer()]
+    xs += [round(rng.uniform(0, 10**e), 3) for e in range(-2, 12) for _ in range(500)]
+    xs = [x for x in xs if 1e-5 <= x < 1e16 and not x.is_integer()]
+    assert len(xs) > 5_000
+    assert [x for x in xs if orjson.dumps(x) != es_number(x).encode()] == []
+    # ... and not outside it, where the writer takes the fragment path.
+    for x in (100.0, -0.0, 1e16, 1.5e17, 1e-6, 9.5e-6):
+        assert orjson.dumps(x) != es_number(x).encode()
         assert canonical_bytes([x]) == jcs([x])
-    assert missed == []
+        assert canonical_bytes({"duration_ms": x, "identity": {}}, floats=True) == \
+            jcs({"duration_ms": x, "identity": {}})
+
+
+def test_statement_records_say_when_they_hold_floats():
+    base = {"duration_ms": 0.412, "identity": {"id": "x"}}
+    assert not _statement_floats(base)
+    for d in (1e-6, 2.0, 1e16):
+        assert _statement_floats({**base, "duration_ms": d})
+    assert not _statement_floats({**base, "duration_ms": 2})
+    assert _statement_floats({**base, "identity": {"attributes": {"r": 0.5}}})
+    assert not _statement_floats({**base, "identity": {"attributes": {"r": "0.5", "n": 1}}})
 
 
 @pytest.mark.skipif(not __import__("shutil").which("node"), reason="node is not installed")
@@ -191,14 +205,23 @@ _VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
                        | st.dictionaries(_KEYS, inner, max_size=5), max_leaves=20)
 
 
+def _has_float(value) -> bool:
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return isinstance(value, float)
+
+
 @settings(max_examples=400, deadline=None)
 @given(_VALUES)
 def test_writer_fast_path_is_jcs_of_ijson(value):
     ijson = to_ijson(value)
     assert canonical_bytes(ijson) == jcs(ijson)
-    if "nan" not in repr(value) and "inf" not in repr(value):
-        # Big integers need no preparing: the slow path does it (NaN must be prepared).
-        assert canonical_bytes(value) == jcs(ijson)
+    assert canonical_bytes(value) == jcs(ijson)
+    if not _has_float(value):
+        # No float: the writer may skip the walk, and the bytes are the same.
+        assert canonical_bytes(value, floats=False) == jcs(ijson)
     # What the writer wrote parses back to a value with the same canonical form.
     assert jcs(json.loads(canonical_bytes(ijson))) == canonical_bytes(ijson)
 

@@ -12,14 +12,16 @@ and NaN / Infinity / -Infinity become the strings ``"NaN"``, ``"Infinity"``, ``"
 Without that, a verifier that reads numbers as doubles (JavaScript, most JCS libraries) would
 recompute other bytes and call a valid record edited.
 
-:func:`jcs` is the definition, written for clarity. :func:`canonical_bytes` produces the same
-bytes ~10x faster with orjson, and falls back to :func:`jcs` for the inputs where orjson's output
-differs (floats, keys whose UTF-16 and code-point orders can differ); the test suite checks the
-two agree.
+:func:`jcs` is the definition, written for clarity (~30x slower). The writer's
+:func:`canonical_bytes` and the verifier's :func:`canonical_of_line` produce the same bytes with
+orjson: floats as :func:`es_number` fragments, and :func:`jcs` only where orjson's order of
+member names can differ from UTF-16's or an integer is beyond the safe range; the tests check
+they agree with :func:`jcs` (RFC 8785's vectors, random values, every log the suite writes).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -27,8 +29,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["MAX_SAFE_INTEGER", "canonical_bytes", "canonical_of_parsed", "es_number", "jcs",
-           "to_ijson"]
+__all__ = ["MAX_SAFE_INTEGER", "NotIJSON", "canonical_bytes", "canonical_of_line",
+           "canonical_of_parsed", "es_number", "jcs", "to_ijson"]
 
 # I-JSON's interoperable integers: exactly representable as IEEE doubles, and so are their
 # neighbours (RFC 7493 §2.2).
@@ -167,60 +169,123 @@ def _plain_of(value: Any) -> Any:
 
 
 def canonical_bytes(value: Any, *, floats: bool = True) -> bytes:
-    """``jcs(to_ijson(value))``, through orjson where its bytes are provably the same.
+    """``jcs(to_ijson(value))``, the writer's serializer, computed with orjson.
 
-    The writer's serializer. ``value`` must hold no NaN or infinity (orjson would write them
-    as ``null``, silently, and checking every float would cost the hot path a walk of the
-    record): the writer passes every field that can carry one through :func:`to_ijson` when
-    it builds the record. Integers beyond the safe range need no such care.
-
-    ``floats=False`` says ``value`` holds no float that orjson writes otherwise than JCS
-    (the writer knows it of a statement record, whose fields it builds), which saves the scan
-    of the output for float tokens.
+    Floats are written as :func:`es_number` fragments (orjson writes ``100.0``, ``1e+16`` and
+    ``1e-6`` where JCS writes ``100``, ``10000000000000000`` and ``0.000001``, and NaN as
+    ``null``). ``floats=False`` says ``value`` holds no float that orjson writes otherwise
+    than JCS, nor NaN or infinity: then orjson's bytes are used as they are, which saves a
+    walk of the record. The writer says so of a statement record, whose fields it builds
+    (``_log._statement_floats``).
     """
-    out = _via_orjson(value, floats)
-    if out is not None:
-        return out
-    prepared = to_ijson(value)
-    out = orjson.dumps(_floats_as_fragments(prepared), option=orjson.OPT_SORT_KEYS)
+    if not floats:
+        try:
+            out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+        except TypeError:  # an integer beyond the safe range, a name that is not text, ...
+            pass
+        else:
+            if out.isascii() or not _may_sort_differently(out):
+                return out
+    try:
+        out = orjson.dumps(_prepared(value), option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a name that is not text, a value with no JSON form
+        return jcs(to_ijson(value))
     if out.isascii() or not _may_sort_differently(out):
         return out
-    return jcs(prepared)
+    return jcs(to_ijson(value))
 
 
 def canonical_of_parsed(value: Any) -> bytes:
     """``jcs(value)`` for a value parsed from JSON text (no NaN: the parser refused it)."""
-    out = _via_orjson(value)
-    return out if out is not None else jcs(value)
-
-
-def _via_orjson(value: Any, floats: bool = True) -> bytes | None:
-    """orjson's bytes when they are JCS's, else None.
-
-    orjson's output differs from JCS only (1) for floats it writes as ``100.0``, ``1e+16`` ..
-    ``1e+20`` and ``1e-6`` .. ``9.9e-6`` (JCS: ``100``, ``10000000000000000``, ``0.000001``),
-    (2) for integers beyond ±(2**53 - 1) (refused here by OPT_STRICT_INTEGER), and (3) in the
-    order of member names holding characters from both U+E000..U+FFFF and U+10000.. (code point
-    order vs UTF-16's). The byte patterns below occur in every such float token
-    (test_audit_canonical pins this on random doubles); a string that happens to hold one only
-    costs the slower path. Substring tests, not a regex: ~10x cheaper here.
-    """
     try:
-        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+        out = orjson.dumps(_floats_as_fragments(value),
+                           option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
     except TypeError:
-        return None
-    if floats and _orjson_float_differs(out):
-        return None
-    if not out.isascii() and _may_sort_differently(out):
-        return None
+        return jcs(value)
+    if out.isascii() or not _may_sort_differently(out):
+        return out
+    return jcs(value)
+
+
+class NotIJSON(ValueError):
+    """A JSON text that is not strict I-JSON: NaN / Infinity, or a member name twice."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise NotIJSON("a member name appears twice in one object")
     return out
 
 
-def _orjson_float_differs(out: bytes) -> bool:
-    """Whether orjson's output may hold a float token it writes otherwise than JCS:
-    ``D.0`` (integral), ``e+16`` .. ``e+20``, ``e-6``."""
-    return (b".0," in out or b".0}" in out or b".0]" in out or out.endswith(b".0")
-            or b"e+1" in out or b"e+20" in out or b"e-6" in out)
+def _no_constant(name: str) -> Any:
+    raise NotIJSON(f"{name} is not JSON")
+
+
+def _float_fragment(token: str) -> Any:
+    return orjson.Fragment(es_number(float(token)))
+
+
+def canonical_of_line(line: str, *, without: tuple[str, ...] = ("hash", "sig")) -> bytes:
+    """``jcs`` of the JSON object ``line`` holds, less the top-level members ``without``.
+
+    The verifier's path: parsed strictly (NotIJSON for NaN / Infinity tokens or a member name
+    twice), every number token read as a double and each float token parsed straight into its
+    :func:`es_number` fragment, so orjson writes the canonical bytes without a walk.
+    """
+    obj = json.loads(line, object_pairs_hook=_unique_members, parse_constant=_no_constant,
+                     parse_float=_float_fragment)
+    if not isinstance(obj, dict):
+        raise NotIJSON("a record is a JSON object")
+    for name in without:
+        obj.pop(name, None)
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+    except TypeError:  # an integer token beyond the safe range, a lone surrogate
+        out = None
+    if out is None or (not out.isascii() and _may_sort_differently(out)):
+        plain = json.loads(line)
+        return jcs({k: v for k, v in plain.items() if k not in without})
+    return out
+
+
+def _prepared(value: Any) -> Any:
+    """:func:`to_ijson` with every float as its :func:`es_number` fragment, in one walk
+    (leaves handled inline: a call per leaf would double the cost)."""
+    t = type(value)
+    if t is dict:
+        out = {}
+        for k, v in value.items():
+            vt = type(v)
+            if vt is str or vt is bool or v is None:
+                out[k] = v
+            elif vt is int:
+                out[k] = v if -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER else str(v)
+            elif vt is float:
+                out[k] = _float_prepared(v)
+            else:
+                out[k] = _prepared(v)
+        return out
+    if t is list or t is tuple:
+        items = []
+        for v in value:
+            vt = type(v)
+            if vt is str or vt is bool or v is None:
+                items.append(v)
+            else:
+                items.append(_prepared(v))
+        return items
+    if t is float:
+        return _float_prepared(value)
+    if t is str or t is bool or value is None or t is int:
+        return to_ijson(value)
+    return _prepared(to_ijson(value))
+
+
+def _float_prepared(x: float) -> Any:
+    if x - x != 0:
+        return _NON_FINITE.get(x, "NaN")
+    return orjson.Fragment(es_number(x))
 
 
 def _may_sort_differently(out: bytes) -> bool:

@@ -105,9 +105,9 @@ def _statement_floats(rec: Mapping[str, Any]) -> bool:
     Every field :func:`build_statement_record` writes is text, an integer, a boolean, null or
     lists / objects of those, except ``duration_ms`` (a float, but one that rounds to
     thousandths and is an integer when whole, so orjson writes it as JCS does: 1e-5 <= d < 1e16)
-    and the identity's free-form attributes. Knowing it saves the writer a scan per record."""
+    and the identity's free-form attributes. Knowing it saves the writer a walk per record."""
     d = rec["duration_ms"]
-    if type(d) is float and not 1e-5 <= d < 1e16:
+    if type(d) is float and (not 1e-5 <= d < 1e16 or d.is_integer()):
         return True
     attrs = rec["identity"].get("attributes")
     return bool(attrs) and any(type(v) is float for v in attrs.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ._canonical import NotIJSON, canonical_of_line
 from ._log import SCHEMA_VERSIONS, key_id_of, record_hash
 
 __all__ = ["TrailReport", "VerificationError", "VerifyReport", "iter_records", "query", "report",
@@ -83,28 +85,6 @@ def _parse_lines(lines: Any) -> Iterator[tuple[int, dict[str, Any] | None, str]]
 SIGNED_TYPES = ("checkpoint", "rotated", "record_failed")
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("a member name appears twice in one object")
-    return out
-
-
-def _is_ijson(raw: str) -> bool:
-    """Whether a line is strict I-JSON as schema v2 requires: no NaN / Infinity, no member
-    name twice in one object. A lenient parser would read such a line one way and another
-    verifier another way (or not at all), so the line is refused as edited."""
-    try:
-        json.loads(raw, object_pairs_hook=_unique_members, parse_constant=_refuse_constant)
-    except ValueError:
-        return False
-    return True
-
-
 def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
            allow_open: bool = False) -> VerifyReport:
     """Check every chain of the log; return a report or raise VerificationError.
@@ -142,9 +122,16 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
             raise VerificationError(n, f"schema version {version!r} is not one this verifier"
                                        f" reads ({', '.join(map(str, SCHEMA_VERSIONS))}):"
                                        " edited, or written by a newer governed_db")
-        if version != 1 and not _is_ijson(raw):
+        try:
+            # v2: the line parsed strictly — a lenient parser would read a NaN token or a
+            # member name given twice one way and another verifier another way, or not at all.
+            digest = record_hash(rec) if version == 1 else \
+                hashlib.sha256(canonical_of_line(raw)).hexdigest()
+        except NotIJSON:
             raise VerificationError(n, "not I-JSON (NaN, Infinity or a member name twice):"
-                                       " edited")
+                                       " edited") from None
+        except (TypeError, ValueError):  # no canonical form (a NaN in a v1 line, ...)
+            raise VerificationError(n, "content has no canonical form (edited)") from None
         if rec.get("seq") != st["seq"] + 1:
             what = "deleted" if isinstance(rec.get("seq"), int) and rec["seq"] > st["seq"] + 1 \
                 else "reordered or duplicated"
@@ -153,10 +140,6 @@ def verify(path: str | Path, public_key: Ed25519PublicKey | None = None, *,
         if rec.get("prev") != st["prev"]:
             raise VerificationError(n, "previous-hash link broken (record deleted, reordered"
                                        " or edited before this one)")
-        try:
-            digest = record_hash(rec)
-        except (TypeError, ValueError):  # no canonical form (a NaN in a v1 line, ...)
-            raise VerificationError(n, "content has no canonical form (edited)") from None
         if digest != rec.get("hash"):
             raise VerificationError(n, "content does not match its hash (edited)")
         if "sig" not in rec and rec.get("type") in SIGNED_TYPES:
