@@ -329,3 +329,33 @@ def test_a_delegated_token_cannot_decide(tmp_path, issuer, dsn, monkeypatch):
     r = _run("approvals", "approve", request_id,
              env={"GOVERNED_DB_APPROVER_TOKEN": _human(issuer, sub="u-maria", name="maria")})
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("identity,oidc,warns", [
+    (ROLES_ONLY, 'roles_claim = "roles"', None),
+    (ROLES_ONLY, "", "sets no roles_claim"),
+    (VERIFIED_HUMANS, None, "no [identity.oidc]"),
+    (ROLES_ONLY, None, "no [identity.oidc]"),
+])
+def test_policy_check_warns_when_no_approver_can_qualify(tmp_path, issuer, identity, oidc,
+                                                         warns):
+    from governed_db.policy import check_policy
+
+    (tmp_path / "jwks.json").write_text(json.dumps(issuer.jwks))
+    section = "" if oidc is None else f"""
+[identity.oidc]
+issuer = "{ISS}"
+audience = "{AUD}"
+jwks = "jwks.json"
+kind_claim = "gdb_kind"
+{oidc}
+"""
+    path = tmp_path / "policy.toml"
+    path.write_text(f"[identity]\n{identity}\n{section}")
+    report = check_policy(path)
+    assert report.errors == ()
+    found = [w.message for w in report.warnings if "approve" in w.message]
+    if warns is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and warns in found[0], found

@@ -346,14 +346,21 @@ def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -
     for key, value in raw.items():
         c.call(("identity", key), check_identity_section, {key: value}, source,
                lambda _key: None)
-
-
-def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
-    from .._tokens import check_identity_section
-
-    for key, value in raw.items():
-        c.call(("identity", key), check_identity_section, {key: value}, source,
-               lambda _key: None)
+    # Verified approvers (governed_db.approvals.requires_verified_approvers) need a way to
+    # verify a token and, with approver_roles, roles from it: otherwise every decision fails.
+    roles = raw.get("approver_roles")
+    humans = isinstance(raw.get("require_verified"), list) and "human" in raw["require_verified"]
+    oidc = raw.get("oidc") if isinstance(raw.get("oidc"), Mapping) else None
+    if (roles or humans) and oidc is None:
+        c.warning(("identity", "approver_roles" if roles else "require_verified"),
+                  "approvals need the approver's verified token here, but there is no"
+                  " [identity.oidc] to verify it with: every approve/deny will be refused;"
+                  " add [identity.oidc]")
+    elif roles and oidc is not None and not oidc.get("roles_claim"):
+        c.warning(("identity", "approver_roles"),
+                  "approver_roles are read from the approver's token, but [identity.oidc] sets"
+                  " no roles_claim: no approver can hold one and every approve/deny will be"
+                  " refused; set roles_claim (e.g. \"roles\" or \"groups\")")
 
 
 def _check_rules(c: _Collector, data: Mapping[str, Any], builtin_ids: frozenset[str]) -> None:
@@ -929,8 +936,6 @@ def check_policy_text(text: str, *, source: str | None = None, dsn: str | None =
         _check_approvals(c, data["approvals"], source)
     if isinstance(data.get("mcp"), Mapping):
         _check_mcp(c, data["mcp"], source)
-    if isinstance(data.get("identity"), Mapping):
-        _check_identity(c, data["identity"], source)
     if isinstance(data.get("identity"), Mapping):
         _check_identity(c, data["identity"], source)
     extends = data.get("extends", "default")
