@@ -28,6 +28,7 @@ not on the list is denied before it is sent, for every identity and in observe m
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # As the server reports them (pg_enc2name_tbl): every byte below 0x80 is that ASCII character
 # and every byte of a multi-byte character is 0x80 or above. EUC_TW and MULE_INTERNAL have no
@@ -90,3 +91,13 @@ def query_text(query: bytes, codec: str) -> str:
     psycopg maps to the Python ``codec``. Bytes that are not valid in it become lone
     surrogates, which the analyzer refuses as unparseable (the server would reject them too)."""
     return query.decode(codec, "surrogateescape")
+
+
+def session_codec(pgconn: Any) -> str:
+    """The Python codec of the session's client encoding; UTF-8 for the allow-listed
+    encodings Python has no codec for (EUC_TW, MULE_INTERNAL: psycopg refuses to send or read
+    text in them anyway, so only names of result columns would be read with it)."""
+    try:
+        return str(pgconn._encoding)
+    except Exception:  # noqa: BLE001 - psycopg.NotSupportedError
+        return "utf-8"

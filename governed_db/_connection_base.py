@@ -17,9 +17,9 @@ from psycopg.rows import tuple_row
 from . import _config
 from . import egress as _egress
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
+from ._client_encoding import reported_encoding_safe, session_codec, unsafe_encoding_message
 from ._core import Governor, redact_exception
 from ._cursor_base import governed_repr
-from ._client_encoding import reported_encoding_safe, unsafe_encoding_message
 from ._redact import Allowed, redact_fields
 from .errors import InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
@@ -92,6 +92,7 @@ class GovernedConnectionMixin:
         gov = Governor(policy=policy, identity=ident, auditor=auditor,
                        catalog_key=key, conn_info=conn_info)
         gov.server_utf8 = info.parameter_status("server_encoding") == "UTF8"
+        gov.codec = session_codec(self.pgconn)
         gov.catalog = catalog_for(key)
         gov.catalog_stale = gov.catalog is None
         # What the server reports now and must keep reporting (PostgreSQL sends these
@@ -264,6 +265,7 @@ class GovernedConnectionMixin:
             elif not reported_encoding_safe(status(b"client_encoding")):
                 problem = "client_encoding"
             else:
+                gov.codec = session_codec(self.pgconn)
                 for name, value in gov.expected_params.items():
                     got = status(name.encode())
                     if (got.decode() if got is not None else None) != value:

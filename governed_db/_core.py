@@ -249,6 +249,9 @@ class Governor:
         # Whether object names with non-ASCII characters are exact: PostgreSQL truncates
         # names to 63 bytes *in the server encoding*, the parser here in UTF-8.
         self.server_utf8 = True
+        # The Python codec of the session's client encoding (result column names arrive in
+        # it); kept current by the connection after every operation.
+        self.codec = "utf-8"
         self._scope: tuple[Identity | None, tuple[Any, ...]] = (None, ())
         # What the server session currently carries (None: unknown, push before next statement)
         self.server_identity: str | None = None
@@ -970,12 +973,12 @@ class Governor:
             for i in plan.masked_columns:
                 col = plan.columns[i]
                 assert col is not None
-                masked[_fname(result, i)] = f"{col.strategy}:{col.reason}"
+                masked[_fname(result, i, self.codec)] = f"{col.strategy}:{col.reason}"
         entry = (plan, masked, frozenset(seen))
         ctx.plans[index] = entry
         # Per output column lineage for the audit record (OpenLineage column lineage):
         # column names only, "?" where it could not be established.
-        lineage = tuple((_fname(result, i), tuple(sorted(sources.get(i, (UNKNOWN,)))))
+        lineage = tuple((_fname(result, i, self.codec), tuple(sorted(sources.get(i, (UNKNOWN,)))))
                         for i in range(result.nfields))
         ctx.lineage[index] = lineage
         if key is not None and not self.catalog_stale:
@@ -1133,7 +1136,7 @@ class Governor:
         plan = self.plan(ctx, index, result)
         if plan is None or not plan.detecting or ctx is None or self.auditor is None:
             return plan
-        names = [_fname(result, i) for i in range(result.nfields)]
+        names = [_fname(result, i, self.codec) for i in range(result.nfields)]
 
         def report(column: int, detectors: Sequence[str]) -> None:
             seen = ctx.detections
@@ -1489,12 +1492,12 @@ def _rank(strategy: str) -> int:
     return {"none": 0, "hash": 1, "partial": 2, "email": 2, "redact": 3, "null": 4}.get(strategy, 3)
 
 
-def _fname(result: Any, i: int) -> str:
+def _fname(result: Any, i: int, codec: str = "utf-8") -> str:
     try:
         raw = result.fname(i)
     except Exception:  # noqa: BLE001
         return f"column{i}"
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return raw.decode(codec, "replace") if isinstance(raw, bytes) else str(raw)
 
 
 def _inner_tree(tree: Mapping[str, Any], typ: str) -> Any:

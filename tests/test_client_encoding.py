@@ -404,3 +404,16 @@ def test_function_switching_encoding_cannot_run_in_a_pipeline(enc_db, audit):
             conn.execute(TRICK)
         assert ei.value.rule_ids == (VERIFY,)
     assert _t_rows(enc_db) == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("encoding", ["LATIN9", "UTF8"])
+def test_audit_names_non_ascii_columns_exactly(enc_db, audit, encoding):
+    """Result column names arrive in the session's encoding: the audit record names the
+    masked column as the caller wrote it (was ``courri\ufffdl`` on latin9)."""
+    with governed_db.connect(enc_db + f" client_encoding={encoding}", identity=AGENT,
+                             audit=audit) as conn:
+        assert conn.execute('SELECT email AS "courriél" FROM users ORDER BY id').fetchall() == [
+            ("****@example.com",), ("****@example.com",)]
+    audit.flush()
+    rec = [r for r in audit.records if r["type"] == "statement"][-1]
+    assert list(rec["masked"]) == ["courriél"]
