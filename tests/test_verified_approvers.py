@@ -359,3 +359,43 @@ kind_claim = "gdb_kind"
         assert found == []
     else:
         assert len(found) == 1 and warns in found[0], found
+
+
+def test_console_takes_the_approvers_token_with_the_decision(setup, issuer):
+    """A console without an approver identity decides with the token pasted in the form:
+    verified per decision, never stored; a bad or self-approving token is refused."""
+    pytest.importorskip("starlette")
+    import re
+
+    from starlette.testclient import TestClient
+
+    from governed_db.console import ConsoleSettings, create_app
+
+    path, request_id = setup
+    policy = load_policy(path)
+    store = governed_db._config.approvals(None)
+    settings = ConsoleSettings(logs=[], approver=None, policy=policy, store=store)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8765",
+                    follow_redirects=False) as c:
+        c.get(f"/?token={settings.token}")
+        page = c.get(f"/approvals/{request_id}").text
+        assert 'name="approver_token"' in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        r = c.post(f"/approvals/{request_id}/decide", data={"action": "approve", "csrf": csrf})
+        assert r.status_code == 403 and "decisions are off" in r.text
+        bad = tamper(_human(issuer, sub="u-bob", name="bob"), sub="u-maria")
+        r = c.post(f"/approvals/{request_id}/decide",
+                   data={"action": "approve", "csrf": csrf, "approver_token": bad})
+        assert r.status_code == 403 and "signature" in r.text
+        assert store.get(request_id)["status"] == "pending"
+        token = _human(issuer, jti="console-jti")
+        r = c.post(f"/approvals/{request_id}/decide",
+                   data={"action": "approve", "csrf": csrf, "approver_token": token})
+        assert r.status_code == 303, r.text
+        shown = c.get(f"/approvals/{request_id}").text
+        assert f"(verified: {ISS}, subject u-maria)" in shown
+        for part in token.split("."):
+            assert part not in shown
+    req = store.get(request_id)
+    assert req["status"] == "approved" and req["decisions"][-1]["by"]["jti"] == "console-jti"
+    assert token.split(".")[1] not in json.dumps(req)

@@ -56,6 +56,11 @@ class ConsoleSettings:
         self._secret = secrets.token_bytes(32)  # signs session cookies and CSRF tokens
         self._store = store
 
+    def takes_tokens(self) -> bool:
+        """Whether a decision may carry the approver's own signed token (the policy can
+        verify one: it has ``[identity.oidc]``)."""
+        return bool((getattr(self.policy, "identity", None) or {}).get("oidc"))
+
     def store(self) -> Any:
         if self._store is None:
             from .. import _config
@@ -101,7 +106,7 @@ def create_app(settings: ConsoleSettings) -> Any:
         sid = request.state.sid
         body = env.get_template(name).render(
             csrf=settings.csrf_for(sid), approver=settings.approver, logs=settings.logs,
-            path=request.url.path, **ctx)
+            path=request.url.path, takes_tokens=settings.takes_tokens(), **ctx)
         return HTMLResponse(body, status_code=status)
 
     def denied(status: int, message: str) -> Response:
@@ -169,6 +174,7 @@ def create_app(settings: ConsoleSettings) -> Any:
                     message=request.query_params.get("done"))
 
     async def decide(request: Request) -> Response:
+        from ..approvals import approver_from_token
         from ..errors import IdentityError, PolicyError, StatementDenied
 
         request_id = request.path_params["request_id"]
@@ -176,14 +182,21 @@ def create_app(settings: ConsoleSettings) -> Any:
         action = str(form.get("action") or "")
         if action not in ("approve", "deny"):
             return denied(400, "Choose approve or deny.")
-        if settings.approver is None:
+        token = str(form.get("approver_token") or "").strip()
+        if settings.approver is None and not (token and settings.takes_tokens()):
             return denied(403, "This console was started without an approver identity"
-                               " (`governed-db console --as human:NAME`): decisions are off.")
+                               " (`governed-db console --token-file PATH` or `--as human:NAME`)"
+                               " and takes no approver tokens (the policy has no"
+                               " [identity.oidc]): decisions are off.")
         note = str(form.get("note") or "").strip()[:500] or None
         try:
+            # A token pasted with the decision is this person's, for this decision only
+            # (verified like any identity; never stored or shown).
+            approver = (approver_from_token(token, settings.policy) if token
+                        else settings.approver)
             # The policy decides whether the approver must be verified and hold a role: a
             # console started with --as refuses here when it must (fail closed).
-            settings.store().decide(request_id, settings.approver, approve=action == "approve",
+            settings.store().decide(request_id, approver, approve=action == "approve",
                                     note=note, policy=settings.policy)
         except (StatementDenied, PolicyError, IdentityError) as exc:
             try:
