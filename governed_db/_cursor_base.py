@@ -585,6 +585,14 @@ class GovernedResult:
         return getattr(self._res, name)
 
     def get_value(self, row_number: int, column_number: int) -> bytes | None:
+        value = self._masked_value(row_number, column_number)
+        if _egress._observers and value is not None:
+            res = self._res
+            _egress.emit("value", bytes(value).decode(self._cursor._encoding, "replace")
+                         if res.fformat(column_number) == 0 else bytes(value))
+        return value
+
+    def _masked_value(self, row_number: int, column_number: int) -> bytes | None:
         res = self._res
         value = res.get_value(row_number, column_number)
         if value is None:
@@ -674,9 +682,11 @@ class GovernedCopyMixin:
     def _read_gen(self) -> Any:
         data = yield from super()._read_gen()  # type: ignore[misc]
         plan = self._gov_plan
-        if plan is None or not data:
-            return data
-        return memoryview(_mask_copy_line(bytes(data), plan, self.cursor._encoding))
+        if plan is not None and data:
+            data = memoryview(_mask_copy_line(bytes(data), plan, self.cursor._encoding))
+        if _egress._observers and data:
+            _egress.emit("copy", bytes(data).decode(self.cursor._encoding, "replace"))
+        return data
 
 
 _UNESC = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b"\\": b"\\", b"b": b"\b", b"f": b"\f",

@@ -13,7 +13,9 @@ is one observer (:class:`governed_db.testing.EgressMonitor`); a deployment can r
         ...
 
 ``where`` is one of :data:`WHERE`. ``value`` is what the caller receives: for ``"row"`` the
-list of column values as masked, before the row factory builds the row; for ``"error"`` the
+list of column values as masked, before the row factory builds the row; for ``"value"`` one
+value read with ``cursor.pgresult.get_value()`` (text, or bytes in binary format); for
+``"copy"`` one block of ``COPY … TO STDOUT`` data as handed out (text); for ``"error"`` the
 exception; for ``"notice"`` the primary, detail and hint text; for ``"notify"`` the payload;
 for ``"span"`` the attribute mapping; for ``"audit record"`` the record as written. Observers
 see values, never change them, and must not block: they run on the calling thread (the audit
@@ -34,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 __all__ = ["WHERE", "EgressObserver", "add_observer", "observers", "observing",
            "remove_observer"]
 
-WHERE = ("row", "error", "notice", "notify", "span", "audit record")
+WHERE = ("row", "value", "copy", "error", "notice", "notify", "span", "audit record")
 
 logger = logging.getLogger("governed_db.egress")
 

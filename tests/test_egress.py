@@ -162,3 +162,27 @@ def test_governance_never_imports_test_code(dsn):
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_pgresult_values_are_reported(agent_conn, recorder):
+    cur = agent_conn.execute("SELECT id, email FROM users WHERE id = 1001")
+    value = cur.pgresult.get_value(0, 1)
+    assert value is not None and b"qem.alice" not in value
+    assert recorder.of("value") == [value.decode()]
+
+
+@pytest.mark.parametrize("read", ["read", "rows", "iterate"])
+def test_copy_data_is_reported_as_handed_out(dsn, recorder, read):
+    with governed_db.connect(dsn, identity=SERVICE, audit=False, autocommit=True) as conn:
+        with conn.cursor().copy("COPY (SELECT id, email FROM users ORDER BY id) TO STDOUT") as cp:
+            if read == "read":
+                got = []
+                while data := cp.read():
+                    got.append(bytes(data).decode())
+                text = "".join(got)
+            elif read == "rows":
+                text = "".join(f"{a}\t{b}\n" for a, b in cp.rows())
+            else:
+                text = "".join(bytes(b).decode() for b in cp)
+    assert "qem.alice@example.com" not in text and "1001\t" in text
+    assert "".join(recorder.of("copy")) == text

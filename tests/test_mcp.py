@@ -134,21 +134,21 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def http_server(dsn: str, env: dict[str, str], errlog: Any) -> Any:
+def http_server(dsn: str, env: dict[str, str], errlog: Any, host: str = "127.0.0.1") -> Any:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "governed_db", "mcp", "--dsn", dsn, "--http", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "governed_db", "mcp", "--dsn", dsn, "--http", f"{host}:{port}"],
         env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=errlog)
     try:
         deadline = time.monotonic() + 90
         while True:
             assert proc.poll() is None, "the HTTP server exited at start-up"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
                 break
             assert time.monotonic() < deadline, "the HTTP server did not start"
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://{host}:{port}/mcp"
     finally:
         proc.terminate()
         try:
@@ -593,3 +593,48 @@ async def test_in_process_unknown_tool_and_arguments_are_not_echoed(
     assert [e["identity"]["attributes"]["tool"] for e in events] == \
         ["<unknown>", "query", "query", "query"]
     log.close()
+
+
+# -- DNS rebinding: Host/Origin checked for every bind address ---------------------------------
+
+@pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]", "::1",
+                                  "10.1.2.3"])
+async def test_transport_security_allows_only_the_bound_names(bind):
+    from starlette.requests import Request
+
+    from mcp.server.transport_security import TransportSecurityMiddleware
+
+    from governed_db.mcp.server import is_loopback, transport_security
+
+    check = TransportSecurityMiddleware(transport_security(bind, 8123))
+
+    async def status(host: str, origin: str | None = None) -> int:
+        headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
+        req = Request({"type": "http", "method": "GET", "path": "/mcp", "headers": headers})
+        res = await check.validate_request(req)
+        return 200 if res is None else res.status_code
+
+    spelled = f"[{bind.strip('[]')}]" if ":" in bind else bind
+    assert await status(f"{spelled}:8123") == 200
+    assert await status(f"{spelled}:8123", f"http://{spelled}:8123") == 200
+    assert await status("attacker.example:8123", "http://attacker.example:8123") == 421
+    assert await status(f"{spelled}:8123", "http://attacker.example:8123") == 403
+    assert await status(f"{spelled}:9999") == 421  # another port is another origin
+    assert await status("localhost:8123") == (200 if is_loopback(bind) else 421)
+
+
+def test_rebinding_refused_on_another_loopback_address(dsn, tmp_path):
+    """``--http 127.0.0.2:P`` is loopback (no tokens needed), so it must check Host too."""
+    with open(tmp_path / "err.log", "w") as errlog, \
+            http_server(dsn, {"GOVERNED_DB_HOME": str(tmp_path)}, errlog, "127.0.0.2") as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "page", "version": "1"}}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        evil = httpx2.post(url, json=init, timeout=30, headers={
+            **accept, "Host": f"attacker.example:{port}",
+            "Origin": f"http://attacker.example:{port}"})
+        assert evil.status_code == 421
+        local = httpx2.post(url, json=init, timeout=30, headers=accept)
+        assert local.status_code == 200

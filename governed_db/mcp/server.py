@@ -25,7 +25,8 @@ from ..identity import Identity
 from ._auth import BearerAuth, verifiers_for, with_refusal_reasons
 from ._tools import TOOL_SPECS, CallInfo, GovernedTools
 
-__all__ = ["build_server", "is_loopback", "serve", "serve_http", "serve_stdio"]
+__all__ = ["build_server", "is_loopback", "serve", "serve_http", "serve_stdio",
+           "transport_security"]
 
 logger = logging.getLogger("governed_db.mcp")
 SERVER_NAME = "governed-db"
@@ -169,7 +170,7 @@ async def serve_http(tools: GovernedTools, identity: Identity, host: str, port: 
                        identity.label)
     await _check_database(tools, identity)
     server = build_server(tools, identity, transport="http", auth=auth)
-    kwargs: dict[str, Any] = {"host": host}
+    kwargs: dict[str, Any] = {"host": host, "transport_security": transport_security(host, port)}
     if auth is not None:
         url = f"http://{_url_host(host)}:{port}/mcp"
         kwargs.update(token_verifier=auth, auth=AuthSettings(
@@ -186,6 +187,28 @@ async def serve_http(tools: GovernedTools, identity: Identity, host: str, port: 
         await userver.serve()
     finally:
         await tools.aclose()
+
+
+def transport_security(host: str, port: int) -> Any:
+    """DNS-rebinding protection for every bind address, spelled however it was given.
+
+    A web page can make a browser send requests to a loopback server under the page's own
+    name (DNS rebinding); only the Host and Origin headers tell. The SDK turns its check on
+    for three literal spellings only (``127.0.0.1``, ``localhost``, ``::1``), so
+    ``--http 127.0.0.2:P`` or ``[::1]:P`` — loopback, hence served without bearer tokens —
+    was open to any page. Here the allow-list is explicit: the address as bound, on this port
+    (and, for loopback, the other loopback names a local client may use); anything else gets
+    the SDK's refusal. A non-loopback server requires bearer tokens (a browser driven by a
+    page has none) and checks its own address too.
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    hosts = [f"{_url_host(host.strip('[]'))}:{port}"]
+    if is_loopback(host):
+        hosts += [f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")]
+    hosts = list(dict.fromkeys(hosts))
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                     allowed_origins=[f"http://{h}" for h in hosts])
 
 
 def _url_host(host: str) -> str:
