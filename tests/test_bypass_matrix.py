@@ -527,3 +527,30 @@ async def test_sql_declared_cursor_read_through_a_server_cursor_async(wdsn, audi
     finally:
         await conn.close()
     assert _counts(wdsn) == 2
+
+
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "in-transaction"])
+@pytest.mark.parametrize("failure", ["caller-exception", "bad-data", "unknown-table"])
+def test_measured_copy_from_that_fails_leaves_the_session_as_psycopg_does(wdsn, audit, failure,
+                                                                          autocommit):
+    """A measured COPY FROM that fails leaves nothing behind: no rows, no transaction of
+    governed_db's own open (autocommit), the caller's transaction failed as it would be."""
+    table = "nope" if failure == "unknown-table" else "orders"
+    with governed_db.connect(wdsn, identity=governed_db.Identity("etl", "service"),
+                             policy=_parse(LIMIT_ONE), audit=audit,
+                             autocommit=autocommit) as conn:
+        with pytest.raises((_Boom, psycopg.Error)):
+            with conn.cursor().copy(f"COPY {table} (id, user_id, amount) FROM STDIN") as copy:
+                copy.write_row((40, 1001, "x" if failure == "bad-data" else 1))
+                if failure == "caller-exception":
+                    raise _Boom
+        want = psycopg.pq.TransactionStatus.IDLE if autocommit \
+            else psycopg.pq.TransactionStatus.INERROR
+        assert conn.info.transaction_status == want
+        conn.rollback()
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+    assert _counts(wdsn) == 2
