@@ -620,16 +620,19 @@ class Governor:
             return decision
         from .guardrails import Finding, rebuild_decision
 
-        probed: set[str] = set()
+        probed: dict[str, str] = {}
         for s in statements:
-            probed |= self._probed_columns(s, ident)
+            for column, why in self._probed_columns(s, ident).items():
+                probed.setdefault(column, why)
         if not probed:
             return decision
         cfg = rules[0]
+        uses = "; ".join(f"{column} {why}" for column, why in sorted(probed.items()))
         finding = Finding(rule_id=cfg.id, level=cfg.level, message=(
-            f"filters, joins or orders on masked column(s) {', '.join(sorted(probed))}, which"
-            f" would reveal their values to a {ident.kind} identity; select them (masked)"
-            " instead of filtering on them"))
+            f"a value of masked column(s) {', '.join(sorted(probed))} would decide more than"
+            f" the (masked) output: {uses}; that reveals the hidden value to a {ident.kind}"
+            " identity. Select the column itself (it comes back masked) instead of filtering,"
+            " ordering, branching, counting rows or computing on it"))
         return rebuild_decision(self.policy, (*decision.findings, finding), decision)
 
     def _check_notify(self, ident: Identity, statements: Sequence[StatementFacts],
@@ -655,24 +658,26 @@ class Governor:
             " is not masked) instead"))
         return rebuild_decision(self.policy, (*decision.findings, finding), decision)
 
-    def _probed_columns(self, s: StatementFacts, ident: Identity) -> set[str]:
-        """Masked columns (``table.column``) that decide which rows ``s`` returns or touches,
-        followed by lineage (see ``analysis._probes``); by name where lineage cannot be had."""
-        from .analysis._probes import deciding_sources
+    def _probed_columns(self, s: StatementFacts, ident: Identity) -> dict[str, str]:
+        """Masked columns (``table.column``) whose values decide which rows ``s`` returns or
+        touches, how many, which branch runs or whether it errors, each with how; followed
+        by lineage (see ``analysis._probes``); by name where lineage cannot be had."""
+        from .analysis._probes import deciding_uses
 
         catalog = self.catalog
-        sources = deciding_sources(s.tree, catalog) if catalog is not None else None
-        if sources is None:
-            return self._probed_by_name(s, ident)
-        probed = set()
-        for src in sources:
+        uses = deciding_uses(s.tree, catalog) if catalog is not None else None
+        if uses is None:
+            return dict.fromkeys(self._probed_by_name(s, ident),
+                                 "is filtered, joined or ordered on")
+        probed: dict[str, str] = {}
+        for src, why in sorted(uses.items()):
             if src == UNKNOWN:
                 if self._may_touch_sensitive(s, catalog, ident):
-                    probed.add("(a value of unknown lineage)")
+                    probed.setdefault("(a value of unknown lineage)", why)
                 continue
             schema, table, column = _split3(src)
             if self._masked_for(schema, table, column, ident):
-                probed.add(f"{table}.{column}")
+                probed.setdefault(f"{table}.{column}", why)
         return probed
 
     def _probed_by_name(self, s: StatementFacts, ident: Identity) -> set[str]:

@@ -48,9 +48,11 @@ def test_langchain_sql_database_masked_and_denials_readable(lc_db, audit):
     err = lc_db.run_no_throw("DROP TABLE orders")
     assert err.startswith("Error:") and "statement.disallow-drop" in err
     assert "Do not retry" in err
-    # A data value the server quotes in its error text is redacted before the model sees it.
+    # A cast of a masked value that raises for some values is an error oracle: refused before
+    # it runs, readably, with no value in the text (server error text redaction is covered in
+    # test_error_text.py).
     err2 = lc_db.run_no_throw("SELECT email::int FROM users")
-    assert err2.startswith("Error:") and "InvalidTextRepresentation" in err2
+    assert err2.startswith("Error:") and "column.disallow-predicate-on-masked" in err2
     _no_marker(err2)
     recs = _statements(audit)
     assert {r["identity"]["id"] for r in recs} == {"sql-agent"}

@@ -69,29 +69,32 @@ def _assert_clean(exc: BaseException) -> None:
         assert "alice" not in low and "111-22" not in low, text
 
 
-# (sql, identity, exception class, sqlstate, exact primary message, exact detail)
+# (sql, identity, exception class, sqlstate, exact primary message, exact detail). The shapes
+# that raise on a masked value run as a human: for an ai_agent they are value oracles (whether
+# they raise depends on the value) and are refused before they run (test_value_oracles.py,
+# test_agent_data_error_shapes_never_run below); the redaction is the layer behind that.
 DATA_ERRORS = [
-    ("SELECT ssn::int FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+    ("SELECT ssn::int FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
      f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),
-    ("SELECT email::regclass FROM users", AGENT, errors.FeatureNotSupported, "0A000",
+    ("SELECT email::regclass FROM users", HUMAN, errors.FeatureNotSupported, "0A000",
      "cross-database references are not implemented:"
      f' "{REDACTED_TEXT}.{REDACTED_TEXT}.{REDACTED_TEXT}"', None),
-    ("SELECT split_part(name, ' ', 2)::regclass FROM users", AGENT, errors.UndefinedTable, "42P01",
+    ("SELECT split_part(name, ' ', 2)::regclass FROM users", HUMAN, errors.UndefinedTable, "42P01",
      f'relation "{REDACTED_TEXT}" does not exist', None),
-    ("SELECT email::json FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+    ("SELECT email::json FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
      "invalid input syntax for type json", f'Token "{REDACTED_TEXT}" is invalid.'),
-    ("SELECT ('{\"k\": ' || email || '}')::jsonb FROM users", AGENT,
+    ("SELECT ('{\"k\": ' || email || '}')::jsonb FROM users", HUMAN,
      errors.InvalidTextRepresentation, "22P02", "invalid input syntax for type json",
      f'Token "{REDACTED_TEXT}" is invalid.'),
-    ("SELECT ssn::date FROM users", AGENT, errors.InvalidDatetimeFormat, "22007",
+    ("SELECT ssn::date FROM users", HUMAN, errors.InvalidDatetimeFormat, "22007",
      f'invalid input syntax for type date: "{REDACTED_TEXT}"', None),
-    ("SELECT email::uuid FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+    ("SELECT email::uuid FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
      f'invalid input syntax for type uuid: "{REDACTED_TEXT}"', None),
-    ("SELECT ssn::inet FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+    ("SELECT ssn::inet FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
      f'invalid input syntax for type inet: "{REDACTED_TEXT}"', None),
-    ("SELECT ssn::mood FROM users", AGENT, errors.InvalidTextRepresentation, "22P02",
+    ("SELECT ssn::mood FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
      f'invalid input value for enum mood: "{REDACTED_TEXT}"', None),
-    ("SELECT make_date(2020, 13, length(ssn)) FROM users", AGENT, errors.DatetimeFieldOverflow,
+    ("SELECT make_date(2020, 13, length(ssn)) FROM users", HUMAN, errors.DatetimeFieldOverflow,
      "22008", f"date field value out of range: {REDACTED_TEXT}-{REDACTED_TEXT}-{REDACTED_TEXT}",
      None),
     ("INSERT INTO users (id, email) SELECT id + 10, email FROM users", HUMAN,
@@ -116,7 +119,7 @@ DATA_ERRORS = [
     ("SELECT dyn(email) FROM users", HUMAN, errors.InvalidTextRepresentation, "22P02",
      f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),
     # A value guessed in the statement is not confirmed by the error.
-    ("SELECT substr(ssn, 5, 3)::date, '111', '222', '333' FROM users", AGENT,
+    ("SELECT substr(ssn, 5, 3)::date, '111', '222', '333' FROM users", HUMAN,
      errors.InvalidDatetimeFormat, "22007",
      f'invalid input syntax for type date: "{REDACTED_TEXT}"', None),
 ]
@@ -136,6 +139,18 @@ def test_data_never_in_error_text(db, audit, sql, ident, cls, sqlstate, message,
         _assert_clean(exc)
         assert str(exc).splitlines()[0] == message
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection stays usable
+
+
+@pytest.mark.parametrize("sql", [d[0] for d in DATA_ERRORS if d[0].startswith("SELECT")
+                                 and ("ssn" in d[0] or "email" in d[0] or "name" in d[0])
+                                 and "leak" not in d[0] and "_f(" not in d[0]
+                                 and "dyn(" not in d[0]])
+def test_agent_data_error_shapes_never_run(db, audit, sql):
+    with governed_db.connect(db, identity=AGENT, audit=audit, autocommit=True) as conn:
+        with pytest.raises(errors.StatementDenied) as ei:
+            conn.execute(sql)
+    assert ei.value.rule_ids == ("column.disallow-predicate-on-masked",)
+    assert not any(m in str(ei.value).lower() for m in MARKERS), str(ei.value)
 
 
 def test_context_lines_keep_function_names_not_values(db, audit):
@@ -188,7 +203,7 @@ def test_callers_own_text_comes_back(db, audit, sql, ident, cls, message, detail
 
 
 def test_values_sent_in_an_earlier_statement_are_not_echoed(db, audit):
-    with governed_db.connect(db, identity=AGENT, audit=audit, autocommit=True) as conn:
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
         conn.execute("SELECT 'qsn-111-22-3333', 'qem.alice@example.com'").fetchall()
         with pytest.raises(errors.InvalidTextRepresentation) as ei:
             conn.execute("SELECT ssn::int FROM users WHERE id = 1001")
@@ -251,7 +266,7 @@ def test_errors_in_executemany_and_pipeline(db, audit):
 
 
 async def test_async_errors_are_redacted(db, audit):
-    conn = await governed_db.AsyncConnection.connect(db, identity=AGENT, audit=audit)
+    conn = await governed_db.AsyncConnection.connect(db, identity=HUMAN, audit=audit)
     try:
         with pytest.raises(errors.InvalidTextRepresentation) as ei:
             await conn.execute("SELECT email::uuid FROM users")
@@ -265,7 +280,7 @@ async def test_async_errors_are_redacted(db, audit):
 
 
 def test_unredacted_error_is_not_chained(db, audit):
-    with governed_db.connect(db, identity=AGENT, audit=audit, autocommit=True) as conn:
+    with governed_db.connect(db, identity=HUMAN, audit=audit, autocommit=True) as conn:
         with pytest.raises(errors.InvalidTextRepresentation) as ei:
             conn.execute("SELECT ssn::int FROM users")
     exc = ei.value

@@ -30,15 +30,88 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._catalog import Catalog
-from ._lineage import UNKNOWN, Column, _Entry, _Lineage, _svals, _Unresolvable
+from ._facts import funcname
+from ._lineage import (
+    UNKNOWN,
+    Column,
+    _Entry,
+    _find_entry,
+    _has_column,
+    _Lineage,
+    _svals,
+    _Unresolvable,
+)
 
-__all__ = ["deciding_sources"]
+__all__ = ["TEXT_TYPES", "TOTAL_FUNCTIONS", "TOTAL_OPERATORS", "deciding_sources",
+           "deciding_uses"]
+
+# -- the allow-list of total operations ------------------------------------------------------
+# A value derived from a masked column may pass only through operations that cannot raise and
+# return exactly one value for ANY input (so neither an error, nor a row count, nor a branch
+# can depend on it); the result then reaches an output column and is masked as a whole.
+# Function name -> argument positions that may receive such a value (None: all of them).
+# Built-ins only: a user function of the same name is never total. Deliberately absent:
+# anything that can raise for some values (arithmetic, casts to non-text, make_*, to_date,
+# to_number, repeat (allocation size) and lpad/rpad's length, regexp_* (pattern), set-returning functions
+# (row count), sum/avg (overflow on some types), format (format string)).
+TOTAL_FUNCTIONS: Mapping[str, frozenset[int] | None] = {
+    **dict.fromkeys((
+        "lower", "upper", "initcap", "length", "char_length", "character_length",
+        "octet_length", "bit_length", "md5", "ascii", "reverse", "btrim", "ltrim", "rtrim", "trim",
+        "replace", "translate", "strpos", "starts_with", "concat", "concat_ws", "quote_literal",
+        "quote_ident", "quote_nullable", "to_json", "to_jsonb", "row_to_json",
+        "array_to_json", "json_build_array", "jsonb_build_array", "json_build_object",
+        "jsonb_build_object", "jsonb_typeof", "json_typeof", "array_to_string", "json_object", "jsonb_object",
+        "array_length", "cardinality", "num_nulls", "num_nonnulls",
+        "count", "min", "max", "array_agg", "string_agg", "json_agg", "jsonb_agg",
+        "json_object_agg", "jsonb_object_agg", "bool_and", "bool_or", "every",
+    ), None),
+    # the string is total; a position or length derived from a masked value is not
+    "substr": frozenset({0}), "substring": frozenset({0}), "left": frozenset({0}),
+    "right": frozenset({0}), "split_part": frozenset({0, 1}), "overlay": frozenset({0, 1}),
+    "lpad": frozenset({0, 2}), "rpad": frozenset({0, 2}),
+    # window functions: the value is total, an offset or bucket count is not
+    "lag": frozenset({0}), "lead": frozenset({0}), "first_value": frozenset({0}),
+    "last_value": frozenset({0}), "nth_value": frozenset({0}),
+}
+# Operators that cannot raise on any operand values (comparisons reveal nothing beyond the
+# boolean output, which is masked as a whole).
+TOTAL_OPERATORS = frozenset({"||", "=", "<>", "!=", "<", ">", "<=", ">=", "->", "->>"})
+# Casts that cannot raise for any value (every type has a text output).
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name"})
+_TOTAL_EXPR_KINDS = frozenset({"AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT", "AEXPR_IN",
+                               "AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN"})
+_SUBJECT_ONLY_KINDS = frozenset({"AEXPR_LIKE", "AEXPR_ILIKE", "AEXPR_SIMILAR"})
+_TOTAL_NODES = frozenset({"RowExpr", "A_ArrayExpr", "NullTest", "BooleanTest", "ResTarget",
+                          "List", "SortBy", "CollateClause", "MultiAssignRef"})
+_LEAVES = frozenset({"A_Const", "ColumnRef", "ParamRef", "SQLValueFunction", "A_Star",
+                     "String", "Integer", "Float", "Boolean", "SetToDefault"})
+_TOTAL_XML = frozenset({"IS_XMLELEMENT", "IS_XMLFOREST"})
+# Set-returning functions that expand one level of a collection, and builders of collections
+# whose element count is fixed by the syntax or by a row count (not by any value). Caveat: an
+# element that is itself an array (a masked array-typed column) would be flattened by unnest.
+_ONE_LEVEL_SRFS = frozenset({"unnest", "json_array_elements", "jsonb_array_elements",
+                             "json_array_elements_text", "jsonb_array_elements_text",
+                             "json_each", "jsonb_each", "json_each_text", "jsonb_each_text",
+                             "json_object_keys", "jsonb_object_keys"})
+_FIXED_SHAPE_BUILDERS = frozenset({"array_agg", "json_agg", "jsonb_agg", "json_build_array",
+                                   "jsonb_build_array", "json_build_object"})
+# (Not jsonb_build_object / jsonb_object_agg: jsonb keeps one of equal keys, so the number
+# of pairs would say whether two values are equal.)
+_PREDICATE = "decides which rows, in which order or how many come back"
+_ROWS = "decides how many rows a set-returning function returns"
+_BRANCH = "decides which branch of a conditional expression runs (and whether it errors)"
+_RAISES = "is an operand of {}, which can raise for some values (an error oracle)"
 
 
 class _Probe:
     def __init__(self, catalog: Catalog) -> None:
         self.lin = _Lineage(catalog)
-        self.out: set[str] = set()
+        self.out: dict[str, str] = {}  # deciding source -> how it decides (first use seen)
+
+    def _add(self, sources: frozenset[str] | set[str], why: str) -> None:
+        for src in sources:
+            self.out.setdefault(src, why)
 
     # -- statements -------------------------------------------------------------------------
 
@@ -136,7 +209,13 @@ class _Probe:
             # (USING / NATURAL: equality of plain columns, allowed.)
             self.decide(body.get("quals"), [left + right + scopes[0], *scopes[1:]], ctes)
         elif typ == "RangeFunction":
-            self.nested(body.get("functions"), scopes, ctes)
+            for fn in body.get("functions") or ():
+                items = (fn.get("List") or {}).get("items") or []
+                call = (items[0] if items and isinstance(items[0], dict) else {}).get("FuncCall")
+                if call is not None and _fixed_shape_srf(call):
+                    self.nested(items[:1], scopes, ctes)
+                else:
+                    self.decide(items[:1], scopes, ctes, _ROWS)
         entries, _ = self.lin.from_item(item, scopes, ctes)
         return entries
 
@@ -144,25 +223,111 @@ class _Probe:
 
     def nested(self, node: Any, scopes: list[list[_Entry]],
                ctes: Mapping[str, list[Column]]) -> None:
-        """Probe the deciding clauses of subqueries inside an expression."""
+        """Walk an expression whose value flows to an output (a select-list item, RETURNING,
+        SET, VALUES): probe its subqueries, and treat every *deciding use* of a value as a
+        deciding clause. A value may flow only into an output or through a total operation
+        (:data:`TOTAL_FUNCTIONS`, :data:`TOTAL_OPERATORS`, text casts, row/array
+        constructors, ``IS NULL``, ``coalesce``'s first argument): those cannot raise and
+        return exactly one value, so the mask plan masks the result as a whole. Anything else
+        that receives it (a set-returning function's argument, an operation that can raise,
+        a CASE condition, GREATEST/LEAST/NULLIF, a FILTER clause, a node not understood)
+        lets the hidden value decide how many rows come back, whether the statement errors
+        or which branch runs: an oracle, refused as a predicate is."""
         if isinstance(node, list):
             for item in node:
                 self.nested(item, scopes, ctes)
             return
-        if not isinstance(node, dict):
+        if not isinstance(node, dict) or not node:
             return
-        for typ, body in node.items():
-            if typ == "SubLink":
-                self.nested(body.get("testexpr"), scopes, ctes)
-                self.statement(body.get("subselect"), scopes, ctes)
-            elif typ in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
-                self.statement({typ: body}, scopes, ctes)
-            elif typ == "FuncCall":
-                if body.get("over"):
-                    self.window_def(body["over"], scopes, ctes)
-                self.nested({k: v for k, v in body.items() if k != "over"}, scopes, ctes)
-            elif isinstance(body, (dict, list)):
-                self.nested(body, scopes, ctes)
+        if len(node) != 1:
+            for value in node.values():
+                self.nested(value, scopes, ctes)
+            return
+        (typ, body), = node.items()
+        if typ in _LEAVES or not isinstance(body, dict):
+            return
+        if typ == "SubLink":
+            self.nested(body.get("testexpr"), scopes, ctes)
+            self.statement(body.get("subselect"), scopes, ctes)
+        elif typ in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+            self.statement({typ: body}, scopes, ctes)
+        elif typ == "FuncCall":
+            self._call(body, scopes, ctes)
+        elif typ == "A_Expr":
+            ops = [_sval(n) for n in body.get("name") or ()]
+            op = ops[-1] if ops else None
+            kind = body.get("kind")
+            if kind in _TOTAL_EXPR_KINDS or (kind == "AEXPR_OP" and op in TOTAL_OPERATORS):
+                self.nested(body.get("lexpr"), scopes, ctes)
+                self.nested(body.get("rexpr"), scopes, ctes)
+            elif kind in _SUBJECT_ONLY_KINDS:  # the pattern can raise (bad escape, bad regex)
+                self.nested(body.get("lexpr"), scopes, ctes)
+                self.decide(body.get("rexpr"), scopes, ctes, _RAISES.format(op or "pattern"))
+            else:
+                why = _RAISES.format(f"operator {op}" if op else str(kind))
+                self.decide(body.get("lexpr"), scopes, ctes, why)
+                self.decide(body.get("rexpr"), scopes, ctes, why)
+        elif typ == "TypeCast":
+            type_name = body.get("typeName") or {}
+            names = [n for n in _svals(type_name.get("names") or ()) if n]
+            if names and names[-1] in TEXT_TYPES and not type_name.get("arrayBounds"):
+                self.nested(body.get("arg"), scopes, ctes)
+            else:
+                target = names[-1] if names else "?"
+                self.decide(body.get("arg"), scopes, ctes,
+                            f"is cast to {target}, which raises for some values")
+        elif typ == "CaseExpr":
+            self.decide(body.get("arg"), scopes, ctes, _BRANCH)
+            for when in body.get("args") or ():
+                w = when.get("CaseWhen", when)
+                self.decide(w.get("expr"), scopes, ctes, _BRANCH)
+                self.nested(w.get("result"), scopes, ctes)
+            self.nested(body.get("defresult"), scopes, ctes)
+        elif typ == "CoalesceExpr":
+            args = body.get("args") or []
+            self.nested(args[:1], scopes, ctes)
+            for arg in args[1:]:
+                self.decide(arg, scopes, ctes, _BRANCH)
+        elif typ == "BoolExpr" and body.get("boolop") == "NOT_EXPR":
+            self.nested(body.get("args"), scopes, ctes)
+        elif typ == "A_Indirection":
+            self.nested(body.get("arg"), scopes, ctes)
+            for ind in body.get("indirection") or ():
+                if isinstance(ind, dict) and "A_Indices" in ind:
+                    self.decide(ind, scopes, ctes, "is an array subscript")
+        elif typ in _TOTAL_NODES or (typ == "XmlExpr" and body.get("op") in _TOTAL_XML):
+            for key, value in body.items():
+                if key != "location":
+                    self.nested(value, scopes, ctes)
+        else:
+            # AND/OR (a hidden operand decides whether the others are evaluated),
+            # GREATEST/LEAST, NULLIF, and every node not understood: fail closed.
+            why = _BRANCH if typ in ("BoolExpr", "MinMaxExpr", "NullIfExpr") else \
+                f"is used in a {typ} expression this check does not follow"
+            for key, value in body.items():
+                if isinstance(value, (dict, list)):
+                    self.decide(value, scopes, ctes, why)
+
+    def _call(self, body: Mapping[str, Any], scopes: list[list[_Entry]],
+              ctes: Mapping[str, list[Column]]) -> None:
+        name = funcname(body)
+        args = body.get("args") or []
+        if len(args) == 1 and _column_call(name, args[0], scopes):
+            return  # functional notation for a column: ssn(u) is u.ssn, a value
+        if body.get("over"):
+            self.window_def(body["over"], scopes, ctes)
+        self.decide(body.get("agg_filter"), scopes, ctes, "decides which rows a FILTER keeps")
+        self.nested(body.get("agg_order"), scopes, ctes)
+        total = TOTAL_FUNCTIONS.get(name, frozenset()) \
+            if name not in self.lin.catalog.user_functions else frozenset()
+        if name not in self.lin.catalog.user_functions and _fixed_shape_srf(body):
+            total = None
+        for i, arg in enumerate(args):
+            if total is None or i in total:
+                self.nested(arg, scopes, ctes)
+            else:
+                self.decide(arg, scopes, ctes, f"is an argument of {name}(), which can raise"
+                            " or return a number of rows that depends on it")
 
     def window_def(self, wd: Any, scopes: list[list[_Entry]],
                    ctes: Mapping[str, list[Column]]) -> None:
@@ -191,7 +356,7 @@ class _Probe:
                     ref = _plain_ref(tlist[pos - 1])
                     if ref is not None and self._base_column(ref, scopes):
                         return
-                self.out |= targets[pos - 1][1]
+                self._add(targets[pos - 1][1], _PREDICATE)
             return
         if equality:
             ref = _plain_ref(node)
@@ -206,19 +371,25 @@ class _Probe:
                     if scopes else False
                 if outputs and (prefer_output or not resolvable):
                     for src in outputs:
-                        self.out |= src
+                        self._add(src, _PREDICATE)
                     if prefer_output:
                         return
         self.decide(node, scopes, ctes)
 
     def decide(self, node: Any, scopes: list[list[_Entry]],
-               ctes: Mapping[str, list[Column]]) -> None:
+               ctes: Mapping[str, list[Column]], why: str = "") -> None:
+        """Every source of ``node`` decides something (``why``; default: which rows)."""
+        if isinstance(node, list):
+            for item in node:
+                self.decide(item, scopes, ctes, why)
+            return
         if not isinstance(node, dict) or not node:
             return
+        why = why or _PREDICATE
         (typ, body), = node.items() if len(node) == 1 else ((None, None),)
         if typ == "BoolExpr":
             for arg in body.get("args") or ():
-                self.decide(arg, scopes, ctes)
+                self.decide(arg, scopes, ctes, why)
             return
         if typ == "NullTest" and _plain_ref(body.get("arg")) is not None:
             return
@@ -230,9 +401,9 @@ class _Probe:
                 return
         self.nested(node, scopes, ctes)
         try:
-            self.out |= self.lin.refs(node, scopes, ctes)
+            self._add(self.lin.refs(node, scopes, ctes), why)
         except _Unresolvable:
-            self.out.add(UNKNOWN)
+            self._add({UNKNOWN}, why)
 
     def _base_column(self, fields: list[str | None], scopes: list[list[_Entry]]) -> bool:
         """A plain column of a base table (not a view, CTE, subquery or VALUES column)."""
@@ -257,6 +428,49 @@ class _Probe:
         return False
 
 
+def _column_call(name: str, arg: Any, scopes: list[list[_Entry]]) -> bool:
+    """``ssn(u)``: a column of ``u`` in functional notation (as lineage reads it)."""
+    if not (isinstance(arg, dict) and "ColumnRef" in arg):
+        return False
+    fields = _svals(arg["ColumnRef"].get("fields", ()))
+    if len(fields) != 1 or fields[0] is None:
+        return False
+    entry = _find_entry(fields[0], scopes)
+    return entry is not None and not _has_column(fields[0], scopes) and \
+        entry.find(name) is not None
+
+
+def _fixed_shape_srf(call: Mapping[str, Any]) -> bool:
+    """A one-level set-returning function over a collection whose NUMBER of elements no
+    hidden value decides (``unnest(ARRAY[a, b])``, ``unnest((SELECT array_agg(ssn) …))``,
+    ``jsonb_each(jsonb_build_object(…))``): it returns as many rows as the syntax or the
+    (already checked) row count of a subquery says, whatever the values are."""
+    if funcname(call) not in _ONE_LEVEL_SRFS or call.get("agg_distinct"):
+        return False
+    args = call.get("args") or []
+    return bool(args) and all(_fixed_shape(a) for a in args)
+
+
+def _fixed_shape(node: Any) -> bool:
+    if not isinstance(node, dict) or len(node) != 1:
+        return False
+    (typ, body), = node.items()
+    if typ == "A_ArrayExpr":
+        return True
+    if typ == "FuncCall":
+        return funcname(body) in _FIXED_SHAPE_BUILDERS and not body.get("agg_distinct") \
+            and not body.get("agg_filter")
+    if typ == "SubLink":
+        if body.get("subLinkType") == "ARRAY_SUBLINK":
+            return True
+        sub = (body.get("subselect") or {}).get("SelectStmt") or {}
+        targets = sub.get("targetList") or []
+        return body.get("subLinkType") == "EXPR_SUBLINK" and len(targets) == 1 and \
+            not sub.get("groupClause") and \
+            _fixed_shape((targets[0].get("ResTarget") or {}).get("val"))
+    return False
+
+
 def _sel(node: Mapping[str, Any]) -> Mapping[str, Any]:
     return node["SelectStmt"] if "SelectStmt" in node else node
 
@@ -275,10 +489,11 @@ def _plain_ref(node: Any) -> list[str | None] | None:
     return None
 
 
-def deciding_sources(tree: Mapping[str, Any], catalog: Catalog) -> frozenset[str] | None:
-    """Base columns (``schema.table.column``; ``?`` for unknown) that decide which rows a
-    statement returns or touches, in which order and how many; None when the statement's
-    shape cannot be followed (the caller falls back to a stricter check)."""
+def deciding_uses(tree: Mapping[str, Any], catalog: Catalog) -> dict[str, str] | None:
+    """Base columns (``schema.table.column``; ``?`` for unknown) whose values decide which
+    rows a statement returns or touches, in which order, how many, which branch runs or
+    whether it errors, each with how it decides; None when the statement's shape cannot be
+    followed (the caller falls back to a stricter check)."""
     probe = _Probe(catalog)
     try:
         probe.statement(tree, [], {})
@@ -286,4 +501,10 @@ def deciding_sources(tree: Mapping[str, Any], catalog: Catalog) -> frozenset[str
         return None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return None
-    return frozenset(probe.out)
+    return probe.out
+
+
+def deciding_sources(tree: Mapping[str, Any], catalog: Catalog) -> frozenset[str] | None:
+    """The sources of :func:`deciding_uses`, without how they decide."""
+    uses = deciding_uses(tree, catalog)
+    return None if uses is None else frozenset(uses)

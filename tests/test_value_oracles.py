@@ -1,0 +1,150 @@
+"""Value oracles: a value derived from a masked column may reach an output (masked there) or
+pass through a total operation, nothing else. When it decides how many rows come back, whether
+the statement errors or which branch runs, the statement is refused under
+``column.disallow-predicate-on-masked`` (attack findings F01, F02). By class, several shapes
+per class, sync and async, default profile, ai_agent; ordinary queries still run."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+import governed_db
+from governed_db import Identity, errors
+
+from .conftest import MARKERS
+
+AGENT = Identity("oracle-bot", "ai_agent")
+RULE = "column.disallow-predicate-on-masked"
+
+# Class 1: the hidden value decides HOW MANY rows a set-returning function yields (F01).
+CARDINALITY = [
+    "SELECT i, (SELECT count(*) FROM generate_series(1, ascii(substr(u.email, i, 1))))"
+    " FROM users u, generate_series(1, 40) i WHERE u.id = 1001",
+    "SELECT generate_series(1, ascii(ssn)) FROM users",
+    "SELECT count(*) FROM users u, LATERAL generate_series(1, length(u.ssn)) g",
+    "SELECT (SELECT count(*) FROM unnest(array_fill(0, ARRAY[ascii(email)]))) FROM users",
+    "SELECT count(*) FROM users u, regexp_split_to_table(repeat('x,', ascii(u.ssn)), ',')",
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM orders LIMIT ascii(u.ssn)) s) FROM users u",
+    "SELECT count(*) FROM users u, unnest(string_to_array(u.ssn, '-')) p",
+    "SELECT count(*) FROM (SELECT jsonb_array_elements(to_jsonb(string_to_array(email, '.')))"
+    " FROM users) s",
+    "SELECT count(*) FROM jsonb_each((SELECT jsonb_object_agg(substr(ssn, 5, 1), 1) FROM users))",
+    "SELECT unnest(ARRAY(SELECT 1 FROM generate_series(1, ascii((SELECT min(ssn) FROM users)))))",
+]
+
+# Class 2: whether the statement ERRORS depends on the hidden value (F02).
+ERRORS = [
+    "SELECT CASE WHEN ascii(substr(ssn, 1, 1)) > 100 THEN 1/(id-id) ELSE 0 END FROM users"
+    " WHERE id = 1001",
+    "SELECT 1/(ascii(substr(ssn, 5, 1)) - 48) FROM users",
+    "SELECT substr(ssn, 5, 1)::int FROM users",
+    "SELECT make_date(2000, ascii(substr(ssn, 5, 1)) - 40, 1) FROM users",
+    "SELECT repeat('x', ascii(ssn) * 10000000) FROM users",
+    "SELECT to_date(substr(ssn, 5, 3), 'DDD') FROM users",
+    "SELECT ('{' || substr(email, 1, 1) || '}')::int[] FROM users",
+    "SELECT substr(email, ascii(ssn) - 100, 1) FROM users",
+    "SELECT length(ssn) + 2147483600 FROM users",
+    "WITH s AS (SELECT 1/(ascii(substr(ssn, 5, 1)) - 49) AS v FROM users) SELECT count(*)"
+    " FROM s",
+]
+
+# Class 3: the hidden value decides WHICH BRANCH runs (control flow, filters on aggregates).
+BRANCHES = [
+    "SELECT id, CASE WHEN ssn LIKE 'qsn-1%' THEN 'yes' ELSE 'no' END FROM users",
+    "SELECT CASE substr(ssn, 5, 1) WHEN '1' THEN 1 ELSE 0 END FROM users",
+    "SELECT count(*) FILTER (WHERE ssn > 'qsn-2') FROM users",
+    "SELECT greatest(ssn, 'qsn-2') FROM users",
+    "SELECT nullif(substr(ssn, 5, 1), '1') FROM users",
+    "SELECT (ssn > 'qsn-2' AND 1/(id-id) = 0) FROM users",
+    "SELECT coalesce(NULL, substr(ssn, 5, 1), '1') FROM users",
+]
+
+ORACLES = [pytest.param(s, "rows", id=f"rows-{i}") for i, s in enumerate(CARDINALITY)] + \
+    [pytest.param(s, "error", id=f"error-{i}") for i, s in enumerate(ERRORS)] + \
+    [pytest.param(s, "branch", id=f"branch-{i}") for i, s in enumerate(BRANCHES)]
+
+# Ordinary agent queries (and outputs of total operations on masked columns) still run.
+ORDINARY = [
+    ("SELECT id, email, ssn FROM users ORDER BY id", 2),
+    ("SELECT lower(email) || '/' || md5(ssn), length(ssn), ssn::text FROM users", 2),
+    ("SELECT u.id, o.amount FROM users u JOIN orders o ON o.user_id = u.id ORDER BY o.id", 2),
+    ("SELECT count(*), max(email), string_agg(ssn, ',') FROM users", 1),
+    ("SELECT id FROM users WHERE ssn IS NOT NULL ORDER BY id", 2),
+    ("SELECT g, id FROM users, generate_series(1, 2) g ORDER BY 1, 2", 4),
+    ("SELECT coalesce(ssn, 'none'), to_jsonb(u), ARRAY[email], row(id, ssn) FROM users u", 2),
+    ("SELECT CASE WHEN id > 1001 THEN ssn ELSE email END FROM users", 2),
+    ("SELECT 100 / (id - 1000), (amount * 2)::int FROM orders ORDER BY id", 2),
+    ("SELECT org_id, count(*) FROM users GROUP BY org_id ORDER BY 1", 2),
+    # one-level expansion of a collection whose element count no value decides
+    ("SELECT x FROM unnest((SELECT array_agg(ssn) FROM users)) AS x", 2),
+    ("SELECT unnest(ARRAY[email, ssn]) FROM users", 4),
+    ("SELECT k FROM users u, json_each(json_build_object('e', u.email, 's', u.ssn)) j(k, v)", 4),
+]
+
+
+def _conn(dsn: str, audit):
+    return governed_db.connect(dsn, identity=AGENT, audit=audit)
+
+
+async def _aconn(dsn: str, audit):
+    return await governed_db.AsyncConnection.connect(dsn, identity=AGENT, audit=audit)
+
+
+async def _run(mode: str, dsn: str, audit, sql: str) -> list:
+    if mode == "sync":
+        with _conn(dsn, audit) as conn:
+            return conn.execute(sql).fetchall()
+    conn = await _aconn(dsn, audit)
+    try:
+        return await (await conn.execute(sql)).fetchall()
+    finally:
+        await conn.close()
+
+
+def _snapshot(dsn: str) -> list:
+    with psycopg.connect(dsn) as raw:
+        return raw.execute("SELECT o.id, o.amount, u.ssn FROM orders o, users u"
+                           " ORDER BY 1, 3").fetchall()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql,why", ORACLES)
+async def test_value_oracle_is_denied(dsn, audit, mode, sql, why):
+    before = _snapshot(dsn)
+    with pytest.raises(errors.StatementDenied) as ei:
+        await _run(mode, dsn, audit, sql)
+    assert ei.value.rule_ids == (RULE,)
+    message = str(ei.value)
+    assert "users.ssn" in message or "users.email" in message, message
+    assert not any(m in message.lower() for m in MARKERS), message
+    audit.flush()
+    record = [r for r in audit.records if r["type"] == "statement"][-1]
+    assert record["outcome"]["outcome"] == "denied"
+    assert record["decision"]["rules"] == [RULE]
+    assert _snapshot(dsn) == before  # nothing ran (the UPDATE shape included)
+
+
+@pytest.mark.parametrize("sql", [
+    CARDINALITY[1], CARDINALITY[3], ERRORS[1], ERRORS[2], BRANCHES[1], BRANCHES[2]])
+def test_message_says_how_the_value_decides(agent_conn, sql):
+    with pytest.raises(errors.StatementDenied) as ei:
+        agent_conn.execute(sql)
+    message = str(ei.value)
+    assert any(w in message for w in ("raise", "how many rows", "which branch",
+                                      "FILTER")), message
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql,count", ORDINARY)
+async def test_ordinary_queries_still_run(dsn, audit, mode, sql, count):
+    rows = await _run(mode, dsn, audit, sql)
+    assert len(rows) == count
+    assert not any(m in repr(rows).lower() for m in MARKERS), rows
+
+
+def test_the_same_shapes_run_for_a_human(human_conn):
+    # The rule is about masked values: for an identity that sees the column unmasked (or a
+    # column that is not masked) the same shapes are ordinary SQL.
+    assert human_conn.execute("SELECT count(*) FROM orders o,"
+                              " generate_series(1, o.id) g").fetchone() == (3,)
