@@ -143,7 +143,10 @@ class GovernedConnectionMixin:
         if status not in (IDLE, INTRANS) and not queued:
             gov.rolled_back()  # failed transaction: its SETs will be rolled back
             return
-        reported = self.pgconn.parameter_status(b"default_transaction_read_only")
+        # (In a pipeline with results in flight the reported value may predate queued SETs:
+        # not used then, the governor's own record decides.)
+        reported = None if queued else self.pgconn.parameter_status(
+            b"default_transaction_read_only")
         sync = gov.session_sync_sql(identity, status != IDLE,
                                     None if reported is None else reported.decode())
         if queued and sync:
@@ -272,8 +275,11 @@ class GovernedConnectionMixin:
                         problem = name
                         break
             ident = gov.synced_identity
+            # A sync queued in a pipeline has not run yet while results are in flight: the
+            # reported value is checked once the pipeline is over.
+            queued = gov.pipeline_synced and self._pipeline is not None
             if problem is None and ident is not None and gov.server_read_only \
-                    and status(b"default_transaction_read_only") != b"on":
+                    and not queued and status(b"default_transaction_read_only") != b"on":
                 problem = "default_transaction_read_only"
         if problem is None:
             return

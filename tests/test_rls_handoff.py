@@ -335,3 +335,25 @@ def test_a_function_setting_only_its_search_path_still_runs(rls, functions):
     with governed_db.connect(app_dsn, identity=Identity("ops", "service", tenant="acme"),
                              policy=policy, audit=False, autocommit=True) as conn:
         assert len(conn.execute("SELECT safe_items()").fetchall()) == 1
+
+
+def test_identity_switched_inside_a_pipeline_gets_its_server_state(rls):
+    """The switch is queued ahead of the statement while results are in flight: the agent's
+    READ ONLY default and its identity settings apply to its pipelined statement, and the
+    session is synced again after the pipeline."""
+    app_dsn, policy, a, _ = rls
+    svc = Identity("ops", "service", tenant="acme")
+    q = ("SELECT current_setting('default_transaction_read_only'),"
+         " current_setting('governed_db.identity.id')")
+    with governed_db.connect(app_dsn, identity=svc, policy=policy, audit=False,
+                             autocommit=True) as conn:
+        with conn.pipeline():
+            c1 = conn.execute(q)
+            with acting_as(a):
+                c2 = conn.execute(q)
+            c3 = conn.execute(q)
+        assert (c1.fetchone(), c2.fetchone(), c3.fetchone()) == (
+            ("off", "ops"), ("on", "bot-a"), ("off", "ops"))
+        assert conn.execute(q).fetchone() == ("off", "ops")
+        with acting_as(a):
+            assert conn.execute(q).fetchone() == ("on", "bot-a")
