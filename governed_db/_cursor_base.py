@@ -146,14 +146,15 @@ class GovernedCursorMixin:
             return False
         from collections.abc import Sequence
 
-        from psycopg._queries import PostgresQuery
+        from psycopg import adapt
 
         from .analysis import analyze
 
         if not isinstance(params_seq, Sequence) or not params_seq:
             return True  # an iterator cannot be peeked at without consuming it: be safe
         try:
-            pgq = PostgresQuery(self._tx)  # type: ignore[attr-defined]
+            # (a transformer of its own: a new cursor has none before its first execute)
+            pgq = self._query_cls(adapt.Transformer(self))  # type: ignore[attr-defined]
             pgq.convert(query, params_seq[0])
         except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
             return True

@@ -144,6 +144,26 @@ def test_executemany_checked_per_execution(fanout, audit):
     assert _count(fanout, "children") == 3
 
 
+@pytest.mark.parametrize("sql, params, serial", [
+    ("INSERT INTO deleted_log VALUES (%s)", [(10,), (11,)], False),  # bounded: 1 row each
+    ("DELETE FROM children WHERE id > %s", [(5,), (4,)], True),   # not bounded in advance
+])
+def test_executemany_pipelined_only_when_every_execution_is_bounded(fanout, audit, monkeypatch,
+                                                                   sql, params, serial):
+    calls = []
+    original = governed_db.Cursor._executemany_gen_no_pipeline
+
+    def spy(self, *args, **kwargs):
+        calls.append(sql)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(governed_db.Cursor, "_executemany_gen_no_pipeline", spy)
+    with governed_db.connect(fanout, identity=SERVICE, autocommit=True, audit=audit,
+                             policy=_policy(max_rows=2)) as conn:
+        conn.cursor().executemany(sql, params)  # (a new cursor: nothing executed on it yet)
+    assert bool(calls) == serial
+
+
 def test_reads_do_not_pay_for_savepoints(fanout, audit):
     with governed_db.connect(fanout, identity=SERVICE, policy=_policy(), audit=audit) as conn:
         assert conn.execute("SELECT count(*) FROM children").fetchone() == (6,)
