@@ -634,7 +634,8 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
     row_limit = _runtime_limit(rules, "statement.affected-row-limit", identity)
     max_rows = _runtime_limit(rules, "statement.max-rows-returned", identity)
     full_table = full_table_min_rows(rules)
-    encoding = _client_encoding(statements if statements is not None else analysis.statements)
+    facts = statements if statements is not None else analysis.statements
+    encoding = _client_encoding(facts) or _governance_state(ctx, facts)
     if encoding is not None:
         # Not a policy rule: no policy, level or observe mode can let it through (the
         # analyzer could no longer read what the server runs next).
@@ -672,6 +673,72 @@ def _client_encoding(statements: Sequence[StatementFacts]) -> Finding | None:
                         " differently than governed_db. Use UTF8; do not retry with another"
                         " spelling")
     return None
+
+
+GOVERNANCE_SCHEMA = "governed_db"
+
+
+def _governance_state(ctx: CheckContext, statements: Sequence[StatementFacts]) -> Finding | None:
+    """A statement that reads, writes, alters or grants on the ``governed_db`` schema.
+
+    Why a hard finding and not a rule: the schema holds the governance's own state (approval
+    requests, their seals and use markers, the audit log). Reading it shows other identities'
+    requests; writing it replays or rewrites approvals. No policy, level or observe mode makes
+    it data. Judged by the names PostgreSQL resolves (the catalog snapshot: search_path,
+    quoting), through the bodies of views and of the SQL/PL/pgSQL functions a statement calls
+    (their reads and writes are merged into the facts), and by every schema-qualified name in
+    the parse tree (``DROP SCHEMA``, ``GRANT ON SCHEMA``, ``CREATE FUNCTION governed_db.f``).
+    """
+    for s in statements:
+        names = set(s.reads) | set(s.writes)
+        for body in _view_bodies(ctx, s):
+            names |= body.reads | body.writes
+        if any(_in_governance_schema(ctx, n) for n in names) \
+                or any(schema == GOVERNANCE_SCHEMA for schema, _ in s.function_refs) \
+                or _names_governance_schema(s.tree):
+            return Finding(
+                rule_id="governance.state", level="error",
+                message=f"the {GOVERNANCE_SCHEMA} schema holds governed_db's own state"
+                        " (approval requests, audit records): no governed statement may read,"
+                        " write or change it, whatever the policy or mode. Use `governed-db"
+                        " approvals list/show` or `governed-db audit` instead; do not retry")
+    return None
+
+
+def _in_governance_schema(ctx: CheckContext, name: str) -> bool:
+    catalog = ctx.catalog
+    schema = name.rpartition(".")[0].rsplit(".", 1)[-1]
+    if schema:
+        return schema == GOVERNANCE_SCHEMA
+    if catalog is None:
+        return False
+    # Unqualified: a name the schema holds counts whatever the snapshot's search_path says
+    # (a SET search_path in the session may not have reloaded the snapshot yet).
+    rel = catalog.resolve(name)
+    return (rel is not None and rel.schema == GOVERNANCE_SCHEMA) \
+        or (GOVERNANCE_SCHEMA, name) in catalog.by_name
+
+
+def _names_governance_schema(node: Any) -> bool:
+    """Whether the parse tree names the schema as an identifier (not in a literal: an
+    ``A_Const`` keeps its text under another key, and column references are skipped)."""
+    todo = [node]
+    while todo:
+        cur = todo.pop()
+        if isinstance(cur, dict):
+            for key, value in cur.items():
+                if key in ("A_Const", "ColumnRef"):
+                    continue
+                if key == "schemaname" and value == GOVERNANCE_SCHEMA:
+                    return True
+                if key == "String" and isinstance(value, dict) \
+                        and value.get("sval") == GOVERNANCE_SCHEMA:
+                    return True
+                if isinstance(value, (dict, list)):
+                    todo.append(value)
+        elif isinstance(cur, list):
+            todo.extend(cur)
+    return False
 
 
 def rebuild_decision(policy: Policy, findings: Sequence[Finding], base: Decision) -> Decision:

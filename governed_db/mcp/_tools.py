@@ -48,14 +48,16 @@ _EXPLAINABLE = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
 _RELKINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
              "f": "foreign table"}
 
+# governed_db's own schema (approval requests, audit records) is not data: never listed,
+# never described (guardrails refuse every statement that touches it).
+_NOT_DATA = " AND n.nspname !~ '^pg_' AND n.nspname NOT IN ('information_schema', 'governed_db')"
 _LIST_SCHEMAS_SQL = (
-    "SELECT n.nspname AS schema FROM pg_catalog.pg_namespace n"
-    " WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' ORDER BY 1")
+    "SELECT n.nspname AS schema FROM pg_catalog.pg_namespace n WHERE true" + _NOT_DATA
+    + " ORDER BY 1")
 _LIST_TABLES_SQL = (
     "SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind"
     " FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
-    " AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'")
+    " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')" + _NOT_DATA)
 # Name resolution by the server's own rules (quoting, search_path) through a regclass cast of
 # a bound parameter: the caller's text never becomes SQL.
 _DESCRIBE_SQL = (
@@ -65,7 +67,7 @@ _DESCRIBE_SQL = (
     " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
     " AND NOT a.attisdropped"
     " JOIN pg_catalog.pg_type t ON t.oid = a.atttypid"
-    " WHERE c.oid = %s::pg_catalog.regclass ORDER BY a.attnum")
+    " WHERE c.oid = %s::pg_catalog.regclass AND n.nspname <> 'governed_db' ORDER BY a.attnum")
 
 _READ_ONLY_HINTS = {"readOnlyHint": True, "destructiveHint": False, "openWorldHint": False}
 TOOL_SPECS: tuple[dict[str, Any], ...] = (

@@ -1,0 +1,177 @@
+"""Approval integrity: governance's own state is not data, and a sealed decision cannot be
+replayed, rewritten or judged under another policy. Effects are checked from a raw
+superuser connection."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+import governed_db
+from governed_db import Identity, errors
+from governed_db.approvals import PostgresApprovalStore
+from governed_db.policy import parse_policy
+
+SERVICE = Identity("etl-job", "service", on_behalf_of="maria")
+HUMAN = Identity("alice", "human")
+AGENT = Identity("recs-bot", "ai_agent")
+DDL = "CREATE INDEX ON t (a)"
+
+# Governance state, reached by several shapes: direct, unqualified through search_path,
+# through a view, a SQL function body and a PL/pgSQL function body, COPY, a CTE, DDL and
+# GRANT on the schema itself, a function in the schema.
+_FIXTURES = """
+CREATE SCHEMA IF NOT EXISTS governed_db;
+CREATE TABLE IF NOT EXISTS governed_db.audit_log (id bigserial PRIMARY KEY, line text);
+CREATE VIEW public.reqs AS SELECT id, status FROM governed_db.approval_requests;
+CREATE VIEW public.reqs2 AS SELECT * FROM public.reqs;
+CREATE FUNCTION public.req_count() RETURNS bigint LANGUAGE sql
+    AS $$ SELECT count(*) FROM governed_db.approval_requests $$;
+CREATE FUNCTION public.reopen(rid text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN UPDATE governed_db.approval_requests SET status = 'approved' WHERE id = rid; END $$;
+CREATE FUNCTION governed_db.helper() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+"""
+SHAPES = [
+    "SELECT id, status FROM governed_db.approval_requests",
+    'SELECT * FROM "governed_db"."approval_requests" WHERE id = %(rid)s',
+    "UPDATE governed_db.approval_requests SET status = 'approved', used_at = NULL"
+    " WHERE id = %(rid)s",
+    "DELETE FROM governed_db.approval_requests WHERE id = %(rid)s",
+    "INSERT INTO governed_db.audit_log (line) VALUES ('forged')",
+    "SELECT line FROM governed_db.audit_log",
+    "WITH r AS (SELECT * FROM governed_db.approval_requests) SELECT count(*) FROM r",
+    "SELECT * FROM public.reqs",
+    "SELECT * FROM public.reqs2",
+    "SELECT public.req_count()",
+    "SELECT public.reopen(%(rid)s)",
+    "COPY governed_db.approval_requests TO STDOUT",
+    "TRUNCATE governed_db.approval_requests",
+    "DROP SCHEMA governed_db CASCADE",
+    "ALTER TABLE governed_db.approval_requests DISABLE TRIGGER ALL",
+    "GRANT ALL ON SCHEMA governed_db TO PUBLIC",
+    "SELECT governed_db.helper()",
+    "CREATE FUNCTION governed_db.f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+]
+
+
+def _raw(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@pytest.fixture
+def pg_store(dsn, monkeypatch):
+    """The PostgreSQL approval store in the governed database itself (as deployments may)."""
+    monkeypatch.setenv("GOVERNED_DB_APPROVALS_DSN", dsn)
+    store = PostgresApprovalStore(dsn)
+    store._connection()
+    with _raw(dsn) as c:
+        c.execute(_FIXTURES)
+    yield store
+    store.close()
+
+
+def _request(dsn: str, policy: governed_db.Policy) -> str:
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        with pytest.raises(errors.ApprovalRequired) as ei:
+            c.execute(DDL)
+    return ei.value.request_id
+
+
+def _snapshot(dsn: str) -> list:
+    with _raw(dsn) as c:
+        return c.execute(
+            "SELECT to_jsonb(r) FROM governed_db.approval_requests r ORDER BY id").fetchall() + \
+            c.execute("SELECT count(*) FROM governed_db.audit_log").fetchall() + \
+            c.execute("SELECT count(*) FROM pg_proc WHERE proname = 'f'").fetchall() + \
+            c.execute("SELECT has_schema_privilege('public', 'governed_db', 'USAGE')"
+                      ).fetchall()
+
+
+_POLICIES = {
+    "default": "",
+    "observe": 'mode = "observe"\n',
+    "permissive": "",  # DDL only warns
+}
+
+
+# Every shape under the most trusted identity in observe mode and under an agent; each kind
+# and mode on a few shapes (a hard finding: no identity, policy or mode lets it through).
+_CASES = [(s, SERVICE, "observe") for s in SHAPES] + [(s, AGENT, "default") for s in SHAPES] + [
+    (s, i, m) for s in SHAPES[2:4] for i in (SERVICE, HUMAN) for m in ("default", "permissive")]
+
+
+@pytest.mark.parametrize(("shape", "ident", "mode"), _CASES,
+                         ids=[f"{i.kind}-{m}-{n}" for n, (_, i, m) in enumerate(_CASES)])
+def test_governance_schema_is_not_data(dsn, pg_store, shape, ident, mode):
+    level = "warning" if mode == "permissive" else "approval"
+    policy = parse_policy(_POLICIES[mode] + '[[rules]]\nid = "statement.disallow-ddl"\n'
+                          f'level = "{level}"\n')
+    rid = _request(dsn, parse_policy('[[rules]]\nid = "statement.disallow-ddl"\nlevel = "approval"\n'))
+    before = _snapshot(dsn)
+    with governed_db.connect(dsn, identity=ident, policy=policy, autocommit=True) as c:
+        with pytest.raises(errors.StatementDenied) as ei:
+            c.execute(shape, {"rid": rid} if "%(rid)s" in shape else None)
+    assert ei.value.rule_ids[0] == "governance.state", (shape, ei.value)
+    assert "governed_db schema" in str(ei.value)
+    assert _snapshot(dsn) == before
+
+
+async def test_governance_schema_is_not_data_async(dsn, pg_store):
+    policy = parse_policy('mode = "observe"\n')
+    conn = await governed_db.AsyncConnection.connect(dsn, identity=SERVICE, policy=policy,
+                                                    autocommit=True)
+    try:
+        for shape in ("SELECT * FROM governed_db.approval_requests", "SELECT public.reopen('x')"):
+            with pytest.raises(errors.StatementDenied) as ei:
+                await conn.execute(shape)
+            assert ei.value.rule_ids == ("governance.state",)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 'governed_db' AS s",  # a literal naming it is not a reference
+    "SELECT a AS governed_db FROM t",
+])
+def test_governance_schema_named_in_text_only_still_runs(dsn, pg_store, sql):
+    with governed_db.connect(dsn, identity=SERVICE, autocommit=True) as c:
+        assert c.execute(sql).fetchall()
+
+
+def test_search_path_unqualified_is_resolved(dsn, pg_store):
+    policy = parse_policy('[[rules]]\nid = "session.disallow-security-settings"\n'
+                          'allow = ["search_path"]\n')
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        c.execute("SET search_path = governed_db, public")
+        with pytest.raises(errors.StatementDenied) as ei:
+            c.execute("SELECT * FROM approval_requests")
+        assert ei.value.rule_ids == ("governance.state",)
+
+
+async def test_mcp_does_not_show_governance_state(dsn, pg_store):
+    pytest.importorskip("mcp")
+    from governed_db.audit import AuditLog
+    from governed_db.mcp._settings import McpSettings
+    from governed_db.mcp._tools import CallInfo, GovernedTools
+
+    rid = _request(dsn, parse_policy('[[rules]]\nid = "statement.disallow-ddl"\n'
+                                     'level = "approval"\n'))
+    log = AuditLog.in_memory()
+    tools = GovernedTools(dsn, policy=parse_policy(""), settings=McpSettings(), audit=log)
+    agent = Identity("unit-bot", "ai_agent")
+    try:
+        out = await tools.call("list_tables", {}, agent, CallInfo(request_id="1"))
+        assert not out.is_error and "approval_requests" not in out.text \
+            and "audit_log" not in out.text and "reqs" in out.text
+        out = await tools.call("list_schemas", {}, agent, CallInfo(request_id="2"))
+        assert not out.is_error and "governed_db" not in out.text and "public" in out.text
+        for name in ("governed_db.approval_requests", "governed_db.audit_log"):
+            out = await tools.call("describe_table", {"table": name}, agent,
+                                   CallInfo(request_id="3"))
+            assert out.is_error and out.outcome == "not_found" and "seal" not in out.text
+        out = await tools.call("query", {"sql": "SELECT * FROM governed_db.approval_requests"},
+                               agent, CallInfo(request_id="4"))
+        assert out.is_error and "governance.state" in out.text and rid not in out.text
+    finally:
+        await tools.aclose()
+        log.close()
