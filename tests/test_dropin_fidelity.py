@@ -136,48 +136,23 @@ def test_temp_table_shadowing_a_table_is_judged_as_itself(drv, conn, raw):
         drv.run(other.close())
 
 
-def test_unknown_relation_in_a_pipeline_is_masked_until_it_ends(drv, conn, raw):
-    """Inside a pipeline the snapshot cannot be reloaded between results: rows read there
-    from a relation it does not know are unknown lineage, every column masked (fail closed);
-    when the pipeline ends the snapshot is reloaded and the remaining rows planned again."""
+def test_unknown_relation_in_a_pipeline_is_refused_not_returned(drv, conn, raw):
+    """Inside a pipeline the snapshot cannot be reloaded between statements: a relation it
+    does not know may run unseen code (session.verify-server-state), so the statement is
+    refused and nothing comes back (fail closed); outside the pipeline it is reloaded."""
     assert drv.one(conn, "SELECT 1") == (1,)
-    raw.execute("CREATE TABLE piped_tbl (id int, note text, email text)")
-    raw.execute("INSERT INTO piped_tbl VALUES (1, 'hello', 'qem.x@example.com'),"
-                " (2, 'world', 'qem.y@example.com')")
+    _create_by_other(drv, conn, raw, "piped_tbl")
     if drv.kind == "sync":
-        with conn.pipeline():
-            cur = conn.execute("SELECT * FROM piped_tbl ORDER BY id")
-            inside = cur.fetchone()
-        after = cur.fetchall()
+        with pytest.raises(governed_db.errors.StatementDenied) as info, conn.pipeline():
+            conn.execute("SELECT * FROM piped_tbl")
     else:
         async def go():
             async with conn.pipeline():
-                cur = await conn.execute("SELECT * FROM piped_tbl ORDER BY id")
-                inside = await cur.fetchone()
-            return inside, await cur.fetchall()
-        inside, after = drv.run(go())
-    assert inside == (None, REDACTED, REDACTED)
-    assert after == [(2, "world", EMAIL_MASKED)]
-    assert drv.rows(conn, "SELECT * FROM piped_tbl WHERE id = 1") == [(1, "hello", EMAIL_MASKED)]
-
-
-def test_table_created_inside_a_pipeline(drv, conn):
-    """psycopg's test_outer_transaction: CREATE TABLE AS and a SELECT * of it in one
-    pipeline; the rows are read after it ends."""
-    if drv.kind == "sync":
-        with conn.transaction(), conn.pipeline():
-            conn.execute("CREATE TABLE outertx AS (SELECT 1 AS a, 'qem.z@example.com' AS email)")
-            cur = conn.execute("SELECT * FROM outertx")
-        row = cur.fetchone()
-    else:
-        async def go():
-            async with conn.transaction(), conn.pipeline():
-                await conn.execute(
-                    "CREATE TABLE outertx AS (SELECT 1 AS a, 'qem.z@example.com' AS email)")
-                cur = await conn.execute("SELECT * FROM outertx")
-            return await cur.fetchone()
-        row = drv.run(go())
-    assert row == (1, EMAIL_MASKED)
+                await conn.execute("SELECT * FROM piped_tbl")
+        with pytest.raises(governed_db.errors.StatementDenied) as info:
+            drv.run(go())
+    assert info.value.rule_ids == ("session.verify-server-state",)
+    assert drv.rows(conn, "SELECT * FROM piped_tbl") == [(1, "hello", EMAIL_MASKED)]
 
 
 def test_an_object_still_unknown_after_a_reload_is_not_reloaded_for_again(drv, conn, raw):
@@ -197,6 +172,7 @@ def test_an_object_still_unknown_after_a_reload_is_not_reloaded_for_again(drv, c
 
 def _em_table(drv: Driver, conn: Any) -> None:
     drv.run(conn.execute("CREATE TABLE em (id int PRIMARY KEY, email text)"))
+    drv.run(conn.execute("SELECT 1"))  # (the snapshot now knows it: pipelines cannot reload)
 
 
 EM_QUERY = "INSERT INTO em VALUES (%s, %s) RETURNING id, id * 10 AS x, email, lower(email) AS l"
@@ -430,3 +406,58 @@ def test_markers_never_leave(drv, conn):
     """Guard for the class: a plain read of the sensitive table through the same paths."""
     rows = drv.rows(conn, "SELECT * FROM users")
     assert not any(m in repr(rows).lower() for m in MARKERS), rows
+
+
+# -- 6. DO blocks judged by what their PL/pgSQL body does (an allow-list) -----------------------
+
+
+@pytest.mark.parametrize("body", [
+    "RAISE NOTICE '%', (SELECT email FROM users WHERE id = 1001)",
+    "RAISE NOTICE 'x %', (SELECT ssn FROM users WHERE id = 1001)",
+    "PERFORM 1; RAISE NOTICE '%', (SELECT string_agg(email, ',') FROM users)",
+    "EXECUTE 'SELECT 1'; RAISE NOTICE '%', (SELECT email FROM users WHERE id = 1001)",
+])
+def test_notice_of_a_do_block_reading_sensitive_data_is_redacted(drv, conn, body):
+    got = []
+    conn.add_notice_handler(lambda diag: got.append(diag.message_primary))
+    drv.run(conn.execute(f"DO $$BEGIN {body}; END$$"))
+    assert len(got) == 1 and not any(m in got[0].lower() for m in MARKERS), got
+
+
+@pytest.mark.parametrize("body,kinds,writes,reads,opaque", [
+    ("BEGIN INSERT INTO t VALUES (1); END", {"DO", "INSERT"}, {"t"}, set(), False),
+    ("DECLARE n int; BEGIN SELECT count(*) INTO n FROM users; IF n > 1 THEN"
+     " UPDATE orders SET note = 'x' WHERE id = 1; END IF; END",
+     {"DO", "UPDATE"}, {"orders"}, {"users"}, False),
+    ("BEGIN FOR i IN 1..3 LOOP DELETE FROM t WHERE a = i; END LOOP; END",
+     {"DO", "DELETE"}, {"t"}, set(), False),
+    # not on the allow-list: opaque, as before
+    ("BEGIN EXECUTE 'DELETE FROM t'; END", {"DO"}, set(), set(), True),
+    ("DECLARE c refcursor; BEGIN OPEN c FOR SELECT 1; END", {"DO"}, set(), set(), True),
+    ("BEGIN COMMIT; END", {"DO"}, set(), set(), True),
+    ("BEGIN CALL archive_orders(); END", {"DO"}, set(), set(), True),
+    ("BEGIN not plpgsql at all", {"DO"}, set(), set(), True),
+])
+def test_do_block_facts_are_what_its_body_does(body, kinds, writes, reads, opaque):
+    from governed_db.analysis import analyze
+
+    (st,) = analyze(f"DO $gdb$ {body} $gdb$").statements
+    assert set(st.kinds) >= kinds and set(st.writes) == writes
+    assert set(st.reads) >= reads
+    assert st.opaque == opaque
+    (other,) = analyze("DO LANGUAGE plperl 'print 1'").statements
+    assert other.opaque
+
+
+@pytest.mark.parametrize("body", ["BEGIN RAISE NOTICE 'hi'; END",
+                                  "BEGIN EXECUTE 'DELETE FROM t'; END"])
+def test_do_blocks_stay_denied_by_the_default_profile(drv, dsn, audit, raw, body):
+    """Contract: the default profile denies DO blocks for every kind, understood or not."""
+    conn = drv.connect(dsn, audit=audit, policy=None, autocommit=True)
+    try:
+        with pytest.raises(governed_db.errors.StatementDenied) as info:
+            drv.run(conn.execute(f"DO $$ {body} $$"))
+        assert "statement.disallow-do" in info.value.rule_ids
+    finally:
+        drv.run(conn.close())
+    assert raw.execute("SELECT count(*) FROM t").fetchone() == (2,)

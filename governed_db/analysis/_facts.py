@@ -1005,6 +1005,100 @@ def _h_opaque(kind: str, why: str) -> Any:
     return handler
 
 
+# PL/pgSQL constructs a DO body may use and still be judged by what it does (an allow-list):
+# blocks, variables, assignments, control flow, RAISE/ASSERT, GET DIAGNOSTICS, exception
+# handlers and embedded static SQL (analyzed as the DO's own statements). Anything else —
+# dynamic EXECUTE, cursors (OPEN/FETCH/MOVE/CLOSE), CALL, COMMIT/ROLLBACK, a node type this
+# list does not name — leaves the block opaque, as before.
+_PLPGSQL_UNDERSTOOD = frozenset({
+    "PLpgSQL_function", "PLpgSQL_stmt_block", "PLpgSQL_exception_block", "PLpgSQL_exception",
+    "PLpgSQL_condition", "PLpgSQL_var", "PLpgSQL_rec", "PLpgSQL_row", "PLpgSQL_recfield",
+    "PLpgSQL_type", "PLpgSQL_expr", "PLpgSQL_stmt_assign", "PLpgSQL_stmt_if",
+    "PLpgSQL_if_elsif", "PLpgSQL_stmt_case", "PLpgSQL_case_when", "PLpgSQL_stmt_loop",
+    "PLpgSQL_stmt_while", "PLpgSQL_stmt_fori", "PLpgSQL_stmt_fors", "PLpgSQL_stmt_foreach_a",
+    "PLpgSQL_stmt_exit", "PLpgSQL_stmt_return", "PLpgSQL_stmt_raise", "PLpgSQL_raise_option",
+    "PLpgSQL_stmt_assert", "PLpgSQL_stmt_perform", "PLpgSQL_stmt_execsql",
+    "PLpgSQL_stmt_getdiag", "PLpgSQL_diag_item"})
+_DO_OPAQUE = "DO runs procedural code the analyzer cannot see"
+
+
+def _h_do(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
+    """``DO``: a PL/pgSQL body made only of understood constructs (_PLPGSQL_UNDERSTOOD) is
+    judged by what it does — its embedded SQL counts as the DO's own reads, writes, calls
+    and statement kinds. Any other body (another language, a construct not on the list, a
+    parse failure) stays opaque: fail closed."""
+    if now:
+        c.kinds.add("DO")
+    opts = {str(d["DefElem"].get("defname")): d["DefElem"].get("arg")
+            for d in body.get("args") or () if isinstance(d, dict) and "DefElem" in d}
+    src = _defelem_str(opts.get("as"))
+    lang = _defelem_str(opts.get("language")) if "language" in opts else "plpgsql"
+    queries = None if src is None or (lang or "").lower() != "plpgsql" else _plpgsql_sql(src)
+    if queries is None:
+        if now:
+            c.opaque.append(_DO_OPAQUE)
+        return
+    import pgparse
+
+    for text in queries:
+        try:
+            parsed = pgparse.parse(text)
+        except Exception:  # noqa: BLE001 - not SQL to us: we cannot know what it does
+            c.opaque.append(_DO_OPAQUE)
+            return
+        for raw in parsed:
+            _walk(raw.get("stmt", {}), c, now, ctes)
+
+
+def _defelem_str(arg: Any) -> str | None:
+    if isinstance(arg, dict) and isinstance(arg.get("String"), dict):
+        return str(arg["String"].get("sval", ""))
+    return None
+
+
+def _plpgsql_sql(src: str) -> list[str] | None:
+    """The SQL texts of a PL/pgSQL body (statements, and expressions as SELECTs), or None
+    when the body uses anything not on the allow-list or does not parse."""
+    import pgparse
+
+    tag = "$gdb_do$"
+    if tag in src:
+        return None
+    try:
+        tree = pgparse.parse_pgsql(
+            f"CREATE FUNCTION gdb_do() RETURNS void LANGUAGE plpgsql AS {tag}{src}{tag}")
+    except Exception:  # noqa: BLE001 - fail closed: an unparsed body may do anything
+        return None
+    out: list[str] = []
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key, value in node.items():
+            if key.startswith("PLpgSQL_"):
+                if key not in _PLPGSQL_UNDERSTOOD:
+                    return None
+                if key == "PLpgSQL_expr":
+                    if not isinstance(value, dict):
+                        return None
+                    query = str(value.get("query", ""))
+                    mode = int(value.get("parseMode", 0) or 0)
+                    if mode >= 3:  # an assignment: target := expression
+                        for sep in (":=", "="):
+                            if sep in query:
+                                query = query.split(sep, 1)[1]
+                                break
+                    out.append(query if mode == 0 else "SELECT " + query)
+                    continue
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+    return out
+
+
 def _h_simple(kind: str) -> Any:
     def handler(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
         if now:
@@ -1057,7 +1151,7 @@ _HANDLERS: dict[str, Any] = {
     "FetchStmt": _h_fetch,
     "ClosePortalStmt": _h_close,
     "DeallocateStmt": _h_deallocate,
-    "DoStmt": _h_opaque("DO", "DO runs procedural code the analyzer cannot see"),
+    "DoStmt": _h_do,
     "CallStmt": _h_opaque("CALL", "CALL runs a procedure body the analyzer cannot see"),
     "FuncCall": _h_funccall,
     "RangeVar": _h_rangevar,
