@@ -31,6 +31,10 @@ CARDINALITY = [
     " FROM users) s",
     "SELECT count(*) FROM jsonb_each((SELECT jsonb_object_agg(substr(ssn, 5, 1), 1) FROM users))",
     "SELECT unnest(ARRAY(SELECT 1 FROM generate_series(1, ascii((SELECT min(ssn) FROM users)))))",
+    # duplicate removal compares hidden values (with a guess, or by prefix)
+    "SELECT ssn FROM users WHERE id = 1001 UNION SELECT 'qsn-111-22-3333'",
+    "SELECT email FROM users INTERSECT SELECT 'qem.alice@example.com'",
+    "SELECT count(*) FROM (SELECT DISTINCT substr(ssn, 1, 5) FROM users) s",
 ]
 
 # Class 2: whether the statement ERRORS depends on the hidden value (F02).
@@ -76,6 +80,9 @@ ORDINARY = [
     ("SELECT CASE WHEN id > 1001 THEN ssn ELSE email END FROM users", 2),
     ("SELECT 100 / (id - 1000), (amount * 2)::int FROM orders ORDER BY id", 2),
     ("SELECT org_id, count(*) FROM users GROUP BY org_id ORDER BY 1", 2),
+    ("SELECT DISTINCT email, org_id FROM users", 2),
+    ("SELECT DISTINCT * FROM users", 2),
+    ("SELECT email FROM users UNION ALL SELECT 'x'", 3),
     # one-level expansion of a collection whose element count no value decides
     ("SELECT x FROM unnest((SELECT array_agg(ssn) FROM users)) AS x", 2),
     ("SELECT unnest(ARRAY[email, ssn]) FROM users", 4),

@@ -99,6 +99,7 @@ _FIXED_SHAPE_BUILDERS = frozenset({"array_agg", "json_agg", "jsonb_agg", "json_b
 # (Not jsonb_build_object / jsonb_object_agg: jsonb keeps one of equal keys, so the number
 # of pairs would say whether two values are equal.)
 _PREDICATE = "decides which rows, in which order or how many come back"
+_SETOP = "decides how many rows a UNION/INTERSECT/EXCEPT keeps (values are compared)"
 _ROWS = "decides how many rows a set-returning function returns"
 _BRANCH = "decides which branch of a conditional expression runs (and whether it errors)"
 _RAISES = "is an operand of {}, which can raise for some values (an error oracle)"
@@ -145,6 +146,12 @@ class _Probe:
             self.statement({"SelectStmt": _sel(body["rarg"])}, outer, ctes)
             targets = self.lin.select(body, outer, ctes)
             scopes: list[list[_Entry]] = [[], *outer]
+            if op != "SETOP_UNION" or not body.get("all"):
+                # Duplicate removal (UNION) and INTERSECT/EXCEPT compare every output value
+                # across branches: with a guessed literal in one branch, the row count says
+                # whether the hidden value equals the guess.
+                for _, src in targets:
+                    self._add(src, _SETOP)
         else:
             for row in body.get("valuesLists") or ():
                 self.nested(row, outer, ctes)
@@ -166,6 +173,21 @@ class _Probe:
             for item in body.get("distinctClause") or ():
                 if item:  # DISTINCT ON (…); plain DISTINCT is a list with one empty node
                     self.ordering(item, scopes, ctes, targets, prefer_output=True,
+                                  equality=True, tlist=tlist)
+                    continue
+                # Plain DISTINCT groups by every output: a plain stored column (or a whole
+                # row of base tables) gives equality classes only, as GROUP BY does; an
+                # expression (substr(ssn, 1, 4)) would count the rows sharing a prefix.
+                for val in tlist:
+                    star = _star_ref(val)
+                    if star is not None and all(
+                            e.relation is not None and not e.relation.is_view and not e.unknown
+                            for e in (scope if not star else
+                                      [x for x in scope if x.alias == star[-1] or (
+                                          x.relation is not None
+                                          and x.relation.name == star[-1])])):
+                        continue
+                    self.ordering(val, scopes, ctes, targets, prefer_output=False,
                                   equality=True, tlist=tlist)
             for wd in body.get("windowClause") or ():
                 self.window_def(wd.get("WindowDef", wd), scopes, ctes)
@@ -426,6 +448,15 @@ class _Probe:
                 return len(hits) == 1 and hits[0].relation is not None \
                     and not hits[0].relation.is_view and not hits[0].unknown
         return False
+
+
+def _star_ref(node: Any) -> list[str] | None:
+    """``*`` or ``t.*``: the qualifier (empty for a bare star); None for anything else."""
+    if isinstance(node, dict) and len(node) == 1 and "ColumnRef" in node:
+        fields = _svals(node["ColumnRef"].get("fields", ()))
+        if fields and fields[-1] is None and all(f is not None for f in fields[:-1]):
+            return [f for f in fields[:-1] if f is not None]
+    return None
 
 
 def _column_call(name: str, arg: Any, scopes: list[list[_Entry]]) -> bool:
