@@ -390,14 +390,14 @@ def test_sql_declared_cursor_read_through_a_named_cursor(drv, conn, query, expec
     drv.run(conn.rollback())
 
 
-def test_undeclared_cursor_name_is_psycopgs_error(drv, conn):
+def test_undeclared_cursor_name_is_refused(drv, conn):
+    """A name the session never saw declared: its query's effect is unknown, so reading it
+    through a named cursor is refused (statement.affected-row-limit), nothing fetched."""
     drv.run(conn.set_autocommit(False)) if drv.kind == "async" else setattr(conn, "autocommit", False)
     cur = conn.cursor("fid_nope")
-    # (judged as a FETCH of a cursor the session never declared: opaque, so its error text
-    # does not echo the name; the class and SQLSTATE are psycopg's)
-    with pytest.raises(psycopg.errors.InvalidCursorName) as info:
+    with pytest.raises(governed_db.errors.StatementDenied) as info:
         drv.run(cur.fetchall())
-    assert info.value.sqlstate == "34000"
+    assert info.value.rule_ids == ("statement.affected-row-limit",)
     drv.run(conn.rollback())
     drv.run(cur.close())
 
