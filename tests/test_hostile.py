@@ -51,8 +51,11 @@ def test_nul_bytes_and_invalid_utf8_never_crash(human_conn, query):
 
 
 def test_enormous_row_is_masked(agent_conn):
+    # (repeat(email, n) itself is refused for an agent: whether it exceeds the 1 GB limit
+    # depends on the hidden length - test_value_oracles.py.)
     (value,) = agent_conn.execute(
-        "SELECT repeat(email || ' ', 200000) FROM users WHERE id = 1001").fetchone()
+        "SELECT repeat(' ', 4000000) || email || lpad(email, 200000, '.') FROM users"
+        " WHERE id = 1001").fetchone()
     assert "qem" not in value
 
 

@@ -62,6 +62,8 @@ BRANCHES = [
     "SELECT nullif(substr(ssn, 5, 1), '1') FROM users",
     "SELECT (ssn > 'qsn-2' AND 1/(id-id) = 0) FROM users",
     "SELECT coalesce(NULL, substr(ssn, 5, 1), '1') FROM users",
+    "SELECT ssn IN ('x', (1/(id - 1001))::text) FROM users",
+    "SELECT ssn BETWEEN 'qsn-2' AND (1/(id - id))::text FROM users",
 ]
 
 ORACLES = [pytest.param(s, "rows", id=f"rows-{i}") for i, s in enumerate(CARDINALITY)] + \
@@ -81,6 +83,7 @@ ORDINARY = [
     ("SELECT 100 / (id - 1000), (amount * 2)::int FROM orders ORDER BY id", 2),
     ("SELECT org_id, count(*) FROM users GROUP BY org_id ORDER BY 1", 2),
     ("SELECT DISTINCT email, org_id FROM users", 2),
+    ("SELECT ssn IN ('a', 'b'), email BETWEEN 'a' AND 'z' FROM users", 2),
     ("SELECT DISTINCT * FROM users", 2),
     ("SELECT email FROM users UNION ALL SELECT 'x'", 3),
     # one-level expansion of a collection whose element count no value decides

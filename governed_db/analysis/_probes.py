@@ -79,8 +79,11 @@ TOTAL_FUNCTIONS: Mapping[str, frozenset[int] | None] = {
 TOTAL_OPERATORS = frozenset({"||", "=", "<>", "!=", "<", ">", "<=", ">=", "->", "->>"})
 # Casts that cannot raise for any value (every type has a text output).
 TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name"})
-_TOTAL_EXPR_KINDS = frozenset({"AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT", "AEXPR_IN",
-                               "AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN"})
+_TOTAL_EXPR_KINDS = frozenset({"AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT"})
+# x IN (a, b) and x BETWEEN a AND b become OR/AND chains, evaluated lazily: a hidden x decides
+# whether a later (possibly raising) operand runs, unless every operand is a constant.
+_LIST_KINDS = frozenset({"AEXPR_IN", "AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN",
+                         "AEXPR_BETWEEN_SYM", "AEXPR_NOT_BETWEEN_SYM"})
 _SUBJECT_ONLY_KINDS = frozenset({"AEXPR_LIKE", "AEXPR_ILIKE", "AEXPR_SIMILAR"})
 _TOTAL_NODES = frozenset({"RowExpr", "A_ArrayExpr", "NullTest", "BooleanTest", "ResTarget",
                           "List", "SortBy", "CollateClause", "MultiAssignRef"})
@@ -282,6 +285,16 @@ class _Probe:
             if kind in _TOTAL_EXPR_KINDS or (kind == "AEXPR_OP" and op in TOTAL_OPERATORS):
                 self.nested(body.get("lexpr"), scopes, ctes)
                 self.nested(body.get("rexpr"), scopes, ctes)
+            elif kind in _LIST_KINDS:
+                rexpr = body.get("rexpr")
+                items = rexpr if isinstance(rexpr, list) else \
+                    (rexpr.get("List") or {}).get("items", [rexpr]) \
+                    if isinstance(rexpr, dict) else []
+                if all(_constant(i) for i in items):
+                    self.nested(body.get("lexpr"), scopes, ctes)
+                else:
+                    self.decide(body.get("lexpr"), scopes, ctes, _BRANCH)
+                    self.decide(rexpr, scopes, ctes, _BRANCH)
             elif kind in _SUBJECT_ONLY_KINDS:  # the pattern can raise (bad escape, bad regex)
                 self.nested(body.get("lexpr"), scopes, ctes)
                 self.decide(body.get("rexpr"), scopes, ctes, _RAISES.format(op or "pattern"))
@@ -448,6 +461,17 @@ class _Probe:
                 return len(hits) == 1 and hits[0].relation is not None \
                     and not hits[0].relation.is_view and not hits[0].unknown
         return False
+
+
+def _constant(node: Any) -> bool:
+    """A literal or a parameter (optionally cast): evaluating it cannot depend on a row."""
+    if isinstance(node, dict) and len(node) == 1:
+        (typ, body), = node.items()
+        if typ in ("A_Const", "ParamRef"):
+            return True
+        if typ == "TypeCast":
+            return _constant(body.get("arg"))
+    return False
 
 
 def _star_ref(node: Any) -> list[str] | None:
