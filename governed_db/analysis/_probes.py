@@ -233,6 +233,11 @@ class _Probe:
             right = self.from_item(body["rarg"], [left + scopes[0], *scopes[1:]], ctes)
             # (USING / NATURAL: equality of plain columns, allowed.)
             self.decide(body.get("quals"), [left + right + scopes[0], *scopes[1:]], ctes)
+        elif typ == "RangeTableSample":
+            self.decide([body.get("args"), body.get("repeatable")], scopes, ctes, _ROWS)
+        elif typ not in ("RangeVar", "RangeFunction"):
+            # XMLTABLE, JSON_TABLE and anything newer: their inputs decide the rows they yield.
+            self.decide({k: v for k, v in body.items() if k != "alias"}, scopes, ctes, _ROWS)
         elif typ == "RangeFunction":
             for fn in body.get("functions") or ():
                 items = (fn.get("List") or {}).get("items") or []
