@@ -61,12 +61,23 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
     @contextmanager
     def pipeline(self) -> Iterator[psycopg.Pipeline]:
         """As psycopg's; results that need the catalog snapshot reloaded are planned again
-        when the pipeline ends (masked until then)."""
+        when the pipeline ends (masked until then); a due catalog snapshot is reloaded before
+        it starts."""
+        if self._pipeline is None and self._governor is not None:
+            with self.lock:
+                self.wait(self._gov_before_pipeline_gen())
         with super().pipeline() as pipeline:
             yield pipeline
         if self._pipeline is None and self._gov_replan_cursors:
             with self.lock:
                 self.wait(self._gov_after_pipeline_gen())
+
+    @contextmanager
+    def _pipeline_nolock(self) -> Iterator[psycopg.Pipeline]:
+        # executemany()'s own pipeline (the lock is held)
+        self.wait(self._gov_before_pipeline_gen())
+        with super()._pipeline_nolock() as pipeline:
+            yield pipeline
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         error: psycopg.Error | None = None

@@ -57,12 +57,23 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
     @asynccontextmanager
     async def pipeline(self) -> AsyncIterator[psycopg.AsyncPipeline]:
         """As psycopg's; results that need the catalog snapshot reloaded are planned again
-        when the pipeline ends (masked until then)."""
+        when the pipeline ends (masked until then); a due catalog snapshot is reloaded before
+        it starts."""
+        if self._pipeline is None and self._governor is not None:
+            async with self.lock:
+                await self.wait(self._gov_before_pipeline_gen())
         async with super().pipeline() as pipeline:
             yield pipeline
         if self._pipeline is None and self._gov_replan_cursors:
             async with self.lock:
                 await self.wait(self._gov_after_pipeline_gen())
+
+    @asynccontextmanager
+    async def _pipeline_nolock(self) -> AsyncIterator[psycopg.AsyncPipeline]:
+        # executemany()'s own pipeline (the lock is held)
+        await self.wait(self._gov_before_pipeline_gen())
+        async with super()._pipeline_nolock() as pipeline:
+            yield pipeline
 
     async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         error: psycopg.Error | None = None

@@ -172,6 +172,19 @@ class GovernedConnectionMixin:
         if gov.catalog_stale:
             yield from self._gov_load_catalog_gen()
 
+    def _gov_before_pipeline_gen(self) -> Any:
+        """Before entering pipeline mode (``pipeline()``, executemany's own pipeline): bring
+        the session and the catalog snapshot up to date when due (after DDL, by age), since
+        no catalog query can run between a pipeline's statements (a relation the snapshot
+        does not know is refused there: it may run unseen code)."""
+        gov = self._governor
+        if gov is None or self._pipeline is not None:
+            return
+        ident = gov.identity()
+        if ident is gov.synced_identity and not gov.catalog_due():
+            return
+        yield from self._gov_session_gen(ident)
+
     def _gov_after_pipeline_gen(self) -> Any:
         """After pipeline mode ends: results that named a relation or column the snapshot
         does not know (a table created earlier in the same pipeline) were planned as unknown

@@ -461,3 +461,22 @@ def test_do_blocks_stay_denied_by_the_default_profile(drv, dsn, audit, raw, body
     finally:
         drv.run(conn.close())
     assert raw.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_table_created_just_before_a_pipeline(drv, conn):
+    """psycopg's pipeline tests: DDL, then a pipeline using the new table. The snapshot is
+    reloaded before the pipeline starts, so its statements are judged against it."""
+    drv.run(conn.execute("CREATE TABLE before_pipe (id int, email text)"))
+    if drv.kind == "sync":
+        with conn.pipeline():
+            conn.execute("INSERT INTO before_pipe VALUES (1, 'qem.p@example.com')")
+            cur = conn.execute("SELECT * FROM before_pipe")
+        rows = cur.fetchall()
+    else:
+        async def go():
+            async with conn.pipeline():
+                await conn.execute("INSERT INTO before_pipe VALUES (1, 'qem.p@example.com')")
+                cur = await conn.execute("SELECT * FROM before_pipe")
+            return await cur.fetchall()
+        rows = drv.run(go())
+    assert rows == [(1, EMAIL_MASKED)]
