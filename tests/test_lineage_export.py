@@ -471,9 +471,11 @@ strategy = "redact"
     rep = json.loads(res.output)
     join = next(r for r in recorded["statements"]
                 if r["statement"]["normalized"].startswith("SELECT u.name"))
+    # The masking change is listed; and since `o.amount * 2` can raise (overflow) for some
+    # hidden values once amount is masked, the agent's statement is now a value oracle: denied.
     assert [(c["id"], c["change"], c["masking"]) for c in rep["changes"]] == [
-        (join["id"], "masking", [{"column": "dbl", "before": None, "after": "redact"}])]
-    assert rep["by_rule"] == {"column.mask": {"masking": 1}}
+        (join["id"], "denied", [{"column": "dbl", "before": None, "after": "redact"}])]
+    assert rep["by_rule"] == {"column.disallow-predicate-on-masked": {"denied": 1}}
     # Without the catalog, masking is not evaluated (and said so): no change listed.
     res = _replay(recorded, stricter, tmp_path)
     assert json.loads(res.output)["changes"] == []
