@@ -192,6 +192,7 @@ class ApprovalStore:
     def _expire(self, req: dict[str, Any]) -> None:
         if req.get("status") in ("pending", "approved") and req.get("expires_at", 0) < time.time():
             req["status"] = "expired"
+        _mark_tampered(req)
 
     # -- the flow -------------------------------------------------------------------------------
 
@@ -235,13 +236,15 @@ class ApprovalStore:
             if affected_rows is not None and req.get("affected_rows") not in (None, affected_rows):
                 continue
             if req["status"] == "approved":
-                if not sealed(req):
-                    continue  # forged or edited by hand: not an approval
-                req["status"] = "used"
-                req["used_at"] = time.time()
+                if not sealed(req) or self._ledger(req["id"]) != req.get("gen"):
+                    # Forged, edited by hand, or rolled back to an earlier sealed state (the
+                    # use ledger is ahead of the row): not an approval.
+                    continue
+                _reseal(req, status="used", used_at=round(time.time(), 3))
+                self._set_ledger(req["id"], req["gen"])
                 self._write(req)
                 return req["id"], True
-            if req["status"] == "pending":
+            if req["status"] == "pending" and sealed(req):  # a tampered one: file anew
                 pending = req
             elif req["status"] == "denied" and sealed(req):
                 denied = req
@@ -254,15 +257,9 @@ class ApprovalStore:
             return pending["id"], False
         if denied is not None:
             _raise_denied(denied)
-        now = time.time()
-        req = {
-            "id": uuid.uuid4().hex[:16], "binding": binding, "status": "pending",
-            "requested_at": now, "expires_at": now + self.ttl,
-            "requester": identity.to_record(), "statement": analysis.normalized,
-            "summary": analysis.summary, "rule_ids": list(rule_ids), "policy": policy_tag,
-            "reason": message, "affected_rows": affected_rows, "decisions": [],
-            "tables": _tables_of(analysis),
-        }
+        req = _new_request(binding=binding, identity=identity, analysis=analysis,
+                           rule_ids=rule_ids, policy_tag=policy_tag, message=message,
+                           affected_rows=affected_rows, ttl=self.ttl)
         self._write(req)
         _announce(self, "requested", req)
         self.last_filed = req["id"]
@@ -275,11 +272,32 @@ class ApprovalStore:
                 req = json.loads(self._path(request_id).read_text())
             except (OSError, ValueError):
                 return
-            if req.get("status") != "used":
+            if req.get("status") != "used" or not sealed(req) \
+                    or self._ledger(request_id) != req.get("gen"):
                 return
-            req["status"] = "approved"
-            req.pop("used_at", None)
+            _reseal(req, status="approved", used_at=None)
+            self._set_ledger(request_id, req["gen"])
             self._write(req)
+
+    # The use ledger: the generation of each decided request, kept apart from the request, so
+    # a request file restored to an earlier sealed state ("approved" before its use) is behind
+    # the ledger and refused. Someone who can write the whole state directory can restore both
+    # (and read the seal key): the file store trusts the directory's permissions.
+    def _ledger_path(self, request_id: str) -> Path:
+        return self.directory / ".ledger" / self._path(request_id).name
+
+    def _ledger(self, request_id: str) -> int | None:
+        try:
+            return int(self._ledger_path(request_id).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _set_ledger(self, request_id: str, gen: int) -> None:
+        path = self._ledger_path(request_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(str(gen))
+        os.replace(tmp, path)
 
     def wait(self, request_id: str, timeout: float) -> str:
         """Block up to ``timeout`` seconds while the request is pending; return its status."""
@@ -311,15 +329,32 @@ class ApprovalStore:
                 note: str | None, policy: Any) -> dict[str, Any]:
         req = self.get(request_id)
         check_decision(req, request_id, approver, policy)
-        req["status"] = "approved" if approve else "denied"
         req["decisions"].append({"by": approver.to_record(), "approve": approve,
                                  "at": time.time(), "note": note})
         if approve:
             req["expires_at"] = round(time.time() + self.ttl, 3)
-        req["seal"] = seal(req)
+        _reseal(req, status="approved" if approve else "denied")
+        self._set_ledger(request_id, req["gen"])
         self._write(req)
         _announce(self, "decided", req)
         return req
+
+
+def _new_request(*, binding: str, identity: Any, analysis: Any, rule_ids: Sequence[str],
+                 policy_tag: str, message: str, affected_rows: int | None,
+                 ttl: float) -> dict[str, Any]:
+    """A pending request as both stores file it, sealed (generation 0)."""
+    now = round(time.time(), 3)
+    req = {
+        "id": uuid.uuid4().hex[:16], "binding": binding, "status": "pending",
+        "requested_at": now, "expires_at": round(now + ttl, 3), "used_at": None,
+        "requester": identity.to_record(), "statement": analysis.normalized,
+        "summary": analysis.summary, "rule_ids": list(rule_ids), "policy": policy_tag,
+        "reason": message, "affected_rows": affected_rows, "decisions": [],
+        "tables": _tables_of(analysis), "gen": 0,
+    }
+    req["seal"] = seal(req)
+    return req
 
 
 def _tables_of(analysis: Any) -> list[str]:
@@ -355,17 +390,59 @@ def _seal_key() -> bytes:
     return _persistent_key("approvals.key")
 
 
+# What a seal covers: everything the approver is shown and the consumer relies on (statement,
+# summary, tables, rules, reason, requester, policy tag, binding, row count, expiry), the state
+# (status, decisions) and the use (``gen``: bumped by every decision, use and give-back;
+# ``used_at``). Version 2: requests sealed the old way (v1, pending ones not at all) fail.
+_SEAL_VERSION = 2
+_SEALED = ("id", "binding", "status", "requested_at", "expires_at", "used_at", "requester",
+           "statement", "summary", "rule_ids", "policy", "reason", "affected_rows",
+           "decisions", "tables", "gen")
+_TIMES = ("requested_at", "expires_at", "used_at")
+
+
+def _sealed_value(req: Mapping[str, Any], key: str) -> Any:
+    value = req.get(key)
+    if key in _TIMES:
+        return None if value is None else round(float(value), 3)
+    if key in ("rule_ids", "tables"):
+        return list(value or ())
+    if key == "gen":
+        return int(value or 0)
+    return value
+
+
 def seal(req: Mapping[str, Any]) -> str:
-    """An HMAC over what makes a decision valid: a request edited or written by hand (an
-    "approved" file dropped into the store, an UPDATE on the table) does not carry it."""
-    body = json.dumps([req.get("id"), req.get("binding"), req.get("status"),
-                       round(float(req.get("expires_at") or 0), 3), req.get("affected_rows"),
-                       req.get("decisions")], sort_keys=True, default=str)
+    """An HMAC over a request as a whole (``_SEALED``): a request edited or written by hand
+    (an "approved" file dropped into the store, an UPDATE on the table, a statement text
+    swapped for another) does not carry it."""
+    body = json.dumps([_SEAL_VERSION, *(_sealed_value(req, k) for k in _SEALED)],
+                      sort_keys=True, default=str)
     return hmac.new(_seal_key(), body.encode(), hashlib.sha256).hexdigest()
 
 
 def sealed(req: Mapping[str, Any]) -> bool:
+    """Whether the request is as governed_db last wrote it (its seal matches)."""
     return hmac.compare_digest(str(req.get("seal") or ""), seal(req))
+
+
+TAMPERED = "TAMPERED"
+
+
+def _mark_tampered(req: dict[str, Any]) -> None:
+    """A loaded request whose seal fails gets the status ``TAMPERED`` (what every view shows):
+    not pending, approved or denied, so it is never decided, consumed or quoted as a denial.
+    Expired requests are dead whatever they say."""
+    if req.get("status") not in ("expired", TAMPERED) and not sealed(req):
+        req["status"] = TAMPERED
+
+
+def _reseal(req: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``req`` after a state change: the use generation bumped, sealed again."""
+    req.update(changes)
+    req["gen"] = int(req.get("gen") or 0) + 1
+    req["seal"] = seal(req)
+    return req
 
 
 def requires_verified_approvers(policy: Any) -> bool:
@@ -443,6 +520,12 @@ def check_decision(req: dict[str, Any], request_id: str, approver: Any,
     """
     from .errors import IdentityError
 
+    if req["status"] == TAMPERED or (req["status"] == "pending" and not sealed(req)):
+        raise StatementDenied(
+            f"approval request {request_id} is TAMPERED: what is stored is not what governed_db"
+            " filed (its seal fails), so what it shows may not be what would run. It cannot be"
+            " decided; the requester's next run of the statement files a new request",
+            rule_ids=("approval.tampered",))
     if req["status"] != "pending":
         raise StatementDenied(f"approval request {request_id} is {req['status']}, not pending",
                               rule_ids=("approval.not-pending",))
@@ -504,11 +587,16 @@ ALTER TABLE governed_db.approval_requests
     ADD COLUMN IF NOT EXISTS expiry_announced boolean NOT NULL DEFAULT false;
 ALTER TABLE governed_db.approval_requests
     ADD COLUMN IF NOT EXISTS expiry_recorded boolean NOT NULL DEFAULT false;
+ALTER TABLE governed_db.approval_requests ADD COLUMN IF NOT EXISTS gen integer NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS governed_db.approval_ledger (
+    id text PRIMARY KEY,
+    gen integer NOT NULL
+);
 """
 _CHANNEL = "governed_db_approvals"
 _COLUMNS = ("id, binding, status, extract(epoch FROM requested_at), extract(epoch FROM"
             " expires_at), extract(epoch FROM used_at), requester, statement, summary, rule_ids,"
-            " policy, reason, affected_rows, decisions, coalesce(tables, '{}')")
+            " policy, reason, affected_rows, decisions, coalesce(tables, '{}'), seal, gen")
 
 
 class PostgresApprovalStore:
@@ -555,12 +643,13 @@ class PostgresApprovalStore:
     def _row(row: Sequence[Any]) -> dict[str, Any]:
         keys = ("id", "binding", "status", "requested_at", "expires_at", "used_at", "requester",
                 "statement", "summary", "rule_ids", "policy", "reason", "affected_rows",
-                "decisions", "tables")
+                "decisions", "tables", "seal", "gen")
         req = dict(zip(keys, row, strict=True))
         for k in ("requested_at", "expires_at", "used_at"):
             req[k] = float(req[k]) if req[k] is not None else None
         if req["status"] in ("pending", "approved") and req["expires_at"] < time.time():
             req["status"] = "expired"
+        _mark_tampered(req)
         return req
 
     def get(self, request_id: str) -> dict[str, Any]:
@@ -606,37 +695,35 @@ class PostgresApprovalStore:
         with self._lock:
             conn = self._connection()
             approved = conn.execute(
-                f"SELECT {_COLUMNS}, seal FROM governed_db.approval_requests WHERE binding = %s"
+                f"SELECT {_COLUMNS} FROM governed_db.approval_requests WHERE binding = %s"
                 " AND status = 'approved' AND expires_at > now()"
                 " AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
                 " ORDER BY requested_at", (binding, affected_rows, affected_rows)).fetchall()
             for row in approved:
-                req = self._row(row[:-1])
-                req["seal"] = row[-1]
+                req = self._row(row)
                 if not sealed(req):
-                    continue  # written or edited outside `approvals approve`: not an approval
-                used = conn.execute(
-                    "UPDATE governed_db.approval_requests SET status = 'used', used_at = now()"
-                    " WHERE id = %s AND status = 'approved' RETURNING id",
-                    (req["id"],)).fetchone()
-                if used is not None:  # single use: another replica may have taken it first
-                    return str(used[0]), True
-            pending = conn.execute(
-                "SELECT id FROM governed_db.approval_requests WHERE binding = %s"
+                    continue  # written or edited outside governed_db: not an approval
+                gen = req["gen"]
+                _reseal(req, status="used", used_at=round(time.time(), 3))
+                # Single use: another replica may have taken it first; a row rolled back to
+                # an earlier sealed state is behind the ledger and matches nothing.
+                if self._transition(conn, req, gen, "approved"):
+                    return str(req["id"]), True
+            pending = [r for r in conn.execute(
+                f"SELECT {_COLUMNS} FROM governed_db.approval_requests WHERE binding = %s"
                 " AND status = 'pending' AND expires_at > now()"
                 " AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
-                " ORDER BY requested_at LIMIT 1",
-                (binding, affected_rows, affected_rows)).fetchone()
-            if pending is not None:
-                return str(pending[0]), False
+                " ORDER BY requested_at",
+                (binding, affected_rows, affected_rows)).fetchall() if sealed(self._row(r))]
+            if pending:  # a tampered one is not the request: a new one is filed
+                return str(pending[0][0]), False
             denied = conn.execute(
-                f"SELECT {_COLUMNS}, seal FROM governed_db.approval_requests WHERE binding = %s"
+                f"SELECT {_COLUMNS} FROM governed_db.approval_requests WHERE binding = %s"
                 " AND status = 'denied'"
                 " AND (affected_rows IS NULL OR %s::bigint IS NULL OR affected_rows = %s)"
                 " ORDER BY requested_at DESC", (binding, affected_rows, affected_rows)).fetchall()
             for row in denied:
-                req = self._row(row[:-1])
-                req["seal"] = row[-1]
+                req = self._row(row)
                 if sealed(req):
                     _raise_denied(req)
             # Each expiry is recorded once (the audit trail's approval_expired).
@@ -645,16 +732,19 @@ class PostgresApprovalStore:
                 " WHERE binding = %s AND status IN ('pending', 'approved')"
                 " AND expires_at <= now() AND NOT expiry_recorded RETURNING id",
                 (binding,)).fetchall())
-            request_id = uuid.uuid4().hex[:16]
+            req = _new_request(binding=binding, identity=identity, analysis=analysis,
+                               rule_ids=rule_ids, policy_tag=policy_tag, message=message,
+                               affected_rows=affected_rows, ttl=self.ttl)
+            request_id = req["id"]
             conn.execute(
-                "INSERT INTO governed_db.approval_requests (id, binding, status, expires_at,"
-                " requester, statement, summary, rule_ids, policy, reason, affected_rows,"
-                " tables)"
-                " VALUES (%s, %s, 'pending', now() + make_interval(secs => %s), %s, %s, %s,"
-                " %s, %s, %s, %s, %s)",
-                (request_id, binding, self.ttl, Jsonb(identity.to_record()), analysis.normalized,
-                 analysis.summary, list(rule_ids), policy_tag, message, affected_rows,
-                 _tables_of(analysis)))
+                "INSERT INTO governed_db.approval_requests (id, binding, status, requested_at,"
+                " expires_at, requester, statement, summary, rule_ids, policy, reason,"
+                " affected_rows, tables, seal, gen)"
+                " VALUES (%s, %s, 'pending', to_timestamp(%s), to_timestamp(%s), %s, %s, %s,"
+                " %s, %s, %s, %s, %s, %s, 0)",
+                (request_id, binding, req["requested_at"], req["expires_at"],
+                 Jsonb(req["requester"]), req["statement"], req["summary"], req["rule_ids"],
+                 policy_tag, message, affected_rows, req["tables"], req["seal"]))
             conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))
         if self.notifier is not None:
             _announce(self, "requested", self.get(request_id))
@@ -664,34 +754,67 @@ class PostgresApprovalStore:
     def release(self, request_id: str) -> None:
         """Give a used approval back (the statement it was used for did not run)."""
         with self._lock:
-            self._connection().execute(
-                "UPDATE governed_db.approval_requests SET status = 'approved', used_at = NULL"
-                " WHERE id = %s AND status = 'used'", (request_id,))
+            conn = self._connection()
+            row = conn.execute(f"SELECT {_COLUMNS} FROM governed_db.approval_requests"
+                               " WHERE id = %s AND status = 'used'", (request_id,)).fetchone()
+            if row is None:
+                return
+            req = self._row(row)
+            if not sealed(req):
+                return
+            gen = req["gen"]
+            self._transition(conn, _reseal(req, status="approved", used_at=None), gen, "used")
+
+    @staticmethod
+    def _transition(conn: Any, req: Mapping[str, Any], gen: int, status: str) -> bool:
+        """Write ``req`` (resealed at generation ``gen + 1``) over the row at ``status`` and
+        generation ``gen``, and move the use ledger from ``gen`` (none before a decision) to
+        the new generation, in one transaction: both or neither.
+
+        The ledger is kept apart from the row so a row restored to an earlier sealed state
+        (an "approved" row before its use) is behind it and refused. A role with raw write
+        access to both tables can restore both: the store trusts who may write the
+        governed_db schema (governed statements never may)."""
+        from psycopg.types.json import Jsonb
+
+        with conn.transaction():
+            ledger = conn.execute(
+                "SELECT gen FROM governed_db.approval_ledger WHERE id = %s FOR UPDATE",
+                (req["id"],)).fetchone()
+            if (None if ledger is None else ledger[0]) != (None if gen == 0 else gen):
+                return False
+            row = conn.execute(
+                "UPDATE governed_db.approval_requests SET status = %s, decisions = %s,"
+                " expires_at = to_timestamp(%s), used_at = to_timestamp(%s), seal = %s,"
+                " gen = %s WHERE id = %s AND status = %s AND gen = %s AND expires_at > now()"
+                " RETURNING id",
+                (req["status"], Jsonb(req["decisions"]), req["expires_at"], req["used_at"],
+                 req["seal"], req["gen"], req["id"], status, gen)).fetchone()
+            if row is None:
+                return False
+            conn.execute(
+                "INSERT INTO governed_db.approval_ledger (id, gen) VALUES (%s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET gen = excluded.gen", (req["id"], req["gen"]))
+        return True
 
     def decide(self, request_id: str, approver: Any, *, approve: bool,
                note: str | None = None, audit: Any = None,
                policy: Any = None) -> dict[str, Any]:
         """Approve or deny a pending request; the decision is written to the audit trail.
         Same rules as :meth:`ApprovalStore.decide`."""
-        from psycopg.types.json import Jsonb
-
         req = self.get(request_id)
         check_decision(req, request_id, approver, policy or _process_policy())
         decision = {"by": approver.to_record(), "approve": approve, "at": time.time(),
                     "note": note}
-        req["status"] = "approved" if approve else "denied"
         req["decisions"] = [*req["decisions"], decision]
         if approve:
             req["expires_at"] = round(time.time() + self.ttl, 3)
+        gen = req["gen"]
+        _reseal(req, status="approved" if approve else "denied")
         with self._lock:
             conn = self._connection()
-            row = conn.execute(
-                "UPDATE governed_db.approval_requests SET status = %s, decisions = %s,"
-                " expires_at = to_timestamp(%s), seal = %s"
-                " WHERE id = %s AND status = 'pending' AND expires_at > now() RETURNING id",
-                (req["status"], Jsonb(req["decisions"]), req["expires_at"], seal(req),
-                 request_id)).fetchone()
-            if row is None:  # decided or expired by someone else in between
+            if not self._transition(conn, req, gen, "pending"):
+                # decided or expired by someone else in between
                 raise StatementDenied(f"approval request {request_id} is no longer pending",
                                       rule_ids=("approval.not-pending",))
             conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, request_id))

@@ -175,3 +175,151 @@ async def test_mcp_does_not_show_governance_state(dsn, pg_store):
     finally:
         await tools.aclose()
         log.close()
+
+
+# -- single use and the seal: replay by rollback, rewritten requests -------------------------------
+
+import json  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from governed_db.approvals import ApprovalStore  # noqa: E402
+from governed_db.cli import main  # noqa: E402
+
+_DDL_POLICY = '[[rules]]\nid = "statement.disallow-ddl"\nlevel = "approval"\n'
+
+
+@pytest.fixture(params=["file", "postgres"])
+def store_kind(request, dsn, monkeypatch):
+    if request.param == "postgres":
+        monkeypatch.setenv("GOVERNED_DB_APPROVALS_DSN", dsn)
+    return request.param
+
+
+def _indexes(dsn: str) -> int:
+    with _raw(dsn) as c:
+        return c.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 't'").fetchone()[0]
+
+
+def _row(kind: str, dsn: str, rid: str) -> dict:
+    if kind == "file":
+        return json.loads(ApprovalStore.default()._path(rid).read_text())
+    with _raw(dsn) as c:
+        return c.execute("SELECT to_jsonb(r) FROM governed_db.approval_requests r WHERE id = %s",
+                         (rid,)).fetchone()[0]
+
+
+def _put(kind: str, dsn: str, rid: str, row: dict) -> None:
+    """Write a request as someone with raw write access to the store would."""
+    if kind == "file":
+        ApprovalStore.default()._path(rid).write_text(json.dumps(row))
+        return
+    from psycopg.types.json import Jsonb
+
+    with _raw(dsn) as c:
+        c.execute("DELETE FROM governed_db.approval_requests WHERE id = %s", (rid,))
+        c.execute("INSERT INTO governed_db.approval_requests SELECT * FROM"
+                  " jsonb_populate_record(NULL::governed_db.approval_requests, %s)",
+                  (Jsonb(row),))
+
+
+def _run(conn, sql: str = DDL):
+    try:
+        conn.execute(sql)
+        return "ran"
+    except errors.ApprovalRequired as exc:
+        return exc.request_id
+
+
+def _approve(policy, rid: str) -> None:
+    governed_db._config.approvals(policy).decide(rid, HUMAN, approve=True, policy=policy)
+
+
+@pytest.mark.parametrize("rollback", ["whole-row", "status-only", "status-and-seal"])
+def test_used_approval_cannot_be_replayed_by_rollback(dsn, store_kind, rollback):
+    policy = parse_policy(_DDL_POLICY)
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        rid = _run(c)
+        _approve(policy, rid)
+        approved = _row(store_kind, dsn, rid)
+        assert _run(c) == "ran" and _indexes(dsn) == 1
+        used = _row(store_kind, dsn, rid)
+        assert used["status"] == "used"
+        if rollback == "whole-row":  # the row exactly as it was, approved and sealed
+            back = approved
+        elif rollback == "status-only":
+            back = {**used, "status": "approved", "used_at": None}
+        else:  # the earlier seal on the later row
+            back = {**used, "status": "approved", "used_at": None, "seal": approved["seal"]}
+        _put(store_kind, dsn, rid, back)
+        again = _run(c)
+        assert again != "ran" and again != rid  # a new request, the old one is not an approval
+    assert _indexes(dsn) == 1  # raw: ran exactly once
+
+
+def test_given_back_approval_is_usable_once_more(dsn, store_kind):
+    policy = parse_policy(_DDL_POLICY)
+    store = governed_db._config.approvals(policy)
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        rid = _run(c)
+        _approve(policy, rid)
+        assert _run(c) == "ran"
+        store.release(rid)  # as the core does when the statement did not run
+        assert store.get(rid)["status"] == "approved"
+        with _raw(dsn) as r:
+            r.execute("DROP INDEX t_a_idx")
+        assert _run(c) == "ran"
+        assert _run(c) not in ("ran", rid)
+    assert _indexes(dsn) == 1
+
+
+# What the approver is shown and the consumer relies on: each field rewritten by hand.
+_EDITS = {
+    "statement": "CREATE INDEX ON t (a) -- harmless",
+    "summary": "create an index on t",
+    "tables": ["public.t", "public.other"],
+    "rule_ids": ["statement.harmless"],
+    "reason": "routine",
+    "requester": {"id": "alice", "kind": "human"},
+    "policy": "0" * 64,
+    "expires_at": 4102444800.0,
+    "binding": "0" * 64,
+    "affected_rows": 1,
+}
+
+
+@pytest.mark.parametrize("field", sorted(_EDITS))
+def test_rewritten_pending_request_is_tampered(dsn, store_kind, field):
+    policy = parse_policy(_DDL_POLICY)
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        rid = _run(c)
+        row = _row(store_kind, dsn, rid)
+        value = _EDITS[field]
+        if store_kind == "postgres" and field == "expires_at":
+            value = "2100-01-01T00:00:00+00:00"
+        _put(store_kind, dsn, rid, {**row, field: value})
+        store = governed_db._config.approvals(policy)
+        assert store.get(rid)["status"] == "TAMPERED"
+        listed = CliRunner().invoke(main, ["approvals", "list"])
+        assert "TAMPERED" in listed.output
+        with pytest.raises(errors.StatementDenied) as ei:
+            store.decide(rid, HUMAN, approve=True, policy=policy)
+        assert ei.value.rule_ids == ("approval.tampered",)
+        # the requester's next run files a new request, it never runs
+        assert _run(c) not in ("ran", rid)
+    assert _indexes(dsn) == 0
+
+
+@pytest.mark.parametrize("field", ["statement", "summary", "requester", "expires_at"])
+def test_rewritten_approved_request_is_never_consumed(dsn, store_kind, field):
+    policy = parse_policy(_DDL_POLICY)
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        rid = _run(c)
+        _approve(policy, rid)
+        row = _row(store_kind, dsn, rid)
+        value = _EDITS[field]
+        if store_kind == "postgres" and field == "expires_at":
+            value = "2100-01-01T00:00:00+00:00"
+        _put(store_kind, dsn, rid, {**row, field: value})
+        assert _run(c) not in ("ran", rid)
+    assert _indexes(dsn) == 0

@@ -400,16 +400,20 @@ def _store(policy: Any = None) -> Any:
 @click.option("--all", "show_all", is_flag=True, help="Include decided and expired requests.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document per request.")
 def approvals_list(show_all: bool, as_json: bool) -> None:
-    """Pending approval requests (--all: decided and expired ones too).
+    """Pending approval requests, and TAMPERED ones (stored text that is not what governed_db
+    filed: never approvable); --all: decided and expired ones too.
 
     \b
     Examples:
       governed-db approvals list
       governed-db approvals list --all --json
     """
+    from ..approvals import TAMPERED
     from .approvals_view import print_requests
 
-    print_requests(_store().list(None if show_all else "pending"), as_json, _console())
+    reqs = _store().list()
+    print_requests([r for r in reqs if show_all or r.get("status") in ("pending", TAMPERED)],
+                   as_json, _console())
 
 
 def approver_option_values(approver: str | None, token_file: str | None) -> tuple[
