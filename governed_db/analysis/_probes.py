@@ -19,9 +19,18 @@ and, for the same reason, GROUP BY / PARTITION BY / DISTINCT ON a plain stored c
 group per hidden value: equality classes, as the join). Ordering by a masked column is never
 allowed (it reveals comparisons), nor grouping by an expression of one (``substr(ssn, 5, 1)``).
 A side that is a CTE/subquery/VALUES column or any expression is not "plain": ``JOIN (VALUES
-('guess')) v(x) ON u.email = v.x`` is a probe. Outputs are not this module's concern: a
-value computed from a masked column (``SELECT ssn LIKE '1%'``, ``CASE WHEN ssn …``, ``count(*)
-FILTER (WHERE ssn …)``) is masked as a whole by the mask plan.
+('guess')) v(x) ON u.email = v.x`` is a probe.
+
+Value oracles (every other use of a value): a value computed from a masked column and
+*output* (``SELECT ssn LIKE '1%'``, ``lower(email)``) is masked as a whole by the mask plan,
+but the same value has effects beyond the output when it decides how many rows a
+set-returning function yields (``generate_series(1, ascii(email))``), whether the statement
+raises (``1/(ascii(ssn) - 48)``, ``substr(ssn, 1, 1)::int``) or which branch runs (``CASE
+WHEN ssn …``, AND/OR, FILTER). So the select list, RETURNING, SET and VALUES are walked too
+(:meth:`_Probe.nested`): a value may reach an output or pass through the allow-list of total
+operations below; any other consumer is a deciding use, reported with how it decides.
+Duplicate removal (UNION, INTERSECT, EXCEPT, DISTINCT over an expression) compares values
+and is deciding as well.
 """
 
 from __future__ import annotations
