@@ -540,7 +540,7 @@ class Governor:
         approvals = _config.approvals(self.policy)
         ask = {"identity": ident, "analysis": analysis, "params_digest": ctx.params_digest,
                "policy_tag": self.policy.version_tag, "rule_ids": decision.rule_ids,
-               "message": decision.message()}
+               "message": decision.message(), "policy": self.policy}
         request_id, granted = self._check_or_request(ctx, approvals, ask)
         if not granted and self._may_wait():
             status = approvals.wait(request_id, float(self.policy.approvals["wait_seconds"]))
@@ -879,7 +879,7 @@ class Governor:
             approvals = _config.approvals(self.policy)
             ask = {"identity": ident, "analysis": ctx.analysis,
                    "params_digest": ctx.params_digest, "policy_tag": self.policy.version_tag,
-                   "rule_ids": rule_ids, "message": what}
+                   "rule_ids": rule_ids, "message": what, "policy": self.policy}
             try:
                 request_id, granted = self._check_or_request(ctx, approvals, ask,
                                                              affected_rows=total)

@@ -209,8 +209,12 @@ class ApprovalStore:
 
     def check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                          policy_tag: str, rule_ids: Sequence[str], message: str,
-                         affected_rows: int | None = None) -> tuple[str, bool]:
+                         affected_rows: int | None = None,
+                         policy: Any = None) -> tuple[str, bool]:
         """``(request_id, granted)``: consume a matching approval, or file/find a request.
+
+        ``policy`` is the one the statement runs under: an approval is consumed only when its
+        sealed decision satisfies that policy's approver rules (:func:`approval_usable`).
 
         Raises :class:`ApprovalDenied` when a person denied the identical request (and none
         is pending or approved since): the retry is told who denied it, when and why.
@@ -220,11 +224,11 @@ class ApprovalStore:
             return self._check_or_request(
                 identity=identity, analysis=analysis, params_digest=params_digest,
                 policy_tag=policy_tag, rule_ids=rule_ids, message=message,
-                affected_rows=affected_rows)
+                affected_rows=affected_rows, policy=policy)
 
     def _check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                           policy_tag: str, rule_ids: Sequence[str], message: str,
-                          affected_rows: int | None) -> tuple[str, bool]:
+                          affected_rows: int | None, policy: Any) -> tuple[str, bool]:
         binding = binding_hash(normalized=statement_binding(analysis),
                                params_digest=params_digest, identity_label=identity.label,
                                policy_tag=policy_tag)
@@ -236,7 +240,7 @@ class ApprovalStore:
             if affected_rows is not None and req.get("affected_rows") not in (None, affected_rows):
                 continue
             if req["status"] == "approved":
-                if not sealed(req) or self._ledger(req["id"]) != req.get("gen"):
+                if not approval_usable(req, policy) or self._ledger(req["id"]) != req.get("gen"):
                     # Forged, edited by hand, or rolled back to an earlier sealed state (the
                     # use ledger is ahead of the row): not an approval.
                     continue
@@ -445,6 +449,44 @@ def _reseal(req: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return req
 
 
+def approval_usable(req: Mapping[str, Any], policy: Any) -> bool:
+    """Whether an approved request may be consumed under ``policy`` (the one the statement
+    runs under, which the requester cannot choose): its seal holds, and its sealed approving
+    decision satisfies the approver rules of *that* policy — a human (never an ai_agent), not
+    the requester (by id, and by token subject against the requester's id, subject and
+    on-behalf-of), verified by the policy's issuer when it requires verified approvers, and
+    holding one of its ``approver_roles``. Why at use: the decision was judged under the
+    policy of whoever ran ``approvals approve``, which an attacker can pick."""
+    if not sealed(req) or req.get("status") != "approved":
+        return False
+    decision = next((d for d in reversed(req.get("decisions") or ()) if d.get("approve")),
+                    None)
+    if decision is None:
+        return False
+    by = decision.get("by") or {}
+    requester = req.get("requester") or {}
+    if by.get("kind") == "ai_agent" or not by.get("id") or by.get("id") == requester.get("id"):
+        return False
+    if by.get("verified") and by.get("subject") in {
+            requester.get("id"), requester.get("subject"), requester.get("on_behalf_of")}:
+        return False
+    if policy is None:
+        policy = _process_policy()
+    if requires_verified_approvers(policy):
+        if by.get("verified") is not True or by.get("kind") != "human":
+            return False
+        from . import _tokens
+
+        try:
+            issuer = _tokens.policy_settings(policy).issuer
+        except Exception:  # noqa: BLE001 - no usable [identity.oidc]: nobody qualifies
+            return False
+        if not issuer or by.get("issuer") != issuer:
+            return False
+    roles = (getattr(policy, "identity", None) or {}).get("approver_roles") or ()
+    return not roles or bool(set(roles) & set(by.get("roles") or ()))
+
+
 def requires_verified_approvers(policy: Any) -> bool:
     """Whether decisions need an approver proven by a token: the policy requires verified
     humans (``[identity] require_verified`` includes ``"human"``) or names
@@ -456,14 +498,28 @@ def requires_verified_approvers(policy: Any) -> bool:
 
 def approver_from_token(token: str | bytes, policy: Any) -> Any:
     """The approver a signed token proves, verified with the policy's ``[identity.oidc]``
-    exactly as statement identities are. Its kind comes from the claim mapping; when the
-    mapping names none, an approver is a ``human`` (an ``ai_agent`` never approves)."""
+    exactly as statement identities are. Its kind comes from the claim mapping (``kind`` or
+    ``kind_claim``) and must be ``human``: a mapping that does not say is refused (never
+    assumed human: an agent's own token would approve), and a token that says ``ai_agent`` or
+    ``service`` never approves."""
     from . import _tokens
     from .identity import Identity
 
     settings = _tokens.policy_settings(policy)
-    kind = "human" if settings.kind is None and settings.kind_claim is None else None
-    ident = Identity.from_token(token, policy=policy, kind=kind)
+    if settings.kind is None and settings.kind_claim is None:
+        raise StatementDenied(
+            "the approver's token cannot prove a person: the policy's [identity.oidc] names no"
+            " kind (kind = \"human\" for an issuer of people only, or kind_claim = the claim"
+            " carrying the kind), so an agent's or a service's token would look the same. Add"
+            " one to the policy that verifies approvers", rule_ids=("approval.verified-approver",))
+    ident = Identity.from_token(token, policy=policy)
+    if ident.kind == "ai_agent":
+        raise StatementDenied("an ai_agent identity cannot approve statements",
+                              rule_ids=("approval.agent-approver",))
+    if ident.kind != "human":
+        raise StatementDenied(
+            f"the approver's token proves a {ident.kind} ({ident.label}); only a human approves"
+            " or denies", rule_ids=("approval.verified-approver",))
     if ident._verification.actor is not None:
         # A delegated token (RFC 8693 act, or azp): someone acts on the subject's behalf;
         # approving is the person's own act, never a delegate's.
@@ -684,8 +740,10 @@ class PostgresApprovalStore:
 
     def check_or_request(self, *, identity: Any, analysis: Any, params_digest: Sequence[str],
                          policy_tag: str, rule_ids: Sequence[str], message: str,
-                         affected_rows: int | None = None) -> tuple[str, bool]:
-        """``(request_id, granted)``: consume a matching approval atomically, or file one."""
+                         affected_rows: int | None = None,
+                         policy: Any = None) -> tuple[str, bool]:
+        """``(request_id, granted)``: consume a matching approval atomically, or file one
+        (``policy``: as for :meth:`ApprovalStore.check_or_request`)."""
         from psycopg.types.json import Jsonb
 
         self.last_filed, self.last_expired = None, ()
@@ -701,8 +759,8 @@ class PostgresApprovalStore:
                 " ORDER BY requested_at", (binding, affected_rows, affected_rows)).fetchall()
             for row in approved:
                 req = self._row(row)
-                if not sealed(req):
-                    continue  # written or edited outside governed_db: not an approval
+                if not approval_usable(req, policy):
+                    continue  # edited outside governed_db, or decided by someone unqualified
                 gen = req["gen"]
                 _reseal(req, status="used", used_at=round(time.time(), 3))
                 # Single use: another replica may have taken it first; a row rolled back to

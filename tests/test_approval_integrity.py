@@ -323,3 +323,84 @@ def test_rewritten_approved_request_is_never_consumed(dsn, store_kind, field):
         _put(store_kind, dsn, rid, {**row, field: value})
         assert _run(c) not in ("ran", rid)
     assert _indexes(dsn) == 0
+
+
+# -- approver rules at use, under the policy the statement runs under (f01), agent tokens (f02) --
+
+from governed_db.approvals import approver_from_token  # noqa: E402
+from governed_db.policy import load_policy  # noqa: E402
+
+from .fix_tokens import AUD, ISS, issuer  # noqa: E402,F401
+
+
+def _oidc_policy(tmp_path, issuer, identity: str, oidc_extra: str = 'kind_claim = "gdb_kind"',
+                 name: str = "p") -> governed_db.Policy:
+    (tmp_path / f"{name}.jwks.json").write_text(json.dumps(issuer.jwks))
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f"""{_DDL_POLICY}
+[identity]
+{identity}
+
+[identity.oidc]
+issuer = "{issuer.iss}"
+audience = "{AUD}"
+jwks = "{name}.jwks.json"
+id_claim = "name"
+roles_claim = "roles"
+{oidc_extra}
+""")
+    return load_policy(path)
+
+
+@pytest.mark.parametrize("shape", ["named-under-open-policy", "token-without-role",
+                                   "token-of-another-issuer"])
+def test_approver_rules_checked_at_use_under_the_running_policy(dsn, store_kind, tmp_path,
+                                                                issuer, shape):
+    real = _oidc_policy(tmp_path, issuer, 'approver_roles = ["dba"]', name="real")
+    chosen = parse_policy(_DDL_POLICY)  # what the attacker runs `approvals approve` under
+    lax = _oidc_policy(tmp_path, issuer, "", name="lax")  # same issuer, no roles required
+    with governed_db.connect(dsn, identity=SERVICE, policy=real, autocommit=True) as c:
+        rid = _run(c)
+        store = governed_db._config.approvals(real)
+        if shape == "named-under-open-policy":
+            store.decide(rid, Identity("boss", "human"), approve=True, policy=chosen)
+        elif shape == "token-without-role":
+            tok = issuer.mint(sub="u-bob", name="bob", gdb_kind="human", roles=["dev"])
+            store.decide(rid, approver_from_token(tok, lax), approve=True, policy=lax)
+        else:  # an issuer the running policy does not trust, with every claim wanted
+            from .fix_tokens import Issuer
+
+            evil = Issuer(iss="https://evil.example")
+            other = _oidc_policy(tmp_path, evil, 'approver_roles = ["dba"]', name="other")
+            tok = evil.mint(sub="u-eve", name="eve", gdb_kind="human", roles=["dba"])
+            store.decide(rid, approver_from_token(tok, other), approve=True, policy=other)
+        assert store.get(rid)["status"] == "approved"
+        assert _run(c) not in ("ran", rid)
+    assert _indexes(dsn) == 0  # raw: the statement did not run
+
+
+def test_qualified_verified_approver_is_used_once(dsn, store_kind, tmp_path, issuer):
+    real = _oidc_policy(tmp_path, issuer, 'approver_roles = ["dba"]', name="real")
+    with governed_db.connect(dsn, identity=SERVICE, policy=real, autocommit=True) as c:
+        rid = _run(c)
+        tok = issuer.mint(sub="u-dana", name="dana", gdb_kind="human", roles=["dba"])
+        governed_db._config.approvals(real).decide(rid, approver_from_token(tok, real),
+                                                   approve=True, policy=real)
+        assert _run(c) == "ran"
+        assert _run(c) not in ("ran", rid)
+    assert _indexes(dsn) == 1
+
+
+@pytest.mark.parametrize(("oidc_extra", "claims", "rule"), [
+    ("", {"gdb_kind": "human"}, "approval.verified-approver"),  # the mapping does not say
+    ("", {}, "approval.verified-approver"),
+    ('kind_claim = "gdb_kind"', {"gdb_kind": "ai_agent"}, "approval.agent-approver"),
+    ('kind_claim = "gdb_kind"', {"gdb_kind": "service"}, "approval.verified-approver"),
+    ('kind = "ai_agent"', {}, "approval.agent-approver"),
+])
+def test_agent_or_unmapped_token_never_approves(dsn, tmp_path, issuer, oidc_extra, claims, rule):
+    policy = _oidc_policy(tmp_path, issuer, 'require_verified = ["human"]', oidc_extra)
+    tok = issuer.mint(sub="support-bot", name="support-bot", **claims)
+    with pytest.raises(errors.StatementDenied) as ei:
+        approver_from_token(tok, policy)
+    assert ei.value.rule_ids == (rule,)

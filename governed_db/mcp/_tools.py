@@ -716,7 +716,7 @@ def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any,
     ``request_approval`` must not use it up (only running the statement does)."""
     from .._core import digest_params
     from ..analysis import analyze
-    from ..approvals import binding_hash, sealed, statement_binding
+    from ..approvals import approval_usable, binding_hash, statement_binding
 
     # Exactly the binding the store computes in check_or_request (the approvals tests and
     # the MCP round-trip test fail if the two ever drift apart).
@@ -725,7 +725,7 @@ def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any,
                            params_digest=digest_params(pgq.params, gov._param_key),
                            identity_label=ident.label, policy_tag=gov.policy.version_tag)
     for req in store.list("approved"):
-        if req.get("binding") == binding and sealed(req):
+        if req.get("binding") == binding and approval_usable(req, gov.policy):
             return str(req["id"])
     return None
 
