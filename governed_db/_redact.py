@@ -237,7 +237,9 @@ def _redact_capture(value: str, allowed: Allowed) -> str:
 
 def redact_line(line: str, allowed: Allowed) -> str:
     """One line of a message with every capture that is not safe replaced (see above)."""
-    if not line or line.strip() in allowed.lines:
+    if not line or line.strip() in allowed.lines or line in allowed.fragments:
+        # the caller's own text: a line of it, or a whole literal it sent (RAISE NOTICE 'x'
+        # in a DO block; fragments are empty unless the statement may echo, see redact_fields)
         return line
     index = _load()
     candidates = [t for w in set(_WORD.findall(line)) for t in index.get(w, ())

@@ -411,6 +411,17 @@ def test_markers_never_leave(drv, conn):
 # -- 6. DO blocks judged by what their PL/pgSQL body does (an allow-list) -----------------------
 
 
+def test_notice_of_a_do_block_that_reads_nothing_is_psycopgs(drv, conn):
+    """psycopg's test_notice_handlers: the DO body is understood (RAISE of a literal), reads
+    nothing, so its notice is the caller's own text and passes as sent."""
+    got = []
+    conn.add_notice_handler(lambda diag: got.append(diag.message_primary))
+    drv.run(conn.execute("DO $$BEGIN RAISE NOTICE 'hello notice'; END$$ LANGUAGE plpgsql"))
+    # a message the server built (not a literal the caller sent) is not echoed
+    drv.run(conn.execute("DO $$BEGIN RAISE NOTICE 'n=%', 41 + 1; END$$"))
+    assert got == ["hello notice", "<redacted>"]
+
+
 @pytest.mark.parametrize("body", [
     "RAISE NOTICE '%', (SELECT email FROM users WHERE id = 1001)",
     "RAISE NOTICE 'x %', (SELECT ssn FROM users WHERE id = 1001)",

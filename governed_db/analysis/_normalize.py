@@ -238,9 +238,11 @@ def _literal_value(raw: str) -> str:
     return body
 
 
-def statement_fragments(text: str) -> set[str]:
+def statement_fragments(text: str, _nested: bool = False) -> set[str]:
     """Whole tokens of ``text`` a server message may echo back to its sender: the values of
-    its string literals, its numbers and its identifiers (case-folded unless quoted)."""
+    its string literals, its numbers and its identifiers (case-folded unless quoted). A
+    dollar-quoted string is also a body (DO, a function): its own tokens count too, one level
+    deep (``RAISE NOTICE 'hello'`` in a DO block echoes ``hello``)."""
     try:
         toks = _tokens(text)
     except _LexError:
@@ -252,7 +254,10 @@ def statement_fragments(text: str) -> set[str]:
             if raw[0].isdigit() or raw[0] == ".":
                 out.add(raw)
             else:
-                out.add(_literal_value(raw))
+                value = _literal_value(raw)
+                out.add(value)
+                if raw[0] == "$" and not _nested:
+                    out |= statement_fragments(value, True)
         elif kind == _WORD:
             if raw.startswith('"'):
                 out.add(raw[1:-1].replace('""', '"'))
