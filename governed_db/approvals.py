@@ -930,8 +930,11 @@ def prune(store: Any, older_than: float) -> int:
     if isinstance(store, PostgresApprovalStore):
         with store._lock:
             rows = store._connection().execute(
-                "DELETE FROM governed_db.approval_requests WHERE requested_at < to_timestamp(%s)"
-                " AND (status IN ('denied', 'used') OR expires_at < now()) RETURNING id",
+                "WITH gone AS (DELETE FROM governed_db.approval_requests"
+                " WHERE requested_at < to_timestamp(%s)"
+                " AND (status IN ('denied', 'used') OR expires_at < now()) RETURNING id),"
+                " ledger AS (DELETE FROM governed_db.approval_ledger"
+                " WHERE id IN (SELECT id FROM gone)) SELECT id FROM gone",
                 (cutoff,)).fetchall()
         return len(rows)
     removed = 0
@@ -940,5 +943,6 @@ def prune(store: Any, older_than: float) -> int:
             if req.get("status") in ("denied", "used", "expired") \
                     and float(req.get("requested_at") or 0) < cutoff:
                 store._path(req["id"]).unlink(missing_ok=True)
+                store._ledger_path(req["id"]).unlink(missing_ok=True)
                 removed += 1
     return removed

@@ -404,3 +404,26 @@ def test_agent_or_unmapped_token_never_approves(dsn, tmp_path, issuer, oidc_extr
     with pytest.raises(errors.StatementDenied) as ei:
         approver_from_token(tok, policy)
     assert ei.value.rule_ids == (rule,)
+
+
+def test_prune_removes_the_use_ledger_entry(dsn, store_kind):
+    import time
+
+    from governed_db.approvals import prune
+
+    policy = parse_policy(_DDL_POLICY)
+    store = governed_db._config.approvals(policy)
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        rid = _run(c)
+        _approve(policy, rid)
+        assert _run(c) == "ran"
+    if store_kind == "file":
+        assert store._ledger(rid) == 2
+    time.sleep(1.1)
+    assert prune(store, 1.0) == 1
+    if store_kind == "file":
+        assert store._ledger(rid) is None
+    else:
+        with _raw(dsn) as r:
+            assert r.execute("SELECT count(*) FROM governed_db.approval_ledger WHERE id = %s",
+                             (rid,)).fetchone()[0] == 0
