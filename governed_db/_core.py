@@ -33,6 +33,7 @@ from .analysis._effects import (
     with_function_effects,
 )
 from .analysis._lineage import UNKNOWN, statement_lineage
+from .analysis._probes import _constant
 from .errors import ApprovalRequired, StatementDenied
 from .guardrails import Decision, effective_facts, evaluate, rule_limit
 from .identity import Identity, current_identity, derived_identity
@@ -1447,17 +1448,6 @@ def _computed_notify(tree: Any) -> bool:
                 if any(not _constant(arg) for arg in call.get("args") or ()):
                     return True
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
-    return False
-
-
-def _constant(node: Any) -> bool:
-    if not isinstance(node, dict) or len(node) != 1:
-        return False
-    (typ, body), = node.items()
-    if typ in ("A_Const", "ParamRef"):
-        return True
-    if typ == "TypeCast":
-        return _constant(body.get("arg"))
     return False
 
 
