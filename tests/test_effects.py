@@ -256,3 +256,24 @@ def test_a_read_through_a_view_that_writes_is_measured(dsn, audit, ident, view):
     assert FULL in ei.value.rule_ids
     with psycopg.connect(dsn) as raw:
         assert raw.execute("SELECT count(*) FROM orders").fetchone()[0] == before
+
+
+@pytest.mark.parametrize("body", [
+    # a cursor opened, fetched and closed inside the body: not judged, so not seen
+    "DECLARE c refcursor; r record; BEGIN OPEN c FOR SELECT id FROM users; FETCH c INTO r;"
+    " CLOSE c; RETURN 1; END",
+    # a cursor variable bound at declaration, looped over
+    "DECLARE c CURSOR FOR SELECT id FROM users; BEGIN FOR r IN c LOOP NULL; END LOOP;"
+    " RETURN 1; END",
+])
+def test_function_bodies_with_unjudged_constructs_are_opaque(effects_db, audit, body):
+    """Function bodies are judged by an allow-list of PL/pgSQL constructs, as DO bodies are:
+    anything else makes the body opaque (for an agent: refused), whatever it does."""
+    with psycopg.connect(effects_db, autocommit=True) as raw:
+        raw.execute(f"CREATE FUNCTION unjudged() RETURNS int LANGUAGE plpgsql AS $${body}$$")
+    with governed_db.connect(effects_db, identity=AGENT, policy=default_policy(),
+                             audit=audit) as conn:
+        with pytest.raises(errors.StatementDenied) as ei:
+            conn.execute("SELECT unjudged()")
+        assert "statement.opaque" in ei.value.rule_ids
+        assert "PL/pgSQL construct the analyzer does not judge" in str(ei.value)

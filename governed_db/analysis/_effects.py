@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from .._catalog import BUILTIN_CONSTRUCTORS
-from ._facts import StatementFacts, extract_all
+from ._facts import _PLPGSQL_UNDERSTOOD, StatementFacts, extract_all
 
 __all__ = ["BodyEffects", "body_effects", "static_bound", "unknown_functions",
            "with_function_effects"]
@@ -103,6 +103,11 @@ _DYNAMIC = {"PLpgSQL_stmt_dynexecute": "dynamic EXECUTE",
             "PLpgSQL_stmt_rollback": "ROLLBACK"}
 
 
+# What a function body may contain and still be judged by its SQL: the DO allow-list, plus
+# RETURN NEXT / RETURN QUERY (a dynamic RETURN QUERY EXECUTE carries a dynquery: opaque).
+_BODY_UNDERSTOOD = _PLPGSQL_UNDERSTOOD | {"PLpgSQL_stmt_return_next", "PLpgSQL_stmt_return_query"}
+
+
 def _plpgsql(fn: Any) -> BodyEffects:
     import pgparse
 
@@ -129,6 +134,10 @@ def _plpgsql(fn: Any) -> BodyEffects:
         for key, value in node.items():
             if key in _DYNAMIC:
                 out = out.merge(BodyEffects(opaque=(f"{_DYNAMIC[key]} in a PL/pgSQL body",)))
+            elif key.startswith("PLpgSQL_") and key not in _BODY_UNDERSTOOD:
+                # Allow-list, as for DO bodies: a construct not judged here is not seen.
+                out = out.merge(BodyEffects(opaque=(
+                    f"a PL/pgSQL construct the analyzer does not judge ({key[8:]})",)))
             elif key == "dynquery":
                 out = out.merge(BodyEffects(opaque=("dynamic SQL in a PL/pgSQL body",)))
             if key == "PLpgSQL_expr" and isinstance(value, dict):
