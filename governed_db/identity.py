@@ -276,28 +276,31 @@ _acting: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def acting_as(identity: Identity | None = None, *,
-              token: str | bytes | None = None) -> Iterator[Identity]:
+              token: str | bytes | None = None, policy: Any = None) -> Iterator[Identity]:
     """Run the statements inside the block as ``identity`` (on any connection, pooled or not).
 
-    ``token=`` instead verifies a signed token with the process policy's ``[identity.oidc]``
+    ``token=`` instead verifies a signed token with the policy's ``[identity.oidc]``
     (see :meth:`Identity.from_token`). An unverified identity of a kind the policy's
     ``[identity] require_verified`` lists is refused here (``VerificationRequired``) and again
-    by each connection's own policy at every statement.
+    by each connection's own policy at every statement. ``policy=`` (a Policy or a path)
+    names the policy to check against; by default the process's (``configure()``,
+    ``GOVERNED_DB_POLICY``, else the built-in default profile).
 
     Example::
 
         with governed_db.acting_as(Identity("alice", "human", purpose="support ticket 42")):
             conn.execute("SELECT ...")
     """
+    from . import _config
+
+    resolved = _config.resolve_policy(policy)
     if token is not None:
         if identity is not None:
             raise TypeError("acting_as() takes an identity or token=, not both")
-        identity = Identity.from_token(token)
+        identity = Identity.from_token(token, policy=resolved)
     if not isinstance(identity, Identity):
         raise TypeError("acting_as() takes a governed_db.Identity (or token=...)")
-    from . import _config
-
-    require_verified(identity, _config.resolve_policy(None))
+    require_verified(identity, resolved)
     identity.check_current()
     reset = _acting.set(identity)
     try:

@@ -595,6 +595,39 @@ async def test_in_process_unknown_tool_and_arguments_are_not_echoed(
     log.close()
 
 
+async def test_params_the_placeholders_cannot_take_are_a_request_error(
+        dsn: str, recwarn: pytest.WarningsRecorder) -> None:
+    """Named placeholders with a list, a count mismatch, an unknown %x: refused before
+    anything is spent or sent, with what to change (never an internal error). A server
+    given a policy never warns that no policy is configured (the process has none)."""
+    from governed_db.audit import AuditLog
+    from governed_db.mcp._tools import CallInfo
+
+    log = AuditLog.in_memory()
+    tools = GovernedTools(dsn, policy=parse_policy(""), settings=McpSettings(), audit=log)
+    agent = Identity("unit-bot", "ai_agent")
+    try:
+        out = await tools.call("query", {"sql": "SELECT %s", "params": [1]}, agent,
+                               CallInfo(request_id="99"))
+        assert out.structured["rows"] == [[1]]
+        assert [str(w.message) for w in recwarn if "no policy" in str(w.message)] == []
+        # params that the placeholders cannot take: a request error, never an internal one
+        for rid, (sql, params) in enumerate([
+                ("SELECT %(a)s", [1]), ("SELECT %s, %s", [1]), ("SELECT 1", [1]),
+                ("SELECT %x", [1])], start=100):
+            for tool in ("query", "request_approval"):
+                out = await tools.call(tool, {"sql": sql, "params": params}, agent,
+                                       CallInfo(request_id=str(rid)))
+                assert (out.is_error, out.outcome) == (True, "bad_request"), (tool, sql, out)
+                assert "argument params does not fit the placeholders" in out.text
+    finally:
+        await tools.aclose()
+    log.flush()
+    sent = [r for r in log.records if r.get("type") == "statement"]
+    assert len(sent) == 1  # only the SELECT %s above
+    log.close()
+
+
 # -- DNS rebinding: Host/Origin checked for every bind address ---------------------------------
 
 @pytest.mark.parametrize("bind", ["127.0.0.1", "127.0.0.2", "localhost", "[::1]", "::1",

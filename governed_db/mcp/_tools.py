@@ -275,7 +275,7 @@ class GovernedTools:
                              outcome="bad_request")
             args = dict(arguments or {})
             async with sess.lock:
-                with acting_as(identity):
+                with acting_as(identity, policy=self.policy):
                     out = await getattr(self, "_tool_" + tool)(sess, args, statements)
         except _ToolError as exc:
             out = exc.output
@@ -537,6 +537,7 @@ class GovernedTools:
         _no_args(args, ("sql", "params"))
         sql_text = _req_str(args, "sql", _MAX_SQL_CHARS)
         params = _params(args)
+        _check_placeholders(sql_text, params)
         self._spend(sess)
         conn = await self._conn(sess)
         cap = min(self.limits.max_rows, sess.budget.rows_left())
@@ -574,6 +575,7 @@ class GovernedTools:
         _no_args(args, ("sql", "params"))
         sql_text = _req_str(args, "sql", _MAX_SQL_CHARS)
         params = _params(args)
+        _check_placeholders(sql_text, params)
         self._spend(sess, rows=False)
         sess.budget.charge_statement()  # a decision on a statement, like sending one
         conn = await self._conn(sess)
@@ -882,3 +884,21 @@ def _params(args: Mapping[str, Any]) -> list[Any] | None:
     if any(isinstance(v, str) and "\x00" in v for v in params):
         raise _error("a parameter holds a NUL character", outcome="bad_request")
     return params
+
+
+def _check_placeholders(sql_text: str, params: list[Any] | None) -> None:
+    """Refuse, before anything is spent or sent, a ``params`` list that the placeholders in
+    ``sql`` cannot take (named ``%(name)s`` placeholders, a count mismatch, ``%x``): psycopg
+    would raise on ``execute()``; the model gets a request error that says what to change."""
+    if params is None:
+        return
+    from psycopg._queries import PostgresQuery
+    from psycopg.adapt import Transformer
+
+    try:
+        PostgresQuery(Transformer()).convert(sql_text, params)
+    except (TypeError, ValueError, psycopg.ProgrammingError) as exc:
+        raise _error(f"argument params does not fit the placeholders in sql ({exc}): use one"
+                     " %s per value in params, in order (named %(name)s placeholders are not"
+                     " supported; write %% for a literal percent sign)",
+                     outcome="bad_request") from None
