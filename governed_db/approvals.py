@@ -465,7 +465,8 @@ def approval_usable(req: Mapping[str, Any], policy: Any) -> bool:
         return False
     by = decision.get("by") or {}
     requester = req.get("requester") or {}
-    if by.get("kind") == "ai_agent" or not by.get("id") or by.get("id") == requester.get("id"):
+    if by.get("kind") == "ai_agent" or not by.get("id") or by.get("id") in {
+            requester.get("id"), requester.get("on_behalf_of")}:
         return False
     if by.get("verified") and by.get("subject") in {
             requester.get("id"), requester.get("subject"), requester.get("on_behalf_of")}:
@@ -604,6 +605,11 @@ def check_decision(req: dict[str, Any], request_id: str, approver: Any,
     if approver.id == requester["id"]:
         raise StatementDenied("the requester cannot approve its own request",
                               rule_ids=("approval.self-approval",))
+    if requester.get("on_behalf_of") and approver.id == requester["on_behalf_of"]:
+        raise StatementDenied(
+            f"{approver.label} cannot approve a request made on its own behalf (the requester"
+            f" acts for {requester['on_behalf_of']}): another person must approve it",
+            rule_ids=("approval.self-approval",))
     if approver.verified and approver.subject in {
             requester.get("id"), requester.get("subject"), requester.get("on_behalf_of")}:
         raise StatementDenied("the requester cannot approve its own request: the approver's"

@@ -427,3 +427,32 @@ def test_prune_removes_the_use_ledger_entry(dsn, store_kind):
         with _raw(dsn) as r:
             assert r.execute("SELECT count(*) FROM governed_db.approval_ledger WHERE id = %s",
                              (rid,)).fetchone()[0] == 0
+
+
+# -- the person an identity acts for is not a second person (four eyes) --------------------
+
+def test_the_person_acted_for_cannot_approve(dsn, store_kind, monkeypatch):
+    """SERVICE acts on behalf of maria: maria approving it is approving her own request, named
+    with --as or through the API (the verified path compares token subjects the same way)."""
+    from click.testing import CliRunner
+
+    from governed_db.cli import main as cli_main
+
+    policy = parse_policy(_DDL_POLICY)
+    store = governed_db._config.approvals(policy)
+    with governed_db.connect(dsn, identity=SERVICE, policy=policy, autocommit=True) as c:
+        rid = _run(c)
+        with pytest.raises(errors.StatementDenied) as ei:
+            store.decide(rid, Identity("maria", "human"), approve=True, policy=policy)
+        assert ei.value.rule_ids == ("approval.self-approval",)
+        assert "on its own behalf" in str(ei.value)
+        out = CliRunner().invoke(cli_main, ["approvals", "approve", rid, "--as", "human:maria"])
+        assert out.exit_code != 0 and "on its own behalf" in out.output, out.output
+        assert store.get(rid)["status"] == "pending"
+        # A decision written before this rule (forced past the decide-time check) is never
+        # consumed: the at-use check applies the same rule.
+        monkeypatch.setattr(governed_db.approvals, "check_decision", lambda *a, **k: None)
+        store.decide(rid, Identity("maria", "human"), approve=True, policy=policy)
+        assert store.get(rid)["status"] == "approved"
+        assert _run(c) not in ("ran", rid)
+    assert _indexes(dsn) == 0

@@ -240,10 +240,10 @@ def _story(dsn: str, home: Path, out: _Out) -> None:
     from . import main
 
     cli = CliRunner().invoke(main, ["approvals", "approve", request_id, "--as",
-                                    "human:maria.analyst", "--note", "fine for this week"])
+                                    "human:dana.dba", "--note", "fine for this week"])
     self_try = CliRunner().invoke(main, ["approvals", "list"])
     out.step("5. a person approves it from the CLI", cli.exit_code == 0,
-             f"$ governed-db approvals approve {request_id} --as human:maria.analyst\n"
+             f"$ governed-db approvals approve {request_id} --as human:dana.dba\n"
              f"{cli.output.strip()}\n$ governed-db approvals list\n"
              f"{self_try.output.strip() or '(nothing pending)'}")
     again = tool("call_5", promo)
