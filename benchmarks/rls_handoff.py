@@ -31,7 +31,7 @@ import psycopg
 
 import governed_db
 from governed_db import Identity, acting_as
-from governed_db._core import IDENTITY_SETTINGS
+from governed_db.engine import IDENTITY_SETTINGS
 from governed_db._pgcluster import Cluster
 
 from .run import SETUP, _pin, interleaved

@@ -18,7 +18,7 @@ from . import _config
 from . import egress as _egress
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
 from ._client_encoding import reported_encoding_safe, session_codec, unsafe_encoding_message
-from ._core import Governor, redact_exception
+from .engine import Governor, redact_exception
 from ._cursor_base import governed_repr
 from ._redact import Allowed, redact_fields
 from .errors import InterfaceError, PolicyError, StatementDenied

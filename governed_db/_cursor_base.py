@@ -21,7 +21,7 @@ from psycopg.rows import RowFactory, RowMaker
 
 from . import _server_mask
 from . import egress as _egress
-from ._core import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
+from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
 from .errors import InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS

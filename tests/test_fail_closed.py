@@ -13,7 +13,7 @@ import pytest
 
 import governed_db
 from governed_db import Identity, errors
-from governed_db._core import scope_key
+from governed_db.engine import scope_key
 from governed_db.policy import parse_policy
 
 from .conftest import AGENT, HUMAN

@@ -2,7 +2,7 @@
 
 Each statement record's normalized text (literals are ``$n`` placeholders, which PostgreSQL's
 parser accepts, so the statement keeps its shape) is analyzed again and decided by the new
-policy for the recorded identity — with the same :class:`~governed_db._core.Governor`
+policy for the recorded identity — with the same :class:`~governed_db.engine.Governor`
 decision path a live connection uses (``Governor.decide``: guardrails plus the
 predicate-on-masked check), one governor per recorded session so ``PREPARE``/``DECLARE``
 seen earlier in that session resolve ``EXECUTE``/``FETCH`` as they did. Masking is planned
@@ -96,7 +96,7 @@ class _Replayer:
         self.governors: dict[str, Any] = {}
 
     def governor(self, rec: Mapping[str, Any]) -> Any:
-        from .._core import Governor
+        from ..engine import Governor
 
         sid = session_id(rec) or f"chain:{rec.get('chain')}"
         gov = self.governors.get(sid)
@@ -109,7 +109,7 @@ class _Replayer:
         return gov
 
     def decide(self, rec: Mapping[str, Any], analysis: Any, ident: Identity) -> Any:
-        from .._core import StatementContext
+        from ..engine import StatementContext
 
         gov = self.governor(rec)
         statements, decision = gov.decide(analysis, ident)

@@ -716,7 +716,7 @@ def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any,
                       codec: str) -> str | None:
     """The id of an approved (unused) request bound to exactly this statement, if any:
     ``request_approval`` must not use it up (only running the statement does)."""
-    from .._core import digest_params
+    from ..engine import digest_params
     from ..analysis import analyze
     from ..approvals import approval_usable, binding_hash, statement_binding
 

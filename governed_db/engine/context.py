@@ -1,0 +1,146 @@
+"""Stage 0, the statement's context: what one statement carries through the pipeline, the
+identity scope every cached answer is keyed by, and the keyed parameter digests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ..analysis import Analysis, StatementFacts
+from ..guardrails import Decision
+from ..identity import Identity
+from ..masking import MaskPlan
+
+
+_CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
+
+class StatementContext:
+    """Everything known about one statement on its way through the pipeline.
+
+    A plain slotted class: one is made per statement, on the hot path. Parameter hashes are
+    computed on first use (by the audit writer thread, or an approval check).
+    """
+
+    __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
+                 "_params_digest", "_param_key", "approval_id", "rows_returned",
+                 "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
+                 "read_write", "approval_consumed", "effect_check", "server_mask",
+                 "detections", "key", "measured", "settings_check")
+
+    def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
+                 statements: tuple[StatementFacts, ...], decision: Decision, started: float,
+                 params: Sequence[Any] | None = None, param_key: bytes = b"") -> None:
+        self.id = id
+        self.identity = identity
+        self.analysis = analysis
+        self.statements = statements
+        self.decision = decision
+        self.started = started
+        self.params = params
+        self._params_digest: tuple[str, ...] | None = None
+        self._param_key = param_key
+        self.approval_id: str | None = None
+        self.rows_returned = 0
+        self.affected_rows: int | None = None
+        self.runtime_findings: list[str] | None = None
+        self.finished = False
+        self.span: Any = None
+        # A read-only identity's allowed write: runs in a transaction made READ WRITE for it.
+        self.read_write = False
+        self.approval_consumed = False  # given back when the statement does not run
+        self.effect_check = False  # runs under the exact blast radius (see gate())
+        self.measured = False  # running inside the blast-radius savepoint (_cursor_base)
+        # May run code the analyzer did not see: the identity settings are read back after it.
+        self.settings_check = False
+        # What every cached answer about this statement is keyed by (see Governor.gate):
+        # the text, the identity's scope, the policy, the catalog snapshot and the versions
+        # of the session objects (prepared statements, cursors) the text refers to.
+        self.key: tuple[Any, ...] = ()
+        self.server_mask: Any = None  # the rewrite sent instead of the text (_server_mask)
+        # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
+        self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
+        # result index -> ((output column, its base columns or "?"), ...): names, no values
+        self.lineage: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {}
+        # (result index, column index, detector) already recorded as masked in free text
+        self.detections: set[tuple[int, int, str]] | None = None
+
+    @property
+    def masked(self) -> dict[str, str]:
+        """Output columns masked in any result of the statement, with strategy and reason."""
+        out: dict[str, str] = {}
+        for _, masked, _ in self.plans.values():
+            out.update(masked)
+        return out
+
+    @property
+    def columns(self) -> set[str]:
+        """Base columns (``schema.table.column``) the statement's results derive from."""
+        out: set[str] = set()
+        for _, _, cols in self.plans.values():
+            out.update(cols)
+        return out
+
+    @property
+    def params_digest(self) -> tuple[str, ...]:
+        """Keyed hashes of parameter values: records can match values, never reveal them."""
+        if self._params_digest is None:
+            self._params_digest = digest_params(self.params, self._param_key)
+        return self._params_digest
+
+
+def digest_params(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
+    if not params:
+        return ()
+    out = []
+    for p in params:
+        raw = p if isinstance(p, (bytes, bytearray, memoryview)) else (
+            b"\x00NULL" if p is None else str(p).encode())
+        out.append(hmac.new(key, bytes(raw), hashlib.sha256).hexdigest()[:24])
+    return tuple(out)
+
+
+def scope_key(identity: Identity) -> tuple[Any, ...]:
+    """Everything about ``identity`` that a decision, a mask plan or a server-side rewrite can
+    depend on, as a hashable key.
+
+    Every field that takes part in the identity's equality — kind, id, roles, purpose,
+    on_behalf_of, model, and whatever fields ``Identity`` gains later (verified claims...):
+    a new field joins every cache key by default instead of being forgotten (fail closed).
+    Left out: the free-form ``attributes`` (tool-call and run ids change per call; no rule or
+    masking decision reads them — one that does must be added here).
+    """
+    cls = type(identity)
+    out: list[Any] = [cls]
+    for field in attrs.fields(cls):
+        if not field.eq:
+            continue
+        value = getattr(identity, field.name)
+        try:
+            hash(value)
+        except TypeError:
+            value = repr(sorted(value.items())) if isinstance(value, Mapping) else repr(value)
+        out.append(value)
+    return tuple(out)
+
+
+_ids = itertools.count(1)
+
+
+_id_prefix = uuid.uuid4().hex[:16]
+
+
+def _next_id() -> str:
+    """Unique per process run (random prefix) and cheap (a counter, no syscall)."""
+    return f"{_id_prefix}{next(_ids):012x}"
+
+
+def kinds_label(kinds: Iterable[str]) -> str:
+    return ",".join(sorted(kinds))
+

@@ -1,0 +1,354 @@
+"""Stage 2, analyze → decide: the gate every sent string passes (analysis from the cache, the
+policy's decision cached by the statement key), approvals, and the decision-time checks that
+need the catalog (predicates on masked columns, pg_notify payloads)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .. import _config, telemetry
+from ..analysis import Analysis, StatementFacts, analyze
+from ..analysis._effects import may_run_unseen_code, unknown_functions, with_function_effects
+from ..analysis._lineage import UNKNOWN
+from ..analysis._probes import _constant
+from ..errors import ApprovalRequired, StatementDenied
+from ..guardrails import Decision, effective_facts, evaluate
+from ..identity import Identity
+from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, scope_key
+from .session import _TX_STATE_KINDS
+
+logger = logging.getLogger("governed_db")
+
+
+# Statement kinds a READ ONLY transaction refuses: an allowed (or approved) one of these, run
+# by a read-only identity, runs in a transaction switched to READ WRITE for it alone.
+READ_WRITE_KINDS = frozenset({
+    "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "CREATE", "ALTER", "DROP", "TRUNCATE",
+    "GRANT", "REVOKE", "COMMENT", "REFRESH", "CLUSTER", "REINDEX", "SECURITY LABEL", "LOCK",
+    "NOTIFY", "LISTEN", "IMPORT", "REASSIGN", "CALL", "EXECUTE"})
+
+
+def _split3(src: str) -> tuple[str, str, str]:
+    """``schema.table.column`` (the column may contain dots)."""
+    schema, table, column = src.split(".", 2)
+    return schema, table, column
+
+
+def _computed_notify(tree: Any) -> bool:
+    """Whether the tree calls ``pg_notify`` with an argument that is not a constant or a
+    parameter (``pg_notify('c', email)``, ``pg_notify('c', (SELECT …))``)."""
+    from ..analysis._facts import funcname
+
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            call = node.get("FuncCall")
+            if isinstance(call, dict) and funcname(call) == "pg_notify":
+                if any(not _constant(arg) for arg in call.get("args") or ()):
+                    return True
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+    return False
+
+
+class DecideStage:
+    """The Governor's methods of this stage (see governor.py)."""
+
+    def gate(self, text: bytes | str, params: Sequence[Any] | None = None,
+             identity: Identity | None = None, codec: str = "utf-8") -> StatementContext:
+        """Analyze and decide one string about to be sent. Raises on denial (recorded).
+
+        ``codec``: the Python codec of the session's client encoding, which the bytes are
+        read in (as the server reads them)."""
+        started = time.perf_counter()
+        ident = identity or self.identity()
+        if ident._verification is not None or ident.kind in self.policy.require_verified:
+            self.check_identity(ident)  # expiry per statement; unverified kinds refused
+        analysis = analyze(text, codec)
+        key = self.statement_key(analysis, ident)
+        cached = self._decisions.get(key)
+        if cached is None:
+            statements, decision = self.decide(analysis, ident)
+            if len(self._decisions) >= 2048:
+                self._decisions.clear()
+            self._decisions[key] = (statements, decision)
+        else:
+            statements, decision = cached
+        self.sent.append((ident, analysis))
+        ctx = StatementContext(
+            id=_next_id(), identity=ident, analysis=analysis, statements=statements,
+            decision=decision, started=started, params=params, param_key=self._param_key)
+        ctx.key = key
+        self.last_statement_id = ctx.id
+        if telemetry.tracing():
+            ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
+        if decision.action == "deny":
+            self._record(ctx, outcome="denied")
+            raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)
+        if len(statements) > 1 and self.read_only_for(ident) and any(
+                s.kinds & _TX_STATE_KINDS for s in statements):
+            # The server state is verified between operations; inside one multi-statement
+            # string a transaction could end, and the next begin READ WRITE, unseen.
+            self._record(ctx, outcome="denied", rules=["session.verify-server-state"])
+            raise StatementDenied(
+                "denied by policy rule `session.verify-server-state`: for a read-only identity,"
+                " transaction control and SET/RESET must be sent as statements of their own"
+                " (the session's READ ONLY state is verified after each one); send the"
+                " statements one at a time", rule_ids=("session.verify-server-state",))
+        effects = self._effects.get(key)
+        if effects is None:
+            effects = (decision.checks_effect and self._needs_effect_check(
+                           statements, decision.affected_row_limit, decision.full_table_min_rows),
+                       any(s.kinds & READ_WRITE_KINDS or s.calls_writing_function
+                           for s in statements),
+                       may_run_unseen_code(statements, self.catalog))
+            if len(self._effects) >= 2048:
+                self._effects.clear()
+            self._effects[key] = effects
+        ctx.effect_check = effects[0]
+        ctx.settings_check = effects[2]
+        read_write = (effects[1] and decision.would in ("allow", "approval")
+                      and self.read_only_for(ident))
+        if read_write and not self.tx_fresh:
+            # A READ ONLY transaction that already ran a query cannot become READ WRITE
+            # (PostgreSQL refuses once a snapshot was taken). Say so before any approval
+            # is looked at, so none is used up.
+            self._record(ctx, outcome="denied", rules=["session.read-only"])
+            raise StatementDenied(
+                "denied: this write was allowed for a read-only identity, but it can only run"
+                " as the first statement of a transaction (the current one already ran"
+                " queries READ ONLY). Commit or roll back, then run it again in a new"
+                " transaction; no approval was used", rule_ids=("session.read-only",))
+        ctx.read_write = read_write and not decision.observe
+        if decision.action == "approval":
+            self._approve(ctx, ident, analysis, decision)
+        return ctx
+
+    def statement_key(self, analysis: Analysis, ident: Identity) -> tuple[Any, ...]:
+        """The key of every cached answer about ``analysis`` for ``ident``: the text, the
+        identity's scope (:func:`scope_key`), the policy's digest, the catalog snapshot's
+        version and the version of every prepared statement and cursor the text refers to
+        (``FETCH ALL FROM c`` means another statement once ``c`` is declared again)."""
+        last, scope = self._scope
+        if last is not ident:
+            scope = scope_key(ident)
+            self._scope = (ident, scope)
+        catalog = self.catalog
+        refs: tuple[Any, ...] = ()
+        for s in analysis.statements:
+            if s.session_refs:
+                versions = self.session_versions
+                refs += tuple((what, name, versions.get(f"{what}:{name}"))
+                              for _, what, name in s.session_refs)
+        return (analysis.text, scope, self.policy.digest,
+                catalog.version if catalog is not None else -1, refs)
+
+    def decide(self, analysis: Analysis, ident: Identity
+               ) -> tuple[tuple[StatementFacts, ...], Decision]:
+        """The policy's decision on an analyzed string for ``ident``: no I/O, nothing
+        recorded, no approval requested (``gate`` acts on it; ``policy replay`` reports it)."""
+        catalog = self.catalog
+        statements = tuple(with_function_effects(
+            effective_facts(s, self.prepared, self.cursors), catalog)
+            for s in analysis.statements)
+        if catalog is not None and any(unknown_functions(s, catalog) for s in statements):
+            self.mark_catalog_stale()  # a function created since the snapshot
+        decision = evaluate(self.policy, ident, analysis, statements,
+                            read_only=self.read_only_for(ident), catalog=self.catalog)
+        decision = self._check_predicates(ident, statements, decision)
+        return statements, self._check_notify(ident, statements, decision)
+
+    def _approve(self, ctx: StatementContext, ident: Identity, analysis: Analysis,
+                 decision: Decision) -> None:
+        """Consume an approval for ``ctx``, or file/find the request and raise."""
+        approvals = _config.approvals(self.policy)
+        ask = {"identity": ident, "analysis": analysis, "params_digest": ctx.params_digest,
+               "policy_tag": self.policy.version_tag, "rule_ids": decision.rule_ids,
+               "message": decision.message(), "policy": self.policy}
+        request_id, granted = self._check_or_request(ctx, approvals, ask)
+        if not granted and self._may_wait():
+            status = approvals.wait(request_id, float(self.policy.approvals["wait_seconds"]))
+            if status == "approved":
+                request_id, granted = self._check_or_request(ctx, approvals, ask)
+            elif status == "denied":
+                ctx.approval_id = request_id
+                self._check_or_request(ctx, approvals, ask)  # raises: denied by whom, why
+        ctx.approval_id = request_id
+        if not granted:
+            self._record(ctx, outcome="approval_required")
+            raise ApprovalRequired(
+                decision.message() + f" (approval request {request_id}: a person runs"
+                f" `governed-db approvals approve {request_id}`)",
+                rule_ids=decision.rule_ids, request_id=request_id)
+        ctx.approval_consumed = True
+        self.event("approval_used", ident, request_id=request_id, statement_id=ctx.id)
+
+    def _check_or_request(self, ctx: StatementContext, approvals: Any,
+                          ask: Mapping[str, Any], **extra: Any) -> tuple[str, bool]:
+        """The store's answer, with requests, expiries and remembered denials recorded."""
+        from ..approvals import ApprovalDenied
+
+        try:
+            request_id, granted = approvals.check_or_request(**ask, **extra)
+        except ApprovalDenied as exc:
+            ctx.approval_id = exc.request_id
+            self._record(ctx, outcome="denied", rules=list(exc.rule_ids))
+            raise StatementDenied(str(exc), rule_ids=exc.rule_ids) from None
+        for expired in getattr(approvals, "last_expired", ()):
+            self.event("approval_expired", ctx.identity, request_id=expired)
+        if getattr(approvals, "last_filed", None) == request_id:
+            self.event("approval_requested", ctx.identity, request_id=request_id,
+                       statement_id=ctx.id, rules=list(ask["rule_ids"]),
+                       affected_rows=extra.get("affected_rows"))
+        return request_id, granted
+
+    def unverifiable_in_pipeline(self, ctx: StatementContext) -> StatementDenied:
+        """BEGIN/SET/RESET of a read-only identity, or a statement that may run code the
+        analyzer did not see, in pipeline mode: the server state (transaction mode, the
+        identity settings) cannot be read back between pipelined statements, so it does
+        not run."""
+        rule_ids = ("session.verify-server-state",)
+        self._record(ctx, outcome="denied", rules=list(rule_ids))
+        if ctx.settings_check:
+            return StatementDenied(
+                "denied by policy rule `session.verify-server-state`: this statement may run"
+                " code its text does not show (a user-defined function, a view, a trigger), so"
+                " the identity settings (governed_db.identity.*) are read back after it, which"
+                " pipeline mode cannot do; run it outside the pipeline", rule_ids=rule_ids)
+        return StatementDenied(
+            "denied by policy rule `session.verify-server-state`: for a read-only identity,"
+            " transaction control and SET/RESET cannot run in pipeline mode (the session's"
+            " READ ONLY state is verified after each one); run it outside the pipeline",
+            rule_ids=rule_ids)
+
+    def give_back_approval(self, ctx: StatementContext) -> None:
+        """The statement did not run (error, rolled back): its approval stays usable."""
+        if not ctx.approval_consumed or ctx.approval_id is None:
+            return
+        ctx.approval_consumed = False
+        try:
+            _config.approvals(self.policy).release(ctx.approval_id)
+        except Exception:  # noqa: BLE001 - the store may be gone; the approval stays used
+            logger.warning("governed_db: could not give back approval %s", ctx.approval_id)
+            return
+        self.event("approval_returned", ctx.identity, request_id=ctx.approval_id,
+                   statement_id=ctx.id)
+
+    def _check_predicates(self, ident: Identity, statements: Sequence[StatementFacts],
+                          decision: Decision) -> Decision:
+        """``column.disallow-predicate-on-masked``: no filtering, joining, grouping or
+        ordering on a column this identity sees masked (inference by probing)."""
+        rules = [r for r in self.policy.rules_for(ident)
+                 if r.id == "column.disallow-predicate-on-masked"]
+        if not rules or (decision.action == "deny" and not decision.observe):
+            return decision
+        from ..guardrails import Finding, rebuild_decision
+
+        probed: dict[str, str] = {}
+        for s in statements:
+            for column, why in self._probed_columns(s, ident).items():
+                probed.setdefault(column, why)
+        if not probed:
+            return decision
+        cfg = rules[0]
+        uses = "; ".join(f"{column} {why}" for column, why in sorted(probed.items()))
+        finding = Finding(rule_id=cfg.id, level=cfg.level, message=(
+            f"a value of masked column(s) {', '.join(sorted(probed))} would decide more than"
+            f" the (masked) output: {uses}; that reveals the hidden value to a {ident.kind}"
+            " identity. Select the column itself (it comes back masked) instead of filtering,"
+            " ordering, branching, counting rows or computing on it"))
+        return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _check_notify(self, ident: Identity, statements: Sequence[StatementFacts],
+                      decision: Decision) -> Decision:
+        """``notify.disallow-sensitive-payload``: ``pg_notify`` with a channel or payload
+        that is not a constant or parameter, in a statement that may read a value masked for
+        the identity. Other listeners are not governed: a payload leaves unmasked."""
+        rules = [r for r in self.policy.rules_for(ident)
+                 if r.id == "notify.disallow-sensitive-payload"]
+        if not rules or (decision.action == "deny" and not decision.observe):
+            return decision
+        from ..guardrails import Finding, rebuild_decision
+
+        hit = any(_computed_notify(s.tree) and
+                  self._may_touch_sensitive(s, self.catalog, ident) for s in statements)
+        if not hit:
+            return decision
+        cfg = rules[0]
+        finding = Finding(rule_id=cfg.id, level=cfg.level, message=(
+            "pg_notify with a channel or payload computed from table data is not allowed when"
+            " the statement may read masked columns: listeners on other connections would"
+            " receive it unmasked; send a constant payload (such as an id from a column that"
+            " is not masked) instead"))
+        return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _probed_columns(self, s: StatementFacts, ident: Identity) -> dict[str, str]:
+        """Masked columns (``table.column``) whose values decide which rows ``s`` returns or
+        touches, how many, which branch runs or whether it errors, each with how; followed
+        by lineage (see ``analysis._probes``); by name where lineage cannot be had."""
+        from ..analysis._probes import deciding_uses
+
+        catalog = self.catalog
+        uses = deciding_uses(s.tree, catalog) if catalog is not None else None
+        if uses is None:
+            return dict.fromkeys(self._probed_by_name(s, ident),
+                                 "is filtered, joined or ordered on")
+        probed: dict[str, str] = {}
+        for src, why in sorted(uses.items()):
+            if src == UNKNOWN:
+                if self._may_touch_sensitive(s, catalog, ident):
+                    probed.setdefault("(a value of unknown lineage)", why)
+                continue
+            schema, table, column = _split3(src)
+            if self._masked_for(schema, table, column, ident):
+                probed.setdefault(f"{table}.{column}", why)
+        return probed
+
+    def _probed_by_name(self, s: StatementFacts, ident: Identity) -> set[str]:
+        from ..analysis._facts import predicate_columns
+
+        probed: set[str] = set()
+        names = predicate_columns(s.tree)
+        if not names:
+            return probed
+        for table in s.reads | s.writes:
+            rel = self.catalog.resolve(table) if self.catalog is not None else None
+            if rel is None:
+                probed.update(f"{table}.{n}" for n in names
+                              if self._masked_for("?", table, n, ident))
+                continue
+            if rel.is_view:
+                from ..analysis._lineage import relation_columns
+
+                for col, sources in relation_columns(rel, self.catalog):
+                    if col.lower() in names and any(
+                            src == UNKNOWN or self._masked_for(*_split3(src), ident)
+                            for src in sources):
+                        probed.add(f"{rel.name}.{col}")
+                continue
+            for col in rel.columns:
+                if col.lower() in names and self._masked_for(rel.schema, rel.name, col, ident):
+                    probed.add(f"{rel.name}.{col}")
+        return probed
+
+    def _masked_for(self, schema: str, table: str, column: str, ident: Identity) -> bool:
+        found = self.classifier.column(schema, table, column, ident)
+        return found is not None and found[0] != "none"
+
+    def _may_wait(self) -> bool:
+        """Wait mode: only when configured, and never on an event loop's thread."""
+        if not self.policy.approvals.get("wait_seconds"):
+            return False
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return True
+        return False
+

@@ -1,0 +1,72 @@
+"""Server text out: what an error or notice may echo (the statement in question and catalog
+identifiers), and server errors re-raised with data values removed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from ..analysis import Analysis
+from ..errors import StatementDenied
+from ..identity import Identity
+from .._redact import Allowed, RedactedResult, message_from_fields, redact_fields
+from .context import StatementContext
+
+
+def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -> BaseException:
+    """A server error re-raised as the same class (SQLSTATE kept) whose message, detail, hint,
+    context, identifier fields and ``pgresult`` echo only what ``allowed`` permits (see
+    ``_redact``). Errors raised by the client library itself carry no server text: kept."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, StatementDenied):
+        return exc
+    diag = exc.diag
+    if diag.sqlstate is None:
+        return exc
+    info = redact_fields(diag, allowed, echo=echo)
+    pgres = exc.pgresult
+    status = pgres.status if pgres is not None else None
+    new = type(exc)(message_from_fields(info), info=RedactedResult(info, status),
+                    pgconn=exc.pgconn)
+    return new
+
+
+class ErrorTextStage:
+    """The Governor's methods of this stage (see governor.py)."""
+
+    def error_allowed(self, in_flight: Iterable[StatementContext] = ()) -> tuple[Allowed, bool]:
+        """What server text may echo now: the statement(s) whose result it is — the last one
+        sent, and those still in flight in a pipeline — and catalog identifiers.
+
+        Only the statement(s) in question: echoing a value the caller sent in an earlier
+        statement would let one statement carry the guesses another one's error confirms."""
+        pairs = [(ctx.identity, ctx.analysis) for ctx in in_flight]
+        if self.sent:
+            pairs.append(self.sent[-1])
+        catalog = self.catalog
+        allowed = Allowed([a.text for _, a in pairs],
+                          catalog.identifiers if catalog is not None else ())
+        return allowed, all(self._echo_safe(ident, a) for ident, a in pairs)
+
+    def _echo_safe(self, ident: Identity, analysis: Analysis) -> bool:
+        """Whether errors of ``analysis`` may echo its literals: it reads no column masked for
+        ``ident`` (an UPDATE, DELETE, MERGE or upsert reads its target's rows too), calls no
+        user function and reads no view whose body could."""
+        catalog = self.catalog
+        if catalog is None or analysis.error is not None:
+            return False
+        for s in analysis.statements:
+            tables = set(s.reads)
+            if s.kind != "INSERT" or (s.tree.get("InsertStmt") or {}).get("onConflictClause"):
+                tables |= s.writes
+            probe = attrs.evolve(s, reads=frozenset(tables), writes=frozenset())
+            if self._may_touch_sensitive(probe, catalog, ident):
+                return False
+        return True
+
+    def redact_error(self, exc: BaseException) -> BaseException:
+        """The same exception class, SQLSTATE kept, with data values removed from its text."""
+        return redact_exception(exc, *self.error_allowed())
+

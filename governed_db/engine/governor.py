@@ -1,0 +1,104 @@
+"""The Governor: per-connection governance, one class made of the pipeline's stages.
+
+identity/session (session.py) → analyze, decide (decide.py) → execute under limits
+(blast_radius.py) → mask (mask_plan.py) → record (record.py); error text (error_text.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _config
+from .._catalog import Catalog
+from ..analysis import Analysis, StatementFacts, analyze
+from ..guardrails import Decision
+from ..identity import Identity
+from ..masking import Classifier, MaskPlan
+from ..policy import Policy
+from .session import SessionStage
+from .decide import DecideStage
+from .blast_radius import BlastRadiusStage
+from .mask_plan import MaskPlanStage
+from .error_text import ErrorTextStage
+from .record import RecordStage
+from .context import StatementContext
+
+
+class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, ErrorTextStage, RecordStage):
+    """Per-connection governance: policy, identity, session state and the audit hand-off."""
+
+    def __init__(self, *, policy: Policy, identity: Identity | None, auditor: Any,
+                 catalog_key: tuple[Any, ...], conn_info: Mapping[str, Any]) -> None:
+        self.policy = policy
+        self.conn_identity = identity
+        self.auditor = auditor
+        self.catalog_key = catalog_key
+        self.conn_info = dict(conn_info)
+        self.classifier = Classifier(policy)
+        self.catalog: Catalog | None = None
+        self.catalog_stale = True
+        self.catalog_forced = False  # stale because of DDL / an unknown object: query again
+        self.catalog_private = False  # the snapshot holds this session's temporary tables
+        # A result named a relation or column the snapshot does not know: the catalog is
+        # reloaded and the result planned again before its rows reach the caller.
+        self.replan = False
+        # Session state the analyzer cannot see from one string, by the names PostgreSQL's
+        # parser resolved: facts and query trees of PREPAREd statements and DECLAREd cursors,
+        # and a version per object ("prepared:NAME" / "cursor:NAME", from a per-connection
+        # counter) that the cache key of every statement referring to it holds. Changed only
+        # through _session_put / _session_drop.
+        self.prepared: dict[str, StatementFacts] = {}
+        self.cursors: dict[str, StatementFacts] = {}
+        self.session_trees: dict[str, Any] = {}
+        self.session_versions: dict[str, int] = {}
+        self._session_counter = itertools.count(1)
+        self.holdable_cursors: set[str] = set()  # DECLARE ... WITH HOLD: outlive COMMIT
+        # Whether object names with non-ASCII characters are exact: PostgreSQL truncates
+        # names to 63 bytes *in the server encoding*, the parser here in UTF-8.
+        self.server_utf8 = True
+        # The Python codec of the session's client encoding (result column names arrive in
+        # it); kept current by the connection after every operation.
+        self.codec = "utf-8"
+        self._scope: tuple[Identity | None, tuple[Any, ...]] = (None, ())
+        # What the server session currently carries (None: unknown, push before next statement)
+        self.server_identity: str | None = None
+        # Settings governance imposes for an identity (READ ONLY, statement_timeout) and the
+        # session's own values from before, put back when an identity that does not require
+        # them acts. Governance never sets what no identity's policy requires: a service
+        # identity leaves the application's default_transaction_read_only and
+        # statement_timeout alone, after rollbacks too.
+        self.server_read_only: bool | None = None  # True: on is imposed; None: unknown
+        self.server_timeout: str | None = None  # the timeout imposed (None: none / unknown)
+        self.prior_read_only: str | None = None  # the session's value before READ ONLY
+        self.prior_timeout: str | None = None  # the session's value before the timeout
+        self.synced_in_tx = False  # sync SETs ran inside the open transaction (undone by ROLLBACK)
+        self.server_rls: tuple[tuple[str, str], ...] | None = None  # identity_settings()
+        self.synced_identity: Identity | None = None  # the object last synced (fast path)
+        self.pipeline_synced = False  # a sync was queued in a pipeline (see _gov_session_gen)
+        self.server_search_path = False
+        self.pending_identity: Identity | None = None  # from _start_query to gate()
+        # Whether the next statement is the first of its transaction (nothing has taken a
+        # snapshot yet, so the transaction can still be made READ WRITE); set by the cursor.
+        self.tx_fresh = True
+        # Server state verified after every operation (see _connection_base): reported
+        # parameters expected unchanged since connect, and a violation found by a query.
+        self.expected_params: dict[str, str | None] = {}
+        self.violation: str | None = None
+        self.last_statement_id: str | None = None
+        self._param_key = _config.param_hash_key()
+        # (identity, analysis) of the last statement sent: error and notice text may echo
+        # its tokens back.
+        self.sent: collections.deque[tuple[Identity, Analysis]] = collections.deque(maxlen=1)
+        # Caches, by StatementContext.key (text, identity scope, policy, catalog snapshot,
+        # session objects referred to): decisions; mask plans (plus the result's shape).
+        self._decisions: dict[tuple[Any, ...], tuple[tuple[StatementFacts, ...], Decision]] = {}
+        self._plans: dict[tuple[Any, ...], tuple[tuple[MaskPlan | None, dict[str, str],
+                                                        frozenset[str]], Any]] = {}
+        # By the decision key: (runs under the blast radius, changes data a READ ONLY
+        # transaction refuses) — both depend only on the text, identity and snapshot.
+        self._effects: dict[tuple[Any, ...], tuple[bool, bool, bool]] = {}
+        # Statement shapes masked by the server, by the decision key (see _server_mask).
+        self.server_masks: dict[tuple[Any, ...], Any] = {}
