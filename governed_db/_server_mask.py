@@ -59,7 +59,7 @@ import pgparse
 import psycopg
 from psycopg import pq
 
-from .analysis._facts import strip_locations
+from .analysis._nodes import strip_locations
 
 __all__ = ["ServerMask", "learn", "mask_expression", "maybe_describe", "plan_for", "rewrite_for"]
 

@@ -13,16 +13,12 @@ from typing import Any
 import pgparse
 
 from .._client_encoding import query_text
-from ._facts import (
-    DANGEROUS_FUNCTIONS,
-    DDL_KINDS,
-    SECURITY_SETTINGS,
-    CopyFacts,
-    StatementFacts,
-    extract_all,
-    is_dangerous_function,
-)
+from ._extract import extract_all, extract_facts
+from ._facts import CopyFacts, StatementFacts
+from ._nodes import funcname
 from ._normalize import neutral_text, normalize_statement, placeholder
+from ._vocabulary import DANGEROUS_FUNCTIONS, DDL_KINDS, SECURITY_SETTINGS, is_dangerous_function
+from ._where import predicate_columns
 
 __all__ = [
     "Analysis",
@@ -33,7 +29,11 @@ __all__ = [
     "SECURITY_SETTINGS",
     "StatementFacts",
     "analyze",
+    "extract_all",
+    "extract_facts",
+    "funcname",
     "is_dangerous_function",
+    "predicate_columns",
 ]
 
 

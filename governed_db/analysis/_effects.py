@@ -30,7 +30,9 @@ from typing import Any
 import attrs
 
 from .._catalog import BUILTIN_CONSTRUCTORS
-from ._facts import _PLPGSQL_UNDERSTOOD, StatementFacts, extract_all
+from ._extract import extract_all
+from ._facts import StatementFacts
+from ._plpgsql import PLPGSQL_UNDERSTOOD, embedded_sql, parse_plpgsql, plpgsql_nodes
 
 __all__ = ["BodyEffects", "body_effects", "static_bound", "unknown_functions",
            "with_function_effects"]
@@ -105,59 +107,27 @@ _DYNAMIC = {"PLpgSQL_stmt_dynexecute": "dynamic EXECUTE",
 
 # What a function body may contain and still be judged by its SQL: the DO allow-list, plus
 # RETURN NEXT / RETURN QUERY (a dynamic RETURN QUERY EXECUTE carries a dynquery: opaque).
-_BODY_UNDERSTOOD = _PLPGSQL_UNDERSTOOD | {"PLpgSQL_stmt_return_next", "PLpgSQL_stmt_return_query"}
+_BODY_UNDERSTOOD = PLPGSQL_UNDERSTOOD | {"PLpgSQL_stmt_return_next", "PLpgSQL_stmt_return_query"}
 
 
 def _plpgsql(fn: Any) -> BodyEffects:
-    import pgparse
-
-    src = fn.source or ""
-    tag = "$gdb_body$"
-    if tag in src:
-        return BodyEffects(opaque=("a function body the analyzer cannot parse",))
     returns = "trigger" if fn.result in ("trigger", "event_trigger") else fn.result
-    wrapper = (f"CREATE FUNCTION gdb_body({fn.arguments}) RETURNS {returns}"
-               f" LANGUAGE plpgsql AS {tag}{src}{tag}")
-    try:
-        tree = pgparse.parse_pgsql(wrapper)
-    except Exception:  # noqa: BLE001 - fail closed: an unparsed body may do anything
+    tree = parse_plpgsql(fn.source or "", arguments=fn.arguments, returns=returns)
+    if tree is None:
         return BodyEffects(opaque=("a PL/pgSQL body the analyzer cannot parse",))
     out = _NONE
-    stack: list[Any] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-            continue
-        if not isinstance(node, dict):
-            continue
-        for key, value in node.items():
-            if key in _DYNAMIC:
-                out = out.merge(BodyEffects(opaque=(f"{_DYNAMIC[key]} in a PL/pgSQL body",)))
-            elif key.startswith("PLpgSQL_") and key not in _BODY_UNDERSTOOD:
-                # Allow-list, as for DO bodies: a construct not judged here is not seen.
-                out = out.merge(BodyEffects(opaque=(
-                    f"a PL/pgSQL construct the analyzer does not judge ({key[8:]})",)))
-            elif key == "dynquery":
-                out = out.merge(BodyEffects(opaque=("dynamic SQL in a PL/pgSQL body",)))
-            if key == "PLpgSQL_expr" and isinstance(value, dict):
-                out = out.merge(_plpgsql_expr(str(value.get("query", "")),
-                                              int(value.get("parseMode", 0) or 0)))
-            elif isinstance(value, (dict, list)):
-                stack.append(value)
+    for key, value in plpgsql_nodes(tree):
+        if key in _DYNAMIC:
+            out = out.merge(BodyEffects(opaque=(f"{_DYNAMIC[key]} in a PL/pgSQL body",)))
+        elif key == "dynquery":
+            out = out.merge(BodyEffects(opaque=("dynamic SQL in a PL/pgSQL body",)))
+        elif key not in _BODY_UNDERSTOOD:
+            # Allow-list, as for DO bodies: a construct not judged here is not seen.
+            out = out.merge(BodyEffects(opaque=(
+                f"a PL/pgSQL construct the analyzer does not judge ({key[8:]})",)))
+        elif key == "PLpgSQL_expr" and isinstance(value, dict):
+            out = out.merge(_parse_sql(embedded_sql(value)))
     return out
-
-
-def _plpgsql_expr(query: str, mode: int) -> BodyEffects:
-    """One embedded SQL text: a statement (mode 0), an expression (2) or an assignment (3-5)."""
-    if mode == 0:
-        return _parse_sql(query)
-    if mode >= 3:
-        for sep in (":=", "="):
-            if sep in query:
-                query = query.split(sep, 1)[1]
-                break
-    return _parse_sql("SELECT " + query)
 
 
 def body_effects(fn: Any) -> BodyEffects:

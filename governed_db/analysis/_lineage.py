@@ -20,7 +20,7 @@ from typing import Any
 import pgparse
 
 from .._catalog import Catalog, Relation
-from ._facts import funcname
+from ._nodes import funcname
 
 __all__ = ["UNKNOWN", "Column", "statement_lineage", "relation_columns"]
 

@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._catalog import Catalog
-from ._facts import funcname
 from ._lineage import (
     UNKNOWN,
     Column,
@@ -50,6 +49,7 @@ from ._lineage import (
     _svals,
     _Unresolvable,
 )
+from ._nodes import funcname
 
 __all__ = ["TEXT_TYPES", "TOTAL_FUNCTIONS", "TOTAL_OPERATORS", "deciding_sources",
            "deciding_uses"]

@@ -40,7 +40,7 @@ def _split3(src: str) -> tuple[str, str, str]:
 def _computed_notify(tree: Any) -> bool:
     """Whether the tree calls ``pg_notify`` with an argument that is not a constant or a
     parameter (``pg_notify('c', email)``, ``pg_notify('c', (SELECT …))``)."""
-    from ..analysis._facts import funcname
+    from ..analysis import funcname
 
     stack = [tree]
     while stack:
@@ -310,7 +310,7 @@ class DecideStage:
         return probed
 
     def _probed_by_name(self, s: StatementFacts, ident: Identity) -> set[str]:
-        from ..analysis._facts import predicate_columns
+        from ..analysis import predicate_columns
 
         probed: set[str] = set()
         names = predicate_columns(s.tree)

@@ -83,7 +83,7 @@ def _inner_tree(tree: Mapping[str, Any], typ: str) -> Any:
 
 
 def _inner_facts(s: StatementFacts, name: str, *, prepared: bool) -> StatementFacts:
-    from ..analysis._facts import extract_facts
+    from ..analysis import extract_facts
 
     inner = _inner_tree(s.tree, "PrepareStmt" if prepared else "DeclareCursorStmt")
     if not inner:

@@ -21,11 +21,11 @@ __all__ = ["builtin_functions", "builtin_settings", "did_you_mean", "statement_k
 @functools.cache
 def statement_kinds() -> frozenset[str]:
     """Every statement kind the analyzer can report (``SELECT``, ``INSERT``, ``ROLLBACK TO``...)."""
-    from ..analysis import _facts
+    from ..analysis import _vocabulary as v
 
-    kinds = set(_facts._SIMPLE_KINDS.values()) | set(_facts._TX_KINDS.values())
-    kinds |= _facts.DDL_KINDS | _facts.READ_KINDS | _facts.TRANSACTION_KINDS
-    # Added by handlers rather than the tables above (see _facts: _h_grant, _h_set, _h_fetch,
+    kinds = set(v._SIMPLE_KINDS.values()) | set(v._TX_KINDS.values())
+    kinds |= v.DDL_KINDS | v.READ_KINDS | v.TRANSACTION_KINDS
+    # Added by handlers rather than the tables above (see analysis._walk/_statements: _h_grant, _h_set, _h_fetch,
     # _h_vacuum, _h_explain, _top_kind): SELECT/DML, SET/RESET, REVOKE, FETCH/MOVE, VACUUM/ANALYZE, and the
     # kind of statements the analyzer does not understand.
     kinds |= {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "SET", "RESET", "GRANT",
