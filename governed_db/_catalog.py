@@ -320,3 +320,12 @@ def store_catalog(key: tuple[Any, ...], catalog: Catalog) -> None:
 def invalidate(key: tuple[Any, ...]) -> None:
     with _catalogs_lock:
         _catalogs.pop(key, None)
+
+
+def invalidate_database(key: tuple[Any, ...]) -> None:
+    """DDL ran on the database of ``key`` (host, port, dbname, ...): no connection of this
+    process picks up a shared snapshot taken before it (for any user or search_path), e.g. a
+    connection opened right after another one created a table."""
+    with _catalogs_lock:
+        for other in [k for k in _catalogs if k[:3] == key[:3]]:
+            del _catalogs[other]

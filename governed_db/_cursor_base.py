@@ -19,7 +19,7 @@ from typing import Any
 from psycopg import pq
 from psycopg.rows import RowFactory, RowMaker
 
-from . import _server_mask
+from . import _pipeline_readback, _server_mask
 from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
 from .errors import InterfaceError, StatementDenied
@@ -129,8 +129,10 @@ class GovernedCursorMixin:
             pgq.query = sm.query
             ctx.server_mask = sm
         if conn._pipeline is not None:
-            if ctx.settings_check or (gov.read_only_for(ctx.identity) and any(
-                    st.kinds & TX_MODE_KINDS for st in ctx.statements)):
+            # (A statement that may run unseen code has the identity settings read back
+            # behind it, mid-pipeline, in _gov_track: see _pipeline_readback.)
+            if gov.read_only_for(ctx.identity) and any(
+                    st.kinds & TX_MODE_KINDS for st in ctx.statements):
                 raise gov.unverifiable_in_pipeline(ctx)
             conn._gov_inflight.append(ctx)
         return pgq
@@ -175,7 +177,11 @@ class GovernedCursorMixin:
                     self._conn._governor.failed(ctx, exc)
             raise
         ctx = self._gov_ctx
-        if ctx is not None and self._conn._pipeline is None:
+        if ctx is not None and self._conn._pipeline is not None:
+            if ctx.settings_check:
+                # Read back before the caller can queue anything behind it.
+                yield from _pipeline_readback.read_back_gen(self._conn)
+        elif ctx is not None:
             if self._conn._governor.replan:
                 yield from self._gov_replan(ctx)
             if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
@@ -189,6 +195,11 @@ class GovernedCursorMixin:
                 yield from self._gov_check_identity_settings()
             if not ctx.measured:
                 self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+                if self._conn._governor.catalog_forced and any(s.is_ddl for s in ctx.statements):
+                    # DDL ran: reload the snapshot now, while nothing else is in flight, not
+                    # before the next statement (which may be the first of a pipeline, where
+                    # it would cost a round trip of its own).
+                    yield from self._conn._gov_load_catalog_gen()
         return rv
 
     def _gov_replan(self, ctx: Any) -> Any:

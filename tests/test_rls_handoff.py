@@ -32,6 +32,7 @@ CREATE POLICY tenant_isolation ON tenant_orders
 GRANT SELECT ON tenant_orders TO {ROLE};
 """
 NAMES = ("id", "kind", "roles", "tenant", "verified", "issuer", "subject")
+OBSERVE = parse_policy('version = 1\nmode = "observe"\n')
 READ_BACK = "SELECT " + ", ".join(
     f"current_setting('governed_db.identity.{n}', true)" for n in NAMES)
 
@@ -289,25 +290,78 @@ async def test_change_the_analyzer_cannot_see_closes_the_session(rls, functions,
         assert raw.execute("SELECT count(*) FROM notes").fetchone() == (0,)
 
 
-def test_unseen_code_cannot_run_in_a_pipeline(rls, functions):
-    app_dsn, policy, _, _ = rls
-    with governed_db.connect(app_dsn, identity=Identity("ops", "service", tenant="acme"),
-                             policy=policy, audit=False, autocommit=True) as conn:
+@pytest.mark.parametrize("sql", [
+    "SELECT switch_dynamic()",
+    "SELECT x FROM switching_view",
+    "INSERT INTO notes (body) VALUES ('hello')",
+])
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_change_the_analyzer_cannot_see_is_caught_inside_a_pipeline(
+        rls, functions, dsn, sql, is_async):
+    """In pipeline mode the settings are read back right behind the statement (the pipeline
+    flushed, not synced) before execute() returns: a changed value closes the session before
+    the caller can queue the next statement; nothing it wrote is kept, no row of the other
+    tenant comes back. Observe mode, as psycopg's suite runs (enforced, the default profile
+    first refuses a call whose writes it cannot bound in a pipeline: affected-row-limit); the
+    read-back is no rule, observe mode does not lift it."""
+    app_dsn, _, _, _ = rls
+    ident = Identity("ops", "service", tenant="acme")
+    kw = {"identity": ident, "policy": OBSERVE, "audit": False, "autocommit": True}
+    after = "SELECT string_agg(item, ',') FROM tenant_orders"
+    reached = []
+    if is_async:
+        conn = await governed_db.AsyncConnection.connect(app_dsn, **kw)
+        with pytest.raises(errors.StatementDenied) as ei:
+            async with conn.pipeline():
+                await conn.execute(sql)
+                reached.append(await conn.execute(after))
+    else:
+        conn = governed_db.connect(app_dsn, **kw)
         with pytest.raises(errors.StatementDenied) as ei:
             with conn.pipeline():
-                conn.execute("SELECT switch_dynamic()")
-        assert ei.value.rule_ids == ("session.verify-server-state",)
-        assert "outside the pipeline" in str(ei.value)
-        assert conn.execute(READ_BACK).fetchone()[3] == "acme"
+                conn.execute(sql)
+                reached.append(conn.execute(after))
+    closed = conn.closed
+    await conn.close() if is_async else conn.close()
+    assert ei.value.rule_ids == ("session.verify-server-state",)
+    assert "governed_db.identity.tenant" in str(ei.value)
+    assert reached == []
+    assert closed
+    with psycopg.connect(dsn) as raw:
+        assert raw.execute("SELECT count(*) FROM notes").fetchone() == (0,)
 
 
-@pytest.mark.parametrize("view, runs", [
+@pytest.mark.parametrize("is_async", [False, True])
+async def test_unseen_code_that_keeps_the_settings_runs_in_a_pipeline(rls, functions, is_async):
+    """A statement that may run unseen code and leaves the settings alone runs pipelined, its
+    result where psycopg puts it; the session stays open (observe mode: see above)."""
+    app_dsn, _, _, _ = rls
+    kw = {"identity": Identity("ops", "service", tenant="acme"), "policy": OBSERVE,
+          "audit": False, "autocommit": True}
+    if is_async:
+        async with await governed_db.AsyncConnection.connect(app_dsn, **kw) as conn:
+            async with conn.pipeline():
+                cur = await conn.execute("SELECT safe_items()")
+                back = await conn.execute(READ_BACK)
+            assert len(await cur.fetchall()) == 1
+            assert (await back.fetchone())[3] == "acme"
+    else:
+        with governed_db.connect(app_dsn, **kw) as conn:
+            with conn.pipeline():
+                cur = conn.execute("SELECT safe_items()")
+                back = conn.execute(READ_BACK)
+            assert len(cur.fetchall()) == 1
+            assert back.fetchone()[3] == "acme"
+
+
+@pytest.mark.parametrize("view, seen", [
     ("v_plain", True),          # SELECT of built-ins only: its definition is seen
     ("v_over_plain", True),     # a view over that view
-    ("v_calls", False),         # its definition calls a user function
+    ("v_calls", False),         # its definition calls a user function: read back behind it
     ("v_over_calls", False),    # ... one level down
 ])
-def test_views_in_a_pipeline_are_judged_by_their_definition(dsn, view, runs):
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_views_in_a_pipeline_are_judged_by_their_definition(dsn, view, seen, mode):
     with psycopg.connect(dsn, autocommit=True) as raw:
         raw.execute("""
             CREATE FUNCTION f_user(i int) RETURNS int LANGUAGE sql AS 'SELECT i';
@@ -315,17 +369,21 @@ def test_views_in_a_pipeline_are_judged_by_their_definition(dsn, view, runs):
             CREATE VIEW v_over_plain AS SELECT id FROM v_plain;
             CREATE VIEW v_calls AS SELECT f_user(id) AS id FROM users;
             CREATE VIEW v_over_calls AS SELECT id FROM v_calls;""")
+    policy = parse_policy(f'version = 1\nmode = "{mode}"\n')
     with governed_db.connect(dsn, identity=Identity("etl", "service"), audit=False,
-                             autocommit=True) as conn:
-        if runs:
+                             autocommit=True, policy=policy) as conn:
+        if seen or mode == "observe":
+            # Seen, or not (then read back mid-pipeline): it runs, the session stays open.
             with conn.pipeline():
                 cur = conn.execute(f"SELECT count(*) FROM {view}")
             assert cur.fetchone() == (2,)
+            assert not conn.closed
         else:
+            # Enforced, a call the analyzer cannot bound is refused in a pipeline first.
             with pytest.raises(errors.StatementDenied) as ei:
                 with conn.pipeline():
                     conn.execute(f"SELECT count(*) FROM {view}")
-            assert ei.value.rule_ids == ("session.verify-server-state",)
+            assert ei.value.rule_ids == ("statement.affected-row-limit",)
 
 
 def test_a_function_setting_only_its_search_path_still_runs(rls, functions):

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from .. import _config
+from .._catalog import invalidate_database
 from ..analysis import StatementFacts
 from ..identity import Identity, current_identity, derived_identity
 from .context import StatementContext
@@ -250,6 +251,7 @@ class SessionStage:
                 self._session_drop("cursor", "*")
             if s.is_ddl:
                 self.mark_catalog_stale()
+                invalidate_database(self.catalog_key)  # others' shared snapshot too
 
     def session_effects_unknown(self, ctx: StatementContext) -> None:
         """A statement failed or was rolled back: whatever it would have prepared, declared,
