@@ -364,7 +364,9 @@ def _notice_handler(wself: Any, res: Any) -> None:
     raw = e.Diagnostic(res, self.pgconn._encoding)
     gov = self._governor
     # RAISE NOTICE text goes through the same allow-list as errors.
-    allowed, echo = gov.error_allowed() if gov is not None else (Allowed(()), False)
+    # In a pipeline the notice may come from any statement still in flight: all of them count.
+    allowed, echo = gov.error_allowed(getattr(self, "_gov_inflight", ())) \
+        if gov is not None else (Allowed(()), False)
     diag = e.Diagnostic(redact_fields(raw, allowed, echo=echo), "utf-8")
     if _egress._observers:
         _egress.emit("notice", [diag.message_primary, diag.message_detail, diag.message_hint])

@@ -29,6 +29,10 @@ How a line of a message (primary, detail, hint, each context line) is judged:
    are not a source either: echoing any substring of a sent literal would let a statement
    carrying every three-digit string confirm three digits of a value at a time.
 
+4. A statement that can only compute from its own constants (no relation read or written, only
+   built-in functions, nothing opaque: ``Allowed.own``) reaches no sensitive column: its
+   messages pass whole, with the in-text value detectors applied as to a result row.
+
 What stays true: the exception class and SQLSTATE are kept (callers branch on them), the
 diagnostic fields, ``str(exc)`` and ``exc.pgresult.error_field()`` are redacted alike, and the
 ``QUERY:`` of function-built SQL (``internal_query``) is dropped. The one residue: a value equal
@@ -45,8 +49,10 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from .masking import mask_in_text
+
 __all__ = ["REDACTED_TEXT", "Allowed", "RedactedResult", "message_from_fields", "redact_fields",
-           "redact_line", "redact_text"]
+           "query_excerpt", "redact_line", "redact_text"]
 
 REDACTED_TEXT = "<redacted>"
 
@@ -165,14 +171,21 @@ class Allowed:
     """What may be echoed: catalog identifiers always; whole tokens of the caller's statements
     only where they cannot confirm a guess about data (see ``echo``)."""
 
-    __slots__ = ("fragments", "identifiers", "lines")
+    __slots__ = ("fragments", "identifiers", "lines", "own", "texts")
 
-    def __init__(self, texts: Iterable[str], identifiers: Iterable[str] = ()) -> None:
+    def __init__(self, texts: Iterable[str], identifiers: Iterable[str] = (),
+                 own: bool = False) -> None:
         from .analysis._normalize import statement_fragments
 
         self.fragments: set[str] = set()
         self.lines: set[str] = set()
-        for text in texts:
+        self.texts = tuple(texts)
+        # Every value the statement(s) in question can compute is built from their own
+        # constants by built-in functions (no relation, no user code, nothing opaque: see
+        # ErrorTextStage.error_allowed): their messages pass whole, the value detectors
+        # applied, as a result row of the same values would.
+        self.own = own
+        for text in self.texts:
             self.fragments |= statement_fragments(text)
             for line in text.splitlines():
                 if line.strip():
@@ -183,6 +196,7 @@ class Allowed:
         """Only catalog identifiers (the statement's own tokens would be a guess oracle)."""
         out = Allowed((), ())
         out.identifiers = self.identifiers
+        out.texts = self.texts
         return out
 
     def word(self, piece: str) -> bool:
@@ -308,6 +322,15 @@ def redact_fields(diag: Any, allowed: Allowed, *, echo: bool = False) -> dict[in
     info: dict[int, bytes | None] = {}
     if diag is None:
         return info
+    if allowed.own:
+        for attr, code in codes.items():
+            value = getattr(diag, attr, None)
+            if value is None:
+                continue
+            if attr not in _KEEP_FIELDS:
+                value = mask_in_text(str(value))[0]
+            info[int(code)] = str(value).encode()
+        return info
     if not echo and getattr(diag, "statement_position", None) is None:
         allowed = allowed.without_statement_tokens()
     for attr, code in codes.items():
@@ -323,9 +346,27 @@ def redact_fields(diag: Any, allowed: Allowed, *, echo: bool = False) -> dict[in
     return info
 
 
-def message_from_fields(info: Mapping[int, bytes | None]) -> str:
-    """``str(exc)`` as psycopg builds it, from (redacted) fields: primary, DETAIL, HINT,
-    CONTEXT. (The ``LINE n:`` excerpt and the ``QUERY:`` are left out.)"""
+_EXCERPT = re.compile(r"LINE (\d+): (.*)\n( *\^)$", re.M)
+
+
+def query_excerpt(message: str, allowed: Allowed) -> str | None:
+    """The ``LINE n: ...`` excerpt libpq adds to a message with a statement position, with
+    its caret line, when the excerpt is text of the statement(s) in question (the caller's
+    own text: libpq cuts it from the query it sent), else None."""
+    m = _EXCERPT.search(message)
+    if m is None:
+        return None
+    text = m.group(2)
+    text = text.removeprefix("...").removesuffix("...")
+    if not text.strip() or not any(text in t for t in allowed.texts):
+        return None
+    return m.group(0)
+
+
+def message_from_fields(info: Mapping[int, bytes | None], excerpt: str | None = None) -> str:
+    """``str(exc)`` as psycopg builds it, from (redacted) fields: primary, the ``LINE n:``
+    excerpt of the caller's statement (see :func:`query_excerpt`), DETAIL, HINT, CONTEXT.
+    (The ``QUERY:`` of function-built SQL is left out.)"""
     from psycopg.pq import DiagnosticField as F
 
     def get(code: F) -> str | None:
@@ -333,6 +374,8 @@ def message_from_fields(info: Mapping[int, bytes | None]) -> str:
         return None if raw is None else raw.decode("utf-8", "replace")
 
     parts = [get(F.MESSAGE_PRIMARY) or ""]
+    if excerpt:
+        parts.append(excerpt)
     for label, code in (("DETAIL", F.MESSAGE_DETAIL), ("HINT", F.MESSAGE_HINT),
                         ("CONTEXT", F.CONTEXT)):
         value = get(code)
@@ -348,18 +391,20 @@ class RedactedResult:
     code that inspects ``exc.pgresult.error_field(...)`` keeps working and sees no value.
     """
 
-    __slots__ = ("_info", "status")
+    __slots__ = ("_excerpt", "_info", "status")
 
-    def __init__(self, info: Mapping[int, bytes | None], status: Any) -> None:
+    def __init__(self, info: Mapping[int, bytes | None], status: Any,
+                 excerpt: str | None = None) -> None:
         self._info = dict(info)
         self.status = status
+        self._excerpt = excerpt
 
     def error_field(self, fieldcode: Any) -> bytes | None:
         return self._info.get(int(fieldcode))
 
     @property
     def error_message(self) -> bytes:
-        return message_from_fields(self._info).encode()
+        return message_from_fields(self._info, self._excerpt).encode()
 
     ntuples = 0
     nfields = 0

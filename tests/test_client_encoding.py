@@ -364,7 +364,12 @@ def test_error_text_keeps_its_characters(enc_db, audit, encoding):
                              audit=audit, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InvalidTextRepresentation) as ei:
             conn.execute("SELECT 'é€'::int")
-        assert str(ei.value) == 'invalid input syntax for type integer: "é€"'
+        assert ei.value.diag.message_primary == 'invalid input syntax for type integer: "é€"'
+    with psycopg.connect(enc_db + f" client_encoding={encoding}", autocommit=True) as raw:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as expected:
+            raw.execute("SELECT 'é€'::int")
+    # with libpq's LINE excerpt of the caller's own statement, as psycopg's
+    assert str(ei.value) == str(expected.value)
 
 
 @pytest.mark.parametrize("encoding", ["LATIN9", "UTF8"])

@@ -479,9 +479,48 @@ def test_notice_of_a_do_block_that_reads_nothing_is_psycopgs(drv, conn):
     got = []
     conn.add_notice_handler(lambda diag: got.append(diag.message_primary))
     drv.run(conn.execute("DO $$BEGIN RAISE NOTICE 'hello notice'; END$$ LANGUAGE plpgsql"))
-    # a message the server built (not a literal the caller sent) is not echoed
+    # a message the server built from the statement's own constants (psycopg's
+    # test_diag_encoding): no relation, no user code, nothing opaque: passes as built
     drv.run(conn.execute("DO $$BEGIN RAISE NOTICE 'n=%', 41 + 1; END$$"))
-    assert got == ["hello notice", "<redacted>"]
+    drv.run(conn.execute("DO $$BEGIN RAISE NOTICE 'hello %', chr(8364); END$$"))
+    # ... with the value detectors applied, as to a result row of the same value
+    drv.run(conn.execute("DO $$BEGIN RAISE NOTICE 'to %', 'qem.n' || chr(64) || 'example.com';"
+                         " END$$"))
+    assert got == ["hello notice", "n=42", "hello \u20ac", "to [email redacted]"]
+
+
+@pytest.mark.parametrize("body", [
+    # a relation read: judged by the allow-list as before (a computed line is redacted)
+    "RAISE NOTICE 'n=%', (SELECT count(*) FROM orders)",
+    # dynamic SQL, a user function: the values may come from anywhere
+    "RAISE NOTICE 'n=%', 41 + 1; EXECUTE 'SELECT 1'",
+    "RAISE NOTICE 'n=%', lower(archive_note())",
+])
+def test_notice_built_from_more_than_constants_is_judged_by_the_allow_list(drv, conn, raw,
+                                                                            body):
+    raw.execute("CREATE FUNCTION archive_note() RETURNS text LANGUAGE sql"
+                " AS $$ SELECT 'N=' || count(*) FROM users $$")
+    got = []
+    conn.add_notice_handler(lambda diag: got.append(diag.message_primary))
+    drv.run(conn.execute(f"DO $$BEGIN {body}; END$$"))
+    assert got == ["<redacted>"]
+
+
+def test_error_text_keeps_the_query_excerpt_of_the_callers_statement(drv, conn, raw):
+    """psycopg's test_query_context: str(exc) carries libpq's LINE excerpt of the statement
+    the caller sent (its own text), not of a query a function built."""
+    query = "SELECT *\n  FROM wat"
+    with pytest.raises(psycopg.errors.UndefinedTable) as info:
+        drv.run(conn.execute(query))
+    with pytest.raises(psycopg.errors.UndefinedTable) as expected:
+        raw.execute(query)
+    assert str(info.value) == str(expected.value)
+    assert str(info.value).splitlines()[1] == "LINE 2:   FROM wat"
+    assert info.value.diag.message_primary == 'relation "wat" does not exist'
+    # a position in a function-built query: no excerpt (it is not the caller's statement)
+    with pytest.raises(psycopg.errors.UndefinedTable) as info:
+        drv.run(conn.execute("SELECT query_to_xml('SELECT * FROM wat2', true, true, '')"))
+    assert str(info.value) == 'relation "<redacted>" does not exist'
 
 
 @pytest.mark.parametrize("body", [

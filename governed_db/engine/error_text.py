@@ -10,7 +10,8 @@ import attrs
 from ..analysis import Analysis
 from ..errors import StatementDenied
 from ..identity import Identity
-from .._redact import Allowed, RedactedResult, message_from_fields, redact_fields
+from .._redact import (Allowed, RedactedResult, message_from_fields, query_excerpt,
+                       redact_fields)
 from .context import StatementContext
 
 
@@ -28,8 +29,12 @@ def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -
     info = redact_fields(diag, allowed, echo=echo)
     pgres = exc.pgresult
     status = pgres.status if pgres is not None else None
-    new = type(exc)(message_from_fields(info), info=RedactedResult(info, status),
-                    pgconn=exc.pgconn)
+    # libpq's "LINE n:" excerpt is of the statement sent, unless the server reports a
+    # position in a function-built query (then it shows that one): kept only in the first case
+    excerpt = query_excerpt(str(exc), allowed) if diag.statement_position \
+        and not diag.internal_position and not diag.internal_query else None
+    new = type(exc)(message_from_fields(info, excerpt),
+                    info=RedactedResult(info, status, excerpt), pgconn=exc.pgconn)
     return new
 
 
@@ -47,8 +52,28 @@ class ErrorTextStage:
             pairs.append(self.sent[-1])
         catalog = self.catalog
         allowed = Allowed([a.text for _, a in pairs],
-                          catalog.identifiers if catalog is not None else ())
+                          catalog.identifiers if catalog is not None else (),
+                          own=bool(pairs) and all(self._values_own(a) for _, a in pairs))
         return allowed, all(self._echo_safe(ident, a) for ident, a in pairs)
+
+    def _values_own(self, analysis: Analysis) -> bool:
+        """Whether every value ``analysis`` can put in a message is computed from its own
+        constants by built-in functions: it reads and writes no relation (so no row, trigger,
+        rule or view body is involved), calls only functions the snapshot knows as built-in,
+        runs no prepared statement or cursor and nothing opaque (dynamic SQL, another
+        language). Then no sensitive column is reachable and its messages pass whole (with
+        the value detectors applied); anything else is judged by the allow-list."""
+        catalog = self.catalog
+        if catalog is None or analysis.error is not None or not catalog.builtin_functions:
+            return False
+        for s in analysis.statements:
+            if (s.reads or s.writes or s.opaque or s.effect_unknown or s.executes or s.fetches
+                    or s.declares or s.copy is not None or s.column_notation
+                    or s.calls_writing_function):
+                return False
+            if s.functions & catalog.user_functions or s.functions - catalog.builtin_functions:
+                return False
+        return True
 
     def _echo_safe(self, ident: Identity, analysis: Analysis) -> bool:
         """Whether errors of ``analysis`` may echo its literals: it reads no column masked for
