@@ -11,6 +11,8 @@ governed subclasses of psycopg's.
 
 from __future__ import annotations
 
+from typing import Any as _Any
+
 import psycopg as _psycopg
 from psycopg import (
     BINARY,
@@ -63,7 +65,7 @@ from . import errors
 from ._aliases import install as _install_submodule_aliases
 from ._aliases import submodule as _submodule
 from ._config import configure, get_config, reset_defaults
-from ._connection import Connection, connect
+from ._connection import Connection
 from ._connection_async import AsyncConnection
 from ._cursor import ClientCursor, Copy, Cursor, RawCursor, RawServerCursor, ServerCursor
 from ._cursor_async import (
@@ -83,6 +85,18 @@ __version__: str = _psycopg.__version__
 __governed_version__ = "0.1.0"
 
 _install_submodule_aliases(__name__, _psycopg)
+
+
+def connect(conninfo: str = "", **kwargs: _Any) -> Connection:
+    """Connect to PostgreSQL with governance: psycopg's ``connect()`` plus ``identity=``,
+    ``policy=`` and ``audit=``.
+
+    Example::
+
+        import governed_db as psycopg
+        conn = psycopg.connect(dsn, identity=psycopg.Identity("recs-bot", "ai_agent"))
+    """
+    return Connection.connect(conninfo, **kwargs)
 
 
 def __getattr__(name: str) -> object:

@@ -1,4 +1,6 @@
-"""The governed sync Connection: psycopg's Connection with governance wired in (thin)."""
+# Generated from _connection_async.py by tools/async_to_sync.py: do not edit.
+# Change the async source and run `python tools/async_to_sync.py`.
+"""The governed Connection: psycopg's Connection with governance wired in (thin)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from psycopg.rows import Row
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor import Cursor, ServerCursor, governed_cursor_class
 
-__all__ = ["Connection", "connect"]
+__all__ = ["Connection"]
 
 
 class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
@@ -31,7 +33,8 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
 
     @cursor_factory.setter
     def cursor_factory(self, cls: Any) -> None:
-        self._gov_cursor_factory = Cursor if cls is psycopg.Cursor else governed_cursor_class(cls)
+        self._gov_cursor_factory = (Cursor if cls is psycopg.Cursor
+                                    else governed_cursor_class(cls))
 
     @property
     def server_cursor_factory(self) -> type:
@@ -105,15 +108,3 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
     def close(self) -> None:
         self._gov_closing()
         super().close()
-
-
-def connect(conninfo: str = "", **kwargs: Any) -> Connection:
-    """Connect to PostgreSQL with governance: psycopg's ``connect()`` plus ``identity=``,
-    ``policy=`` and ``audit=``.
-
-    Example::
-
-        import governed_db as psycopg
-        conn = psycopg.connect(dsn, identity=psycopg.Identity("recs-bot", "ai_agent"))
-    """
-    return Connection.connect(conninfo, **kwargs)

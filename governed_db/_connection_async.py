@@ -16,7 +16,12 @@ __all__ = ["AsyncConnection"]
 
 
 class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
-    """The async twin of :class:`governed_db.Connection`."""
+    """A psycopg AsyncConnection whose every statement and row passes governance.
+
+    ``cursor_factory`` and ``server_cursor_factory`` stay writable, but an ungoverned cursor
+    class assigned to them (e.g. by ``opentelemetry-instrumentation-psycopg``) is wrapped in a
+    governed subclass instead of silently switching governance off.
+    """
 
     __module__ = "governed_db"
 
@@ -89,6 +94,7 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
         failure = self._gov_redact(error)
         if failure is error:
             raise error
+        # Raised outside the except block so the unredacted error is not chained to it.
         raise failure
 
     async def notifies(self, *, timeout: float | None = None,

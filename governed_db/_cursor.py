@@ -1,4 +1,6 @@
-"""Governed sync cursors and Copy: psycopg's classes plus the choke-point mixin (thin)."""
+# Generated from _cursor_async.py by tools/async_to_sync.py: do not edit.
+# Change the async source and run `python tools/async_to_sync.py`.
+"""Governed cursors and Copy: psycopg's classes plus the choke-point mixin (thin)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.rows import Row
 from psycopg import errors as e
+from psycopg.rows import Row
 
 from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
 
-__all__ = ["ClientCursor", "Copy", "Cursor", "RawCursor", "RawServerCursor", "ServerCursor"]
+__all__ = ["ClientCursor", "Copy", "Cursor", "RawCursor",
+           "RawServerCursor", "ServerCursor"]
 
 
 class Copy(GovernedCopyMixin, psycopg.Copy):
@@ -36,11 +39,12 @@ class Copy(GovernedCopyMixin, psycopg.Copy):
         self.connection.wait(self.cursor._gov_copy_end_gen(exc))
 
 
-class _SyncCopyMixin:
+class _CopyMixin:
     __slots__ = ()
 
     @contextmanager
-    def copy(self, statement: Any, params: Any = None, *, writer: Any = None) -> Iterator[Copy]:
+    def copy(self, statement: Any, params: Any = None, *,
+             writer: Any = None) -> Iterator[Copy]:
         """Initiate a COPY operation and return a (governed) object to manage it."""
         try:
             with self._conn.lock:  # type: ignore[attr-defined]
@@ -51,13 +55,13 @@ class _SyncCopyMixin:
             raise ex.with_traceback(None) from None
         self._select_current_result(0)  # type: ignore[attr-defined]
 
-
     def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
         (no pipeline), so every execution's exact effect is checked."""
         conn = self._conn  # type: ignore[attr-defined]
         if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
-            return super().executemany(query, params_seq, returning=returning)  # type: ignore[misc,no-any-return]
+            return super().executemany(  # type: ignore[misc,no-any-return]
+                query, params_seq, returning=returning)
         try:
             with conn.lock:
                 conn.wait(self._executemany_gen_no_pipeline(  # type: ignore[attr-defined]
@@ -66,17 +70,17 @@ class _SyncCopyMixin:
             raise ex.with_traceback(None) from None
 
 
-class Cursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.Cursor[Row]):
+class Cursor(GovernedCursorMixin, _CopyMixin, psycopg.Cursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class ClientCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.ClientCursor[Row]):
+class ClientCursor(GovernedCursorMixin, _CopyMixin, psycopg.ClientCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class RawCursor(GovernedCursorMixin, _SyncCopyMixin, psycopg.RawCursor[Row]):
+class RawCursor(GovernedCursorMixin, _CopyMixin, psycopg.RawCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
@@ -95,20 +99,22 @@ _wrapped: dict[type, type] = {}
 
 
 def governed_cursor_class(cls: Any, *, server: bool = False) -> type:
-    """The governed version of a cursor class (e.g. one OpenTelemetry's instrumentation made)."""
+    """The governed version of a cursor class (e.g. one OpenTelemetry's
+    instrumentation made)."""
     if isinstance(cls, type) and issubclass(cls, GovernedCursorMixin):
         return cls
-    base = psycopg.ServerCursor if server else psycopg.Cursor
-    if not (isinstance(cls, type) and issubclass(cls, (base, psycopg.ClientCursor,
-                                                       psycopg.RawCursor, psycopg.ServerCursor))):
-        raise TypeError(f"{cls!r} is not a psycopg cursor class; governed connections only"
-                        " accept cursor classes they can govern")
+    if not (isinstance(cls, type) and issubclass(cls, (psycopg.Cursor,
+                                                       psycopg.ClientCursor,
+                                                       psycopg.RawCursor,
+                                                       psycopg.ServerCursor))):
+        raise TypeError(f"{cls!r} is not a psycopg cursor class; governed connections"
+                        " only accept cursor classes they can govern")
     try:
         return _wrapped[cls]
     except KeyError:
         pass
     bases = (GovernedCursorMixin, cls) if server or issubclass(cls, psycopg.ServerCursor) else (
-        GovernedCursorMixin, _SyncCopyMixin, cls)
+        GovernedCursorMixin, _CopyMixin, cls)
     new = type(f"Governed{cls.__name__}", bases, {"__slots__": GOV_SLOTS,
                                                   "__module__": "governed_db"})
     _wrapped[cls] = new

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # async only
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg.rows import Row
 from psycopg import errors as e
+from psycopg.rows import Row
 
-from . import _config
+from . import _config  # async only
 from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
-from .errors import ApprovalRequired
+from .errors import ApprovalRequired  # async only
 
 __all__ = ["AsyncClientCursor", "AsyncCopy", "AsyncCursor", "AsyncRawCursor",
            "AsyncRawServerCursor", "AsyncServerCursor"]
@@ -56,6 +56,7 @@ class _AsyncCopyMixin:
             raise ex.with_traceback(None) from None
         self._select_current_result(0)  # type: ignore[attr-defined]
 
+    # async only: begin (the sync statement hook waits for the decision itself, see engine.decide)
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         """As psycopg's. In approval wait mode (``[approvals] wait_seconds``) a statement that
         needs approval waits for the decision without blocking the event loop, then runs
@@ -74,9 +75,11 @@ class _AsyncCopyMixin:
         # Approved: runs once. Denied: the store remembers it, so this raises the denial
         # (by whom, when, why) without filing a new request.
         return await super().execute(query, params, **kwargs)  # type: ignore[misc]
+    # async only: end
 
     async def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
-        """As psycopg's; under an affected-row limit each execution runs in its own savepoint."""
+        """As psycopg's; under an affected-row limit each execution runs in its own savepoint
+        (no pipeline), so every execution's exact effect is checked."""
         conn = self._conn  # type: ignore[attr-defined]
         if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
             return await super().executemany(  # type: ignore[misc,no-any-return]
@@ -87,6 +90,7 @@ class _AsyncCopyMixin:
                     query, params_seq, returning))
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None
+
 
 class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Row]):
     __module__ = "governed_db"
@@ -117,7 +121,8 @@ _wrapped: dict[type, type] = {}
 
 
 def governed_async_cursor_class(cls: Any, *, server: bool = False) -> type:
-    """The governed version of an async cursor class."""
+    """The governed version of an async cursor class (e.g. one OpenTelemetry's
+    instrumentation made)."""
     if isinstance(cls, type) and issubclass(cls, GovernedCursorMixin):
         return cls
     if not (isinstance(cls, type) and issubclass(cls, (psycopg.AsyncCursor,
@@ -130,7 +135,7 @@ def governed_async_cursor_class(cls: Any, *, server: bool = False) -> type:
         return _wrapped[cls]
     except KeyError:
         pass
-    bases = (GovernedCursorMixin, cls) if issubclass(cls, psycopg.AsyncServerCursor) else (
+    bases = (GovernedCursorMixin, cls) if server or issubclass(cls, psycopg.AsyncServerCursor) else (
         GovernedCursorMixin, _AsyncCopyMixin, cls)
     new = type(f"Governed{cls.__name__}", bases, {"__slots__": GOV_SLOTS,
                                                   "__module__": "governed_db"})
