@@ -112,7 +112,7 @@ class GovernedCursorMixin:
         ident, gov.pending_identity = gov.pending_identity, None
         # Read in the encoding the server reads it in now (psycopg may have encoded the text
         # with its cursor's older one: what counts is how the server lexes the bytes).
-        ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding)
+        ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding, pgq.types)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         path, self._gov_path = self._gov_path, None

@@ -3,7 +3,10 @@
 After a statement that may run code its text does not show (a user function, a trigger, a
 relation the catalog snapshot does not know: ``may_run_unseen_code``), the row-level security
 hand-off (``governed_db.identity.*``, custom settings the server does not report) is read
-back before anything else runs. Outside a pipeline that is one more query. In pipeline mode
+back before anything else runs. Outside a pipeline that is one more query (the reported
+parameters, client_encoding and the others ``_gov_verify_server_state`` checks, arrive with
+every ReadyForQuery). In pipeline mode the server sends those only at a sync, so they are read
+back too (``current_setting``), in the same query. In pipeline mode
 the read-back is queued right behind the statement and the pipeline is *flushed* (not
 synced: no transaction boundary, no change in what the server runs), and the call does not
 return until the read-back's result is in: the caller cannot queue another statement before
@@ -27,9 +30,17 @@ from typing import Any
 from psycopg import errors as e
 from psycopg import generators, pq
 
+from ._client_encoding import reported_encoding_safe
 from .engine import IDENTITY_SETTINGS_QUERY
 
 TUPLES_OK = pq.ExecStatus.TUPLES_OK
+
+# The server reports these (GUC_REPORT) only with ReadyForQuery, i.e. at a pipeline's sync, after
+# later statements were sent: mid-pipeline they are read back with the identity settings.
+_REPORTED = ("client_encoding", "standard_conforming_strings", "session_authorization",
+             "is_superuser", "default_transaction_read_only")
+READ_BACK_QUERY = IDENTITY_SETTINGS_QUERY + b"".join(
+    b", pg_catalog.current_setting('" + name.encode() + b"')" for name in _REPORTED)
 
 _DEFERRED = "_gov_deferred_error"
 _PATCHED = ("_communicate_gen", "_fetch_gen")
@@ -59,6 +70,21 @@ class _ReadBack:
             if got is None or bytes(got).decode() != value:
                 self.gov.violation = name
                 return
+        gov = self.gov
+        state = {name: res.get_value(0, len(self.expected) + i)
+                 for i, name in enumerate(_REPORTED)}
+        if not reported_encoding_safe(state["client_encoding"]):
+            gov.violation = "client_encoding"
+        elif state["standard_conforming_strings"] != b"on":
+            gov.violation = "standard_conforming_strings"
+        elif gov.server_read_only and state["default_transaction_read_only"] != b"on":
+            gov.violation = "default_transaction_read_only"
+        else:
+            for name, value in gov.expected_params.items():
+                got = state.get(name)
+                if (bytes(got).decode() if got is not None else None) != value:
+                    gov.violation = name
+                    return
 
     def _set_results(self, results: list[Any]) -> None:
         pass
@@ -74,8 +100,7 @@ def read_back_gen(conn: Any) -> Any:
         return
     check = _ReadBack(gov, expected)
     pgconn = conn.pgconn
-    pipeline.command_queue.append(partial(pgconn.send_query_params, IDENTITY_SETTINGS_QUERY,
-                                          None))
+    pipeline.command_queue.append(partial(pgconn.send_query_params, READ_BACK_QUERY, None))
     pipeline.result_queue.append((check, None))
     deferred: e.Error | None = None
     try:
@@ -102,26 +127,34 @@ def read_back_gen(conn: Any) -> Any:
 
 
 def defer_error(pipeline: Any, exc: e.Error) -> None:
-    """Raise ``exc`` from the pipeline's next result-processing step (the first kept error
-    wins, as psycopg raises the first of several)."""
+    """Raise ``exc`` where psycopg would: when the pipeline next drains its results (a
+    sync, commit, fetch, the pipeline's end). The first kept error wins, as psycopg raises the
+    first of several; later errors (statements aborted after it) are not raised on their own,
+    and sending (``_communicate_gen``) does not stop at it, so a sync runs to its end."""
     if pipeline.__dict__.get(_DEFERRED) is not None:
         return
     pipeline.__dict__[_DEFERRED] = exc
-    for name in _PATCHED:
-        original = getattr(type(pipeline), name).__get__(pipeline)
-        pipeline.__dict__[name] = partial(_raising, pipeline, original)
+    cls = type(pipeline)
+    pipeline.__dict__["_communicate_gen"] = partial(
+        _swallowing, cls._communicate_gen.__get__(pipeline))
+    pipeline.__dict__["_fetch_gen"] = partial(
+        _raising, pipeline, cls._fetch_gen.__get__(pipeline))
+
+
+def _swallowing(original: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        yield from original(*args, **kwargs)
+    except e.Error:
+        pass  # after the kept error: psycopg would raise only that one
 
 
 def _raising(pipeline: Any, original: Any, *args: Any, **kwargs: Any) -> Any:
-    error: e.Error | None = None
     try:
         yield from original(*args, **kwargs)
-    except e.Error as exc:
-        error = exc
+    except e.Error:
+        pass  # after the kept error, as above
     deferred = pipeline.__dict__.pop(_DEFERRED, None)
     for name in _PATCHED:
         pipeline.__dict__.pop(name, None)
     if deferred is not None:
         raise deferred
-    if error is not None:
-        raise error

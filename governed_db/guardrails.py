@@ -635,10 +635,12 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
     max_rows = _runtime_limit(rules, "statement.max-rows-returned", identity)
     full_table = full_table_min_rows(rules)
     facts = statements if statements is not None else analysis.statements
-    encoding = _client_encoding(facts) or _governance_state(ctx, facts)
+    encoding = (_client_encoding(facts) or _governance_state(ctx, facts)
+                or _identity_hand_off(facts))
     if encoding is not None:
         # Not a policy rule: no policy, level or observe mode can let it through (the
         # analyzer could no longer read what the server runs next).
+        findings = [f for f in findings if f.rule_id != encoding.rule_id]
         return Decision(action="deny", would="deny", findings=(encoding, *findings),
                         affected_row_limit=row_limit, max_rows_returned=max_rows,
                         full_table_min_rows=full_table)
@@ -672,6 +674,24 @@ def _client_encoding(statements: Sequence[StatementFacts]) -> Finding | None:
                         " GB18030, JOHAB, SQL_ASCII) the server could read later statements"
                         " differently than governed_db. Use UTF8; do not retry with another"
                         " spelling")
+    return None
+
+
+def _identity_hand_off(statements: Sequence[StatementFacts]) -> Finding | None:
+    """``SET`` / ``set_config`` (also inside a called function's body) of a ``governed_db.*``
+    setting: the identity hand-off row-level security policies read. The library's own, never
+    the caller's: no policy allows it and observe mode does not run it (it would act as
+    another identity from then on, unseen: a SET is not read back)."""
+    for s in statements:
+        names = sorted({name for name, _ in s.settings
+                        if name == "governed_db" or name.startswith("governed_db.")})
+        if names:
+            return Finding(
+                rule_id="session.disallow-security-settings", level="error",
+                message=f"changing {', '.join(names)} is not allowed: the governed_db.*"
+                        " settings carry the acting identity to row-level security policies;"
+                        " only the library sets them (connect with the identity instead);"
+                        " do not retry")
     return None
 
 

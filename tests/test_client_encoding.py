@@ -400,14 +400,31 @@ def test_copy_to_and_raw_values_masked_in_the_session_encoding(enc_db, audit, en
             ("café €".encode(codec), b"****@example.com")] * 2
 
 
-def test_function_switching_encoding_cannot_run_in_a_pipeline(enc_db, audit):
-    """In pipeline mode the server reports parameters only at a sync, after later statements
-    were already sent: a body that may switch the encoding does not run there at all."""
-    with governed_db.connect(enc_db, identity=HUMAN, audit=audit, autocommit=True) as conn:
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_function_switching_encoding_cannot_run_in_a_pipeline(enc_db, audit, mode):
+    """In pipeline mode a body that may switch the encoding is read back behind (the
+    pipeline flushed: the server's ParameterStatus arrives with the read-back's result)
+    before execute() returns: the switch closes the session before the next statement can
+    be queued (observe mode, where it runs). Enforced, the default profile refuses the call
+    first (its writes cannot be bounded in a pipeline)."""
+    policy = parse_policy(f'version = 1\nmode = "{mode}"\n')
+    conn = governed_db.connect(enc_db, identity=HUMAN, audit=audit, autocommit=True,
+                               policy=policy)
+    sent = []
+    try:
         with pytest.raises(errors.StatementDenied) as ei, conn.pipeline():
             conn.execute("SELECT to_sjis()")
-            conn.execute(TRICK)
+            sent.append(conn.execute(TRICK))
+        closed = conn.closed
+    finally:
+        conn.close()
+    if mode == "observe":
         assert ei.value.rule_ids == (VERIFY,)
+        assert "client_encoding" in str(ei.value)
+        assert closed
+    else:
+        assert ei.value.rule_ids == ("statement.affected-row-limit",)
+    assert sent == []
     assert _t_rows(enc_db) == [(1,), (2,)]
 
 

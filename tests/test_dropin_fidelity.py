@@ -592,3 +592,79 @@ def test_table_created_just_before_a_pipeline(drv, conn):
             return await cur.fetchall()
         rows = drv.run(go())
     assert rows == [(1, EMAIL_MASKED)]
+
+
+# -- set_config($1, $2, ...): judged by the values bound to it ------------------------------------
+
+SETTINGS_CASES = [
+    ("client_encoding", "utf8", None),
+    ("client_encoding", "euc-jp", None),
+    ("client_encoding", "latin9", None),
+    ("client_encoding", "sjis", "session.client-encoding"),
+    ("client_encoding", "SQL_ASCII", "session.client-encoding"),
+    ("client_encoding", "utf8'); select ('x", "session.client-encoding"),
+    ("default_transaction_isolation", "serializable", None),
+    ("governed_db.identity.id", "someone-else", "session.disallow-security-settings"),
+    ("GOVERNED_DB.identity.tenant", "other", "session.disallow-security-settings"),
+]
+
+
+def _outcome(drv: Driver, conn: Any, query: str, params: Any) -> Any:
+    try:
+        drv.run(conn.execute(query, params))
+    except governed_db.errors.StatementDenied as exc:
+        return exc.rule_ids
+    return "ran"
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce"])
+@pytest.mark.parametrize("name, value, hard", SETTINGS_CASES)
+def test_set_config_with_bound_parameters_is_judged_by_their_values(drv, dsn, audit, mode,
+                                                                    name, value, hard):
+    """psycopg's tests: ``set_config(%s, %s, false)``. The server reads ``$n`` as the bound
+    value, so the statement is judged as if the value were written in: the same outcome as
+    the constant form, in either mode; an encoding off the allow-list and the identity
+    hand-off stay refused in observe mode too, and the setting keeps its value."""
+    policy = parse_policy(f'version = 1\nname = "fidelity"\nmode = "{mode}"\n')
+    conn = drv.connect(dsn, audit=audit, autocommit=True, policy=policy)
+    try:
+        show = "SELECT pg_catalog.current_setting(%s, true)"
+        before = drv.one(conn, show, [name.lower()])
+        bound = _outcome(drv, conn, "SELECT pg_catalog.set_config(%s, %s, false)",
+                         [name, value])
+        if hard is not None:
+            assert bound[0] == hard  # (first: no policy lifts it; liftable rules follow)
+            assert drv.one(conn, show, [name.lower()]) == before  # not sent
+        if bound == "ran":
+            assert hard is None
+            drv.run(conn.execute(f"SELECT pg_catalog.set_config(%s, {_lit(before[0])}, false)",
+                                 [name]))
+        # the constant form, the value written in by the caller, decides the same way
+        literal = _outcome(drv, conn, f"SELECT pg_catalog.set_config({_lit(name)},"
+                                      f" {_lit(value)}, false)", None)
+        assert literal == bound
+        if name == "client_encoding" and bound == "ran":
+            assert conn.info.parameter_status("client_encoding") == {
+                "utf8": "UTF8", "euc-jp": "EUC_JP", "latin9": "LATIN9"}[value]
+    finally:
+        drv.run(conn.close())
+
+
+def _lit(value: Any) -> str:
+    return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+
+@pytest.mark.parametrize("query, params", [
+    ("SELECT set_config(%s, 'utf8', false)", ["client_encoding"]),          # name bound
+    ("SELECT set_config(%s::text, %s, false)", ["client_encoding", "utf8"]),  # cast: not plain
+    ("SELECT set_config(%s, %s, false)", ["client_encoding", None]),          # NULL
+    ("SELECT set_config(%s, %s, false)", ["client_encoding", 8]),             # not text
+])
+def test_set_config_parameters_that_cannot_be_written_in_stay_refused(drv, conn, query, params):
+    """Only a text parameter passed straight to set_config is written in; a cast, a NULL or
+    a value of another type leaves the setting unknown: refused (fail closed)."""
+    outcome = _outcome(drv, conn, query, params)
+    if params[0] == "client_encoding" and len(params) == 1:
+        assert outcome == "ran"  # the name is bound, the value a constant: judged, allowed
+    else:
+        assert outcome[0] == "session.client-encoding"

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import _config, telemetry
+from .._bound_settings import bound_text
 from ..analysis import Analysis, StatementFacts, analyze
 from ..analysis._effects import may_run_unseen_code, unknown_functions, with_function_effects
 from ..analysis._lineage import UNKNOWN
@@ -60,20 +61,27 @@ class DecideStage:
     """The Governor's methods of this stage (see governor.py)."""
 
     def gate(self, text: bytes | str, params: Sequence[Any] | None = None,
-             identity: Identity | None = None, codec: str = "utf-8") -> StatementContext:
+             identity: Identity | None = None, codec: str = "utf-8",
+             types: Sequence[int] | None = None) -> StatementContext:
         """Analyze and decide one string about to be sent. Raises on denial (recorded).
 
         ``codec``: the Python codec of the session's client encoding, which the bytes are
-        read in (as the server reads them)."""
+        read in (as the server reads them). ``types``: the oids of ``params`` (server-side
+        binding); ``set_config($1, $2, ...)`` is judged by the values bound to it
+        (``_bound_settings``)."""
         started = time.perf_counter()
         ident = identity or self.identity()
         if ident._verification is not None or ident.kind in self.policy.require_verified:
             self.check_identity(ident)  # expiry per statement; unverified kinds refused
-        analysis = analyze(text, codec)
-        key = self.statement_key(analysis, ident)
+        analysis = judged = analyze(text, codec)
+        if params and types is not None:
+            bound = bound_text(analysis, params, types, codec)
+            if bound is not None:
+                judged = analyze(bound)
+        key = self.statement_key(judged, ident)
         cached = self._decisions.get(key)
         if cached is None:
-            statements, decision = self.decide(analysis, ident)
+            statements, decision = self.decide(judged, ident)
             if len(self._decisions) >= 2048:
                 self._decisions.clear()
             self._decisions[key] = (statements, decision)
