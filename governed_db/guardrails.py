@@ -432,8 +432,9 @@ def _catalog_write(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str
 def _ddl(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
     if not s.is_ddl or not _tables_match(cfg, s.writes, default=True):
         return None
-    return ("schema changes (DDL) are not run without a person's approval; the request has"
-            " been recorded, retry the identical statement once it is approved")
+    return ("schema changes (DDL) and server maintenance (VACUUM FULL, CHECKPOINT, LOAD) are"
+            " not run without a person's approval; the request has been recorded, retry the"
+            " identical statement once it is approved")
 
 
 def _require_approval(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> str | None:
@@ -514,7 +515,8 @@ RULES: dict[str, Rule] = {
         Rule("statement.disallow-do", "no anonymous DO blocks", _kind_rule(
             "DO", "DO blocks are not allowed; their effect cannot be checked before they"
             " run. Send the statements directly")),
-        Rule("statement.disallow-ddl", "schema changes (CREATE/ALTER/DROP/GRANT/COMMENT...)",
+        Rule("statement.disallow-ddl", "schema changes (CREATE/ALTER/DROP/GRANT/COMMENT...)"
+             " and server maintenance (VACUUM FULL, CHECKPOINT, LOAD)",
              _ddl),
         Rule("statement.disallow-multi-statement", "one statement per string", _multi),
         Rule("statement.require-approval", "statements of these kinds/tables need approval",

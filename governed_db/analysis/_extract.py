@@ -117,7 +117,7 @@ def _extract(raw: dict[str, Any], text: str, prepared: dict[str, _Collector]) ->
         function_refs=frozenset(c.refs), operators=frozenset(c.ops),
         dynamic_settings=c.dynamic_settings, column_notation=frozenset(c.colnot),
         deallocates=tuple(c.deallocates), session_refs=tuple(c.session_refs),
-        explain_analyze=c.explain_analyze,
+        explain_analyze=c.explain_analyze, vacuum_full=c.vacuum_full,
     )
 
 

@@ -105,6 +105,7 @@ class StatementFacts:
     deallocates: tuple[str, ...] = ()
     session_refs: tuple[tuple[int, str, str], ...] = ()
     explain_analyze: bool = False
+    vacuum_full: bool = False
 
     @property
     def dangerous_functions(self) -> frozenset[str]:
@@ -117,8 +118,15 @@ class StatementFacts:
     @property
     def policy_kinds(self) -> frozenset[str]:
         """``kinds`` as allow-lists and approval rules see them: with ``"EXPLAIN ANALYZE"``
-        when an EXPLAIN runs its statement (it reports actual row counts: not a plan only)."""
-        return self.kinds | {"EXPLAIN ANALYZE"} if self.explain_analyze else self.kinds
+        when an EXPLAIN runs its statement (it reports actual row counts: not a plan only),
+        and ``"VACUUM FULL"`` for a VACUUM that rewrites its tables (a schema-level change,
+        like CLUSTER)."""
+        extra = set()
+        if self.explain_analyze:
+            extra.add("EXPLAIN ANALYZE")
+        if self.vacuum_full:
+            extra.add("VACUUM FULL")
+        return self.kinds | extra if extra else self.kinds
 
     @property
     def opaque(self) -> bool:
@@ -126,7 +134,7 @@ class StatementFacts:
 
     @property
     def is_ddl(self) -> bool:
-        return bool(self.kinds & DDL_KINDS)
+        return bool(self.policy_kinds & DDL_KINDS)
 
     @property
     def writes_data(self) -> bool:

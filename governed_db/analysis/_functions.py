@@ -220,6 +220,9 @@ PROTECTED_SETTINGS = frozenset({
     "default_tablespace", "temp_tablespaces", "allow_system_table_mods", "zero_damaged_pages",
     "ignore_system_indexes", "ignore_checksum_failure", "lo_compat_privileges",
     "compute_query_id", "pg_stat_statements.*", "auto_explain.*", "pgaudit.*",
+    # change what a statement that was judged (or approved) as written means at the server:
+    # `WHERE x = NULL` matching NULLs, 'NULL' in an array literal, PL/pgSQL name resolution
+    "transform_null_equals", "array_nulls", "plpgsql.*",
 })
 
 

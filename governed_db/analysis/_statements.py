@@ -13,6 +13,7 @@ from ._nodes import Node, _defelem_str, _literal, _namelist, relname
 from ._plpgsql import PLPGSQL_UNDERSTOOD, embedded_sql, parse_plpgsql, plpgsql_nodes
 from ._vocabulary import _RELATION_OBJECTS, _TX_KINDS
 from ._walk import _Collector, _walk, _walk_fields
+from ._where import _def_bool
 
 
 def _stored(kind: str, rel_key: str | None, body_keys: tuple[str, ...] = ()) -> Any:
@@ -51,6 +52,11 @@ def _h_relations(kind: str, key: str) -> Any:
 
 def _h_vacuum(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
     _h_relations("VACUUM" if body.get("is_vacuumcmd") else "ANALYZE", "rels")(body, c, now, ctes)
+    # VACUUM FULL rewrites each table under an ACCESS EXCLUSIVE lock, like CLUSTER.
+    for opt in body.get("options") or ():
+        d = opt.get("DefElem") or {}
+        if d.get("defname") == "full" and (d.get("arg") is None or _def_bool(d["arg"])):
+            c.vacuum_full = True
 
 
 def _h_drop(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:

@@ -56,7 +56,9 @@ DANGEROUS_FUNCTIONS = frozenset(
         "pg_stat_reset_replication_slot", "pg_stat_reset_subscription_stats",
         "pg_stat_statements_reset",
         # advisory locks held across statements (lock-out of other sessions)
-        "pg_advisory_lock", "pg_advisory_xact_lock",
+        # (every blocking form; the pg_try_ forms never wait)
+        "pg_advisory_lock", "pg_advisory_xact_lock", "pg_advisory_lock_shared",
+        "pg_advisory_xact_lock_shared",
     }
 )
 
@@ -85,7 +87,9 @@ SECURITY_SETTINGS = frozenset(
 
 DDL_KINDS = frozenset(
     {"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "REFRESH",
-     "CLUSTER", "REINDEX", "SECURITY LABEL", "REASSIGN", "IMPORT"}
+     "CLUSTER", "REINDEX", "SECURITY LABEL", "REASSIGN", "IMPORT", "VACUUM FULL", "CHECKPOINT",
+     # a shared library's native code run inside the server process
+     "LOAD"}
 )
 
 

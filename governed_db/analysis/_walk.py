@@ -21,7 +21,7 @@ class _Collector:
         "kinds", "writes", "reads", "functions", "unbounded", "settings", "opaque",
         "prepares", "executes", "declares", "fetches", "closes", "copy", "rw",
         "prepared_here", "refs", "ops", "dynamic_settings", "colnot", "deallocates",
-        "session_refs", "explain_analyze",
+        "session_refs", "explain_analyze", "vacuum_full",
     )
 
     def __init__(self, prepared_here: dict[str, _Collector]) -> None:
@@ -47,6 +47,7 @@ class _Collector:
         self.dynamic_settings = False
         self.colnot: set[str] = set()
         self.explain_analyze = False
+        self.vacuum_full = False
 
     def merge_calls(self, inner: _Collector) -> None:
         """Functions, operators and settings of an inner body count as this statement's."""

@@ -29,7 +29,7 @@ def statement_kinds() -> frozenset[str]:
     # _h_vacuum, _h_explain, _top_kind): SELECT/DML, SET/RESET, REVOKE, FETCH/MOVE, VACUUM/ANALYZE, and the
     # kind of statements the analyzer does not understand.
     kinds |= {"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "SET", "RESET", "GRANT",
-              "REVOKE", "FETCH", "MOVE", "VACUUM", "ANALYZE", "EXPLAIN ANALYZE", "TRANSACTION",
+              "REVOKE", "FETCH", "MOVE", "VACUUM", "ANALYZE", "EXPLAIN ANALYZE", "VACUUM FULL", "TRANSACTION",
               "UNKNOWN"}
     return frozenset(kinds)
 
