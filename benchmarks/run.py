@@ -134,9 +134,9 @@ class Variant:
 
 
 def writer_record(log: Any, item: Any) -> bytes:
-    """What the audit writer does for one queued statement: build the record (parameter
-    digests included), serialize it canonically and chain it."""
-    item[1]._params_digest = None
+    """What the audit writer does for one queued statement: splice the record (parameter
+    digests included, computed from the values each time), serialize it canonically and chain
+    it."""
     return log._record_line(item)[1]
 
 

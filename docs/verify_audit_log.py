@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference verifier for governed_db audit logs, schema v2 (docs/audit-log-format.md).
+"""Reference verifier for governed_db audit logs, schema v2 and v3 (docs/audit-log-format.md).
 
 Standard library only. Checks every chain of one JSONL log: strict I-JSON lines, sequence,
 previous-hash links, each record's SHA-256 over its RFC 8785 (JCS) canonical form, signatures
@@ -12,7 +12,8 @@ id (SHA-256 of the raw public key, which the stdlib can compute) are checked, an
     python3 verify_audit_log.py audit.jsonl [--public-key audit-signing.pub] [--allow-open]
 
 Exit status: 0 intact, 1 not intact (prints "record N: reason", N the 1-based line), 2 a
-record this verifier does not read (schema v1: use `governed-db audit verify`).
+record this verifier does not read (schema v1: use `governed-db audit verify`). Schema v3
+differs from v2 only in how statement parameters are digested, which is not checked here.
 """
 
 import argparse
@@ -110,8 +111,8 @@ def verify(path, key=None, allow_open=False):
         st = chains.setdefault(rec["chain"], {"seq": 0, "prev": "0" * 64, "closed": False})
         if st["closed"]:
             raise Bad(f"record {n}: after the close checkpoint of its chain")
-        if rec.get("v") != 2:
-            raise Bad(f"record {n}: schema version {rec.get('v')!r}, this verifier reads 2")
+        if rec.get("v") not in (2, 3):
+            raise Bad(f"record {n}: schema version {rec.get('v')!r}, this verifier reads 2 and 3")
         if rec.get("seq") != st["seq"] + 1:
             raise Bad(f"record {n}: sequence {rec.get('seq')} follows {st['seq']}")
         if rec.get("prev") != st["prev"]:

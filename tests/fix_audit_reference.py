@@ -46,7 +46,8 @@ def _verdicts(path: Path) -> tuple[int | None, int | None]:
 
 
 def logs_in(root: Path) -> list[Path]:
-    """The v2 audit logs under ``root`` (JSONL files whose records carry ``"v":2``)."""
+    """The v2 / v3 audit logs under ``root`` (JSONL files whose records carry ``"v":2`` or
+    ``"v":3``, none ``"v":1``)."""
     out = []
     for path in sorted(root.rglob("*.jsonl")):
         if path.name.endswith(".snapshot"):
@@ -57,6 +58,7 @@ def logs_in(root: Path) -> list[Path]:
             data = path.read_bytes()
         except OSError:
             continue
-        if b'"v":2' in data and b'"v":1,' not in data and b'"v":1}' not in data:
+        if (b'"v":2' in data or b'"v":3' in data) and b'"v":1,' not in data \
+                and b'"v":1}' not in data:
             out.append(path)
     return out

@@ -1,6 +1,7 @@
 """The audit trail: signed, hash-chained JSONL records; offline verification and queries."""
 
 from ._log import SCHEMA_VERSION, AuditLog, canonical, key_id_of, load_or_create_key, record_hash
+from ._record import StatementStatic, param_digests
 from ._verify import (
     DECISIONS,
     TrailReport,
@@ -20,6 +21,7 @@ __all__ = [
     "AuditLog",
     "TrailReport",
     "SCHEMA_VERSION",
+    "StatementStatic",
     "VerificationError",
     "VerifyReport",
     "canonical",
@@ -27,6 +29,7 @@ __all__ = [
     "key_id_of",
     "load_or_create_key",
     "load_public_key",
+    "param_digests",
     "query",
     "record_hash",
     "report",

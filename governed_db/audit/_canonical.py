@@ -175,8 +175,7 @@ def canonical_bytes(value: Any, *, floats: bool = True) -> bytes:
     ``1e-6`` where JCS writes ``100``, ``10000000000000000`` and ``0.000001``, and NaN as
     ``null``). ``floats=False`` says ``value`` holds no float that orjson writes otherwise
     than JCS, nor NaN or infinity: then orjson's bytes are used as they are, which saves a
-    walk of the record. The writer says so of a statement record, whose fields it builds
-    (``_log._statement_floats``).
+    walk of the record.
     """
     if not floats:
         try:

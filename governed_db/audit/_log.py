@@ -1,7 +1,8 @@
 """The audit log: records, SHA-256 chain per writer, Ed25519 checkpoints, background writer.
 
-The statement path only builds a small dict and puts it on a queue. A background thread
-serializes, chains, signs and appends batches under an exclusive file lock (so several processes
+The statement path only puts a plain tuple on a queue: the plan's static part of the record
+(serialized once, see ``_record``) and the few values of this statement. A background thread
+splices, digests, chains, signs and appends batches under an exclusive file lock (so several processes
 can share one file: each writes its own chain, identified by the writer id), with one fsync
 per batch ("group fsync").
 
@@ -43,74 +44,33 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .. import egress as _egress
 from ..errors import AuditUnavailable
 from ._canonical import canonical_bytes, canonical_of_parsed, to_ijson
+from ._record import (
+    StatementStatic,
+    Timestamps,
+    duration_bytes,
+    outcome_bytes,
+    param_digests,
+    param_digests_v2,
+    trace_bytes,
+)
 
 __all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "AuditLog", "canonical", "key_id_of",
            "load_or_create_key", "record_hash"]
 
+# v3: as v2, and statement.params are keyed BLAKE2b digests (v1, v2: HMAC-SHA-256).
 # v2: the hashed bytes are RFC 8785 (JCS) canonical JSON of I-JSON values; v1: whatever orjson
-# wrote (still verified). docs/audit-log-format.md specifies both.
-SCHEMA_VERSION = 2
-SCHEMA_VERSIONS = (1, 2)
+# wrote (still verified). docs/audit-log-format.md specifies them.
+SCHEMA_VERSION = 3
+SCHEMA_VERSIONS = (1, 2, 3)
 _STOP = object()
-_STATEMENT = object()
+_CHAIN_FIELDS = ("chain", "seq", "prev", "hash", "sig", "v", "key_id")
 
 
-def build_statement_record(ctx: Any, conn_info: Mapping[str, Any], outcome: Mapping[str, Any],
-                           ts: float, duration_ms: float) -> dict[str, Any]:
-    """The audit record of one statement (documented schema, version ``SCHEMA_VERSION``)."""
-    analysis = ctx.analysis
-    stmts = ctx.statements
-    decision = ctx.decision
-    rec = {
-        "type": "statement",
-        "id": ctx.id,
-        "ts": _format_ts(ts),
-        "identity": _identity_record(ctx.identity),
-        "db": conn_info,
-        "statement": {
-            "fingerprint": analysis.fingerprint,
-            "normalized": analysis.normalized if analysis.error is None else None,
-            "summary": analysis.summary,
-            "kinds": sorted(analysis.kinds) if stmts else [],
-            "reads": sorted({t for s in stmts for t in s.reads}),
-            "writes": sorted({t for s in stmts for t in s.writes}),
-            "params": list(ctx.params_digest),
-        },
-        "decision": {
-            "action": decision.action, "would": decision.would,
-            "rules": list(decision.rule_ids), "observe": decision.observe,
-            "approval": ctx.approval_id,
-        },
-        "columns": sorted(ctx.columns),
-        "masked": dict(ctx.masked),
-        "outcome": {k: v for k, v in outcome.items() if v is not None},
-        # A whole number of ms as an integer: JCS writes 2.0 as 2 anyway, and orjson's "2.0"
-        # would send the record down the slower canonical path.
-        "duration_ms": int(duration_ms) if duration_ms.is_integer() else duration_ms,
-    }
-    lineage = getattr(ctx, "lineage", None)
-    if lineage:
-        # Which base columns each output column derives from ("?": not established), in
-        # result order; names only. OpenLineage's column-lineage facet is built from it.
-        rec["lineage"] = [[name, list(srcs)] for i in sorted(lineage) for name, srcs in lineage[i]]
-    if ctx.span is not None:  # correlate with the trace the statement ran in
-        sc = ctx.span.get_span_context()
-        rec["trace"] = {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
-    return rec
-
-
-def _statement_floats(rec: Mapping[str, Any]) -> bool:
-    """Whether a statement record may hold a float orjson writes otherwise than JCS.
-
-    Every field :func:`build_statement_record` writes is text, an integer, a boolean, null or
-    lists / objects of those, except ``duration_ms`` (a float, but one that rounds to
-    thousandths and is an integer when whole, so orjson writes it as JCS does: 1e-5 <= d < 1e16)
-    and the identity's free-form attributes. Knowing it saves the writer a walk per record."""
-    d = rec["duration_ms"]
-    if type(d) is float and (not 1e-5 <= d < 1e16 or d.is_integer()):
-        return True
-    attrs = rec["identity"].get("attributes")
-    return bool(attrs) and any(type(v) is float for v in attrs.values())
+def static_of(ctx: Any, conn_info: Mapping[str, Any]) -> StatementStatic:
+    """A :class:`StatementStatic` made from a statement context (not cached)."""
+    return StatementStatic(ctx.identity, conn_info, ctx.analysis, ctx.statements,
+                           ctx.decision, ctx.plans, getattr(ctx, "lineage", None),
+                           ctx._param_key)
 
 
 def _identity_record(identity: Any) -> dict[str, Any]:
@@ -245,10 +205,6 @@ def _sinks_from(settings: Mapping[str, Any]) -> list[Any]:
     return sinks
 
 
-def _format_ts(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
-
-
 class AuditLog:
     """A JSONL audit log with one hash chain per writer (this object).
 
@@ -291,7 +247,14 @@ class AuditLog:
         self._prev = "0" * 64
         self._since_checkpoint = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._pending: list[tuple[dict[str, Any], bytes]] = []  # chained, not yet written
+        # Chained, not yet written: (record, line); a statement's record is None until one
+        # is needed (``_records_of``).
+        self._pending: list[tuple[dict[str, Any] | None, bytes]] = []
+        # The writer's own parts of a statement line (see _statement_line).
+        self._key_id_b = self.key_id.encode()
+        self._head = b'{"chain":"' + self.chain.encode()
+        self._tail = b'","type":"statement","v":' + str(self.schema_version).encode() + b"}"
+        self._ts = Timestamps()
         self._undurable = 0  # queued records (not checkpoints) among them
         self._durable_seq = 0
         self._durable_prev = "0" * 64
@@ -338,14 +301,32 @@ class AuditLog:
         if self.closed:
             raise AuditUnavailable("the audit log is closed")
 
-    def statement(self, ctx: Any, conn_info: Mapping[str, Any], **outcome: Any) -> None:
-        """Queue the record of one statement; the writer thread builds it from ``ctx``.
+    def enqueue_statement(self, static: StatementStatic, id: str, ts_ns: int,
+                          duration_ms: float, params: Any, approval: str | None,
+                          outcome: Mapping[str, Any], trace: tuple[int, int] | None) -> None:
+        """Queue the record of one statement (the writer's input, docs/audit-log-format.md).
 
-        The hot path only appends a tuple: serializing, hashing parameters, chaining and
-        signing happen off the statement's path. ``ctx`` is not changed after it is recorded.
+        ``static``: the plan's :class:`StatementStatic` (serialized once, by the writer);
+        ``id``: the statement id; ``ts_ns``: ``time.time_ns()`` when it ended;
+        ``duration_ms``: its duration (rounded to the microsecond by the writer); ``params``:
+        the parameter values sent (digested on the writer thread) or None; ``approval``: the
+        approval id it ran under; ``outcome``: the outcome fields (None values left out);
+        ``trace``: ``(trace_id, span_id)`` of its span, or None. Nothing here may refer to a
+        connection, cursor or statement context: the tuple is what the queue holds.
         """
-        self._put((_STATEMENT, ctx, conn_info, outcome, time.time(),
-                   round((time.perf_counter() - ctx.started) * 1000, 3)))
+        self._put((static, id, ts_ns, duration_ms, params, approval, outcome, trace))
+
+    def statement(self, ctx: Any, conn_info: Mapping[str, Any], **outcome: Any) -> None:
+        """Queue the record of one statement from its context (a static part made for this
+        statement alone; the engine caches them per plan and calls :meth:`enqueue_statement`)."""
+        span = ctx.span
+        trace = None
+        if span is not None:
+            sc = span.get_span_context()
+            trace = (sc.trace_id, sc.span_id)
+        self.enqueue_statement(static_of(ctx, conn_info), ctx.id, time.time_ns(),
+                               (time.perf_counter() - ctx.started) * 1000, ctx.params,
+                               ctx.approval_id, outcome, trace)
 
     def event(self, kind: str, identity: Any, conn_info: Mapping[str, Any],
               **fields: Any) -> None:
@@ -485,17 +466,18 @@ class AuditLog:
         replaced by a signed ``record_failed`` record in its place (so the chain says a
         record is missing, and why) and the log fails closed from then on."""
         try:
+            if type(item) is tuple:
+                return self._statement_line(item)
             rec = self._materialize(item)
-            floats = type(item) is not tuple or _statement_floats(rec)
-            return rec, self._chain(rec, floats=floats)
+            return rec, self._chain(rec)
         except Exception as exc:  # noqa: BLE001 - recorded, then every statement refused
             cause = (f"the record of a {_item_type(item)} could not be built or serialized:"
                      f" {_describe(exc)}")
             failed: dict[str, Any] = {"type": "record_failed", "ts": _now(),
                                       "record_type": _item_type(item),
                                       "error": type(exc).__name__}
-            if type(item) is tuple and item[0] is _STATEMENT:
-                failed["statement_id"] = str(getattr(item[1], "id", ""))
+            if type(item) is tuple:
+                failed["statement_id"] = str(item[1])
             line = failed, self._chain(failed, sign=True)
             self._fail_fatally(cause)
             return line
@@ -504,11 +486,44 @@ class AuditLog:
     def _materialize(item: Any) -> dict[str, Any]:
         # Event fields are free-form: brought into I-JSON here, on the writer thread, so a
         # value that has no JSON form becomes a record_failed, not an error in the caller.
-        rec = build_statement_record(*item[1:]) \
-            if type(item) is tuple and item[0] is _STATEMENT else to_ijson(item)
+        rec = to_ijson(item)
         if _egress._observers:
             _egress.emit("audit record", rec)
         return rec
+
+    def _statement_line(self, item: tuple[Any, ...]) -> tuple[dict[str, Any] | None, bytes]:
+        """Chain one statement item; its line is the static part's bytes spliced with the
+        per-statement values (``_record``), byte for byte the record's JCS form.
+
+        Returns ``(None, line)``: the record dict is made from the line only where one is
+        needed (in-memory records, sinks, a rotation)."""
+        static, sid, ts_ns, duration_ms, params, approval, outcome, trace = item
+        p0, p1, p2, p3, p4, p5 = static.parts()
+        version = self.schema_version
+        digests = (param_digests if version >= 3 else param_digests_v2)(params,
+                                                                          static.param_key)
+        seq = self._seq + 1
+        body = b"".join((
+            self._head, p0, b"null" if approval is None else orjson.dumps(approval), p1,
+            duration_bytes(duration_ms), b',"id":', orjson.dumps(sid), p2, self._key_id_b,
+            p3, outcome_bytes(outcome), b',"prev":"', self._prev.encode(), b'","seq":',
+            str(seq).encode(), p4,
+            b'["' + "\",\"".join(digests).encode() + b'"]' if digests else b"[]", p5,
+            trace_bytes(trace), b',"ts":"', self._ts.text(ts_ns), self._tail))
+        if version == 1 or _egress._observers:
+            rec = orjson.loads(body)
+            if _egress._observers:  # the record as written (hash and sig added below)
+                _egress.emit("audit record", rec)
+            if version == 1:
+                for key in _CHAIN_FIELDS:
+                    rec.pop(key, None)
+                return rec, self._chain(rec)
+            line, sig = self._link(body, False)
+            rec["hash"] = self._prev
+            if sig is not None:
+                rec["sig"] = sig
+            return rec, line
+        return None, self._link(body, False)[0]
 
     def _chain(self, rec: dict[str, Any], sign: bool = False, floats: bool = True) -> bytes:
         """Link ``rec`` into the chain; return its JSONL line (canonical body + hash + sig).
@@ -524,20 +539,30 @@ class AuditLog:
         rec["key_id"] = self.key_id
         rec.pop("hash", None)
         rec.pop("sig", None)
-        body = canonical_bytes(rec, floats=floats) if self.schema_version == 2 \
+        body = canonical_bytes(rec, floats=floats) if self.schema_version >= 2 \
             else _canonical_v1(rec)
-        self._seq = seq
-        digest = hashlib.sha256(body).hexdigest()
-        rec["hash"] = digest
-        tail = b',"hash":"' + digest.encode() + b'"'
+        line, sig = self._link(body, sign)
+        rec["hash"] = self._prev
+        if sig is not None:
+            rec["sig"] = sig
+        return line
+
+    def _link(self, body: bytes, sign: bool) -> tuple[bytes, str | None]:
+        """Hash (and sign) the canonical ``body`` of the next record of the chain, advance the
+        chain, and return its line: the body with ``hash`` (and ``sig``) before its ``}``."""
+        digest = hashlib.sha256(body).digest()
+        hexdigest = digest.hex()
+        tail = b',"hash":"' + hexdigest.encode() + b'"'
+        sig = None
         if sign or self.strict:
-            rec["sig"] = self.key.sign(bytes.fromhex(digest)).hex()
-            tail += b',"sig":"' + rec["sig"].encode() + b'"'
+            sig = self.key.sign(digest).hex()
+            tail += b',"sig":"' + sig.encode() + b'"'
             self._since_checkpoint = 0
         else:
             self._since_checkpoint += 1
-        self._prev = digest
-        return body[:-1] + tail + b"}\n"
+        self._seq += 1
+        self._prev = hexdigest
+        return body[:-1] + tail + b"}\n", sig
 
     def _rechain(self) -> None:
         """The file at ``path`` is not the one this chain was written to (rotated, deleted or
@@ -545,15 +570,16 @@ class AuditLog:
         and re-link the records not yet written."""
         old_chain, old_seq, old_prev = self.chain, self._durable_seq, self._durable_prev
         self.chain = uuid.uuid4().hex
+        self._head = b'{"chain":"' + self.chain.encode()
         self._seq = 0
         self._prev = "0" * 64
-        pending = [rec for rec, _ in self._pending]
+        pending = [rec for rec, _ in self._records_of(self._pending)]
         self._pending = []
         marker = {"type": "rotated", "ts": _now(), "previous_chain": old_chain,
                   "previous_seq": old_seq, "previous_hash": old_prev}
         self._pending.append((marker, self._chain(marker, sign=True)))
         for rec in pending:
-            for key in ("chain", "seq", "prev", "hash", "sig", "v", "key_id"):
+            for key in _CHAIN_FIELDS:
                 rec.pop(key, None)
             self._pending.append((rec, self._chain(rec, sign=rec.get("type") == "checkpoint")))
 
@@ -592,8 +618,10 @@ class AuditLog:
                 self._failed(exc)
                 return
         if self._pending:
-            last = self._pending[-1][0]
-            self._durable_seq, self._durable_prev = last["seq"], last["hash"]
+            # Every chained record is pending until written: the last is the chain's head.
+            self._durable_seq, self._durable_prev = self._seq, self._prev
+            if self.keep_in_memory or self.sinks:
+                self._pending = self._records_of(self._pending)
             if self.keep_in_memory:
                 self.records.extend(rec for rec, _ in self._pending)
                 if len(self.records) > 100_000:
@@ -613,6 +641,12 @@ class AuditLog:
             self.error = None
         n, self._undurable = self._undurable, 0
         self._mark_durable(n)
+
+    @staticmethod
+    def _records_of(pending: list[tuple[dict[str, Any] | None, bytes]]
+                    ) -> list[tuple[dict[str, Any], bytes]]:
+        """``pending`` with every record a dict (a statement's read back from its line)."""
+        return [(orjson.loads(line) if rec is None else rec, line) for rec, line in pending]
 
     def _failed(self, exc: OSError) -> None:
         """Keep the records for retry; new statements fail closed meanwhile."""
@@ -653,7 +687,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _item_type(item: Any) -> str:
-    if type(item) is tuple and item and item[0] is _STATEMENT:
+    if type(item) is tuple:
         return "statement"
     return str(item.get("type", "event")) if isinstance(item, dict) else type(item).__name__
 

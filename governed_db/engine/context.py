@@ -3,8 +3,6 @@ identity scope every cached answer is keyed by, and the keyed parameter digests.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +11,7 @@ from typing import Any
 import attrs
 
 from ..analysis import Analysis, StatementFacts
+from ..audit._record import param_digests
 from ..guardrails import Decision
 from ..identity import Identity
 from ..masking import MaskPlan
@@ -96,14 +95,9 @@ class StatementContext:
 
 
 def digest_params(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
-    if not params:
-        return ()
-    out = []
-    for p in params:
-        raw = p if isinstance(p, (bytes, bytearray, memoryview)) else (
-            b"\x00NULL" if p is None else str(p).encode())
-        out.append(hmac.new(key, bytes(raw), hashlib.sha256).hexdigest()[:24])
-    return tuple(out)
+    """The keyed parameter digests audit records carry (``audit._record.param_digests``):
+    approvals bind to the same ones."""
+    return param_digests(params, key)
 
 
 def scope_key(identity: Identity) -> tuple[Any, ...]:

@@ -102,3 +102,5 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self._effects: dict[tuple[Any, ...], tuple[bool, bool, bool]] = {}
         # Statement shapes masked by the server, by the decision key (see _server_mask).
         self.server_masks: dict[tuple[Any, ...], Any] = {}
+        # The static part of each statement plan's audit record (audit._record), by key.
+        self._audit_statics: dict[tuple[Any, ...], Any] = {}

@@ -3,9 +3,11 @@ connection-level events."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .. import _server_mask, telemetry
+from ..audit._record import StatementStatic
 from ..identity import Identity
 from .context import StatementContext
 
@@ -34,9 +36,34 @@ class RecordStage:
         if ctx.span is not None:
             telemetry.end_statement_span(ctx.span, ctx, outcome)
         telemetry.record_metrics(ctx, outcome)
-        if self.auditor is None:
+        auditor = self.auditor
+        if auditor is None:
             return
-        self.auditor.statement(ctx, self.conn_info, **outcome)
+        enqueue = getattr(auditor, "enqueue_statement", None)
+        if enqueue is None:  # another auditor object: the context-based call
+            auditor.statement(ctx, self.conn_info, **outcome)
+            return
+        # The record's static part, made once per plan (the audit writer serializes it once):
+        # reused while the statement has the same identity, analysis, decision and mask plans.
+        statics = self._audit_statics
+        static = statics.get(ctx.key)
+        if static is None or not static.same(ctx.identity, self.conn_info, ctx.analysis,
+                                             ctx.statements, ctx.decision, ctx.plans,
+                                             ctx.lineage, ctx._param_key):
+            static = StatementStatic(ctx.identity, self.conn_info, ctx.analysis,
+                                     ctx.statements, ctx.decision, ctx.plans, ctx.lineage,
+                                     ctx._param_key)
+            if ctx.key:
+                if len(statics) >= 1024:
+                    statics.clear()
+                statics[ctx.key] = static
+        span = ctx.span
+        trace = None
+        if span is not None:
+            sc = span.get_span_context()
+            trace = (sc.trace_id, sc.span_id)
+        enqueue(static, ctx.id, time.time_ns(), (time.perf_counter() - ctx.started) * 1000,
+                ctx.params, ctx.approval_id, outcome, trace)
 
     def event(self, kind: str, identity: Identity | None = None, **fields: Any) -> None:
         """Connection-level events: connect, close, commit, rollback."""
