@@ -161,3 +161,83 @@ def test_the_same_shapes_run_for_a_human(human_conn):
     # column that is not masked) the same shapes are ordinary SQL.
     assert human_conn.execute("SELECT count(*) FROM orders o,"
                               " generate_series(1, o.id) g").fetchone() == (3,)
+
+
+# -- Class: a qualifier means what PostgreSQL says it means (attack F3, F4) ----------------------
+# A relation given an alias (``FROM orders o``) is reachable by its alias ONLY: ``orders.v``
+# then names whatever an outer scope (or a later FROM item) calls ``orders``. Resolving it to
+# the aliased table's real name gave a masked value the lineage of an unmasked table (returned
+# raw) and made a guess list look like a "plain column" of a base table (an equality probe).
+SHADOWED_OUTPUTS = [
+    # scalar subquery: orders.v is the outer derived table's column, a masked value
+    "SELECT (SELECT orders.v FROM orders o LIMIT 1) AS x"
+    " FROM (SELECT ssn || '' AS v FROM users) AS orders",
+    # LATERAL
+    "SELECT l.x FROM (SELECT email || '' AS v FROM users) AS orders,"
+    " LATERAL (SELECT orders.v AS x FROM orders o LIMIT 1) l",
+    # whole-row reference to the outer alias
+    "SELECT (SELECT orders FROM orders o LIMIT 1)::text AS x"
+    " FROM (SELECT ssn || '' AS v FROM users) AS orders",
+    # function notation on the outer alias
+    "SELECT (SELECT note(orders) FROM orders o LIMIT 1) AS x"
+    " FROM (SELECT name || '' AS note FROM users) AS orders",
+]
+
+
+def _raw_values(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as raw:
+        return {v for row in raw.execute("SELECT email, ssn, name FROM users") for v in row}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql", SHADOWED_OUTPUTS)
+async def test_an_aliased_tables_real_name_does_not_resolve_to_it(dsn, audit, mode, sql):
+    rows = await _run(mode, dsn, audit, sql)
+    raw = _raw_values(dsn)
+    assert len(rows) == 2
+    for (value,) in rows:
+        assert value == "****", rows
+        assert not any(v in str(value) for v in raw)
+
+
+SHADOWED_PROBES = [
+    "SELECT u.id FROM users u, orders o, (VALUES ('qsn-111-22-3333')) AS orders(note)"
+    " WHERE u.ssn = orders.note",
+    "SELECT u.id FROM users u JOIN orders o ON true JOIN (SELECT 'qem.alice@example.com'"
+    " AS note) AS orders ON u.email = orders.note",
+    "SELECT u.id FROM users u, orders o, unnest(ARRAY['qsn-111-22-3333']) AS orders(note)"
+    " WHERE orders.note = u.ssn",
+    "SELECT count(*) FROM (SELECT 'qsn-111-22-3333' AS note) AS orders"
+    " WHERE EXISTS (SELECT 1 FROM users u, orders o WHERE u.ssn = orders.note)",
+]
+
+# -- Class: every statement body is walked (attack F5) -------------------------------------------
+# EXPLAIN without options (and any statement whose body has one field) was read as a node of
+# type "query" and never walked: plan estimates (rows=…) then answer predicates on masked
+# values.
+EXPLAINED = [
+    "EXPLAIN SELECT 1 FROM users WHERE ssn = 'qsn-111-22-3333'",
+    "EXPLAIN SELECT id FROM users WHERE email < 'qem.b'",
+    "EXPLAIN SELECT * FROM (SELECT id FROM users WHERE ssn LIKE 'qsn-1%') s",
+    "EXPLAIN SELECT id FROM users ORDER BY ssn LIMIT 1",
+    "EXPLAIN (COSTS) SELECT 1 FROM users WHERE ssn > 'qsn-2'",
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql", SHADOWED_PROBES + EXPLAINED)
+async def test_probe_shapes_are_denied(dsn, audit, mode, sql):
+    before = _snapshot(dsn)
+    with pytest.raises(errors.StatementDenied) as ei:
+        await _run(mode, dsn, audit, sql)
+    assert ei.value.rule_ids == (RULE,)
+    assert not any(m in str(ei.value).lower() for m in MARKERS), str(ei.value)
+    audit.flush()
+    record = [r for r in audit.records if r["type"] == "statement"][-1]
+    assert record["outcome"]["outcome"] == "denied"
+    assert _snapshot(dsn) == before
+
+
+def test_explain_of_ordinary_queries_still_runs(agent_conn):
+    plan = agent_conn.execute("EXPLAIN SELECT id, ssn FROM users WHERE id = 1001").fetchall()
+    assert plan and not any(m in repr(plan).lower() for m in MARKERS)

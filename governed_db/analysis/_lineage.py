@@ -276,8 +276,7 @@ class _Lineage:
             cols = [c for star in star_lists for c in star]
         else:
             alias = qualifier[-1]
-            matches = [e for e in scope if e.alias == alias or
-                       (e.relation is not None and e.relation.name == alias)]
+            matches = [e for e in scope if e.alias == alias]
             if not matches:
                 raise _Unresolvable(f"unknown relation {alias} in *")
             cols = list(matches[0].columns)
@@ -375,7 +374,7 @@ class _Lineage:
                 if hits:
                     return frozenset().union(*hits)
                 for e in scope:
-                    if e.alias == name or (e.relation is not None and e.relation.name == name):
+                    if e.alias == name:
                         return e.whole()  # whole-row reference: SELECT u FROM users u
             return frozenset({UNKNOWN})
         qualifier, name = fields[-2], fields[-1]
@@ -388,12 +387,13 @@ class _Lineage:
 
 
 def _find_entry(alias: str, scopes: list[list[_Entry]]) -> _Entry | None:
+    """The FROM item a qualifier names, innermost scope first. By its alias only: in
+    PostgreSQL a relation given an alias (``FROM users u``) is reachable by that alias alone,
+    its real name then means whatever an outer scope calls so (an unaliased item's alias is
+    its relation name)."""
     for scope in scopes:
         for e in scope:
             if e.alias == alias:
-                return e
-        for e in scope:
-            if e.relation is not None and e.relation.name == alias:
                 return e
     return None
 

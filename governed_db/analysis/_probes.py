@@ -137,8 +137,12 @@ class _Probe:
                 self.select(body, outer, ctes)
             elif typ in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
                 self.dml(typ, body, outer, ctes)
-            elif isinstance(body, (dict, list)):
-                self.nested(body, outer, ctes)
+            elif isinstance(body, dict):
+                # Any other statement: its body is a dict of FIELDS (never a node), walked
+                # field by field, so a body with one field (``EXPLAIN query``, ``COPY (query)
+                # TO STDOUT``: only ``query``) is not misread as a node of that type.
+                for value in body.values():
+                    self.nested(value, outer, ctes)
 
     def _ctes(self, wc: Any, outer: list[list[_Entry]],
               ctes: Mapping[str, list[Column]]) -> Mapping[str, list[Column]]:
@@ -195,9 +199,7 @@ class _Probe:
                     if star is not None and all(
                             e.relation is not None and not e.relation.is_view and not e.unknown
                             for e in (scope if not star else
-                                      [x for x in scope if x.alias == star[-1] or (
-                                          x.relation is not None
-                                          and x.relation.name == star[-1])])):
+                                      [x for x in scope if x.alias == star[-1]])):
                         continue
                     self.ordering(val, scopes, ctes, targets, prefer_output=False,
                                   equality=True, tlist=tlist)
@@ -278,12 +280,18 @@ class _Probe:
             return
         if not isinstance(node, dict) or not node:
             return
-        if len(node) != 1:
+        typ = next(iter(node))
+        if len(node) != 1 or not typ[:1].isupper():
+            # A dict of fields (a bare node such as a statement body, an ON CONFLICT clause):
+            # node types are CamelCase, field names are not, so the walk is structural.
             for value in node.values():
                 self.nested(value, scopes, ctes)
             return
-        (typ, body), = node.items()
-        if typ in _LEAVES or not isinstance(body, dict):
+        body = node[typ]
+        if typ in _LEAVES:
+            return
+        if not isinstance(body, dict):
+            self.nested(body, scopes, ctes)  # a node whose body is a list (List items)
             return
         if typ == "SubLink":
             self.nested(body.get("testexpr"), scopes, ctes)
@@ -462,13 +470,10 @@ class _Probe:
         assert name is not None
         if len(fields) >= 2:
             qualifier = fields[-2]
-            for scope in scopes:
-                for e in scope:
-                    if e.alias == qualifier or (e.relation is not None and
-                                                e.relation.name == qualifier):
-                        return e.relation is not None and not e.relation.is_view \
-                            and e.find(name) is not None
-            return False
+            entry = _find_entry(qualifier, scopes)  # by alias only, as PostgreSQL does
+            return entry is not None and entry.relation is not None \
+                and not entry.relation.is_view and not entry.unknown \
+                and entry.find(name) is not None
         for scope in scopes:
             hits = [e for e in scope if e.find(name) is not None]
             if hits:
