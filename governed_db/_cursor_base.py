@@ -402,6 +402,11 @@ class GovernedCursorMixin:
         name = self._name  # type: ignore[attr-defined]
         fetch = analyze(f"FETCH ALL FROM {sql.Identifier(name).as_string(conn)}")
         if gov.limits_rows(fetch):
+            if gov.policy.mode == "observe":
+                # Observe mode runs what a rule would refuse and records it (the rows still
+                # come back masked by what the DECLARE was seen to read, or whole if unknown).
+                gov.event("denied_fetch", rule="statement.affected-row-limit", observe=True)
+                return
             gov.event("denied_fetch", rule="statement.affected-row-limit")
             raise StatementDenied(
                 "denied by policy rule `statement.affected-row-limit`: fetching from this"

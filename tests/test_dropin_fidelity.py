@@ -452,14 +452,45 @@ def test_sql_declared_cursor_read_through_a_named_cursor(drv, conn, query, expec
     drv.run(conn.rollback())
 
 
-def test_undeclared_cursor_name_is_refused(drv, conn):
-    """A name the session never saw declared: its query's effect is unknown, so reading it
-    through a named cursor is refused (statement.affected-row-limit), nothing fetched."""
+@pytest.mark.parametrize("mode", ["enforce", "observe"])
+def test_undeclared_cursor_name_is_refused_or_observed(drv, dsn, audit, mode):
+    """A name the session never saw declared (or a cursor gone with its transaction, as in
+    psycopg's test_no_hold): its query's effect is unknown, so reading it through a named
+    cursor is refused when enforced (statement.affected-row-limit), nothing fetched; in
+    observe mode the would-deny is recorded and the FETCH runs: the server's own answer
+    (InvalidCursorName) comes back, as from psycopg."""
+    policy = parse_policy(f'version = 1\nname = "fidelity"\nmode = "{mode}"\n')
+    conn = drv.connect(dsn, audit=audit, policy=policy)
+    try:
+        cur = conn.cursor("fid_nope")
+        if mode == "enforce":
+            with pytest.raises(governed_db.errors.StatementDenied) as info:
+                drv.run(cur.fetchall())
+            assert info.value.rule_ids == ("statement.affected-row-limit",)
+        else:
+            with pytest.raises(psycopg.errors.InvalidCursorName):
+                drv.run(cur.fetchall())
+        drv.run(conn.rollback())
+        drv.run(cur.close())
+    finally:
+        drv.run(conn.close())
+    audit.flush()
+    events = [r for r in audit.records if r["type"] == "denied_fetch"]
+    assert len(events) == 1
+    assert events[0]["rule"] == "statement.affected-row-limit"
+    assert events[0].get("observe") is (True if mode == "observe" else None)
+
+
+def test_cursor_gone_with_its_transaction_observed(drv, conn):
+    """psycopg's test_no_hold: a cursor WITHOUT HOLD is gone after commit; observe mode
+    lets the FETCH reach the server, which says so."""
     drv.run(conn.set_autocommit(False)) if drv.kind == "async" else setattr(conn, "autocommit", False)
-    cur = conn.cursor("fid_nope")
-    with pytest.raises(governed_db.errors.StatementDenied) as info:
-        drv.run(cur.fetchall())
-    assert info.value.rule_ids == ("statement.affected-row-limit",)
+    cur = conn.cursor("fid_gone")
+    drv.run(cur.execute("SELECT generate_series(0, 2)"))
+    assert drv.run(cur.fetchone()) == (0,)
+    drv.run(conn.commit())
+    with pytest.raises(psycopg.errors.InvalidCursorName):
+        drv.run(cur.fetchone())
     drv.run(conn.rollback())
     drv.run(cur.close())
 
