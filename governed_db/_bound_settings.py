@@ -30,6 +30,8 @@ def _set_config_params(node: Any, out: list[tuple[int, int]]) -> None:
     """(byte location, parameter number) of every ParamRef passed as the name or value of
     a set_config() call in ``node``."""
     if isinstance(node, dict):
+        if "PrepareStmt" in node:
+            return  # its $n are its own parameters (EXECUTE's), not the ones bound here
         call = node.get("FuncCall")
         if isinstance(call, dict):
             name = [part.get("String", {}).get("sval") for part in call.get("funcname", ())]

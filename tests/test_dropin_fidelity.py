@@ -690,6 +690,9 @@ def _lit(value: Any) -> str:
     ("SELECT set_config(%s::text, %s, false)", ["client_encoding", "utf8"]),  # cast: not plain
     ("SELECT set_config(%s, %s, false)", ["client_encoding", None]),          # NULL
     ("SELECT set_config(%s, %s, false)", ["client_encoding", 8]),             # not text
+    # PREPARE's $n are EXECUTE's parameters, not the bound ones (the server refuses the
+    # bind): never judged as the bound values, so the prepared facts stay unknown
+    ("PREPARE fid_p AS SELECT set_config(%s, %s, false)", ["client_encoding", "utf8"]),
 ])
 def test_set_config_parameters_that_cannot_be_written_in_stay_refused(drv, conn, query, params):
     """Only a text parameter passed straight to set_config is written in; a cast, a NULL or
