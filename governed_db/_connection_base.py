@@ -93,6 +93,7 @@ class GovernedConnectionMixin:
                        catalog_key=key, conn_info=conn_info)
         gov.server_utf8 = info.parameter_status("server_encoding") == "UTF8"
         gov.codec = session_codec(self.pgconn)
+        gov.reported_encoding = self.pgconn.parameter_status(b"client_encoding")
         gov.catalog = catalog_for(key)
         gov.catalog_stale = gov.catalog is None
         # What the server reports now and must keep reporting (PostgreSQL sends these
@@ -102,6 +103,8 @@ class GovernedConnectionMixin:
         # but only to an encoding on the allow-list: checked on its own below.)
         gov.expected_params = {
             name: info.parameter_status(name) for name in ("session_authorization", "is_superuser")}
+        gov.expected_raw = tuple((name, name.encode(), None if value is None else value.encode())
+                                 for name, value in gov.expected_params.items())
         self._governor = gov
         # [identity] require_verified: refused at connect, not at the first statement.
         gov.check_identity(gov.identity())
@@ -276,15 +279,18 @@ class GovernedConnectionMixin:
         problem = gov.violation
         if problem is None:
             status = self.pgconn.parameter_status
+            encoding = status(b"client_encoding")
             if status(b"standard_conforming_strings") != b"on":
                 problem = "standard_conforming_strings"
-            elif not reported_encoding_safe(status(b"client_encoding")):
-                problem = "client_encoding"
-            else:
-                gov.codec = session_codec(self.pgconn)
-                for name, value in gov.expected_params.items():
-                    got = status(name.encode())
-                    if (got.decode() if got is not None else None) != value:
+            elif encoding != gov.reported_encoding:
+                if not reported_encoding_safe(encoding):
+                    problem = "client_encoding"
+                else:
+                    gov.codec = session_codec(self.pgconn)
+                    gov.reported_encoding = encoding
+            if problem is None:
+                for name, raw_name, raw_value in gov.expected_raw:
+                    if status(raw_name) != raw_value:
                         problem = name
                         break
             ident = gov.synced_identity

@@ -25,6 +25,8 @@ from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, T
 from .errors import InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_COPY_OUT = pq.ExecStatus.COPY_OUT
 IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
@@ -184,6 +186,14 @@ class GovernedCursorMixin:
         elif ctx is not None:
             if self._conn._governor.replan:
                 yield from self._gov_replan(ctx)
+            if ctx.cached is not None:
+                # A cached plan: one statement, no transaction control or SET/RESET (see
+                # engine/cached_plan.cacheable), so neither check below applies.
+                if ctx.settings_check:
+                    yield from self._gov_check_identity_settings()
+                if not ctx.measured:
+                    self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+                return rv
             if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
                 # A rollback undoes session SETs made in the transaction (an identity synced
                 # inside it): the session is synced again before the next statement. Its
@@ -431,8 +441,9 @@ class GovernedCursorMixin:
         """
         run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)  # type: ignore[misc]
         ctx = self._gov_ctx
-        if ctx is None:
-            return run
+        if ctx is None or (ctx.server_mask is not None and not ctx.effect_check
+                           and not ctx.read_write):
+            return run  # (rewritten for server masking already: nothing to describe)
         gov = self._conn._governor
         blast = gov.blast_radius_applies(ctx)
         if not blast and not ctx.read_write:
@@ -549,14 +560,48 @@ class GovernedCursorMixin:
         """The current result, seen through a view whose ``get_value()`` masks like rows do.
 
         ``cursor.pgresult.get_value()`` is raw libpq access: without the view it would hand
-        out sensitive values unmasked (a known leak path).
+        out sensitive values unmasked (a known leak path). The view is made when the
+        attribute is read; psycopg's own fetch path reads the result through
+        ``_select_current_result`` / ``_check_result_for_fetch`` (status and row count only,
+        values are loaded by the transformer, through the row maker).
         """
-        return self._gov_result_view
+        view = self._gov_result_view
+        if view is None:
+            res = self._gov_result
+            if res is None:
+                return None
+            view = self._gov_result_view = GovernedResult(res, self)
+        return view
 
     @pgresult.setter
     def pgresult(self, res: Any) -> None:
         self._gov_result = res
-        self._gov_result_view = None if res is None else GovernedResult(res, self)
+        self._gov_result_view = None
+
+    def _select_current_result(self, i: int, format: Any = None) -> None:
+        # psycopg 3.3's, reading status and counts from the result itself rather than
+        # through the masking view (no value is read here).
+        self._iresult = i  # type: ignore[attr-defined]
+        res = self._results[i]  # type: ignore[attr-defined]
+        self.pgresult = res
+        self._tx.set_pgresult(res, format=format)  # type: ignore[attr-defined]
+        self._pos = 0
+        status = res.status
+        if status == _TUPLES_OK:
+            self._rowcount = res.ntuples
+        elif status != _COPY_OUT:
+            nrows = res.command_tuples
+            self._rowcount = nrows if nrows is not None else -1
+        self._statusmessage = res.command_status
+        self._make_row = self._make_row_maker()
+
+    def _check_result_for_fetch(self) -> Any:
+        # The common case without the view (psycopg reads only status and ntuples of it);
+        # every other case is psycopg's own, with its errors.
+        res = self._gov_result
+        if res is not None and res.status == _TUPLES_OK and not self.closed:  # type: ignore[attr-defined]
+            return res
+        return super()._check_result_for_fetch()  # type: ignore[misc]
 
     @property
     def row_factory(self) -> RowFactory[Any]:

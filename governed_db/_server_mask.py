@@ -81,6 +81,7 @@ NULL_TYPES = frozenset({
 })
 _REASONS_NOT_EXACT = ("unknown-lineage", "detected")
 _MAX_CACHE = 2048
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()  # not looked up yet
 
 
 @attrs.define(kw_only=True, repr=False)
@@ -106,6 +107,13 @@ class ServerMask:
     oids: tuple[int, ...]
     entry: tuple[Any, Mapping[str, str], frozenset[str]]
     lineage: tuple[Any, ...]
+
+    # (position, ftable, ftablecol) of the columns whose provenance plan_for checks
+    checked: tuple[tuple[int, int, int], ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.checked = tuple((i, p[0], p[1]) for i, p in enumerate(self.provenance)
+                             if p is not None)
 
     def __repr__(self) -> str:
         return f"ServerMask(masked={self.masked!r})"
@@ -233,20 +241,29 @@ def _key(gov: Any, ctx: Any) -> tuple[Any, ...]:
     return ctx.key  # type: ignore[no-any-return]
 
 
-def _utf8(conn: Any) -> bool:
+def _utf8(conn: Any, gov: Any = None) -> bool:
     # Lengths and "the last four" are characters: the same on both sides only when the server
     # counts UTF-8 characters and the client decodes UTF-8 (and statement offsets are bytes).
+    if gov is not None and gov.reported_encoding is not None:
+        # What the server reported after the last operation (kept by the connection's
+        # server-state check; server_encoding never changes in a session).
+        return gov.server_utf8 and gov.reported_encoding == b"UTF8"
     pgconn = conn.pgconn
     return (pgconn.parameter_status(b"server_encoding") == b"UTF8"
             and pgconn.parameter_status(b"client_encoding") == b"UTF8")
 
 
 def _default_loaders(cursor: Any, oids: Sequence[int]) -> bool:
-    adapters = cursor.adapters
-    default = psycopg.adapters
+    """Whether the cursor loads every type in ``oids`` with psycopg's default loaders, text
+    and binary (what ``AdaptersMap.get_loader`` returns, read from its per-format maps)."""
+    mine = cursor.adapters._loaders
+    default = psycopg.adapters._loaders
+    text, binary = pq.Format.TEXT, pq.Format.BINARY
+    if mine[text] is default[text] and mine[binary] is default[binary]:
+        return True  # the maps are shared (copy-on-write): nothing registered since
     for oid in oids:
-        for fmt in (pq.Format.TEXT, pq.Format.BINARY):
-            if adapters.get_loader(oid, fmt) is not default.get_loader(oid, fmt):
+        for fmt in (text, binary):
+            if mine[fmt].get(oid) is not default[fmt].get(oid):
                 return False
     return True
 
@@ -261,11 +278,21 @@ def rewrite_for(cursor: Any, gov: Any, ctx: Any) -> ServerMask | None:
     the caller's path (any doubt sends the caller's text, masked client-side).
     """
     try:
-        cache = gov.server_masks
-        if not cache or gov.catalog_stale or not gov.policy.masking.server_side:
+        cached = ctx.cached
+        sm = UNSET if cached is None else cached.server_mask
+        if sm is UNSET:
+            cache = gov.server_masks
+            if not cache or gov.catalog_stale or not gov.policy.masking.server_side:
+                return None
+            key = _key(gov, ctx)
+            sm = cache.get(key)
+            if cached is not None and key in cache:
+                # Learned (or known to need none) under the plan's own key: kept with the
+                # plan until forget() drops it.
+                cached.server_mask = sm
+        elif gov.catalog_stale:
             return None
-        sm = cache.get(_key(gov, ctx))
-        if sm is None or cursor._conn._pipeline is not None or not _utf8(cursor._conn):
+        if sm is None or cursor._conn._pipeline is not None or not _utf8(cursor._conn, gov):
             return None
         if getattr(cursor, "_execmany_returning", None) is not None:
             return None  # executemany: its results are numbered across executions
@@ -450,11 +477,11 @@ def plan_for(sm: ServerMask, result: Any) -> Any:
     n = result.nfields
     if n != len(sm.types):
         return None
-    for i in range(n):
-        if result.ftype(i) != sm.types[i]:
-            return None
-        prov = sm.provenance[i]
-        if prov is not None and (result.ftable(i), result.ftablecol(i)) != prov:
+    if tuple(map(result.ftype, range(n))) != sm.types:
+        return None
+    ftable, ftablecol = result.ftable, result.ftablecol
+    for i, table, col in sm.checked:
+        if ftable(i) != table or ftablecol(i) != col:
             return None
     return sm.entry, sm.lineage
 
@@ -462,3 +489,5 @@ def plan_for(sm: ServerMask, result: Any) -> Any:
 def forget(gov: Any, ctx: Any) -> None:
     """Drop the rewrite of ``ctx``'s statement (its result did not have the learned shape)."""
     gov.server_masks.pop(_key(gov, ctx), None)
+    if ctx.cached is not None:
+        ctx.cached.server_mask = UNSET

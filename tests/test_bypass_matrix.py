@@ -130,6 +130,39 @@ def test_sync_path_rows_masked(human_conn, path):
         assert "qem" not in repr(row)
 
 
+UNMASK_EMAIL = """
+[[masking.unmask]]
+columns = ["users.email"]
+roles = ["support"]
+"""
+
+
+@pytest.mark.parametrize("path", sorted(SYNC_PATHS))
+def test_sync_path_cached_plan_is_per_identity(dsn, audit, path):
+    """Each path run, in turn, for an identity that sees email in clear (an unmask grant) and
+    one that does not, on one connection: the plan cached for the first never answers for
+    the second (engine/cached_plan.py; same text, same connection, interleaved twice)."""
+    from governed_db.policy import parse_policy
+
+    support = governed_db.Identity("s1", "human", purpose="support", roles=("support",))
+    plain = support.evolve(roles=())
+    with governed_db.connect(dsn, identity=support, policy=parse_policy(UNMASK_EMAIL),
+                             audit=audit, autocommit=True) as conn:
+        for who, clear in ((support, True), (plain, False), (support, True), (plain, False),
+                           (support, True), (plain, False)):
+            with governed_db.acting_as(who):
+                rows = SYNC_PATHS[path](conn, READ)
+            assert rows, "no rows came back"
+            for row in rows:
+                email = _email(row)
+                if clear:
+                    assert "qem" in email, (who, row)
+                else:
+                    assert email.startswith("****") and "qem" not in repr(row), (who, row)
+        if path in ("execute", "connection.execute", "fetchone", "fetchmany", "iteration"):
+            assert conn.governor.cached_plans, "the repeated statement was never cached"
+
+
 def test_copy_to_stdout_masked(human_conn):
     with human_conn.cursor().copy("COPY (SELECT id, email, ssn FROM users ORDER BY id) TO STDOUT") as cp:
         rows = list(cp.rows())

@@ -23,15 +23,35 @@ _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 class StatementContext:
     """Everything known about one statement on its way through the pipeline.
 
-    A plain slotted class: one is made per statement, on the hot path. Parameter hashes are
-    computed on first use (by the audit writer thread, or an approval check).
+    One is made per statement, on the hot path: the constructor sets only what every
+    statement has; everything else starts as the class attribute below (immutable defaults)
+    and is set on the instance when it changes. Parameter hashes are computed on first use
+    (by the audit writer thread, or an approval check).
     """
 
-    __slots__ = ("id", "identity", "analysis", "statements", "decision", "started", "params",
-                 "_params_digest", "_param_key", "approval_id", "rows_returned",
-                 "affected_rows", "runtime_findings", "finished", "span", "plans", "lineage",
-                 "read_write", "approval_consumed", "effect_check", "server_mask",
-                 "detections", "key", "measured", "settings_check")
+    _params_digest: tuple[str, ...] | None = None
+    approval_id: str | None = None
+    rows_returned = 0
+    affected_rows: int | None = None
+    runtime_findings: list[str] | None = None
+    finished = False
+    span: Any = None
+    # A read-only identity's allowed write: runs in a transaction made READ WRITE for it.
+    read_write = False
+    approval_consumed = False  # given back when the statement does not run
+    effect_check = False  # runs under the exact blast radius (see gate())
+    measured = False  # running inside the blast-radius savepoint (_cursor_base)
+    # May run code the analyzer did not see: the identity settings are read back after it.
+    settings_check = False
+    # What every cached answer about this statement is keyed by (see Governor.gate): the
+    # text, the identity's scope, the policy, the catalog snapshot and the versions of the
+    # session objects (prepared statements, cursors) the text refers to.
+    key: tuple[Any, ...] = ()
+    server_mask: Any = None  # the rewrite sent instead of the text (_server_mask)
+    # (result index, column index, detector) already recorded as masked in free text
+    detections: set[tuple[int, int, str]] | None = None
+    # The cached plan the gate answered from (engine/cached_plan.py), None: the full gate.
+    cached: Any = None
 
     def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
@@ -43,32 +63,11 @@ class StatementContext:
         self.decision = decision
         self.started = started
         self.params = params
-        self._params_digest: tuple[str, ...] | None = None
         self._param_key = param_key
-        self.approval_id: str | None = None
-        self.rows_returned = 0
-        self.affected_rows: int | None = None
-        self.runtime_findings: list[str] | None = None
-        self.finished = False
-        self.span: Any = None
-        # A read-only identity's allowed write: runs in a transaction made READ WRITE for it.
-        self.read_write = False
-        self.approval_consumed = False  # given back when the statement does not run
-        self.effect_check = False  # runs under the exact blast radius (see gate())
-        self.measured = False  # running inside the blast-radius savepoint (_cursor_base)
-        # May run code the analyzer did not see: the identity settings are read back after it.
-        self.settings_check = False
-        # What every cached answer about this statement is keyed by (see Governor.gate):
-        # the text, the identity's scope, the policy, the catalog snapshot and the versions
-        # of the session objects (prepared statements, cursors) the text refers to.
-        self.key: tuple[Any, ...] = ()
-        self.server_mask: Any = None  # the rewrite sent instead of the text (_server_mask)
         # result index -> (mask plan, {output column: "strategy:reason"}, base columns)
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
         # result index -> ((output column, its base columns or "?"), ...): names, no values
         self.lineage: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {}
-        # (result index, column index, detector) already recorded as masked in free text
-        self.detections: set[tuple[int, int, str]] | None = None
 
     @property
     def masked(self) -> dict[str, str]:
@@ -92,6 +91,32 @@ class StatementContext:
         if self._params_digest is None:
             self._params_digest = digest_params(self.params, self._param_key)
         return self._params_digest
+
+
+_new = object.__new__
+
+
+def from_plan(plan: Any, id: str, identity: Identity, started: float,
+              params: Sequence[Any] | None, param_key: bytes) -> StatementContext:
+    """The context of a statement the gate answered from a cached plan (cached_plan.py):
+    what :class:`StatementContext` sets, without keyword parsing, plus the plan's key and
+    flags (no effect check, no READ WRITE switch: such statements are never cached)."""
+    ctx: StatementContext = _new(StatementContext)
+    ctx.id = id
+    ctx.identity = identity
+    ctx.analysis = plan.analysis
+    ctx.statements = plan.statements
+    ctx.decision = plan.decision
+    ctx.started = started
+    ctx.params = params
+    ctx._param_key = param_key
+    ctx.plans = {}
+    ctx.lineage = {}
+    ctx.key = plan.key
+    ctx.cached = plan
+    if plan.settings_check:
+        ctx.settings_check = True
+    return ctx
 
 
 def digest_params(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:

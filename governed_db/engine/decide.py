@@ -18,8 +18,9 @@ from ..analysis._probes import _constant
 from ..errors import ApprovalRequired, StatementDenied
 from ..guardrails import Decision, effective_facts, evaluate
 from ..identity import Identity
-from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, scope_key
-from .session import _TX_STATE_KINDS
+from .cached_plan import CachedPlan, cacheable, remember, valid_for
+from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, from_plan, scope_key
+from .session import _TX_STATE_KINDS, statements_have_session_effects
 
 logger = logging.getLogger("governed_db")
 
@@ -73,6 +74,19 @@ class DecideStage:
         ident = identity or self.identity()
         if ident._verification is not None or ident.kind in self.policy.require_verified:
             self.check_identity(ident)  # expiry per statement; unverified kinds refused
+        plan = self.cached_plans.get(text)
+        if plan is not None and valid_for(self, plan, ident, codec):
+            # The same statement key as when the plan was made (text, identity scope,
+            # policy, catalog snapshot): its answer stands. Only allowed, unmeasured,
+            # single statements are cached (see cached_plan.cacheable).
+            self.sent.append(plan.sent)
+            ctx = from_plan(plan, _next_id(), ident, started, params, self._param_key)
+            self.last_statement_id = ctx.id
+            self.last_plan = plan
+            if telemetry.tracing():
+                ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
+            return ctx
+        self.last_plan = None
         analysis = judged = analyze(text, codec)
         if params and types is not None:
             bound = bound_text(analysis, params, types, codec)
@@ -133,6 +147,11 @@ class DecideStage:
                 " queries READ ONLY). Commit or roll back, then run it again in a new"
                 " transaction; no approval was used", rule_ids=("session.read-only",))
         ctx.read_write = read_write and not decision.observe
+        if cacheable(statements, decision, key, effects, read_write, _TX_STATE_KINDS):
+            remember(self, text, CachedPlan(
+                analysis=analysis, codec=codec, statements=statements, decision=decision,
+                key=key, ident=ident, effects=effects,
+                session_effects=statements_have_session_effects(statements)))
         if decision.action == "approval":
             self._approve(ctx, ident, analysis, decision)
         return ctx

@@ -62,6 +62,8 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         # The Python codec of the session's client encoding (result column names arrive in
         # it); kept current by the connection after every operation.
         self.codec = "utf-8"
+        # The client_encoding the server last reported (bytes): codec is its Python codec.
+        self.reported_encoding: bytes | None = None
         self._scope: tuple[Identity | None, tuple[Any, ...]] = (None, ())
         # What the server session currently carries (None: unknown, push before next statement)
         self.server_identity: str | None = None
@@ -86,6 +88,7 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         # Server state verified after every operation (see _connection_base): reported
         # parameters expected unchanged since connect, and a violation found by a query.
         self.expected_params: dict[str, str | None] = {}
+        self.expected_raw: tuple[tuple[str, bytes, bytes | None], ...] = ()  # (name, as bytes)
         self.violation: str | None = None
         self.last_statement_id: str | None = None
         self._param_key = _config.param_hash_key()
@@ -104,3 +107,6 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.server_masks: dict[tuple[Any, ...], Any] = {}
         # The static part of each statement plan's audit record (audit._record), by key.
         self._audit_statics: dict[tuple[Any, ...], Any] = {}
+        # One cached plan per sent text, valid under its statement key (cached_plan.py).
+        self.cached_plans: dict[Any, Any] = {}
+        self.last_plan: Any = None  # the plan the last gated statement was answered from

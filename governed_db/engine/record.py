@@ -17,7 +17,9 @@ class RecordStage:
 
     def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:
         """Record a statement that ran; update session state it changed."""
-        self.session_effects(ctx)
+        cached = ctx.cached
+        if cached is None or cached.session_effects:
+            self.session_effects(ctx)
         self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
                      affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
 

@@ -1,0 +1,92 @@
+"""One cached plan per sent statement text: the gate's answer for a statement shape, computed
+once and reused while it is valid.
+
+A :class:`CachedPlan` holds what the gate computed for one text sent by one connection: the
+analysis, the effective statements and the policy's decision, and the effect flags. It is
+used only under the very key every cached answer about a statement is keyed by
+(:meth:`DecideStage.statement_key`): the text (bytes read in the same client encoding), the
+identity's scope (:func:`~governed_db.engine.context.scope_key`: every identity field that
+takes part in equality), the policy's digest and the catalog snapshot's version. The key is
+checked field by field on every use — never weakened: a plan is never used for another
+identity scope, another policy or another snapshot; it is replaced instead.
+
+Only plans whose use needs nothing but the key are kept (:func:`cacheable`): one statement,
+allowed (or observed), no approval, no session object referred to by name (``EXECUTE``,
+``FETCH``: their versions would join the key), no effect measured in a savepoint, no
+READ WRITE switch of a read-only identity, no transaction-state statement. Everything else
+takes the full gate every time, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._server_mask import UNSET
+from .context import scope_key
+
+__all__ = ["CachedPlan", "cacheable", "valid_for"]
+
+_MAX_PLANS = 2048
+
+
+class CachedPlan:
+    """The gate's answer for one sent text under one statement key."""
+
+    __slots__ = ("analysis", "codec", "decision", "effect_check", "ident", "key",
+                 "policy_digest", "catalog_version", "scope", "sent", "server_mask",
+                 "session_effects", "settings_check", "statements")
+
+    def __init__(self, *, analysis: Any, codec: str, statements: Any, decision: Any,
+                 key: tuple[Any, ...], ident: Any, effects: tuple[bool, bool, bool],
+                 session_effects: bool) -> None:
+        self.analysis = analysis
+        self.codec = codec
+        self.statements = statements
+        self.decision = decision
+        self.key = key
+        # The key's parts, checked one by one on use (see valid_for).
+        _text, self.scope, self.policy_digest, self.catalog_version, _refs = key
+        self.ident = ident  # the identity object last seen with this scope (fast check)
+        self.sent = (ident, analysis)
+        self.effect_check = effects[0]
+        self.settings_check = effects[2]
+        self.session_effects = session_effects
+        # The server-masking rewrite learned under this key (_server_mask.rewrite_for), None
+        # when the statement needs none, UNSET until looked up; forget() resets it.
+        self.server_mask: Any = UNSET
+
+
+def cacheable(statements: Any, decision: Any, key: tuple[Any, ...], effects: Any,
+              read_write: bool, tx_state_kinds: frozenset[str]) -> bool:
+    """Whether the gate's answer may be reused under ``key`` alone (see the module doc)."""
+    if len(statements) != 1 or decision.action != "allow" or read_write or effects[0]:
+        return False
+    if key[4]:  # refers to prepared statements / cursors by name: their versions decide
+        return False
+    st = statements[0]
+    return not (st.kinds & tx_state_kinds)
+
+
+def valid_for(gov: Any, plan: CachedPlan, ident: Any, codec: str) -> bool:
+    """Whether ``plan`` answers for ``ident`` now: the same statement key, part by part."""
+    if codec != plan.codec:
+        return False
+    if ident is not plan.ident:
+        last, scope = gov._scope
+        if last is not ident:
+            scope = scope_key(ident)
+            gov._scope = (ident, scope)
+        if scope != plan.scope:
+            return False
+        plan.ident = ident
+        plan.sent = (ident, plan.analysis)
+    catalog = gov.catalog
+    version = catalog.version if catalog is not None else -1
+    return version == plan.catalog_version and gov.policy.digest == plan.policy_digest
+
+
+def remember(gov: Any, text: Any, plan: CachedPlan) -> None:
+    cache = gov.cached_plans
+    if len(cache) >= _MAX_PLANS:
+        cache.clear()
+    cache[text] = plan
