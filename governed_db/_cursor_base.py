@@ -187,8 +187,8 @@ class GovernedCursorMixin:
             if self._conn._governor.replan:
                 yield from self._gov_replan(ctx)
             if ctx.cached is not None:
-                # A cached plan: one statement, no transaction control or SET/RESET (see
-                # engine/cached_plan.cacheable), so neither check below applies.
+                # A cached plan: one statement, no transaction control, SET/RESET, DDL or
+                # session object (engine/cached_plan.cacheable): none of the steps below apply.
                 if ctx.settings_check:
                     yield from self._gov_check_identity_settings()
                 if not ctx.measured:

@@ -12,9 +12,11 @@ identity scope, another policy or another snapshot; it is replaced instead.
 
 Only plans whose use needs nothing but the key are kept (:func:`cacheable`): one statement,
 allowed (or observed), no approval, no session object referred to by name (``EXECUTE``,
-``FETCH``: their versions would join the key), no effect measured in a savepoint, no
-READ WRITE switch of a read-only identity, no transaction-state statement. Everything else
-takes the full gate every time, as before.
+``FETCH``: their versions would join the key) or changed (PREPARE, DECLARE, CLOSE,
+DEALLOCATE, DISCARD, DDL), no setting written (``set_config($1, $2)`` is judged by the
+values bound to it), no effect measured in a savepoint, no READ WRITE switch of a
+read-only identity, no transaction-state statement. Everything else takes the full gate every
+time, as before.
 """
 
 from __future__ import annotations
@@ -34,11 +36,10 @@ class CachedPlan:
 
     __slots__ = ("analysis", "codec", "decision", "effect_check", "ident", "key",
                  "policy_digest", "catalog_version", "scope", "sent", "server_mask",
-                 "session_effects", "settings_check", "statements")
+                 "settings_check", "statements")
 
     def __init__(self, *, analysis: Any, codec: str, statements: Any, decision: Any,
-                 key: tuple[Any, ...], ident: Any, effects: tuple[bool, bool, bool],
-                 session_effects: bool) -> None:
+                 key: tuple[Any, ...], ident: Any, effects: tuple[bool, bool, bool]) -> None:
         self.analysis = analysis
         self.codec = codec
         self.statements = statements
@@ -50,7 +51,6 @@ class CachedPlan:
         self.sent = (ident, analysis)
         self.effect_check = effects[0]
         self.settings_check = effects[2]
-        self.session_effects = session_effects
         # The server-masking rewrite learned under this key (_server_mask.rewrite_for), None
         # when the statement needs none, UNSET until looked up; forget() resets it.
         self.server_mask: Any = UNSET
@@ -64,6 +64,10 @@ def cacheable(statements: Any, decision: Any, key: tuple[Any, ...], effects: Any
     if key[4]:  # refers to prepared statements / cursors by name: their versions decide
         return False
     st = statements[0]
+    if st.prepares or st.declares or st.closes or st.deallocates or st.is_ddl:
+        return False  # changes session objects or the catalog: the full path after it
+    if st.settings or st.dynamic_settings:
+        return False  # set_config($1, ...) is judged by the values bound (_bound_settings)
     return not (st.kinds & tx_state_kinds)
 
 

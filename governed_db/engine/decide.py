@@ -20,7 +20,7 @@ from ..guardrails import Decision, effective_facts, evaluate
 from ..identity import Identity
 from .cached_plan import CachedPlan, cacheable, remember, valid_for
 from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, from_plan, scope_key
-from .session import _TX_STATE_KINDS, statements_have_session_effects
+from .session import _TX_STATE_KINDS
 
 logger = logging.getLogger("governed_db")
 
@@ -150,8 +150,7 @@ class DecideStage:
         if cacheable(statements, decision, key, effects, read_write, _TX_STATE_KINDS):
             remember(self, text, CachedPlan(
                 analysis=analysis, codec=codec, statements=statements, decision=decision,
-                key=key, ident=ident, effects=effects,
-                session_effects=statements_have_session_effects(statements)))
+                key=key, ident=ident, effects=effects))
         if decision.action == "approval":
             self._approve(ctx, ident, analysis, decision)
         return ctx

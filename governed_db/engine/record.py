@@ -17,8 +17,7 @@ class RecordStage:
 
     def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:
         """Record a statement that ran; update session state it changed."""
-        cached = ctx.cached
-        if cached is None or cached.session_effects:
+        if ctx.cached is None:  # (a cached plan changes no session object: cacheable())
             self.session_effects(ctx)
         self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
                      affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)

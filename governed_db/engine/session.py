@@ -66,15 +66,8 @@ def _sql_literal(text: str) -> bytes:
 
 
 def _has_session_effects(ctx: StatementContext) -> bool:
-    cached = ctx.cached
-    if cached is not None:
-        return cached.session_effects  # type: ignore[no-any-return]
-    return statements_have_session_effects(ctx.statements)
-
-
-def statements_have_session_effects(statements: Any) -> bool:
     return any(s.prepares or s.declares or s.closes or s.deallocates or s.kind == "DISCARD"
-               or s.is_ddl for s in statements)
+               or s.is_ddl for s in ctx.statements)
 
 
 _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
