@@ -34,7 +34,7 @@ _MAX_PLANS = 2048
 class CachedPlan:
     """The gate's answer for one sent text under one statement key."""
 
-    __slots__ = ("analysis", "codec", "decision", "effect_check", "ident", "key",
+    __slots__ = ("analysis", "audit_static", "codec", "decision", "effect_check", "ident", "key",
                  "policy_digest", "catalog_version", "scope", "sent", "server_mask",
                  "settings_check", "statements")
 
@@ -54,6 +54,9 @@ class CachedPlan:
         # The server-masking rewrite learned under this key (_server_mask.rewrite_for), None
         # when the statement needs none, UNSET until looked up; forget() resets it.
         self.server_mask: Any = UNSET
+        # The static part of the statement's audit record (audit._record.StatementStatic),
+        # made by the record stage at the first use and checked with its same() each time.
+        self.audit_static: Any = None
 
 
 def cacheable(statements: Any, decision: Any, key: tuple[Any, ...], effects: Any,

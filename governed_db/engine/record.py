@@ -46,8 +46,12 @@ class RecordStage:
             return
         # The record's static part, made once per plan (the audit writer serializes it once):
         # reused while the statement has the same identity, analysis, decision and mask plans.
+        # Kept with the cached plan when the gate answered from one (engine/cached_plan.py).
+        cached = ctx.cached
         statics = self._audit_statics
-        static = statics.get(ctx.key)
+        static = cached.audit_static if cached is not None else None
+        if static is None:
+            static = statics.get(ctx.key)
         if static is None or not static.same(ctx.identity, self.conn_info, ctx.analysis,
                                              ctx.statements, ctx.decision, ctx.plans,
                                              ctx.lineage, ctx._param_key):
@@ -58,6 +62,8 @@ class RecordStage:
                 if len(statics) >= 1024:
                     statics.clear()
                 statics[ctx.key] = static
+        if cached is not None:
+            cached.audit_static = static
         span = ctx.span
         trace = None
         if span is not None:
