@@ -128,18 +128,24 @@ def _iso(ts_ns: int) -> str:
 @given(item=_records())
 def test_spliced_statement_line_is_the_jcs_form_of_the_documented_record(item):
     log = AuditLog.in_memory()
+    # The same plan again with another outcome, then the first outcome again (the writer
+    # remembers the last outcome's bytes per plan).
+    failed = {"outcome": "error", "sqlstate": "42501", "error_class": "InsufficientPrivilege"}
+    items = [item, item[:6] + (failed,) + item[7:], item]
     try:
-        prev = log._prev
-        _, line = log._statement_line(item)
+        for seq, it in enumerate(items, 1):
+            prev = log._prev
+            _, line = log._statement_line(it)
+            rec = json.loads(line)
+            body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
+            canonical = jcs(body)
+            digest = hashlib.sha256(canonical).hexdigest()
+            assert line == canonical[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+            chain = {"v": 3, "chain": log.chain, "seq": seq, "prev": prev, "key_id": log.key_id}
+            assert canonical == jcs(_expected(it, chain))
+            assert log._prev == digest
     finally:
         log.close()
-    rec = json.loads(line)
-    body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
-    canonical = jcs(body)
-    digest = hashlib.sha256(canonical).hexdigest()
-    assert line == canonical[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-    chain = {"v": 3, "chain": log.chain, "seq": 1, "prev": prev, "key_id": log.key_id}
-    assert canonical == jcs(_expected(item, chain))
 
 
 @given(ts_ns=st.integers(0, 2**63 - 1) | st.integers(1_700_000_000 * 10**9, 1_900_000_000 * 10**9))
@@ -244,3 +250,15 @@ def test_identity_attributes_changed_make_a_new_static_part(dsn, audit):
     audit.flush()
     got = [r["identity"].get("attributes") for r in audit.records if r["type"] == "statement"]
     assert got == [None, {"run": "r2"}, None]
+
+
+def test_duration_text_is_es_number_of_the_rounded_duration():
+    import random
+
+    from governed_db.audit._canonical import es_number
+    from governed_db.audit._record import duration_bytes
+
+    rng = random.Random(7)
+    xs = [rng.uniform(0, 10.0**e) for e in range(-4, 17) for _ in range(2000)]
+    xs += [0.0, 0.0004, 0.0005, 0.001, 1.0, 2.5, 1e15, 1e15 + 0.5, 1e16, 3e17]
+    assert [x for x in xs if duration_bytes(x) != es_number(round(x, 3)).encode()] == []

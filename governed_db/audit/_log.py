@@ -22,6 +22,7 @@ a write succeeds — unless ``on_failure = "open"`` was chosen explicitly.
 from __future__ import annotations
 
 import atexit
+import binascii
 import datetime as dt
 import fcntl
 import hashlib
@@ -34,6 +35,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Mapping
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +45,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .. import egress as _egress
 from ..errors import AuditUnavailable
-from ._canonical import canonical_bytes, canonical_of_parsed, to_ijson
+from ._canonical import canonical_bytes, canonical_of_parsed, es_number, to_ijson
 from ._record import (
     StatementStatic,
     Timestamps,
-    duration_bytes,
     outcome_bytes,
-    param_digests,
-    param_digests_v2,
+    params_json,
+    params_json_v2,
     trace_bytes,
 )
 
@@ -244,7 +245,7 @@ class AuditLog:
         self.fatal: str | None = None
         self.written = 0
         self._seq = 0
-        self._prev = "0" * 64
+        self._prev_b = b"0" * 64  # the chain head's hash, hex (see _prev)
         self._since_checkpoint = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Chained, not yet written: (record, line); a statement's record is None until one
@@ -255,14 +256,16 @@ class AuditLog:
         self._head = b'{"chain":"' + self.chain.encode()
         self._tail = b'","type":"statement","v":' + str(self.schema_version).encode() + b"}"
         self._ts = Timestamps()
-        self._undurable = 0  # queued records (not checkpoints) among them
+        # Records taken off the queue and not yet durable (the writer's count; with the
+        # queue's size, the backlog a statement is slowed down by).
+        self._undurable = 0
         self._durable_seq = 0
         self._durable_prev = "0" * 64
         self._file_id: tuple[int, int] | None = None
         self.sinks: list[Any] = _sinks_from(settings)
         self._done = threading.Condition()
-        self._enqueued = 0
-        self._durable = 0
+        self._durable = 0  # records written (and fsynced) so far
+        self._waiting: list[_Flush] = []  # flush() calls whose records are not yet written
         self._thread = threading.Thread(target=self._run, name="governed_db-audit", daemon=True)
         self._thread.start()
         _open_logs.add(self)
@@ -336,38 +339,48 @@ class AuditLog:
         self._put(rec)
 
     def _put(self, item: Any) -> None:
+        """Queue one item: no lock (``SimpleQueue.put`` is atomic); the writer wakes on it."""
         if self.closed:
             raise AuditUnavailable("the audit log is closed")
-        with self._done:
-            self._enqueued += 1
-            ticket = self._enqueued
-            backlog = ticket - self._durable
-        self._queue.put(item)
+        queue_ = self._queue
+        queue_.put(item)
         if self.strict:
-            self.flush(ticket)
-        elif backlog > self.max_queue:
+            self.flush()
+        elif queue_.qsize() + self._undurable > self.max_queue:
             # Bounded: a writer that cannot keep up slows statements down instead of
             # letting memory grow (or records be dropped).
-            self.flush(ticket - self.max_queue // 2, timeout=60.0)
+            self.flush(timeout=60.0)
 
-    def flush(self, upto: int | None = None, timeout: float = 10.0) -> None:
-        """Block until the records queued so far (or up to ``upto``) are durable."""
-        target = self._enqueued if upto is None else upto
+    @property
+    def backlog(self) -> int:
+        """Records (and flush requests) queued or being written, not yet durable."""
+        return self._queue.qsize() + self._undurable
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until the records this thread queued so far are durable.
+
+        A marker follows them through the queue; the writer marks it done once everything
+        before it is written and fsynced (and cuts its batch window short for it)."""
+        if self.fatal is not None and not self.fail_open:
+            # Even when the writer wrote something in place of each record: a record
+            # that could not be built is missing, and strict mode must say so.
+            raise AuditUnavailable(f"audit records could not be written: {self.fatal}")
+        if self.closed:
+            return  # the writer wrote everything before it stopped
+        marker = _Flush()
+        self._queue.put(marker)
         deadline = time.monotonic() + timeout
         with self._done:
-            if self.fatal is not None and not self.fail_open:
-                # Even when the writer wrote something in place of each record: a record
-                # that could not be built is missing, and strict mode must say so.
-                raise AuditUnavailable(f"audit records could not be written: {self.fatal}")
-            while self._durable < target:
+            while not marker.done:
                 if self.error is not None and not self.fail_open:
                     raise AuditUnavailable(
                         f"audit records could not be written: {self.fatal or self.error}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AuditUnavailable("timed out waiting for the audit writer")
-                self._queue.put(None)  # wake the writer for an immediate batch
                 self._done.wait(min(left, 0.05))
+            if self.fatal is not None and not self.fail_open:
+                raise AuditUnavailable(f"audit records could not be written: {self.fatal}")
 
     # -- background writer ------------------------------------------------------------------------
 
@@ -399,16 +412,20 @@ class AuditLog:
                 item = self._queue.get(timeout=self.checkpoint_ms / 1000)
             except queue.Empty:
                 item = None
-            if item is not None and item is not _STOP and not self.strict and window:
+            if item is not None and item is not _STOP and type(item) is not _Flush \
+                    and not self.strict and window:
                 # Group commit: let more records arrive, then chain, write and fsync them at
-                # once. A flush() (None) or close cuts the window short.
+                # once. A flush() or close that comes first skips the window.
                 time.sleep(window)
             while True:
                 if item is _STOP:
                     stop = True
+                elif type(item) is _Flush:
+                    self._waiting.append(item)
                 elif item is not None:
                     batch.append(item)
-                    if len(batch) % 64 == 0:
+                    self._undurable += 1
+                    if len(batch) % 1024 == 0:
                         time.sleep(0)  # hand the GIL to statement threads now and then
                 if len(batch) >= 20000:
                     break
@@ -418,9 +435,10 @@ class AuditLog:
                     break
             for i, item in enumerate(batch):
                 self._pending.append(self._record_line(item))
-                if i % 64 == 63:
+                if i % 256 == 255:
+                    # ~1 ms of work: let statement threads run (a GIL hand-off costs the
+                    # writer a context switch and cold caches, ~3 µs a record every 64).
                     time.sleep(0)
-            self._undurable += len(batch)
             due = self._since_checkpoint and (
                 self._since_checkpoint >= self.checkpoint_every
                 or time.monotonic() - last_checkpoint >= self.checkpoint_ms / 1000 or stop)
@@ -430,6 +448,8 @@ class AuditLog:
                 last_checkpoint = time.monotonic()
             if self._pending or any(sink.backlog for sink in self.sinks):
                 self._write_pending()
+            elif self._waiting:
+                self._mark_durable(0)  # nothing left to write: what they wait for is
             if stop and (self._pending or any(sink.backlog for sink in self.sinks)):
                 self._last_resort()
             if stop:
@@ -496,25 +516,48 @@ class AuditLog:
         per-statement values (``_record``), byte for byte the record's JCS form.
 
         Returns ``(None, line)``: the record dict is made from the line only where one is
-        needed (in-memory records, sinks, a rotation)."""
+        needed (in-memory records, sinks, a rotation). The helpers of ``_record`` are
+        inlined here (this runs once per statement)."""
         static, sid, ts_ns, duration_ms, params, approval, outcome, trace = item
-        p0, p1, p2, p3, p4, p5 = static.parts()
+        p0, p1, p2, p3, p4, p5 = static._parts or static.parts()
         version = self.schema_version
-        digests = (param_digests if version >= 3 else param_digests_v2)(params,
-                                                                          static.param_key)
         seq = self._seq + 1
+        d = round(duration_ms, 3)
+        # Python's repr is ECMAScript's text for these (see _record.duration_bytes).
+        dur = repr(d).encode() if 0.001 <= d < 1e15 and d % 1 else es_number(d).encode()
+        us = ts_ns // 1000
+        sec = us // 1_000_000
+        ts = self._ts
+        ts_b = ts.text(ts_ns) if sec != ts._sec else \
+            ts._prefix + b"%06d+00:00" % (us - sec * 1_000_000)
+        last = static._outcome
+        if last is not None and last[0] == outcome:
+            outcome_b = last[1]
+        else:
+            outcome_b = outcome_bytes(outcome)
+            static._outcome = (outcome, outcome_b)
         body = b"".join((
             self._head, p0, b"null" if approval is None else orjson.dumps(approval), p1,
-            duration_bytes(duration_ms), b',"id":', orjson.dumps(sid), p2, self._key_id_b,
-            p3, outcome_bytes(outcome), b',"prev":"', self._prev.encode(), b'","seq":',
-            str(seq).encode(), p4,
-            b'["' + "\",\"".join(digests).encode() + b'"]' if digests else b"[]", p5,
-            trace_bytes(trace), b',"ts":"', self._ts.text(ts_ns), self._tail))
-        if version == 1 or _egress._observers:
+            dur, b',"id":', orjson.dumps(sid), p2, self._key_id_b, p3, outcome_b,
+            b',"prev":"', self._prev_b, b'","seq":', b"%d" % seq, p4,
+            params_json(params, static.param_key) if version >= 3
+            else params_json_v2(params, static.param_key), p5,
+            b"" if trace is None else trace_bytes(trace), b',"ts":"', ts_b, self._tail))
+        if version == 1 or _egress._observers or self.strict:
+            return self._statement_rec(body)
+        hx = binascii.hexlify(sha256(body).digest())
+        self._seq = seq
+        self._prev_b = hx
+        self._since_checkpoint += 1
+        return None, body[:-1] + b',"hash":"' + hx + b'"}\n'
+
+    def _statement_rec(self, body: bytes) -> tuple[dict[str, Any] | None, bytes]:
+        """The rarer paths of a statement line: a v1 log, egress observers, strict mode."""
+        if self.schema_version == 1 or _egress._observers:
             rec = orjson.loads(body)
             if _egress._observers:  # the record as written (hash and sig added below)
                 _egress.emit("audit record", rec)
-            if version == 1:
+            if self.schema_version == 1:
                 for key in _CHAIN_FIELDS:
                     rec.pop(key, None)
                 return rec, self._chain(rec)
@@ -551,8 +594,8 @@ class AuditLog:
         """Hash (and sign) the canonical ``body`` of the next record of the chain, advance the
         chain, and return its line: the body with ``hash`` (and ``sig``) before its ``}``."""
         digest = hashlib.sha256(body).digest()
-        hexdigest = digest.hex()
-        tail = b',"hash":"' + hexdigest.encode() + b'"'
+        hexdigest = binascii.hexlify(digest)
+        tail = b',"hash":"' + hexdigest + b'"'
         sig = None
         if sign or self.strict:
             sig = self.key.sign(digest).hex()
@@ -561,7 +604,7 @@ class AuditLog:
         else:
             self._since_checkpoint += 1
         self._seq += 1
-        self._prev = hexdigest
+        self._prev_b = hexdigest
         return body[:-1] + tail + b"}\n", sig
 
     def _rechain(self) -> None:
@@ -572,7 +615,7 @@ class AuditLog:
         self.chain = uuid.uuid4().hex
         self._head = b'{"chain":"' + self.chain.encode()
         self._seq = 0
-        self._prev = "0" * 64
+        self._prev_b = b"0" * 64
         pending = [rec for rec, _ in self._records_of(self._pending)]
         self._pending = []
         marker = {"type": "rotated", "ts": _now(), "previous_chain": old_chain,
@@ -642,6 +685,11 @@ class AuditLog:
         n, self._undurable = self._undurable, 0
         self._mark_durable(n)
 
+    @property
+    def _prev(self) -> str:
+        """The ``hash`` of the chain's last record (64 zeros before the first)."""
+        return self._prev_b.decode()
+
     @staticmethod
     def _records_of(pending: list[tuple[dict[str, Any] | None, bytes]]
                     ) -> list[tuple[dict[str, Any], bytes]]:
@@ -659,6 +707,9 @@ class AuditLog:
     def _mark_durable(self, n: int) -> None:
         with self._done:
             self._durable += n
+            for marker in self._waiting:
+                marker.done = True
+            self._waiting.clear()
             self._done.notify_all()
 
     def close(self) -> None:
@@ -673,6 +724,15 @@ class AuditLog:
     def public_key_pem(self) -> bytes:
         return self.key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+class _Flush:
+    """A flush request in the queue: done once every record before it is durable."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
 
 
 class AuditWriterFailed(RuntimeError):

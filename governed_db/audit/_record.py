@@ -27,7 +27,8 @@ import orjson
 
 from ._canonical import canonical_bytes, es_number, to_ijson
 
-__all__ = ["StatementStatic", "param_digests", "param_digests_v2"]
+__all__ = ["StatementStatic", "param_digests", "param_digests_v2", "params_json",
+           "params_json_v2"]
 
 _DIGEST_SIZE = 12  # 96 bits, 24 hex digits: what v1 / v2 kept of the HMAC
 
@@ -73,6 +74,26 @@ def param_digests(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
     return tuple(out)
 
 
+def params_json(params: Sequence[Any] | None, key: bytes) -> bytes:
+    """``statement.params`` of a v3 record: :func:`param_digests` as canonical JSON."""
+    if not params:
+        return b"[]"
+    proto = _proto(key)
+    out = []
+    for p in params:
+        h = proto.copy()
+        t = type(p)
+        h.update(p if t is bytes or t is bytearray else _param_bytes(p))
+        out.append(h.hexdigest())
+    return ('["' + '","'.join(out) + '"]').encode()
+
+
+def params_json_v2(params: Sequence[Any] | None, key: bytes) -> bytes:
+    """``statement.params`` of a v1 / v2 record."""
+    digests = param_digests_v2(params, key)
+    return ('["' + '","'.join(digests) + '"]').encode() if digests else b"[]"
+
+
 def param_digests_v2(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
     """The digests schema v1 and v2 records carry: HMAC-SHA-256, first 24 hex digits."""
     if not params:
@@ -90,7 +111,7 @@ class StatementStatic:
     """
 
     __slots__ = ("identity", "attrs", "db", "analysis", "statements", "decision", "plans",
-                 "lineage", "param_key", "_parts")
+                 "lineage", "param_key", "_parts", "_outcome")
 
     def __init__(self, identity: Any, db: Mapping[str, Any], analysis: Any,
                  statements: tuple[Any, ...], decision: Any, plans: Mapping[int, Any],
@@ -106,6 +127,8 @@ class StatementStatic:
         self.lineage = dict(lineage) if lineage else None
         self.param_key = param_key
         self._parts: tuple[bytes, ...] | None = None
+        # The last outcome written and its bytes (the writer's: most outcomes repeat).
+        self._outcome: tuple[Any, bytes] | None = None
 
     def same(self, identity: Any, db: Mapping[str, Any], analysis: Any, statements: Any,
              decision: Any, plans: Mapping[int, Any], lineage: Mapping[int, Any] | None,
@@ -225,8 +248,10 @@ def _outcome_bytes(outcome: Mapping[str, Any]) -> bytes:
 def duration_bytes(d: float) -> bytes:
     """``duration_ms`` rounded to the microsecond, as JCS writes it."""
     d = round(float(d), 3)
-    if 1e-5 <= d < 1e16 and not d.is_integer():
-        return orjson.dumps(d)  # orjson writes these as ECMAScript does (tests pin it)
+    if 0.001 <= d < 1e15 and d % 1:
+        # Python's repr is positional from 1e-4 to 1e16 and, like ECMAScript, the shortest
+        # digits that read back: the same text there (tests pin it).
+        return repr(d).encode()
     return es_number(d).encode()
 
 
