@@ -11,9 +11,9 @@ governed subclasses of psycopg's.
 
 from __future__ import annotations
 
-from typing import Any as _Any
 
 import psycopg as _psycopg
+# (`name as name`: psycopg's submodules, re-exported for type checkers too)
 from psycopg import (
     BINARY,
     DATETIME,
@@ -49,19 +49,27 @@ from psycopg import (
     Transaction,
     Warning,
     Xid,
-    adapt,
-    adapters,
+    adapt as adapt,
+    adapters as adapters,
     apilevel,
-    capabilities,
+    capabilities as capabilities,
     paramstyle,
-    pq,
-    rows,
-    sql,
+    pq as pq,
+    rows as rows,
+    sql as sql,
     threadsafety,
-    types,
+    types as types,
 )
 
+from psycopg.abc import AdaptContext as _AdaptContext
+from psycopg.abc import ConnParam as _ConnParam
+from psycopg.rows import Row as _Row
+
 from . import errors
+from ._typing import AuditArg as _AuditArg
+from ._typing import IdentityArg as _IdentityArg
+from ._typing import PolicyArg as _PolicyArg
+from ._typing import RowFactory as _RowFactory
 from ._aliases import install as _install_submodule_aliases
 from ._aliases import submodule as _submodule
 from ._config import configure, get_config, reset_defaults
@@ -87,7 +95,20 @@ __governed_version__ = "0.1.0"
 _install_submodule_aliases(__name__, _psycopg)
 
 
-def connect(conninfo: str = "", **kwargs: _Any) -> Connection:
+def connect(
+    conninfo: str = "",
+    *,
+    autocommit: bool = False,
+    prepare_threshold: int | None = 5,
+    context: _AdaptContext | None = None,
+    row_factory: _RowFactory[_Row] | None = None,
+    cursor_factory: type[_psycopg.Cursor[_Row]] | None = None,
+    identity: _IdentityArg = None,
+    identity_token: str | bytes | None = None,
+    policy: _PolicyArg = None,
+    audit: _AuditArg = None,
+    **kwargs: _ConnParam,
+) -> Connection[_Row]:
     """Connect to PostgreSQL with governance: psycopg's ``connect()`` plus ``identity=``,
     ``policy=`` and ``audit=``.
 
@@ -96,7 +117,10 @@ def connect(conninfo: str = "", **kwargs: _Any) -> Connection:
         import governed_db as psycopg
         conn = psycopg.connect(dsn, identity=psycopg.Identity("recs-bot", "ai_agent"))
     """
-    return Connection.connect(conninfo, **kwargs)
+    return Connection.connect(
+        conninfo, autocommit=autocommit, prepare_threshold=prepare_threshold, context=context,
+        row_factory=row_factory, cursor_factory=cursor_factory, identity=identity,
+        identity_token=identity_token, policy=policy, audit=audit, **kwargs)
 
 
 def __getattr__(name: str) -> object:

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self, cast, overload
 
 import psycopg
+from psycopg.abc import AdaptContext, ConnParam, Params, Query, QueryNoTemplate
 from psycopg.rows import Row
 
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor import Cursor, ServerCursor, governed_cursor_class
+from ._typing import RowFactory, AuditArg, IdentityArg, PolicyArg
+
+if TYPE_CHECKING:
+    from psycopg._compat import Template
+    from psycopg._connection_base import CursorRow
 
 __all__ = ["Connection"]
 
@@ -45,11 +51,74 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
         self._gov_server_cursor_factory = (ServerCursor if cls is psycopg.ServerCursor
                                            else governed_cursor_class(cls, server=True))
 
+    if TYPE_CHECKING:
+        # psycopg's signatures, with the governed cursor classes a governed connection makes
+        # (and row factories that may be typed with them, see _typing).
+        @overload
+        def cursor(self, *, binary: bool = False) -> Cursor[Row]: ...
+
+        @overload
+        def cursor(self, *, binary: bool = False,
+                   row_factory: RowFactory[CursorRow]) -> Cursor[CursorRow]: ...
+
+        @overload
+        def cursor(self, name: str, *, binary: bool = False, scrollable: bool | None = None,
+                   withhold: bool = False) -> ServerCursor[Row]: ...
+
+        @overload
+        def cursor(self, name: str, *, binary: bool = False,
+                   row_factory: RowFactory[CursorRow], scrollable: bool | None = None,
+                   withhold: bool = False) -> ServerCursor[CursorRow]: ...
+
+        def cursor(self, name: str = "", *, binary: bool = False,
+                   row_factory: RowFactory[Any] | None = None,
+                   scrollable: bool | None = None,
+                   withhold: bool = False) -> Cursor[Any] | ServerCursor[Any]: ...
+
+        @overload
+        def execute(
+            self, query: QueryNoTemplate, params: Params | None = None, *,
+            prepare: bool | None = None, binary: bool = False,
+        ) -> Cursor[Row]: ...
+
+        @overload
+        def execute(
+            self, query: Template, *, prepare: bool | None = None, binary: bool = False,
+        ) -> Cursor[Row]: ...
+
+        def execute(
+            self, query: Query, params: Params | None = None, *,
+            prepare: bool | None = None, binary: bool = False,
+        ) -> Cursor[Row]: ...
+
+    # [override]: psycopg's **kwargs take any keyword as a libpq parameter (str | int | None);
+    # identity=, policy=, audit= and identity_token= are governed_db's, with their own types.
     @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:
-        """Connect like psycopg, plus ``identity=``, ``policy=``, ``audit=``."""
-        opts = pop_governed_kwargs(kwargs)
-        conn = super().connect(conninfo, **kwargs)
+    def connect(  # type: ignore[override]
+        cls,
+        conninfo: str = "",
+        *,
+        autocommit: bool = False,
+        prepare_threshold: int | None = 5,
+        context: AdaptContext | None = None,
+        row_factory: RowFactory[Row] | None = None,
+        cursor_factory: type[psycopg.Cursor[Row]] | None = None,
+        identity: IdentityArg = None,
+        identity_token: str | bytes | None = None,
+        policy: PolicyArg = None,
+        audit: AuditArg = None,
+        **kwargs: ConnParam,
+    ) -> Self:
+        """Connect like psycopg, plus ``identity=``, ``identity_token=``, ``policy=``,
+        ``audit=``."""
+        opts = pop_governed_kwargs({"identity": identity, "identity_token": identity_token,
+                                    "policy": policy, "audit": audit})
+        conn = super().connect(
+            conninfo, autocommit=autocommit, prepare_threshold=prepare_threshold,
+            context=context, cursor_factory=cursor_factory,
+            # Called with governed cursors only (see _typing.RowFactory).
+            row_factory=cast("psycopg.rows.RowFactory[Row] | None", row_factory),
+            **kwargs)
         try:
             conn._gov_setup(opts)
             # Identity on the session and the catalog snapshot now, not at the first

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self, cast, overload
 
 import psycopg
+from psycopg.abc import AdaptContext, ConnParam, Params, Query, QueryNoTemplate
 from psycopg.rows import Row
 
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor_async import AsyncCursor, AsyncServerCursor, governed_async_cursor_class
+from ._typing import AsyncRowFactory, AuditArg, IdentityArg, PolicyArg
+
+if TYPE_CHECKING:
+    from psycopg._compat import Template
+    from psycopg._connection_base import CursorRow
 
 __all__ = ["AsyncConnection"]
 
@@ -43,11 +49,74 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
         self._gov_server_cursor_factory = (AsyncServerCursor if cls is psycopg.AsyncServerCursor
                                            else governed_async_cursor_class(cls, server=True))
 
+    if TYPE_CHECKING:
+        # psycopg's signatures, with the governed cursor classes a governed connection makes
+        # (and row factories that may be typed with them, see _typing).
+        @overload
+        def cursor(self, *, binary: bool = False) -> AsyncCursor[Row]: ...
+
+        @overload
+        def cursor(self, *, binary: bool = False,
+                   row_factory: AsyncRowFactory[CursorRow]) -> AsyncCursor[CursorRow]: ...
+
+        @overload
+        def cursor(self, name: str, *, binary: bool = False, scrollable: bool | None = None,
+                   withhold: bool = False) -> AsyncServerCursor[Row]: ...
+
+        @overload
+        def cursor(self, name: str, *, binary: bool = False,
+                   row_factory: AsyncRowFactory[CursorRow], scrollable: bool | None = None,
+                   withhold: bool = False) -> AsyncServerCursor[CursorRow]: ...
+
+        def cursor(self, name: str = "", *, binary: bool = False,
+                   row_factory: AsyncRowFactory[Any] | None = None,
+                   scrollable: bool | None = None,
+                   withhold: bool = False) -> AsyncCursor[Any] | AsyncServerCursor[Any]: ...
+
+        @overload
+        async def execute(
+            self, query: QueryNoTemplate, params: Params | None = None, *,
+            prepare: bool | None = None, binary: bool = False,
+        ) -> AsyncCursor[Row]: ...
+
+        @overload
+        async def execute(
+            self, query: Template, *, prepare: bool | None = None, binary: bool = False,
+        ) -> AsyncCursor[Row]: ...
+
+        async def execute(
+            self, query: Query, params: Params | None = None, *,
+            prepare: bool | None = None, binary: bool = False,
+        ) -> AsyncCursor[Row]: ...
+
+    # [override]: psycopg's **kwargs take any keyword as a libpq parameter (str | int | None);
+    # identity=, policy=, audit= and identity_token= are governed_db's, with their own types.
     @classmethod
-    async def connect(cls, conninfo: str = "", **kwargs: Any) -> AsyncConnection:
-        """Connect like psycopg, plus ``identity=``, ``policy=``, ``audit=``."""
-        opts = pop_governed_kwargs(kwargs)
-        conn = await super().connect(conninfo, **kwargs)
+    async def connect(  # type: ignore[override]
+        cls,
+        conninfo: str = "",
+        *,
+        autocommit: bool = False,
+        prepare_threshold: int | None = 5,
+        context: AdaptContext | None = None,
+        row_factory: AsyncRowFactory[Row] | None = None,
+        cursor_factory: type[psycopg.AsyncCursor[Row]] | None = None,
+        identity: IdentityArg = None,
+        identity_token: str | bytes | None = None,
+        policy: PolicyArg = None,
+        audit: AuditArg = None,
+        **kwargs: ConnParam,
+    ) -> Self:
+        """Connect like psycopg, plus ``identity=``, ``identity_token=``, ``policy=``,
+        ``audit=``."""
+        opts = pop_governed_kwargs({"identity": identity, "identity_token": identity_token,
+                                    "policy": policy, "audit": audit})
+        conn = await super().connect(
+            conninfo, autocommit=autocommit, prepare_threshold=prepare_threshold,
+            context=context, cursor_factory=cursor_factory,
+            # Called with governed cursors only (see _typing.AsyncRowFactory).
+            row_factory=cast("psycopg.rows.AsyncRowFactory[Row] | None", row_factory),
+            **kwargs)
         try:
             conn._gov_setup(opts)
             # Identity on the session and the catalog snapshot now, not at the first

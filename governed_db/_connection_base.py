@@ -7,9 +7,9 @@ import sys
 import uuid
 import weakref
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg import Notify, pq
+from psycopg import BaseConnection, Notify, pq
 from psycopg import errors as e
 from psycopg.adapt import Transformer
 from psycopg.rows import tuple_row
@@ -45,7 +45,14 @@ def pop_governed_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class GovernedConnectionMixin:
+if TYPE_CHECKING:
+    # What the mixin is mixed into, for the type checker: psycopg's connection base.
+    _ConnectionBase = BaseConnection[Any]
+else:
+    _ConnectionBase = object
+
+
+class GovernedConnectionMixin(_ConnectionBase):
     """Shared by Connection and AsyncConnection (no I/O outside psycopg generators)."""
 
     _governor: Governor | None = None
@@ -53,8 +60,6 @@ class GovernedConnectionMixin:
     _gov_replan_cursors: list[Any]
     _gov_cursor_wrap: Any = None
     _gov_server_cursor_wrap: Any = None
-    pgconn: Any
-    _pipeline: Any
 
     def _gov_setup(self, opts: dict[str, Any]) -> None:
         if "sqlalchemy" in sys.modules:
@@ -65,7 +70,7 @@ class GovernedConnectionMixin:
             protect_engines()
         policy = _config.resolve_policy(opts.get("policy"))
         auditor = _config.resolve_auditor(opts.get("audit"), policy)
-        info = self.info  # type: ignore[attr-defined]
+        info = self.info
         if info.parameter_status("standard_conforming_strings") != "on":
             # Lexing depends on it: with it off, '\'' hides statements from the analyzer.
             raise InterfaceError(
@@ -159,7 +164,7 @@ class GovernedConnectionMixin:
             # after the pipeline: the session is synced again before the next statement.
             gov.pipeline_synced = True
         for sql in sync:
-            res = yield from self._exec_command(sql)  # type: ignore[attr-defined]
+            res = yield from self._exec_command(sql)
             gov.session_sync_result(sql, res)
             if status == INTRANS:
                 gov.tx_fresh = False  # a query ran in it: it can no longer become READ WRITE
@@ -215,10 +220,10 @@ class GovernedConnectionMixin:
             return False
         if status == INTRANS:
             gov.tx_fresh = False
-        res = yield from self._exec_command(CATALOG_QUERY)  # type: ignore[attr-defined]
+        res = yield from self._exec_command(CATALOG_QUERY)
         if res is None:
             return False
-        tx = Transformer(self)  # type: ignore[arg-type]
+        tx = Transformer(self)
         tx.set_pgresult(res)
         rows = tx.load_rows(0, res.ntuples, tuple_row(None))  # type: ignore[arg-type]
         catalog = Catalog.from_rows(rows, next_catalog_version())
@@ -250,12 +255,12 @@ class GovernedConnectionMixin:
                 f" identity ({gov.identity().kind}); its transactions stay READ ONLY at the"
                 " server, so read_only cannot be set to False. Writes the policy allows run"
                 " read-write on their own", rule_ids=("session.read-only",))
-        return (yield from super()._set_read_only_gen(value))  # type: ignore[misc]
+        return (yield from super()._set_read_only_gen(value))
 
     def _get_tx_start_command(self) -> bytes:
         """Never ``BEGIN READ WRITE`` for a read-only identity (read_only=False was set while
         another identity acted, or by psycopg internals)."""
-        cmd: bytes = super()._get_tx_start_command()  # type: ignore[misc]
+        cmd: bytes = super()._get_tx_start_command()
         gov = self._governor
         if gov is not None:
             gov.tx_fresh = True  # a transaction is starting: nothing has run in it yet
@@ -308,7 +313,7 @@ class GovernedConnectionMixin:
             gov.event("session_closed", ident, reason="server-state-changed",
                       parameter=problem, statement_id=gov.last_statement_id)
         finally:
-            self._closed = True  # type: ignore[attr-defined]
+            self._closed = True
             self.pgconn.finish()
         raise StatementDenied(
             "denied by policy rule `session.verify-server-state`: the server reports that"
@@ -318,12 +323,12 @@ class GovernedConnectionMixin:
             " a new one", rule_ids=("session.verify-server-state",))
 
     def _commit_gen(self) -> Any:
-        yield from super()._commit_gen()  # type: ignore[misc]
+        yield from super()._commit_gen()
         if self._governor is not None:
             self._governor.event("commit")
 
     def _rollback_gen(self) -> Any:
-        yield from super()._rollback_gen()  # type: ignore[misc]
+        yield from super()._rollback_gen()
         if self._governor is not None:
             self._governor.rolled_back()  # session SETs made in the transaction are undone
             self._governor.transaction_ended(committed=False)
@@ -345,7 +350,7 @@ class GovernedConnectionMixin:
 
     def _gov_closing(self) -> None:
         gov = self._governor
-        if gov is not None and not self.closed:  # type: ignore[attr-defined]
+        if gov is not None and not self.closed:
             try:
                 gov.event("close")
             except Exception:  # noqa: BLE001, S110 - closing must not fail because audit did

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Iterable
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import psycopg
 from psycopg import errors as e
+from psycopg.abc import Params, Query
+from psycopg.copy import Writer
 from psycopg.rows import Row
 
 from ._cursor_base import GOV_SLOTS, GovernedCopyMixin, GovernedCursorMixin
@@ -39,58 +41,72 @@ class Copy(GovernedCopyMixin, psycopg.Copy):
         self.connection.wait(self.cursor._gov_copy_end_gen(exc))
 
 
-class _CopyMixin:
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+    # What the mixin is mixed into, for the type checker (after GovernedCursorMixin).
+    _CursorBase = psycopg.Cursor
+else:
+    _CursorBase = Generic  # generic in Row like GovernedCursorMixin
+
+
+class _CopyMixin(_CursorBase[Row]):
     __slots__ = ()
 
+    if TYPE_CHECKING:
+        _conn: Connection[Any]  # a governed one (GovernedCursorMixin.__init__)
+
+        def _gov_serial_executemany(self, query: Query, params_seq: Iterable[Params]) -> bool:
+            ...  # GovernedCursorMixin's
+
     @contextmanager
-    def copy(self, statement: Any, params: Any = None, *,
-             writer: Any = None) -> Iterator[Copy]:
+    def copy(self, statement: Query, params: Params | None = None, *,
+             writer: Writer | None = None) -> Iterator[Copy]:
         """Initiate a COPY operation and return a (governed) object to manage it."""
         try:
-            with self._conn.lock:  # type: ignore[attr-defined]
-                self._conn.wait(self._start_copy_gen(statement, params))  # type: ignore[attr-defined]
+            with self._conn.lock:
+                self._conn.wait(self._start_copy_gen(statement, params))
                 with Copy(self, writer=writer) as copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None
-        self._select_current_result(0)  # type: ignore[attr-defined]
+        self._select_current_result(0)
 
-    def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+    def executemany(self, query: Query, params_seq: Iterable[Params], *,
+                    returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
         (no pipeline), so every execution's exact effect is checked."""
-        conn = self._conn  # type: ignore[attr-defined]
+        conn = self._conn
         if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
-            return super().executemany(  # type: ignore[misc,no-any-return]
-                query, params_seq, returning=returning)
+            return super().executemany(query, params_seq, returning=returning)
         try:
             with conn.lock:
-                conn.wait(self._executemany_gen_no_pipeline(  # type: ignore[attr-defined]
-                    query, params_seq, returning))
+                conn.wait(self._executemany_gen_no_pipeline(query, params_seq, returning))
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None
 
 
-class Cursor(GovernedCursorMixin, _CopyMixin, psycopg.Cursor[Row]):
+class Cursor(GovernedCursorMixin[Row], _CopyMixin[Row], psycopg.Cursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class ClientCursor(GovernedCursorMixin, _CopyMixin, psycopg.ClientCursor[Row]):
+class ClientCursor(GovernedCursorMixin[Row], _CopyMixin[Row], psycopg.ClientCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class RawCursor(GovernedCursorMixin, _CopyMixin, psycopg.RawCursor[Row]):
+class RawCursor(GovernedCursorMixin[Row], _CopyMixin[Row], psycopg.RawCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class ServerCursor(GovernedCursorMixin, psycopg.ServerCursor[Row]):
+class ServerCursor(GovernedCursorMixin[Row], psycopg.ServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class RawServerCursor(GovernedCursorMixin, psycopg.RawServerCursor[Row]):
+class RawServerCursor(GovernedCursorMixin[Row], psycopg.RawServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio  # async only
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
+from typing import Self  # async only
 
 import psycopg
 from psycopg import errors as e
+from psycopg.abc import Params, Query
+from psycopg.copy import AsyncWriter
 from psycopg.rows import Row
 
 from . import _config  # async only
@@ -40,33 +43,51 @@ class AsyncCopy(GovernedCopyMixin, psycopg.AsyncCopy):
         await self.connection.wait(self.cursor._gov_copy_end_gen(exc))
 
 
-class _AsyncCopyMixin:
+if TYPE_CHECKING:
+    from ._connection_async import AsyncConnection
+
+    # What the mixin is mixed into, for the type checker (after GovernedCursorMixin).
+    _AsyncCursorBase = psycopg.AsyncCursor
+else:
+    _AsyncCursorBase = Generic  # generic in Row like GovernedCursorMixin
+
+
+class _AsyncCopyMixin(_AsyncCursorBase[Row]):
     __slots__ = ()
 
+    if TYPE_CHECKING:
+        _conn: AsyncConnection[Any]  # a governed one (GovernedCursorMixin.__init__)
+
+        def _gov_serial_executemany(self, query: Query, params_seq: Iterable[Params]) -> bool:
+            ...  # GovernedCursorMixin's
+
     @asynccontextmanager
-    async def copy(self, statement: Any, params: Any = None, *,
-                   writer: Any = None) -> AsyncIterator[AsyncCopy]:
+    async def copy(self, statement: Query, params: Params | None = None, *,
+                   writer: AsyncWriter | None = None) -> AsyncIterator[AsyncCopy]:
         """Initiate a COPY operation and return a (governed) object to manage it."""
         try:
-            async with self._conn.lock:  # type: ignore[attr-defined]
-                await self._conn.wait(self._start_copy_gen(statement, params))  # type: ignore[attr-defined]
+            async with self._conn.lock:
+                await self._conn.wait(self._start_copy_gen(statement, params))
                 async with AsyncCopy(self, writer=writer) as copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None
-        self._select_current_result(0)  # type: ignore[attr-defined]
+        self._select_current_result(0)
 
     # async only: begin (the sync statement hook waits for the decision itself, see engine.decide)
-    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+    async def execute(self, query: Query, params: Params | None = None, *,
+                      prepare: bool | None = None, binary: bool | None = None) -> Self:
         """As psycopg's. In approval wait mode (``[approvals] wait_seconds``) a statement that
         needs approval waits for the decision without blocking the event loop, then runs
         (approved) or is denied; the sync path waits inside the statement hook instead."""
         try:
-            return await super().execute(query, params, **kwargs)  # type: ignore[misc]
+            # (psycopg's overloads keep Template queries apart from params; its implementation,
+            # called here, takes either)
+            return await super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type, misc]
         except ApprovalRequired as exc:
-            gov = self._conn._governor  # type: ignore[attr-defined]
+            gov = self._conn._governor
             wait = gov.policy.approvals.get("wait_seconds") if gov is not None else None
-            if not wait:
+            if gov is None or not wait:
                 raise
             store = _config.approvals(gov.policy)
             status = await asyncio.to_thread(store.wait, exc.request_id, float(wait))
@@ -74,45 +95,44 @@ class _AsyncCopyMixin:
                 raise
         # Approved: runs once. Denied: the store remembers it, so this raises the denial
         # (by whom, when, why) without filing a new request.
-        return await super().execute(query, params, **kwargs)  # type: ignore[misc]
+        return await super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type, misc]
     # async only: end
 
-    async def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+    async def executemany(self, query: Query, params_seq: Iterable[Params], *,
+                          returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
         (no pipeline), so every execution's exact effect is checked."""
-        conn = self._conn  # type: ignore[attr-defined]
+        conn = self._conn
         if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
-            return await super().executemany(  # type: ignore[misc,no-any-return]
-                query, params_seq, returning=returning)
+            return await super().executemany(query, params_seq, returning=returning)
         try:
             async with conn.lock:
-                await conn.wait(self._executemany_gen_no_pipeline(  # type: ignore[attr-defined]
-                    query, params_seq, returning))
+                await conn.wait(self._executemany_gen_no_pipeline(query, params_seq, returning))
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None
 
 
-class AsyncCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncCursor[Row]):
+class AsyncCursor(GovernedCursorMixin[Row], _AsyncCopyMixin[Row], psycopg.AsyncCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncClientCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncClientCursor[Row]):
+class AsyncClientCursor(GovernedCursorMixin[Row], _AsyncCopyMixin[Row], psycopg.AsyncClientCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncRawCursor(GovernedCursorMixin, _AsyncCopyMixin, psycopg.AsyncRawCursor[Row]):
+class AsyncRawCursor(GovernedCursorMixin[Row], _AsyncCopyMixin[Row], psycopg.AsyncRawCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncServerCursor(GovernedCursorMixin, psycopg.AsyncServerCursor[Row]):
+class AsyncServerCursor(GovernedCursorMixin[Row], psycopg.AsyncServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 
 
-class AsyncRawServerCursor(GovernedCursorMixin, psycopg.AsyncRawServerCursor[Row]):
+class AsyncRawServerCursor(GovernedCursorMixin[Row], psycopg.AsyncRawServerCursor[Row]):
     __module__ = "governed_db"
     __slots__ = GOV_SLOTS
 

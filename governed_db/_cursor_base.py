@@ -14,10 +14,10 @@ Both are private psycopg 3.3 methods: psycopg is pinned ``>=3.3,<3.4`` and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from psycopg import pq
-from psycopg.rows import RowFactory, RowMaker
+from psycopg.rows import Row, RowFactory, RowMaker
 
 from . import _pipeline_readback, _server_mask
 from . import egress as _egress
@@ -53,24 +53,43 @@ def governed_repr(obj: Any, text: str) -> str:
     return f"<{base.__module__}.{base.__qualname__} (governed){text[len(path):]}"
 
 
-class GovernedCursorMixin:
+if TYPE_CHECKING:
+    # What the mixins are mixed into, for the type checker: psycopg's cursor and copy bases.
+    from psycopg._copy_base import BaseCopy
+    from psycopg._cursor_base import BaseCursor
+
+    _CursorBase = BaseCursor[Any, Row]  # (subscripted again with Row below)
+    _CopyBase = BaseCopy[Any]
+else:
+    # Generic in Row like psycopg's cursors (``_CursorBase[Row]`` is ``Generic[Row]``), so
+    # ``Cursor(GovernedCursorMixin[Row], ...)`` types rows as the class's Row, not as Any.
+    _CursorBase = Generic
+    _CopyBase = object
+
+
+class GovernedCursorMixin(_CursorBase[Row]):
     """Hooks shared by all governed cursors. Concrete classes add the ``_gov_ctx`` slot."""
 
     __slots__ = ()
+    # The slots of GOV_SLOTS, which each concrete class declares.
     _gov_ctx: Any
     _gov_result: Any
-    _gov_result_view: Any
-    _conn: Any
+    _gov_result_view: GovernedResult | None
+    _gov_path: str | None
+    _gov_measure: tuple[Any, Any, Any] | None
 
-    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
-        self._gov_ctx = None
-        self._gov_path = None
-        self._gov_measure = None
-        if getattr(connection, "_governor", None) is None:
-            raise InterfaceError(
-                "governed cursors need a governed connection: connect with governed_db.connect()"
-            )
-        super().__init__(connection, *args, **kwargs)  # type: ignore[call-arg]
+    if not TYPE_CHECKING:
+        # Hidden from the type checker, which reads the psycopg class's own (overloaded)
+        # __init__ instead: ``Cursor(conn)`` is then typed with ``conn``'s Row.
+        def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+            self._gov_ctx = None
+            self._gov_path = None
+            self._gov_measure = None
+            if getattr(connection, "_governor", None) is None:
+                raise InterfaceError(
+                    "governed cursors need a governed connection: connect with"
+                    " governed_db.connect()")
+            super().__init__(connection, *args, **kwargs)
 
     def __repr__(self) -> str:
         return governed_repr(self, super().__repr__())
@@ -101,14 +120,14 @@ class GovernedCursorMixin:
         if ident is not gov.synced_identity or gov.catalog_due() \
                 or conn.pgconn.transaction_status not in _SYNCABLE:
             return self._gov_sync_then_start(ident, query)
-        return super()._start_query(query)  # type: ignore[misc]
+        return super()._start_query(query)
 
     def _gov_sync_then_start(self, ident: Any, query: Any) -> Any:
         yield from self._conn._gov_session_gen(ident)
-        yield from super()._start_query(query)  # type: ignore[misc]
+        yield from super()._start_query(query)
 
     def _convert_query(self, query: Any, params: Any = None) -> Any:
-        pgq = super()._convert_query(query, params)  # type: ignore[misc]
+        pgq = super()._convert_query(query, params)
         conn = self._conn
         gov = conn._governor
         ident, gov.pending_identity = gov.pending_identity, None
@@ -158,11 +177,12 @@ class GovernedCursorMixin:
             return True  # an iterator cannot be peeked at without consuming it: be safe
         try:
             # (a transformer of its own: a new cursor has none before its first execute)
-            pgq = self._query_cls(adapt.Transformer(self))  # type: ignore[attr-defined]
+            pgq = self._query_cls(adapt.Transformer(self))
             pgq.convert(query, params_seq[0])
         except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
             return True
-        return gov.limits_rows(analyze(pgq.query, self._conn.pgconn._encoding))
+        limited: bool = gov.limits_rows(analyze(pgq.query, self._conn.pgconn._encoding))
+        return limited
 
     def _gov_track(self, gen: Any) -> Any:
         """Run a psycopg generator and record the statement's outcome."""
@@ -204,7 +224,7 @@ class GovernedCursorMixin:
             if ctx.settings_check:
                 yield from self._gov_check_identity_settings()
             if not ctx.measured:
-                self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+                self._conn._governor.succeeded(ctx, self._rowcount, _status(self))
                 if self._conn._governor.catalog_forced and any(s.is_ddl for s in ctx.statements):
                     # DDL ran: reload the snapshot now, while nothing else is in flight, not
                     # before the next statement (which may be the first of a pipeline, where
@@ -268,23 +288,23 @@ class GovernedCursorMixin:
                 return
 
     def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
-        return self._gov_track(super()._execute_gen(*args, **kwargs))  # type: ignore[misc]
+        return self._gov_track(super()._execute_gen(*args, **kwargs))
 
     def _executemany_gen_pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        return self._gov_track(super()._executemany_gen_pipeline(*args, **kwargs))  # type: ignore[misc]
+        return self._gov_track(super()._executemany_gen_pipeline(*args, **kwargs))
 
     def _executemany_gen_no_pipeline(self, *args: Any, **kwargs: Any) -> Any:
-        return self._gov_track(super()._executemany_gen_no_pipeline(*args, **kwargs))  # type: ignore[misc]
+        return self._gov_track(super()._executemany_gen_no_pipeline(*args, **kwargs))
 
     def _stream_send_gen(self, *args: Any, **kwargs: Any) -> Any:
         self._gov_path = "stream()"
-        return self._gov_track(super()._stream_send_gen(*args, **kwargs))  # type: ignore[misc]
+        return self._gov_track(super()._stream_send_gen(*args, **kwargs))
 
     def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
         if self._gov_copy_in_limited(statement, params):
             return self._gov_copy_in_gen(statement, params)
         self._gov_path = "COPY"
-        return self._gov_track(super()._start_copy_gen(statement, params))  # type: ignore[misc]
+        return self._gov_track(super()._start_copy_gen(statement, params))
 
     def _gov_copy_in_limited(self, statement: Any, params: Any) -> bool:
         """Whether ``COPY ... FROM STDIN`` is about to run under a row limit (measured then)."""
@@ -299,7 +319,7 @@ class GovernedCursorMixin:
         from .analysis import analyze
 
         try:
-            tx = Transformer(self)  # type: ignore[arg-type]
+            tx = Transformer(self)
             pgq = (PostgresClientQuery(tx) if params or isinstance(statement, Template)
                    else PostgresQuery(tx))
             pgq.convert(statement, params)
@@ -326,7 +346,7 @@ class GovernedCursorMixin:
         before = yield from _counts(conn)
         self._gov_path = MEASURED_COPY
         try:
-            yield from self._gov_track(super()._start_copy_gen(statement, params))  # type: ignore[misc]
+            yield from self._gov_track(super()._start_copy_gen(statement, params))
         except BaseException:
             yield from self._gov_unwind_gen(own)
             raise
@@ -355,7 +375,7 @@ class GovernedCursorMixin:
             if not ctx.finished:
                 gov.failed(ctx, exc or InterfaceError("COPY did not complete"))
             return
-        res = self._results[0] if self._results else None  # type: ignore[attr-defined]
+        res = self._results[0] if self._results else None
         rowcount = res.command_tuples if res is not None and res.command_tuples is not None \
             else -1
         yield from self._gov_settle_gen(ctx, own, before, rw=False, blast=True,
@@ -439,7 +459,7 @@ class GovernedCursorMixin:
         * an allowed write of a read-only identity runs in a transaction switched to READ WRITE
           for that statement alone, and READ ONLY again right after it.
         """
-        run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)  # type: ignore[misc]
+        run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)
         ctx = self._gov_ctx
         if ctx is None or (ctx.server_mask is not None and not ctx.effect_check
                            and not ctx.read_write):
@@ -483,7 +503,7 @@ class GovernedCursorMixin:
                 yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
             raise
         yield from self._gov_settle_gen(ctx, own, before, rw=rw, blast=blast,
-                                        rowcount=self._rowcount)  # type: ignore[attr-defined]
+                                        rowcount=self._rowcount)
         return rv
 
     def _gov_settle_gen(self, ctx: Any, own: bool, before: Any, *, rw: bool, blast: bool,
@@ -520,11 +540,11 @@ class GovernedCursorMixin:
             yield from conn._exec_command(b"RELEASE " + BLAST_SAVEPOINT)
             if rw:
                 yield from conn._exec_command(b"SET LOCAL transaction_read_only = on")
-        self._reset()  # type: ignore[attr-defined]  # no rows of a change that did not happen
+        self._reset()  # no rows of a change that did not happen
         raise verdict
 
     def _set_results(self, results: Any) -> None:
-        super()._set_results(results)  # type: ignore[misc]
+        super()._set_results(results)
         ctx = self._gov_ctx
         conn = self._conn
         if ctx is not None and conn._pipeline is not None:
@@ -535,14 +555,14 @@ class GovernedCursorMixin:
 
                 conn._gov_replan_cursors.append(weakref.ref(self))
             if not ctx.finished:
-                conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+                conn._governor.succeeded(ctx, self._rowcount, _status(self))
                 if ctx in conn._gov_inflight:
                     conn._gov_inflight.remove(ctx)
 
     # -- row out --------------------------------------------------------------------------------
 
     def _make_row_maker(self) -> RowMaker[Any]:
-        inner = super()._make_row_maker()  # type: ignore[misc]
+        inner = super()._make_row_maker()
         if _egress._observers:
             inner = _egress.watch_rows(inner)
         gov = self._conn._governor
@@ -603,16 +623,19 @@ class GovernedCursorMixin:
             return res
         return super()._check_result_for_fetch()  # type: ignore[misc]
 
-    @property
-    def row_factory(self) -> RowFactory[Any]:
-        """Writable; setting it after execute() still goes through the row choke point."""
-        return self._row_factory
+    if not TYPE_CHECKING:
+        # Typed as psycopg's own (``RowFactory[Row]`` on sync cursors, ``AsyncRowFactory[Row]``
+        # on async ones), which the type checker reads from the psycopg class it is mixed into.
+        @property
+        def row_factory(self) -> RowFactory[Any]:
+            """Writable; setting it after execute() still goes through the row choke point."""
+            return self._row_factory
 
-    @row_factory.setter
-    def row_factory(self, row_factory: RowFactory[Any]) -> None:
-        self._row_factory = row_factory
-        if self.pgresult:
-            self._make_row = self._make_row_maker()
+        @row_factory.setter
+        def row_factory(self, row_factory: RowFactory[Any]) -> None:
+            self._row_factory = row_factory
+            if self.pgresult:
+                self._make_row = self._make_row_maker()
 
 
 # Types whose binary format is their text (text, varchar, bpchar, name): masked values of
@@ -656,7 +679,7 @@ class GovernedResult:
 
     def _masked_value(self, row_number: int, column_number: int) -> bytes | None:
         res = self._res
-        value = res.get_value(row_number, column_number)
+        value: bytes | None = res.get_value(row_number, column_number)
         if value is None:
             return None
         cur = self._cursor
@@ -666,7 +689,7 @@ class GovernedResult:
             return value
         if res.fformat(column_number) != 0 and res.ftype(column_number) not in _TEXT_BINARY:
             return None
-        codec = cur._encoding  # text values come in the session's client encoding
+        codec: str = cur._encoding  # text values come in the session's client encoding
         masked = plan.apply_one(column_number, bytes(value).decode(codec, "replace"))
         return None if masked is None else str(masked).encode(codec, "replace")
 
@@ -712,7 +735,7 @@ def _status(cur: Any) -> str | None:
     return msg.decode() if msg else None
 
 
-class GovernedCopyMixin:
+class GovernedCopyMixin(_CopyBase):
     """Masks ``COPY ... TO STDOUT`` data (read(), rows(), read_row(), iteration).
 
     Why COPY TO is wrapped: it bypasses row makers entirely and hands raw text to the caller.
@@ -742,7 +765,7 @@ class GovernedCopyMixin:
                     rule_ids=("column.mask",))
 
     def _read_gen(self) -> Any:
-        data = yield from super()._read_gen()  # type: ignore[misc]
+        data = yield from super()._read_gen()
         plan = self._gov_plan
         if plan is not None and data:
             data = memoryview(_mask_copy_line(bytes(data), plan, self.cursor._encoding))
