@@ -221,7 +221,15 @@ class GovernedCursorMixin(_CursorBase[Row]):
                 self._conn._governor.rolled_back()
                 self._conn._governor.transaction_ended(committed=False)
             yield from self._gov_check_tx_mode(ctx)
-            if ctx.settings_check:
+            if _resets_all_alone(ctx):
+                # RESET ALL / DISCARD ALL sent alone (a pool's reset function): its effect
+                # is known in advance (every setting back to its default, the identity
+                # hand-off included) and nothing ran after it, so the session is synced
+                # again before the next statement rather than read back and closed. Among
+                # other statements it is read back as any unseen change (those after it
+                # ran without the hand-off).
+                self._conn._governor.session_reset()
+            elif ctx.settings_check:
                 yield from self._gov_check_identity_settings()
             if not ctx.measured:
                 self._conn._governor.succeeded(ctx, self._rowcount, _status(self))
@@ -729,6 +737,12 @@ def _exact_counts(conn: Any, tables: list[str]) -> Any:
     res = yield from conn._exec_command(b"SELECT " + b", ".join(parts))
     return {t: int(res.get_value(0, i)) for i, t in enumerate(tables)}
 
+
+
+def _resets_all_alone(ctx: Any) -> bool:
+    """The string sent is one ``RESET ALL`` or ``DISCARD ALL`` and nothing else."""
+    return len(ctx.statements) == 1 and ctx.statements[0].kind in ("RESET", "DISCARD") \
+        and ("*", None) in ctx.statements[0].settings
 
 def _status(cur: Any) -> str | None:
     msg = cur._statusmessage

@@ -702,3 +702,47 @@ def test_set_config_parameters_that_cannot_be_written_in_stay_refused(drv, conn,
         assert outcome == "ran"  # the name is bound, the value a constant: judged, allowed
     else:
         assert outcome[0] == "session.client-encoding"
+
+
+# -- 7. RESET ALL / DISCARD ALL alone (psycopg_pool reset functions) ----------------------------
+
+_HAND_OFF = ("SELECT current_setting('governed_db.identity.id', true),"
+             " current_setting('application_name')")
+
+
+@pytest.mark.parametrize("stmt", ["RESET ALL", "DISCARD ALL"])
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_reset_all_alone_is_followed_by_the_identity_again(drv, dsn, audit, raw, stmt,
+                                                           autocommit):
+    """psycopg_pool's test_reset_badstate: a reset function sending RESET ALL. Its effect is
+    known (every setting to its default, the identity hand-off included): the session is
+    synced again before the next statement, not closed."""
+    if stmt == "DISCARD ALL" and not autocommit:
+        pytest.skip("DISCARD ALL cannot run inside a transaction block")
+    conn = drv.connect(dsn, audit=audit, autocommit=autocommit)
+    try:
+        drv.run(conn.execute("SET application_name = 'mine'"))
+        drv.run(conn.execute(stmt))
+        pid = conn.info.backend_pid
+        assert drv.one(conn, _HAND_OFF) == ("app", "governed_db service:app")
+        assert not conn.closed
+        got = raw.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+                          [pid]).fetchone()
+        assert got == ("governed_db service:app",)
+    finally:
+        drv.run(conn.close())
+
+
+@pytest.mark.parametrize("text", ["RESET ALL; SELECT 1", "SELECT 1; RESET ALL"])
+def test_reset_all_among_other_statements_still_closes_the_session(drv, dsn, audit, text):
+    """Fail closed: statements sent with it ran without (or before the loss of) the hand-off
+    unseen; the read-back finds the identity settings gone and closes the session."""
+    conn = drv.connect(dsn, audit=audit, autocommit=True)
+    try:
+        with pytest.raises(governed_db.errors.StatementDenied) as info:
+            drv.run(conn.execute(text))
+            drv.run(conn.execute("SELECT 1"))
+        assert info.value.rule_ids == ("session.verify-server-state",)
+        assert conn.closed
+    finally:
+        drv.run(conn.close())
