@@ -35,7 +35,7 @@ class CachedPlan:
     """The gate's answer for one sent text under one statement key."""
 
     __slots__ = ("analysis", "audit_static", "codec", "decision", "effect_check", "ident", "key",
-                 "policy_digest", "catalog_version", "scope", "sent", "server_mask",
+                 "policy_digest", "catalog_version", "result0", "scope", "sent", "server_mask",
                  "settings_check", "statements")
 
     def __init__(self, *, analysis: Any, codec: str, statements: Any, decision: Any,
@@ -57,6 +57,9 @@ class CachedPlan:
         # The static part of the statement's audit record (audit._record.StatementStatic),
         # made by the record stage at the first use and checked with its same() each time.
         self.audit_static: Any = None
+        # (result shape, (mask plan entry, lineage)) of the first result set, planned under
+        # this plan's key (engine/mask_plan.py; the shape is checked on every use).
+        self.result0: Any = None
 
 
 def cacheable(statements: Any, decision: Any, key: tuple[Any, ...], effects: Any,

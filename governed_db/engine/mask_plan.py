@@ -123,11 +123,22 @@ class MaskPlanStage:
             # column replaced since the plan was cached changes them, so `SELECT *` cannot
             # reuse it. The column types decide which text columns the free-text detectors
             # scan (``SELECT $1`` returns text or int by the parameter's type).
-            key = (ctx.key, index, tuple(map(result.ftable, cols)),
-                   tuple(map(result.ftablecol, cols)), tuple(map(result.ftype, cols)))
+            shape = (tuple(map(result.ftable, cols)), tuple(map(result.ftablecol, cols)),
+                     tuple(map(result.ftype, cols)))
+            plan0 = ctx.cached if index == 0 else None
+            if plan0 is not None:
+                # The gate's cached plan keeps its first result's plan with that result's
+                # shape (its own key is ctx.key): the same lookup without hashing the key.
+                kept = plan0.result0
+                if kept is not None and kept[0] == shape:
+                    ctx.plans[0], ctx.lineage[0] = kept[1]
+                    return kept[1][0][0]  # type: ignore[no-any-return]
+            key = (ctx.key, index, *shape)
             hit = self._plans.get(key)
             if hit is not None:
                 ctx.plans[index], ctx.lineage[index] = hit
+                if plan0 is not None:
+                    plan0.result0 = (shape, hit)
                 return hit[0][0]
         seen: set[str] = set()
         sources: dict[int, frozenset[str]] = {}
@@ -149,6 +160,8 @@ class MaskPlanStage:
             if len(self._plans) >= 2048:
                 self._plans.clear()
             self._plans[key] = (entry, lineage)
+            if index == 0 and ctx.cached is not None:
+                ctx.cached.result0 = (key[2:], (entry, lineage))
         return plan
 
     def _build_plan(self, ctx: StatementContext, index: int, result: Any,
