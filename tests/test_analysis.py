@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from governed_db import Identity
 from governed_db.analysis import AnalysisCache, analyze
-from governed_db.guardrails import evaluate
+from governed_db.rules import evaluate
 from governed_db.policy import default_policy
 
 

@@ -71,7 +71,7 @@ def test_audit_verify_on_a_missing_or_garbage_file(tmp_path):
 def test_readme_rule_reference_is_the_catalogue():
     from pathlib import Path
 
-    from governed_db.guardrails import catalogue_markdown
+    from governed_db.rules import catalogue_markdown
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = text.split("<!-- rules:start -->\n", 1)[1].split("\n<!-- rules:end -->", 1)[0]

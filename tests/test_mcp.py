@@ -34,7 +34,7 @@ from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from governed_db import Identity  # noqa: E402
 from governed_db.cli import main as cli_main  # noqa: E402
 from governed_db.errors import PolicyError  # noqa: E402
-from governed_db.guardrails import RULES  # noqa: E402
+from governed_db.rules import RULES  # noqa: E402
 from governed_db.mcp._auth import BearerAuth, StaticTokens  # noqa: E402
 from governed_db.mcp._budget import ROWS_RULE, STATEMENTS_RULE, Budget  # noqa: E402
 from governed_db.mcp._settings import Limits, McpSettings, TokenEntry  # noqa: E402

@@ -146,7 +146,7 @@ class _Replayer:
 def _without_catalog_rules(policy: Policy, decision: Any) -> Any:
     import attrs
 
-    from ..guardrails import rebuild_decision
+    from ..rules import rebuild_decision
 
     kept = tuple(f for f in decision.findings if f.rule_id not in CATALOG_RULES)
     if len(kept) == len(decision.findings):

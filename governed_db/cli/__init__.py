@@ -618,7 +618,7 @@ def policy_show_default() -> None:
 @policy.command("rules")
 def policy_rules() -> None:
     """The rule catalogue: every permanent rule id and what it checks."""
-    from ..guardrails import catalogue_markdown
+    from ..rules import catalogue_markdown
 
     click.echo(catalogue_markdown())
 

@@ -10,7 +10,7 @@ from .. import _config
 from ..analysis import Analysis, StatementFacts
 from ..analysis._effects import static_bound, with_function_effects
 from ..errors import ApprovalRequired, StatementDenied
-from ..guardrails import effective_facts, rule_limit
+from ..rules import effective_facts, rule_limit
 from .context import StatementContext
 
 
@@ -151,7 +151,7 @@ class BlastRadiusStage:
                 if limit is None:
                     continue
                 if cfg.tables:
-                    from ..guardrails import _table_matches
+                    from ..rules import table_matches as _table_matches
 
                     touched = sum(n for t, n in per_table.items()
                                   if _table_matches(t, cfg.tables))
@@ -166,7 +166,7 @@ class BlastRadiusStage:
                 min_rows = int(cfg.params.get("min_rows", 2))
                 for t, count_after in sorted(exact.items()):
                     if cfg.tables:
-                        from ..guardrails import _table_matches
+                        from ..rules import table_matches as _table_matches
 
                         if not _table_matches(t, cfg.tables):
                             continue

@@ -12,9 +12,9 @@ import attrs
 
 from ..analysis import Analysis, StatementFacts
 from ..audit._record import param_digests
-from ..guardrails import Decision
 from ..identity import Identity
 from ..masking import MaskPlan
+from ..rules import Decision
 
 
 _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema"})

@@ -16,7 +16,7 @@ from ..analysis._effects import may_run_unseen_code, unknown_functions, with_fun
 from ..analysis._lineage import UNKNOWN
 from ..analysis._probes import _constant
 from ..errors import ApprovalRequired, StatementDenied
-from ..guardrails import Decision, effective_facts, evaluate
+from ..rules import Decision, effective_facts, evaluate
 from ..identity import Identity
 from .cached_plan import CachedPlan, cacheable, remember, valid_for
 from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, from_plan, scope_key
@@ -267,7 +267,7 @@ class DecideStage:
                  if r.id == "column.disallow-predicate-on-masked"]
         if not rules or (decision.action == "deny" and not decision.observe):
             return decision
-        from ..guardrails import Finding, rebuild_decision
+        from ..rules import Finding, rebuild_decision
 
         probed: dict[str, str] = {}
         for s in statements:
@@ -293,7 +293,7 @@ class DecideStage:
                  if r.id == "notify.disallow-sensitive-payload"]
         if not rules or (decision.action == "deny" and not decision.observe):
             return decision
-        from ..guardrails import Finding, rebuild_decision
+        from ..rules import Finding, rebuild_decision
 
         hit = any(_computed_notify(s.tree) and
                   self._may_touch_sensitive(s, self.catalog, ident) for s in statements)

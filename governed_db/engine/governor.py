@@ -14,7 +14,7 @@ from typing import Any
 from .. import _config
 from .._catalog import Catalog
 from ..analysis import Analysis, StatementFacts, analyze
-from ..guardrails import Decision
+from ..rules import Decision
 from ..identity import Identity
 from ..masking import Classifier, MaskPlan
 from ..policy import Policy

@@ -31,6 +31,8 @@ from typing import Any
 
 import attrs
 
+from .._toml_lines import key_line as _key_line
+from .._toml_lines import table_lines as _lines_of
 from ..errors import PolicyError
 from ..identity import Identity
 
@@ -152,8 +154,6 @@ def _identity(raw: Mapping[str, Any], source: str | None, line: int | None) -> I
 def check_mcp_section(raw: Any, source: str | None, text: str) -> None:
     """Validate a policy's ``[mcp]`` table (called by the policy loader): PolicyError with the
     file and line of the first problem."""
-    from ..policy import _key_line, _lines_of
-
     if not isinstance(raw, Mapping):
         raise PolicyError("[mcp] must be a table", path=source, line=_key_line(text, "mcp"))
     for key in raw:

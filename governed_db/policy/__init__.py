@@ -1,6 +1,6 @@
 """Policy as code: the model, the TOML loader and the built-in default profile.
 
-A policy is an ordered chain of rules (permanent ids, see :mod:`governed_db.guardrails`), a
+A policy is an ordered chain of rules (permanent ids, see :mod:`governed_db.rules`), a
 masking section and session settings. It is validated completely when loaded: a bad policy
 raises :class:`~governed_db.errors.PolicyError` naming the file and line, never at the first
 execute.
@@ -19,7 +19,15 @@ from typing import Any
 
 import attrs
 
+from .._tokens import check_identity_section
+from .._toml_lines import key_line as _key_line
+from .._toml_lines import table_lines as _lines_of
+from ..audit._openlineage import check_settings as _check_openlineage
 from ..errors import PolicyError
+from ..mcp._settings import check_mcp_section
+from ..rules import RULES
+from ..webhooks import Target
+from ._names import did_you_mean, statement_kinds
 
 __all__ = [
     "LEVELS",
@@ -238,8 +246,6 @@ class Policy:
     require_verified: frozenset[str] = attrs.field(init=False, eq=False, factory=frozenset)
 
     def __attrs_post_init__(self) -> None:
-        from ..guardrails import RULES  # the catalogue lives with the checks
-
         # (types, levels, modes, identity kinds and strategies: the fields' validators)
         for rule in self.rules:
             if rule.id not in RULES:
@@ -283,8 +289,6 @@ def _check_kinds(rule: RuleConfig, path: str | None) -> None:
     key = KIND_PARAMS.get(rule.id)
     if key is None:
         return
-    from ._names import did_you_mean, statement_kinds
-
     known = statement_kinds()
     for kind in rule.params.get(key, ()):
         if kind not in known:
@@ -328,12 +332,6 @@ APPROVALS_KEYS = frozenset({"store", "dsn_env", "wait_seconds", "ttl_seconds", "
 AUDIT_KEYS = frozenset({"path", "durability", "on_failure", "signing_key", "checkpoint_every",
                         "checkpoint_ms", "batch_ms", "max_queue", "param_hash_key_env",
                         "postgres_dsn_env", "otlp", "openlineage"})
-
-
-def _lines_of(text: str, header: str) -> list[int]:
-    """1-based line numbers of each ``[[header]]`` occurrence."""
-    pattern = re.compile(r"^[ \t]*\[\[\s*" + re.escape(header) + r"\s*\]\]", re.M)
-    return [text.count("\n", 0, m.start()) + 1 for m in pattern.finditer(text)]
 
 
 def _str_tuple(value: Any, what: str, path: str | None, line: int | None) -> tuple[str, ...]:
@@ -427,13 +425,9 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str | None = None,
     _check_approvals(approvals, source, text)
     mcp = data.get("mcp", {})
     if "mcp" in data:
-        from ..mcp._settings import check_mcp_section
-
         check_mcp_section(mcp, source, text)
     identity = data.get("identity", {})
     if "identity" in data:
-        from .._tokens import check_identity_section
-
         # (a relative jwks path means next to the policy file: resolved by _tokens)
         check_identity_section(identity, source, lambda key: _key_line(text, key))
     name = str(data.get("name", "custom"))
@@ -508,11 +502,6 @@ def _merge_session(base: SessionSettings, own: SessionSettings,
 
 def _origin(where: str, line: int | None) -> str:
     return where if where == BUILTIN or line is None else f"{where}:{line}"
-
-
-def _key_line(text: str, key: str) -> int | None:
-    m = re.search(r"^[ \t]*\[?\[?\s*" + re.escape(key) + r"\b", text, re.M)
-    return text.count("\n", 0, m.start()) + 1 if m else None
 
 
 def _masking(raw: Any, source: str | None, text: str, where: str) -> Masking:
@@ -599,8 +588,6 @@ def _session(raw: Any, source: str | None, text: str) -> SessionSettings:
 
 def _check_keys(raw: Mapping[str, Any], known: frozenset[str], section: str, source: str | None,
                 text: str, line: int | None = None) -> None:
-    from ._names import did_you_mean
-
     for key in raw:
         if key not in known:
             raise PolicyError(f"[{section}]: unknown key {key!r}{did_you_mean(key, known)}"
@@ -619,8 +606,6 @@ def _check_approvals(raw: Any, source: str | None, text: str) -> None:
     if not isinstance(notify, list):
         raise PolicyError("approvals.notify must be an array of tables ([[approvals.notify]])",
                           path=source, line=_key_line(text, "notify"))
-    from ..webhooks import Target
-
     for entry in notify:
         if not isinstance(entry, Mapping):
             raise PolicyError("each [[approvals.notify]] entry must be a table", path=source,
@@ -663,9 +648,7 @@ def _relative_to_policy(section: Mapping[str, Any], source: str | None,
 def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> None:
     _check_keys(audit, AUDIT_KEYS, "audit", source, text)
     if "openlineage" in audit:
-        from ..audit._openlineage import check_settings
-
-        check_settings(audit["openlineage"], source)
+        _check_openlineage(audit["openlineage"], source)
     if audit.get("durability", "batched") not in ("strict", "batched"):
         raise PolicyError("audit.durability must be \"strict\" or \"batched\"", path=source,
                           line=_key_line(text, "durability"))

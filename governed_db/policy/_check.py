@@ -28,8 +28,14 @@ from typing import Any
 
 import attrs
 
+from .._tokens import check_identity_section
+from ..analysis import analyze
 from ..errors import PolicyError
+from ..identity import Identity
+from ..mcp._settings import check_mcp_section
+from ..rules import RULES, evaluate, rule_limit
 from . import (
+    _INTERVAL,
     APPROVALS_KEYS,
     AUDIT_KEYS,
     BUILTIN,
@@ -51,6 +57,8 @@ from . import (
     default_policy,
     parse_policy,
 )
+from . import _check_approvals as _load_check_approvals
+from . import _check_audit as _load_check_audit
 from ._names import builtin_functions, builtin_settings, did_you_mean, statement_kinds, suggest
 from ._positions import Path as KeyPath
 from ._positions import Positions, index_positions
@@ -239,8 +247,6 @@ def _check_session(c: _Collector, raw: Mapping[str, Any]) -> None:
         c.error(("session", "statement_timeout"),
                 'session.statement_timeout must be a table of kind = "30s"')
     else:
-        from . import _INTERVAL
-
         for kind, value in timeout.items():
             path = ("session", "statement_timeout", kind)
             if kind not in IDENTITY_KINDS:
@@ -297,12 +303,10 @@ def _check_masking(c: _Collector, raw: Mapping[str, Any]) -> None:
 
 
 def _check_audit(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
-    from . import _check_audit as loader_check
-
     _unknown_keys(c, ("audit",), raw, AUDIT_KEYS, "audit")
     for key, value in raw.items():
         if key in AUDIT_KEYS:
-            c.call(("audit", key), loader_check, {key: value}, source, "")
+            c.call(("audit", key), _load_check_audit, {key: value}, source, "")
     if "signing_key" in raw and not isinstance(raw["signing_key"], str):
         c.error(("audit", "signing_key"), "[audit] signing_key must be the path of a key file"
                                           " (made by `governed-db keygen --out DIR`)")
@@ -314,20 +318,16 @@ def _check_audit(c: _Collector, raw: Mapping[str, Any], source: str | None) -> N
 
 
 def _check_approvals(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
-    from . import _check_approvals as loader_check
-
     _unknown_keys(c, ("approvals",), raw, APPROVALS_KEYS, "approvals")
     for key, value in raw.items():
         if key == "notify" and isinstance(value, list):
             for i, entry in enumerate(value):
-                c.call(("approvals", "notify", i), loader_check, {"notify": [entry]}, source, "")
+                c.call(("approvals", "notify", i), _load_check_approvals, {"notify": [entry]}, source, "")
         elif key in APPROVALS_KEYS:
-            c.call(("approvals", key), loader_check, {key: value}, source, "")
+            c.call(("approvals", key), _load_check_approvals, {key: value}, source, "")
 
 
 def _check_mcp(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
-    from ..mcp._settings import check_mcp_section
-
     for key, value in raw.items():
         if key == "tokens" and isinstance(value, list):
             for i, entry in enumerate(value):
@@ -341,8 +341,6 @@ def _check_mcp(c: _Collector, raw: Mapping[str, Any], source: str | None) -> Non
 
 
 def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -> None:
-    from .._tokens import check_identity_section
-
     for key, value in raw.items():
         c.call(("identity", key), check_identity_section, {key: value}, source,
                lambda _key: None)
@@ -364,8 +362,6 @@ def _check_identity(c: _Collector, raw: Mapping[str, Any], source: str | None) -
 
 
 def _check_rules(c: _Collector, data: Mapping[str, Any], builtin_ids: frozenset[str]) -> None:
-    from ..guardrails import RULES
-
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
         return
@@ -592,10 +588,6 @@ _PROBES = {
 
 def _probe(policy: Policy, kind: str, sql: str, *, roles: Sequence[str] = (),
            ident_id: str = "policy-check") -> Any:
-    from ..analysis import analyze
-    from ..guardrails import evaluate
-    from ..identity import Identity
-
     identity = Identity(ident_id, kind, roles=tuple(roles))
     return evaluate(policy, identity, analyze(sql),
                     read_only=kind in policy.session.read_only_kinds)
@@ -815,8 +807,6 @@ def explain(policy: Policy) -> tuple[dict[str, Any], ...]:
     whether free text is scanned for PII. Rules scoped to identity ids or roles are listed,
     not applied (they need a particular identity).
     """
-    from ..guardrails import rule_limit
-
     out = []
     tables = sorted({t for r in policy.rules if r.level != "disabled" for t in r.tables
                      if not any(ch in t for ch in "*?[")})
@@ -834,8 +824,6 @@ def explain(policy: Policy) -> tuple[dict[str, Any], ...]:
             if any(here[n] != entry[n] for n, _ in _ACTIONS):
                 per_table[table] = {n: here[n] for n, _ in _ACTIONS if here[n] != entry[n]}
         entry["tables"] = per_table
-        from ..identity import Identity
-
         ident = Identity("policy-check", kind)
         limits = [(rule_limit(r, ident), r) for r in policy.rules_for(ident)
                   if r.id == "statement.affected-row-limit"]

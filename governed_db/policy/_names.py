@@ -14,6 +14,8 @@ import functools
 from collections.abc import Iterable
 from importlib import resources
 
+from ..analysis import _vocabulary as v
+
 __all__ = ["builtin_functions", "builtin_settings", "did_you_mean", "statement_kinds",
            "suggest"]
 
@@ -21,8 +23,6 @@ __all__ = ["builtin_functions", "builtin_settings", "did_you_mean", "statement_k
 @functools.cache
 def statement_kinds() -> frozenset[str]:
     """Every statement kind the analyzer can report (``SELECT``, ``INSERT``, ``ROLLBACK TO``...)."""
-    from ..analysis import _vocabulary as v
-
     kinds = set(v._SIMPLE_KINDS.values()) | set(v._TX_KINDS.values())
     kinds |= v.DDL_KINDS | v.READ_KINDS | v.TRANSACTION_KINDS
     # Added by handlers rather than the tables above (see analysis._walk/_statements: _h_grant, _h_set, _h_fetch,
