@@ -746,3 +746,17 @@ def test_reset_all_among_other_statements_still_closes_the_session(drv, dsn, aud
         assert conn.closed
     finally:
         drv.run(conn.close())
+
+
+def test_same_set_config_text_is_judged_again_for_each_bound_value(drv, conn):
+    """The answer for ``set_config(%s, %s, false)`` depends on the values: an allowed pair
+    does not make the next, forbidden pair on the same text pass (no answer is reused by
+    text alone); the setting keeps its value."""
+    query = "SELECT pg_catalog.set_config(%s, %s, false)"
+    for value in ("fid-a", "fid-b"):
+        assert _outcome(drv, conn, query, ["application_name", value]) == "ran"
+    assert _outcome(drv, conn, query, ["governed_db.identity.id", "root"])[0] == \
+        "session.disallow-security-settings"
+    assert _outcome(drv, conn, query, ["client_encoding", "sjis"])[0] == "session.client-encoding"
+    assert drv.one(conn, "SELECT current_setting('governed_db.identity.id'),"
+                         " current_setting('client_encoding')") == ("app", "UTF8")
