@@ -60,7 +60,7 @@ def bound_text(analysis: Any, params: Sequence[Any] | None,
     if not spots:
         return None
     try:
-        raw = analysis.text.encode("utf-8")
+        raw: bytes = analysis.text.encode("utf-8")
     except UnicodeEncodeError:
         return None
     for location, number in sorted(spots, reverse=True):

@@ -212,7 +212,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
                 if ctx.settings_check:
                     yield from self._gov_check_identity_settings()
                 if not ctx.measured:
-                    self._conn._governor.succeeded(ctx, self._rowcount, _status(self))  # type: ignore[attr-defined]
+                    self._conn._governor.succeeded(ctx, self._rowcount, _status(self))
                 return rv
             if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
                 # A rollback undoes session SETs made in the transaction (an identity synced
@@ -609,10 +609,10 @@ class GovernedCursorMixin(_CursorBase[Row]):
     def _select_current_result(self, i: int, format: Any = None) -> None:
         # psycopg 3.3's, reading status and counts from the result itself rather than
         # through the masking view (no value is read here).
-        self._iresult = i  # type: ignore[attr-defined]
-        res = self._results[i]  # type: ignore[attr-defined]
+        self._iresult = i
+        res = self._results[i]
         self.pgresult = res
-        self._tx.set_pgresult(res, format=format)  # type: ignore[attr-defined]
+        self._tx.set_pgresult(res, format=format)
         self._pos = 0
         status = res.status
         if status == _TUPLES_OK:
@@ -627,9 +627,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
         # The common case without the view (psycopg reads only status and ntuples of it);
         # every other case is psycopg's own, with its errors.
         res = self._gov_result
-        if res is not None and res.status == _TUPLES_OK and not self.closed:  # type: ignore[attr-defined]
+        if res is not None and res.status == _TUPLES_OK and not self.closed:
             return res
-        return super()._check_result_for_fetch()  # type: ignore[misc]
+        return super()._check_result_for_fetch()
 
     if not TYPE_CHECKING:
         # Typed as psycopg's own (``RowFactory[Row]`` on sync cursors, ``AsyncRowFactory[Row]``

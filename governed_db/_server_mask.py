@@ -247,10 +247,12 @@ def _utf8(conn: Any, gov: Any = None) -> bool:
     if gov is not None and gov.reported_encoding is not None:
         # What the server reported after the last operation (kept by the connection's
         # server-state check; server_encoding never changes in a session).
-        return gov.server_utf8 and gov.reported_encoding == b"UTF8"
+        reported: bool = gov.server_utf8 and gov.reported_encoding == b"UTF8"
+        return reported
     pgconn = conn.pgconn
-    return (pgconn.parameter_status(b"server_encoding") == b"UTF8"
-            and pgconn.parameter_status(b"client_encoding") == b"UTF8")
+    asked: bool = (pgconn.parameter_status(b"server_encoding") == b"UTF8"
+                   and pgconn.parameter_status(b"client_encoding") == b"UTF8")
+    return asked
 
 
 def _default_loaders(cursor: Any, oids: Sequence[int]) -> bool:
@@ -279,7 +281,7 @@ def rewrite_for(cursor: Any, gov: Any, ctx: Any) -> ServerMask | None:
     """
     try:
         cached = ctx.cached
-        sm = UNSET if cached is None else cached.server_mask
+        sm: ServerMask | None = UNSET if cached is None else cached.server_mask
         if sm is UNSET:
             cache = gov.server_masks
             if not cache or gov.catalog_stale or not gov.policy.masking.server_side:
@@ -464,7 +466,7 @@ def _proven(query: bytes, tree: Mapping[str, Any], n: int) -> bool:
         return False
     if set(sel) - {"targetList", "fromClause", "limitOption", "op"}:
         return False
-    from_ = sel.get("fromClause") or ()
+    from_: Sequence[Any] = sel.get("fromClause") or ()
     if len(from_) != 1 or "RangeSubselect" not in from_[0]:
         return False
     inner = from_[0]["RangeSubselect"].get("subquery")

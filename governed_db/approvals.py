@@ -56,7 +56,7 @@ class ApprovalDenied(StatementDenied):
 
 def denial_message(req: Mapping[str, Any]) -> str:
     """"denied by <approver> at <time>: <reason>" for a denied request."""
-    decision = next((d for d in reversed(req.get("decisions") or ())
+    decision: Mapping[str, Any] = next((d for d in reversed(req.get("decisions") or ())
                      if "approve" in d and not d["approve"]), {})
     by = decision.get("by") or {}
     who = f"{by.get('kind', 'human')}:{by.get('id', '?')}"

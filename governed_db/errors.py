@@ -33,6 +33,7 @@ make psycopg raise *our* class for genuine server permission errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence as _Sequence
 from typing import Any
 
 from psycopg import errors as _pgerrors
@@ -56,7 +57,7 @@ class StatementDenied(_pgerrors.InsufficientPrivilege):
     __module__ = "governed_db.errors"
 
     def __init__(self, message: str = "statement denied by policy", *,
-                 rule_ids: tuple[str, ...] | list[str] = (), **kwargs: Any) -> None:
+                 rule_ids: _Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.rule_ids = tuple(rule_ids)
 
@@ -78,7 +79,7 @@ class ApprovalRequired(StatementDenied):
     __module__ = "governed_db.errors"
 
     def __init__(self, message: str = "statement requires approval", *,
-                 rule_ids: tuple[str, ...] | list[str] = (), request_id: str | None = None,
+                 rule_ids: _Sequence[str] = (), request_id: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(message, rule_ids=rule_ids, **kwargs)
         self.request_id = request_id

@@ -570,13 +570,14 @@ class MaskPlan:
 
             return masked_detect
         if len(ops) == 1 and ops[0][1] is not None:
-            (i, f, sf), = ops
+            (i, fn, sf), = ops
+            assert fn is not None  # (checked above)
 
             def masked_one(values: Sequence[Any]) -> Any:
                 row = list(values)
                 v = row[i]
                 if v.__class__ is str_:
-                    row[i] = f(v)
+                    row[i] = fn(v)
                 elif v is not None:
                     row[i] = sf(v)
                 return make_row(row)
@@ -584,6 +585,7 @@ class MaskPlan:
             return masked_one
         if len(ops) == 2 and ops[0][1] is not None and ops[1][1] is not None:
             (i, f, sf), (j, g, sg) = ops
+            assert f is not None and g is not None  # (checked above)
 
             def masked_two(values: Sequence[Any]) -> Any:
                 row = list(values)

@@ -268,7 +268,7 @@ def end_statement_span(pending: Any, ctx: Any, outcome: Mapping[str, Any]) -> No
 def record_metrics(ctx: Any, outcome: Mapping[str, Any]) -> None:
     if not metering():
         return
-    status = outcome.get("outcome")
+    status: str = outcome.get("outcome") or ""
     kind = ctx.identity.kind
     decision = {"denied": "deny", "rolled_back": "deny",
                 "approval_required": "approval"}.get(status, "allow")

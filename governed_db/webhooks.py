@@ -176,7 +176,7 @@ def build_event(event: str, req: Mapping[str, Any], *,
 
 
 def _tables(req: Mapping[str, Any]) -> Iterable[str]:
-    tables = req.get("tables")
+    tables: Iterable[str] | None = req.get("tables")
     if tables:
         return tables
     # Older requests carry only the summary ("INSERT promotions"): its words after the kind.

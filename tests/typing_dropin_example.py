@@ -10,6 +10,9 @@ from typing import Any
 
 import governed_db as psycopg
 from governed_db import rows, sql
+from governed_db.conninfo import make_conninfo
+from governed_db.pq import TransactionStatus
+from governed_db.rows import DictRow, dict_row
 
 
 def count(cur: psycopg.Cursor[Any], table: str) -> int:
@@ -22,6 +25,13 @@ def names(conn: psycopg.Connection[dict[str, Any]]) -> list[str]:
     with conn.cursor() as cur:
         cur.execute("select name from people where id = %s", (1,))
         return [str(r["name"]) for r in cur.fetchall()]
+
+
+def by_module_path(dsn: str) -> None:
+    with psycopg.connect(make_conninfo(dsn, connect_timeout=3), row_factory=dict_row) as conn:
+        row: DictRow | None = conn.execute("select 1 as one").fetchone()
+        assert row is None or row["one"] == 1
+        assert conn.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.INTRANS)
 
 
 def main(dsn: str) -> None:

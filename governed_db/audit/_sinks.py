@@ -101,7 +101,7 @@ class OtlpLogSink:
 
         for rec, line in self.backlog:
             ident = rec.get("identity") or {}
-            attrs = {"governed_db.audit.type": str(rec.get("type")),
+            attrs: dict[str, str | int] = {"governed_db.audit.type": str(rec.get("type")),
                      "governed_db.audit.chain": str(rec.get("chain")),
                      "governed_db.audit.seq": int(rec.get("seq") or 0)}
             if ident:

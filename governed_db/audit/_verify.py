@@ -277,7 +277,8 @@ def decision_matches(rec: Mapping[str, Any], decision: str) -> bool:
         return bool(dec.get("observe")) and dec.get("would") == "deny"
     if decision == "would_approve":
         return bool(dec.get("observe")) and dec.get("would") == "approval"
-    return dec.get("action") == decision or outcome == decision
+    matched: bool = dec.get("action") == decision or outcome == decision
+    return matched
 
 
 def query(path: str | Path, *, identity: str | None = None, table: str | None = None,

@@ -555,6 +555,7 @@ def policy_check(file: str, dsn: str | None, as_json: bool, strict: bool, quiet:
                    " warning(s)", err=True)
         sys.exit(1)
     p = result.policy
+    assert p is not None  # loaded: a policy with errors exited above
     if strict and result.warnings:
         click.echo(f"FAILED: {file}: {len(result.warnings)} warning(s) (--strict)", err=True)
         sys.exit(1)

@@ -34,7 +34,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 __all__ = ["ConsoleSettings", "create_app"]
 
@@ -230,7 +233,7 @@ def create_app(settings: ConsoleSettings) -> Any:
     return Starlette(routes=routes)
 
 
-def _secure(resp: Any) -> Any:
+def _secure(resp: Response) -> Response:
     resp.headers["Content-Security-Policy"] = ("default-src 'none'; style-src 'unsafe-inline';"
                                                " img-src 'self' data:; form-action 'self';"
                                                " frame-ancestors 'none'")

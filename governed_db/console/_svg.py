@@ -53,7 +53,7 @@ def stacked_bars(title: str, buckets: Sequence[str],
              f'<text x="4" y="32" font-size="10">{top}</text>']
     for i, bucket in enumerate(buckets):
         x = left + i * slot + (slot - bar_w) / 2
-        y = 24 + plot_h
+        y: float = 24 + plot_h
         for j, key in enumerate(keys):
             n = series[key][i]
             if not n:

@@ -94,9 +94,8 @@ class GovernedAsyncDialect(PGDialectAsync_psycopg):
         from sqlalchemy.dialects.postgresql.psycopg import PsycopgAdaptDBAPI
 
         import governed_db
-        from governed_db.pq import ExecStatus
 
-        return PsycopgAdaptDBAPI(governed_db, ExecStatus)
+        return PsycopgAdaptDBAPI(governed_db, governed_db.pq.ExecStatus)
 
     @classmethod
     def engine_created(cls, engine: Any) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..errors import PolicyError
@@ -93,10 +93,11 @@ class JwtTokens:
     def __init__(self, settings: JwtSettings) -> None:
         self.settings = settings
         self._cache: OrderedDict[bytes, Identity] = OrderedDict()
-        self._verify = getattr(Identity, "from_token", None)
-        if self._verify is None:
+        verify = getattr(Identity, "from_token", None)
+        if verify is None:
             raise PolicyError("[mcp.jwt] needs Identity.from_token (verified identity), which"
                               " this governed_db does not have; remove [mcp.jwt] or upgrade")
+        self._verify: Callable[..., Identity] = verify
 
     # Verified tokens are remembered (by SHA-256, never the token) until they expire: every
     # HTTP request of an MCP session carries the same bearer token, and a signature check

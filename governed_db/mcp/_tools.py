@@ -276,7 +276,7 @@ class GovernedTools:
             args = dict(arguments or {})
             async with sess.lock:
                 with acting_as(identity, policy=self.policy):
-                    out = await getattr(self, "_tool_" + tool)(sess, args, statements)
+                    out: ToolOutput = await getattr(self, "_tool_" + tool)(sess, args, statements)
         except _ToolError as exc:
             out = exc.output
         except Exception as exc:  # noqa: BLE001 - a tool never crashes the server; fail closed
@@ -468,8 +468,8 @@ class GovernedTools:
             raise _error("that name is not a table or view (or its columns are not visible);"
                          " call list_tables", outcome="not_found")
         schema, name, relkind = str(res.rows[0][0]), str(res.rows[0][1]), str(res.rows[0][2])
-        columns = [{"name": str(r[3]), "type": str(r[4]), "not_null": bool(r[5])}
-                   for r in res.rows]
+        columns: list[dict[str, Any]] = [
+            {"name": str(r[3]), "type": str(r[4]), "not_null": bool(r[5])} for r in res.rows]
         masked: dict[str, str] = {}
         sample: _Result | None = None
         sample_note = None

@@ -154,6 +154,7 @@ async def serve_http(tools: GovernedTools, identity: Identity, host: str, port: 
     """
     import uvicorn
     from mcp.server.auth.settings import AuthSettings
+    from pydantic import AnyHttpUrl
 
     settings = tools.settings
     verifiers = verifiers_for(settings.tokens, settings.jwt)
@@ -174,7 +175,7 @@ async def serve_http(tools: GovernedTools, identity: Identity, host: str, port: 
     if auth is not None:
         url = f"http://{_url_host(host)}:{port}/mcp"
         kwargs.update(token_verifier=auth, auth=AuthSettings(
-            issuer_url=url, resource_server_url=None, required_scopes=[]))
+            issuer_url=AnyHttpUrl(url), resource_server_url=None, required_scopes=[]))
     app = server.streamable_http_app(**kwargs)
     if auth is not None:
         app = with_refusal_reasons(app)  # 401s say why (expired, wrong issuer, ...)

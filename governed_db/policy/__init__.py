@@ -9,6 +9,7 @@ execute.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tomllib
 import warnings
@@ -657,7 +658,7 @@ def _check_audit(audit: Mapping[str, Any], source: str | None, text: str) -> Non
                           line=_key_line(text, "on_failure"))
 
 
-def load_policy(path: str | Path) -> Policy:
+def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Load and validate a policy TOML file."""
     p = Path(path).expanduser()
     try:

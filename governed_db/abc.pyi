@@ -1,0 +1,2 @@
+# For type checkers: at run time governed_db.abc *is* psycopg.abc (see _aliases.py).
+from psycopg.abc import *
