@@ -262,3 +262,24 @@ def test_duration_text_is_es_number_of_the_rounded_duration():
     xs = [rng.uniform(0, 10.0**e) for e in range(-4, 17) for _ in range(2000)]
     xs += [0.0, 0.0004, 0.0005, 0.001, 1.0, 2.5, 1e15, 1e15 + 0.5, 1e16, 3e17]
     assert [x for x in xs if duration_bytes(x) != es_number(round(x, 3)).encode()] == []
+
+
+def test_event_records_are_made_on_the_writer_thread_and_fail_closed(tmp_path):
+    from governed_db import errors
+    from governed_db.audit import iter_records
+
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    log.event("custom", AGENT, {"dbname": "d"}, n=1, skipped=None)
+    log.flush()
+    log.event("custom", AGENT, {"dbname": "d"}, bad=object())  # queued: no error here
+    with pytest.raises(errors.AuditUnavailable, match="record of a custom could not be built"):
+        log.flush(timeout=5)
+    log.close()
+    recs = [rec for _, rec, _ in iter_records(log.path) if rec]
+    first = recs[0]
+    assert first["type"] == "custom" and first["n"] == 1 and "skipped" not in first
+    assert first["identity"]["id"] == "writer-agent" and first["db"] == {"dbname": "d"}
+    assert dt.datetime.fromisoformat(first["ts"]).tzinfo == dt.UTC
+    failed = [r for r in recs if r["type"] == "record_failed"]
+    assert [(r["record_type"], r["error"]) for r in failed] == [("custom", "TypeError")]
+    verify(log.path, log.key.public_key())

@@ -256,6 +256,7 @@ class AuditLog:
         self._head = b'{"chain":"' + self.chain.encode()
         self._tail = b'","type":"statement","v":' + str(self.schema_version).encode() + b"}"
         self._ts = Timestamps()
+        self._last_identity: tuple[Any, dict[str, Any], dict[str, Any]] | None = None
         # Records taken off the queue and not yet durable (the writer's count; with the
         # queue's size, the backlog a statement is slowed down by).
         self._undurable = 0
@@ -333,10 +334,11 @@ class AuditLog:
 
     def event(self, kind: str, identity: Any, conn_info: Mapping[str, Any],
               **fields: Any) -> None:
-        """Queue a connection-level record: connect, close, commit, rollback, approval..."""
-        rec = {"type": kind, "identity": _identity_record(identity), "db": conn_info,
-               **{k: v for k, v in fields.items() if v is not None}, "ts": _now()}
-        self._put(rec)
+        """Queue a connection-level record: connect, close, commit, rollback, approval...
+
+        Like a statement's, the record is made on the writer thread (a field with no JSON
+        form becomes a signed ``record_failed`` and the log fails closed)."""
+        self._put(_Event(kind, identity, conn_info, fields, time.time_ns()))
 
     def _put(self, item: Any) -> None:
         """Queue one item: no lock (``SimpleQueue.put`` is atomic); the writer wakes on it."""
@@ -502,10 +504,19 @@ class AuditLog:
             self._fail_fatally(cause)
             return line
 
-    @staticmethod
-    def _materialize(item: Any) -> dict[str, Any]:
+    def _materialize(self, item: Any) -> dict[str, Any]:
         # Event fields are free-form: brought into I-JSON here, on the writer thread, so a
         # value that has no JSON form becomes a record_failed, not an error in the caller.
+        if type(item) is _Event:
+            ident = item.identity
+            last = self._last_identity
+            if last is None or last[0] is not ident or last[1] != ident.attributes:
+                last = self._last_identity = (ident, dict(ident.attributes),
+                                              _identity_record(ident))
+            # (to_ijson below copies every object: the remembered record is never changed)
+            item = {"type": item.kind, "identity": last[2], "db": item.db,
+                    **{k: v for k, v in item.fields.items() if v is not None},
+                    "ts": self._ts.text(item.ts_ns).decode()}
         rec = to_ijson(item)
         if _egress._observers:
             _egress.emit("audit record", rec)
@@ -726,6 +737,20 @@ class AuditLog:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+class _Event:
+    """A connection-level event as queued: made into its record by the writer."""
+
+    __slots__ = ("kind", "identity", "db", "fields", "ts_ns")
+
+    def __init__(self, kind: str, identity: Any, db: Mapping[str, Any],
+                 fields: dict[str, Any], ts_ns: int) -> None:
+        self.kind = kind
+        self.identity = identity
+        self.db = db
+        self.fields = fields
+        self.ts_ns = ts_ns
+
+
 class _Flush:
     """A flush request in the queue: done once every record before it is durable."""
 
@@ -749,6 +774,8 @@ def _describe(exc: BaseException) -> str:
 def _item_type(item: Any) -> str:
     if type(item) is tuple:
         return "statement"
+    if type(item) is _Event:
+        return str(item.kind)
     return str(item.get("type", "event")) if isinstance(item, dict) else type(item).__name__
 
 
