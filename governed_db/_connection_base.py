@@ -273,6 +273,17 @@ class GovernedConnectionMixin(_ConnectionBase):
                     " None", rule_ids=("session.read-only",))
         return cmd
 
+    def _gov_forget_prepared(self) -> None:
+        """psycopg forgets the statements it prepared (and prepares again, by new names):
+        after a failed statement that may have run unseen code (no read-back ran behind it)
+        what its names hold is not known (see ``DRIVER_STATEMENTS_CHECK``). (psycopg itself
+        forgets them after ROLLBACK, DEALLOCATE ALL and DISCARD ALL.)"""
+        self._governor.driver_statements_gone = False
+        prepared = self._prepared  # type: ignore[attr-defined]
+        prepared._names.clear()
+        prepared._counts.clear()
+        prepared._to_flush.clear()
+
     def _gov_verify_server_state(self) -> None:
         """After every operation: what the server reports must match what the identity
         requires. On a mismatch the session is closed (fail closed) and the caller told so."""
@@ -281,6 +292,8 @@ class GovernedConnectionMixin(_ConnectionBase):
             return
         if gov.cursors and self.pgconn.transaction_status == IDLE:
             gov.transaction_ended(committed=True)  # (a rollback was told so already)
+        if gov.driver_statements_gone:
+            self._gov_forget_prepared()
         problem = gov.violation
         if problem is None:
             status = self.pgconn.parameter_status

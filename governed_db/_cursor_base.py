@@ -22,6 +22,7 @@ from psycopg.rows import Row, RowFactory, RowMaker
 from . import _pipeline_readback, _server_mask
 from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
+from .engine.session import read_back_violation
 from .errors import InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS
@@ -106,6 +107,8 @@ class GovernedCursorMixin(_CursorBase[Row]):
             gov.auditor.check()
         ident = gov.identity()
         gov.pending_identity = ident
+        if gov.driver_statements_gone:
+            conn._gov_forget_prepared()  # before psycopg looks a statement name up
         if conn.pgconn.transaction_status == IDLE:
             # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or
             # autocommit): a read-only identity's allowed write can still make it READ WRITE.
@@ -289,11 +292,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
         res = yield from conn._exec_command(IDENTITY_SETTINGS_QUERY)
         if res is None:
             return
-        for i, (name, value) in enumerate(expected):
-            got = res.get_value(0, i)
-            if got is None or got.decode() != value:
-                gov.violation = name
-                return
+        problem = read_back_violation(res, expected)
+        if problem is not None:
+            gov.violation = problem
 
     def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._execute_gen(*args, **kwargs))

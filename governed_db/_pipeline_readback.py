@@ -32,6 +32,7 @@ from psycopg import generators, pq
 
 from ._client_encoding import reported_encoding_safe
 from .engine import IDENTITY_SETTINGS_QUERY
+from .engine.session import read_back_violation
 
 TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
@@ -65,14 +66,13 @@ class _ReadBack:
             if res is None or res.status != pq.ExecStatus.PIPELINE_ABORTED:
                 self.gov.violation = "governed_db.identity (not read back)"
             return
-        for i, (name, value) in enumerate(self.expected):
-            got = res.get_value(0, i)
-            if got is None or bytes(got).decode() != value:
-                self.gov.violation = name
-                return
+        problem = read_back_violation(res, self.expected)
+        if problem is not None:
+            self.gov.violation = problem
+            return
         gov = self.gov
-        state = {name: res.get_value(0, len(self.expected) + i)
-                 for i, name in enumerate(_REPORTED)}
+        first = len(self.expected) + 1  # after the settings and the driver-statements count
+        state = {name: res.get_value(0, first + i) for i, name in enumerate(_REPORTED)}
         if not reported_encoding_safe(state["client_encoding"]):
             gov.violation = "client_encoding"
         elif state["standard_conforming_strings"] != b"on":

@@ -317,3 +317,151 @@ def test_no_sequence_of_session_objects_unmasks(dsn, mode):
         asyncio.run(play(ops))
 
     check()
+
+
+# -- 4. what psycopg runs by name is what was judged (its own prepared statements) -------------
+
+SERVICE = Identity("etl", "service")
+OBSERVE = parse_policy('mode = "observe"\n')
+# A text psycopg prepares (prepare=True) and later sends by its name alone.
+CACHED = "SELECT note FROM orders WHERE id = %s"
+# Every way SQL could name a statement in psycopg's namespace (quoting, case, Unicode
+# escapes, EXPLAIN, DO blocks, a later statement of a string).
+DRIVER_NAME_SHAPES = [
+    "DEALLOCATE _pg3_0",
+    'DEALLOCATE "_pg3_0"',
+    "DEALLOCATE PREPARE _PG3_0",
+    "PREPARE _pg3_0(int2) AS DELETE FROM orders WHERE $1 IS NOT NULL RETURNING note",
+    'PREPARE "_PG3_0"(int2) AS DELETE FROM orders WHERE $1 IS NOT NULL',
+    'PREPARE U&"\\005Fpg3_7" AS DELETE FROM orders',
+    "EXECUTE _pg3_0(1)",
+    "EXPLAIN ANALYZE EXECUTE _pg3_0(1)",
+    "DO $$BEGIN PREPARE _pg3_9 AS DELETE FROM orders; END$$",
+    "SELECT 1; PREPARE _pg3_9 AS DELETE FROM orders",
+]
+
+
+async def _call(conn, mode: str, sql: str, params=None, **kw):
+    if mode == "sync":
+        cur = conn.execute(sql, params, **kw)
+        return cur.fetchall() if cur.description else None
+    cur = await conn.execute(sql, params, **kw)
+    return await cur.fetchall() if cur.description else None
+
+
+async def _connect(mode: str, dsn: str, **kw):
+    kw.setdefault("autocommit", True)
+    if mode == "sync":
+        return governed_db.connect(dsn, **kw)
+    return await governed_db.AsyncConnection.connect(dsn, **kw)
+
+
+async def _close(conn, mode: str) -> None:
+    if mode == "sync":
+        conn.close()
+    else:
+        await conn.close()
+
+
+def _raw_state(dsn: str):
+    """Rows of orders and the statements SQL PREPARE created under psycopg's names."""
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        return (raw.execute("SELECT id, note FROM orders ORDER BY id").fetchall(),
+                raw.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0])
+
+
+async def _prepared_by_driver(conn, mode: str) -> None:
+    for _ in range(2):
+        assert await _call(conn, mode, CACHED, [1], prepare=True) == [("qnt gift",)]
+    assert list(conn._prepared._names.values()) == [b"_pg3_0"]
+
+
+_DRIVER_CASES = [(s, SERVICE, OBSERVE) for s in DRIVER_NAME_SHAPES] + [
+    (s, i, p) for s in DRIVER_NAME_SHAPES[:7:3] for i, p in
+    ((SERVICE, None), (HUMAN, None), (AGENT, AGENT_PREPARES))]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("shape", "ident", "policy"), _DRIVER_CASES,
+                         ids=[f"{i.kind}-{'observe' if p is OBSERVE else 'default'}-{n}"
+                              for n, (_, i, p) in enumerate(_DRIVER_CASES)])
+async def test_sql_cannot_name_psycopgs_prepared_statements(dsn, audit, mode, shape, ident,
+                                                            policy):
+    before = _raw_state(dsn)
+    conn = await _connect(mode, dsn, identity=ident, policy=policy, audit=audit)
+    try:
+        await _prepared_by_driver(conn, mode)
+        with pytest.raises(errors.StatementDenied) as ei:
+            await _call(conn, mode, shape)
+        assert ei.value.rule_ids[0] == "session.driver-prepared-name", ei.value
+        # psycopg runs its name again: still the SELECT it prepared.
+        assert await _call(conn, mode, CACHED, [1]) == [("qnt gift",)]
+    finally:
+        await _close(conn, mode)
+    assert _raw_state(dsn) == before
+
+
+# Redefine psycopg's name from code the analyzer does not see (dynamic SQL in a function), the
+# function returning or failing afterwards (no read-back runs behind a failed statement).
+_HIJACK = """CREATE FUNCTION public.hijack(fail bool) RETURNS int LANGUAGE plpgsql AS $f$BEGIN
+  EXECUTE 'DEALLOCATE _pg3_0';
+  EXECUTE 'PREPARE _pg3_0(int2) AS DELETE FROM orders WHERE $1 IS NOT NULL RETURNING note';
+  IF fail THEN RAISE EXCEPTION 'after the PREPARE'; END IF;
+  RETURN 1; END$f$"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("path", ["execute", "pipeline", "transaction"])
+async def test_unseen_redefinition_of_psycopgs_statement_closes_the_session(dsn, audit, mode,
+                                                                            path):
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute(_HIJACK)
+    before = _raw_state(dsn)
+    # (observe in a pipeline: a function of unknown effect cannot be measured there)
+    conn = await _connect(mode, dsn, identity=SERVICE, audit=audit,
+                          policy=OBSERVE if path == "pipeline" else None,
+                          autocommit=path != "transaction")
+    try:
+        await _prepared_by_driver(conn, mode)
+        with pytest.raises(errors.StatementDenied) as ei:
+            if path == "pipeline":
+                if mode == "sync":
+                    with conn.pipeline():
+                        conn.execute("SELECT public.hijack(false)")
+                else:
+                    async with conn.pipeline():
+                        await conn.execute("SELECT public.hijack(false)")
+            else:
+                await _call(conn, mode, "SELECT public.hijack(false)")
+        assert ei.value.rule_ids == ("session.verify-server-state",)
+        assert "_pg3_" in str(ei.value)
+        assert conn.closed
+    finally:
+        await _close(conn, mode)
+    assert _raw_state(dsn)[0] == before[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("autocommit", [True, False])
+async def test_failed_unseen_code_makes_psycopg_forget_its_statements(dsn, audit, mode,
+                                                                      autocommit):
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute(_HIJACK)
+    before = _raw_state(dsn)
+    conn = await _connect(mode, dsn, identity=SERVICE, audit=audit, autocommit=autocommit)
+    try:
+        await _prepared_by_driver(conn, mode)
+        with pytest.raises(psycopg.errors.RaiseException):
+            await _call(conn, mode, "SELECT public.hijack(true)")
+        if not autocommit:
+            await (conn.rollback() if mode == "async" else _noop(conn.rollback()))
+        assert await _call(conn, mode, CACHED, [1]) == [("qnt gift",)]
+        assert await _call(conn, mode, CACHED, [2], prepare=True) == [("qnt rush",)]
+        assert b"_pg3_0" not in conn._prepared._names.values()
+    finally:
+        await _close(conn, mode)
+    assert _raw_state(dsn)[0] == before[0]
+
+
+async def _noop(value):
+    return value

@@ -56,6 +56,9 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.session_versions: dict[str, int] = {}
         self._session_counter = itertools.count(1)
         self.holdable_cursors: set[str] = set()  # DECLARE ... WITH HOLD: outlive COMMIT
+        # A statement that may have run unseen code failed (no read-back behind it): psycopg
+        # forgets its prepared statements before the next one (_connection_base).
+        self.driver_statements_gone = False
         # Whether object names with non-ASCII characters are exact: PostgreSQL truncates
         # names to 63 bytes *in the server encoding*, the parser here in UTF-8.
         self.server_utf8 = True

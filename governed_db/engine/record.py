@@ -24,6 +24,10 @@ class RecordStage:
 
     def failed(self, ctx: StatementContext, exc: BaseException) -> None:
         self.session_effects_unknown(ctx)
+        if ctx.settings_check:
+            # It may have run code that redefined psycopg's statement names, and no read-back
+            # ran behind it: psycopg forgets them before its next statement.
+            self.driver_statements_gone = True
         sqlstate = getattr(exc, "sqlstate", None)
         self._record(ctx, outcome="error", sqlstate=sqlstate, error_class=type(exc).__name__)
         self.give_back_approval(ctx)

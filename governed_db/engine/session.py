@@ -43,8 +43,30 @@ IDENTITY_SETTINGS = ("governed_db.identity.id", "governed_db.identity.kind",
                      "governed_db.identity.subject")
 
 
+# Read back with them (one more column, same round trip): how many prepared statements in
+# psycopg's own namespace (``_pg3_*``) were created by SQL PREPARE — in a function body or a
+# DO block's dynamic SQL, where the analyzer could not refuse it (``session.driver-prepared-
+# name``). psycopg prepares its statements through the protocol (``from_sql`` false) and
+# runs a cached text by name alone: any such statement closes the session.
+DRIVER_STATEMENTS_CHECK = ("(SELECT pg_catalog.count(*) FROM pg_catalog.pg_prepared_statements"
+                           " WHERE from_sql AND pg_catalog.starts_with(name, '_pg3_'))")
+
+
 IDENTITY_SETTINGS_QUERY = ("SELECT " + ", ".join(
-    f"pg_catalog.current_setting('{name}', true)" for name in IDENTITY_SETTINGS)).encode()
+    [f"pg_catalog.current_setting('{name}', true)" for name in IDENTITY_SETTINGS]
+    + [DRIVER_STATEMENTS_CHECK])).encode()
+
+
+def read_back_violation(res: Any, expected: tuple[tuple[str, str], ...]) -> str | None:
+    """What the identity-settings read-back (``IDENTITY_SETTINGS_QUERY``'s one row) shows
+    changed, or None: a setting's name, or the driver's prepared statements."""
+    for i, (name, value) in enumerate(expected):
+        got = res.get_value(0, i)
+        if got is None or bytes(got).decode() != value:
+            return name
+    if res.nfields <= len(expected) or res.get_value(0, len(expected)) != b"0":
+        return "psycopg's prepared statement namespace (_pg3_*, redefined by SQL PREPARE)"
+    return None
 
 
 def identity_settings(identity: Identity) -> tuple[tuple[str, str], ...]:

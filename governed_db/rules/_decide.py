@@ -96,8 +96,8 @@ def evaluate(policy: Policy, identity: Any, analysis: Analysis,
     max_rows = _runtime_limit(rules, "statement.max-rows-returned", identity)
     full_table = full_table_min_rows(rules)
     facts = statements if statements is not None else analysis.statements
-    encoding = (_client_encoding(facts) or _governance_state(ctx, facts)
-                or _identity_hand_off(facts))
+    encoding = (_client_encoding(facts) or _driver_statement_names(facts)
+                or _governance_state(ctx, facts) or _identity_hand_off(facts))
     if encoding is not None:
         # Not a policy rule: no policy, level or observe mode can let it through (the
         # analyzer could no longer read what the server runs next).
@@ -135,6 +135,35 @@ def _client_encoding(statements: Sequence[StatementFacts]) -> Finding | None:
                         " GB18030, JOHAB, SQL_ASCII) the server could read later statements"
                         " differently than governed_db. Use UTF8; do not retry with another"
                         " spelling")
+    return None
+
+
+# psycopg names the statements it prepares itself ``_pg3_<n>`` (psycopg/_preparing.py) and
+# later runs a cached text by that name alone.
+DRIVER_STATEMENT_PREFIX = "_pg3_"
+
+
+def _driver_statement_names(statements: Sequence[StatementFacts]) -> Finding | None:
+    """SQL ``PREPARE``/``EXECUTE``/``DEALLOCATE`` of a name in psycopg's own namespace.
+
+    Why a hard finding: psycopg maps a text it has seen often to a name it prepared, and then
+    sends only that name. Redefined with SQL (``DEALLOCATE _pg3_0; PREPARE _pg3_0 AS DELETE
+    ...``), the name would run a statement nobody judged the next time the harmless text is
+    executed. Names as PostgreSQL's parser resolved them (quoting, case folding, Unicode
+    escapes), compared without case; in DO blocks too (their static SQL is walked). Code the
+    analyzer does not see (dynamic SQL, function bodies) is checked after it runs: the
+    read-back finds such a name created by SQL and closes the session."""
+    for s in statements:
+        names = [*s.prepares, *s.executes, *s.deallocates,
+                 *(name for _, what, name in s.session_refs if what == "prepared")]
+        if any(n.lower().startswith(DRIVER_STATEMENT_PREFIX) for n in names):
+            return Finding(
+                rule_id="session.driver-prepared-name", level="error",
+                message=f"prepared statement names starting with {DRIVER_STATEMENT_PREFIX!r}"
+                        " belong to psycopg (it runs cached statements by these names): no"
+                        " governed statement may PREPARE, EXECUTE or DEALLOCATE them, whatever"
+                        " the policy or mode. Use another name, or let psycopg prepare"
+                        " (prepare=True); do not retry")
     return None
 
 
