@@ -175,5 +175,6 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
             yield masked_notify(n)
 
     def close(self) -> None:
-        self._gov_closing()
+        was_open = self._gov_closing()
         super().close()
+        self._gov_closed(was_open)

@@ -173,5 +173,6 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
             yield masked_notify(n)
 
     async def close(self) -> None:
-        self._gov_closing()
+        was_open = self._gov_closing()
         await super().close()
+        self._gov_closed(was_open)

@@ -760,3 +760,17 @@ def test_same_set_config_text_is_judged_again_for_each_bound_value(drv, conn):
     assert _outcome(drv, conn, query, ["client_encoding", "sjis"])[0] == "session.client-encoding"
     assert drv.one(conn, "SELECT current_setting('governed_db.identity.id'),"
                          " current_setting('client_encoding')") == ("app", "UTF8")
+
+
+def test_close_returns_with_the_connections_records_written(drv, dsn, audit):
+    """close() returns once the connection's audit records, its close included, are written:
+    nothing of the closed connection is still on its way through the writer thread
+    (psycopg's test_leak counts objects right after close())."""
+    for _ in range(3):
+        conn = drv.connect(dsn, audit=audit, autocommit=True)
+        drv.one(conn, "SELECT 1")
+        drv.run(conn.close())
+        kinds = [r["type"] for r in audit.records]  # what is written, not flushed here
+        assert kinds[-2:] == ["statement", "close"], kinds[-4:]
+    drv.run(conn.close())  # closing again writes nothing more
+    assert [r["type"] for r in audit.records][-1] == "close"
