@@ -33,7 +33,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import PolicyError, StatementDenied
+from . import _state, _tokens
+from ._state import param_hash_key, state_dir
+from .audit import process_log
+from .errors import IdentityError, PolicyError, StatementDenied
+from .identity import Identity
+from .policy import default_policy, load_policy
+from .webhooks import Notifier
 
 __all__ = ["APPROVER_TOKEN_ENV", "ApprovalDenied", "ApprovalStore", "PostgresApprovalStore",
            "approver_from_token", "approver_identity", "binding_hash", "read_token_file", "requires_verified_approvers", "store_for"]
@@ -76,21 +82,16 @@ def _raise_denied(req: Mapping[str, Any]) -> None:
 def _process_policy() -> Any:
     """The process's policy (``configure(policy=)``, else ``GOVERNED_DB_POLICY``, else the
     built-in default), without the default-policy warning a connection gives."""
-    from . import _config
-    from .policy import default_policy, load_policy
-
     env = os.environ.get("GOVERNED_DB_POLICY")
-    return _config.get_config().policy or (load_policy(env) if env else default_policy())
+    return _state.config.policy or (load_policy(env) if env else default_policy())
 
 
 def record_decision(req: Mapping[str, Any], approver: Any, *, approve: bool,
                     note: str | None, audit: Any = None) -> None:
     """Write the decision (approver, reason) to the audit trail: the one given, else the
     process's default log (``configure(audit=)``, ``GOVERNED_DB_AUDIT``, the policy's)."""
-    from . import _config
-
     if audit is None:
-        audit = _config.resolve_auditor(None, _process_policy())
+        audit = process_log(None, _process_policy())
     if audit is None:
         return
     audit.event("approval_decided", approver, {}, request_id=req.get("id"),
@@ -111,8 +112,6 @@ def statement_binding(analysis: Any) -> str:
     keyed hash of the text sent. Why both: the normalized form alone would let an approval
     of ``DELETE … WHERE id = 5`` run ``… WHERE id = 6`` (same ``$1``), and a plain hash of the
     text could be reversed by trying values; the key is the one parameters are hashed with."""
-    from ._config import param_hash_key
-
     digest = hmac.new(param_hash_key(), analysis.text.encode("utf-8", "surrogatepass"),
                       hashlib.sha256).hexdigest()
     return f"{analysis.normalized}\x00{digest}"
@@ -131,8 +130,6 @@ class ApprovalStore:
 
     @classmethod
     def default(cls) -> ApprovalStore:
-        from ._config import state_dir
-
         return cls(os.environ.get("GOVERNED_DB_APPROVALS") or state_dir() / "approvals")
 
     # -- storage --------------------------------------------------------------------------------
@@ -389,9 +386,7 @@ def _seal_key() -> bytes:
     env = os.environ.get("GOVERNED_DB_APPROVALS_KEY")
     if env:
         return env.encode()
-    from ._config import _persistent_key
-
-    return _persistent_key("approvals.key")
+    return _state.persistent_key("approvals.key")
 
 
 # What a seal covers: everything the approver is shown and the consumer relies on (statement,
@@ -476,8 +471,6 @@ def approval_usable(req: Mapping[str, Any], policy: Any) -> bool:
     if requires_verified_approvers(policy):
         if by.get("verified") is not True or by.get("kind") != "human":
             return False
-        from . import _tokens
-
         try:
             issuer = _tokens.policy_settings(policy).issuer
         except Exception:  # noqa: BLE001 - no usable [identity.oidc]: nobody qualifies
@@ -503,9 +496,6 @@ def approver_from_token(token: str | bytes, policy: Any) -> Any:
     ``kind_claim``) and must be ``human``: a mapping that does not say is refused (never
     assumed human: an agent's own token would approve), and a token that says ``ai_agent`` or
     ``service`` never approves."""
-    from . import _tokens
-    from .identity import Identity
-
     settings = _tokens.policy_settings(policy)
     if settings.kind is None and settings.kind_claim is None:
         raise StatementDenied(
@@ -535,8 +525,6 @@ def approver_identity(*, name: str | None, token: str | bytes | None, policy: An
     """Who a decision is made as: the identity ``token`` proves when one is given, else
     ``name`` (``kind:id``, or the id of a human) — refused when the policy requires verified
     approvers (:func:`requires_verified_approvers`), so a name is never enough there."""
-    from .identity import Identity
-
     if token is not None:
         if name is not None:
             raise PolicyError("give the approver's token or a name (--as), not both")
@@ -575,8 +563,6 @@ def check_decision(req: dict[str, Any], request_id: str, approver: Any,
     the approver must be verified, its token current, and (with ``approver_roles``) hold
     one of those roles.
     """
-    from .errors import IdentityError
-
     if req["status"] == TAMPERED or (req["status"] == "pending" and not sealed(req)):
         raise StatementDenied(
             f"approval request {request_id} is TAMPERED: what is stored is not what governed_db"
@@ -907,8 +893,6 @@ class PostgresApprovalStore:
 def store_for(settings: Mapping[str, Any], on_notify_failure: Any = None) -> Any:
     """The approval store a policy's ``[approvals]`` table (or the environment) selects, with
     its notifier when the table has ``[[approvals.notify]]`` targets."""
-    from .webhooks import Notifier
-
     store = _store_for(settings)
     store.notifier = Notifier.from_settings(settings, on_failure=on_notify_failure)
     return store

@@ -13,6 +13,7 @@ from typing import Any
 import pgparse
 
 from .._client_encoding import query_text
+from .._state import param_hash_key
 from ._extract import extract_all, extract_facts
 from ._facts import CopyFacts, StatementFacts
 from ._nodes import funcname
@@ -154,8 +155,6 @@ def _keyed_fingerprint(text: str) -> str:
     statement could be reversed by trying values)."""
     import hashlib
     import hmac
-
-    from .._config import param_hash_key
 
     return "text:" + hmac.new(param_hash_key(), text.encode("utf-8", "surrogatepass"),
                               hashlib.sha256).hexdigest()[:32]

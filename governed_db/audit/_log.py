@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .. import egress as _egress
+from .._state import state_dir
 from ..errors import AuditUnavailable
 from ._canonical import canonical_bytes, canonical_of_parsed, es_number, to_ijson
 from ._record import (
@@ -132,8 +133,6 @@ def load_or_create_key(path: str | os.PathLike[str] | None) -> Ed25519PrivateKey
     Safe when several processes start at once: the key is written to a temporary file and
     published with an atomic link, so every process ends up with the same, complete key.
     """
-    from .._config import state_dir
-
     p = Path(path).expanduser() if path else state_dir() / "audit-signing.key"
     for _ in range(3):
         try:
