@@ -1,4 +1,4 @@
-"""The canonical form of audit records (schema v2): RFC 8785, the JSON Canonicalization Scheme.
+"""The canonical form of audit records (schema v2 and v3): RFC 8785, the JSON Canonicalization Scheme.
 
 The bytes a record's hash covers are the JCS serialization of the record without ``hash`` and
 ``sig``: object members sorted by their names' UTF-16 code units, no whitespace, strings with

@@ -373,6 +373,11 @@ class AuditLog:
         deadline = time.monotonic() + timeout
         with self._done:
             while not marker.done:
+                if not self._thread.is_alive() and not marker.done:
+                    # Queued after the writer's stop (a close on another thread): never
+                    # written.
+                    raise AuditUnavailable(f"audit records could not be written: {self.fatal}"
+                                           if self.fatal else "the audit log is closed")
                 if self.error is not None and not self.fail_open:
                     raise AuditUnavailable(
                         f"audit records could not be written: {self.fatal or self.error}")
@@ -541,6 +546,7 @@ class AuditLog:
         ts_b = ts.text(ts_ns) if sec != ts._sec else \
             ts._prefix + b"%06d+00:00" % (us - sec * 1_000_000)
         last = static._outcome
+        # (Outcome values are text, integers and lists of text: == tells them apart.)
         if last is not None and last[0] == outcome:
             outcome_b = last[1]
         else:
