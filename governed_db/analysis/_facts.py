@@ -61,7 +61,7 @@ class StatementFacts:
             ``DEALLOCATE ALL``.
         session_refs: ``(index into opaque_reasons, "prepared" | "cursor", name)`` for every
             EXECUTE/FETCH/MOVE of an object not prepared/declared earlier in the same
-            string: what :func:`~governed_db.guardrails.effective_facts` resolves against the
+            string: what :func:`~governed_db.rules.effective_facts` resolves against the
             session, by the name from the parse tree (never parsed back out of a message).
         copy: COPY details, when the statement is a COPY.
         tree: the statement's parse tree (for lineage), not for mutation.
