@@ -332,6 +332,7 @@ class Notifier:
                     status = resp.status
             except urllib.error.HTTPError as exc:
                 status = exc.code
+                exc.close()  # the error carries the open response: release its socket
             except (OSError, ValueError) as exc:
                 reason = f"{type(exc).__name__}"
                 continue

@@ -311,6 +311,7 @@ def test_browser_approve_deny_self_approval_and_charts(browser, console_url, tra
     # Without the token: 401.
     with pytest.raises(urllib.error.HTTPError) as ei:
         urllib.request.urlopen(base + "/approvals", timeout=10)  # noqa: S310 - loopback
+    ei.value.close()  # the error holds the open response
     assert ei.value.code == 401
 
     # Log in with the printed URL; the token leaves the address bar.
@@ -367,6 +368,7 @@ def test_browser_approve_deny_self_approval_and_charts(browser, console_url, tra
                                           "Content-Type": "application/x-www-form-urlencoded"})
     with pytest.raises(urllib.error.HTTPError) as ei:
         urllib.request.urlopen(req, timeout=10)  # noqa: S310 - loopback
+    ei.value.close()
     assert ei.value.code == 403
     assert store.get(again.value.request_id)["status"] == "pending"
 
