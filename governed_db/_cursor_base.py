@@ -32,7 +32,8 @@ IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
 # Instance slots every concrete governed cursor class declares.
-GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure")
+GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure",
+             "_gov_portal")
 # Paths that send a statement without psycopg's _maybe_prepare_gen, so its effect cannot be
 # measured in a savepoint around it: stream() hands rows over while the statement runs, a
 # server cursor runs its query (and any function in it) at each FETCH, COPY TO streams.
@@ -86,6 +87,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             self._gov_ctx = None
             self._gov_path = None
             self._gov_measure = None
+            self._gov_portal = None  # server cursors: the version of the portal judged
             if getattr(connection, "_governor", None) is None:
                 raise InterfaceError(
                     "governed cursors need a governed connection: connect with"
@@ -393,7 +395,18 @@ class GovernedCursorMixin(_CursorBase[Row]):
 
     def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
         self._gov_path = "a server-side cursor"
-        return self._gov_track(super()._declare_gen(*args, **kwargs))  # type: ignore[misc]
+        return self._gov_judged_portal(
+            self._gov_track(super()._declare_gen(*args, **kwargs)))  # type: ignore[misc]
+
+    def _gov_judged_portal(self, gen: Any) -> Any:
+        rv = yield from gen
+        self._gov_portal = self._gov_portal_version()
+        return rv
+
+    def _gov_portal_version(self) -> Any:
+        """The session's version of this server cursor's name (bumped by every DECLARE,
+        CLOSE, transaction end the governor saw): what the cursor's plan was judged for."""
+        return self._conn._governor.session_versions.get(f"cursor:{self._name}")  # type: ignore[attr-defined]
 
     def _describe_gen(self) -> Any:
         """Server cursors: learn the shape of the cursor before its first fetch.
@@ -411,6 +424,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             text = sql.SQL("FETCH ALL FROM {}").format(
                 sql.Identifier(self._name)).as_bytes(self._conn)  # type: ignore[attr-defined]
             ctx = self._gov_ctx = gov.gate(text, None, ident)
+            self._gov_portal = self._gov_portal_version()
             yield from super()._describe_gen()  # type: ignore[misc]
             gov.succeeded(ctx, -1, None)
             return
@@ -426,6 +440,23 @@ class GovernedCursorMixin(_CursorBase[Row]):
         return super()._scroll_gen(value, mode)  # type: ignore[misc]
 
     def _gov_check_portal(self) -> None:
+        self._gov_check_redeclared()
+        self._gov_check_portal_effect()
+
+    def _gov_check_redeclared(self) -> None:
+        """The cursor's name was closed or declared again by SQL since its rows were judged
+        (``CLOSE c; DECLARE c CURSOR FOR SELECT ssn ...`` through another cursor): the plan
+        made for the old query must not mask the new one's rows. The cursor is read as one
+        this object did not declare: described again and judged as ``FETCH`` from the name,
+        by what the session saw it declared as now (unknown: masked; gone: the server's
+        error, as psycopg raises it)."""
+        if self._gov_ctx is None or not self._described:  # type: ignore[attr-defined]
+            return  # not judged yet: the describe before the fetch judges it
+        if self._gov_portal_version() != self._gov_portal:
+            self._gov_ctx = None
+            self._described = False  # type: ignore[attr-defined]
+
+    def _gov_check_portal_effect(self) -> None:
         """FETCH/MOVE through a server cursor are sent by psycopg without the statement
         hook, and each runs more of the cursor's query (a function in it writes then). The
         query was judged at DECLARE (refused there when only measuring could judge it); a

@@ -465,3 +465,62 @@ async def test_failed_unseen_code_makes_psycopg_forget_its_statements(dsn, audit
 
 async def _noop(value):
     return value
+
+
+# -- 5. a psycopg server cursor reads what its rows were judged for ---------------------------
+
+# How SQL gives a psycopg server cursor's name another query between two of its fetches.
+REDECLARE = {
+    "close-declare": ["CLOSE srv", "DECLARE srv CURSOR FOR {q}"],
+    "close-all": ["CLOSE ALL", "DECLARE srv SCROLL CURSOR FOR {q}"],
+    "quoted": ['CLOSE "srv"', 'DECLARE "srv" NO SCROLL CURSOR FOR {q}'],
+    "one-string": ["CLOSE srv; DECLARE srv CURSOR FOR {q}"],
+}
+FETCHES = ["fetchmany", "fetchall", "fetchone", "iterate", "scroll"]
+
+
+async def _read(cur, mode: str, how: str):
+    async def aw(v):
+        return await v if mode == "async" else v
+    if how == "fetchmany":
+        return await aw(cur.fetchmany(4))
+    if how == "fetchall":
+        return await aw(cur.fetchall())
+    if how == "fetchone":
+        return [await aw(cur.fetchone()), await aw(cur.fetchone())]
+    if how == "scroll":
+        await aw(cur.scroll(0))
+        return await aw(cur.fetchall())
+    if mode == "async":
+        return [row async for row in cur]
+    return list(cur)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("ident", [AGENT, HUMAN], ids=["agent", "human"])
+@pytest.mark.parametrize("stolen", [False, True], ids=["declared-by-psycopg", "declared-in-sql"])
+@pytest.mark.parametrize("reuse", sorted(REDECLARE))
+@pytest.mark.parametrize("how", FETCHES)
+async def test_server_cursor_redeclared_by_sql_is_judged_again(dsn, audit, mode, ident, stolen,
+                                                               reuse, how):
+    secrets = raw_secrets(dsn)
+    conn = await _connect(mode, dsn, identity=ident, audit=audit, autocommit=False)
+    try:
+        if stolen:  # a cursor declared in SQL, read through conn.cursor(name)
+            await _call(conn, mode, "DECLARE srv CURSOR FOR SELECT note, note FROM orders")
+        cur = conn.cursor(name="srv")
+        if not stolen:
+            await (cur.execute("SELECT note, note FROM orders") if mode == "async"
+                   else _noop(cur.execute("SELECT note, note FROM orders")))
+        first = await (cur.fetchmany(1) if mode == "async" else _noop(cur.fetchmany(1)))
+        assert first == [("qnt gift", "qnt gift")]
+        for sql in REDECLARE[reuse]:
+            await _call(conn, mode, sql.format(q="SELECT ssn, email FROM users"))
+        rows = await _read(cur, mode, how)
+        await (cur.close() if mode == "async" else _noop(cur.close()))
+    finally:
+        await _close(conn, mode)
+    # masked as a FETCH from the new query is (partial: the last four of the SSN)
+    assert rows == [("***********3333", "****@example.com"),
+                    ("***********6666", "****@example.com")]
+    assert_no_secret(rows, secrets)
