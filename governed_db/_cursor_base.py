@@ -720,8 +720,6 @@ class GovernedResult:
     def _masked_value(self, row_number: int, column_number: int) -> bytes | None:
         res = self._res
         value: bytes | None = res.get_value(row_number, column_number)
-        if value is None:
-            return None
         cur = self._cursor
         gov = cur._conn._governor
         plan = gov.bound_plan(cur._gov_ctx, cur._iresult, res) if gov is not None else None
@@ -730,7 +728,9 @@ class GovernedResult:
         if res.fformat(column_number) != 0 and res.ftype(column_number) not in _TEXT_BINARY:
             return None
         codec: str = cur._encoding  # text values come in the session's client encoding
-        masked = plan.apply_one(column_number, bytes(value).decode(codec, "replace"))
+        # NULL too: a derived value's NULL comes back as the strategy's constant
+        masked = plan.apply_one(column_number, None if value is None
+                                else bytes(value).decode(codec, "replace"))
         return None if masked is None else str(masked).encode(codec, "replace")
 
     def set_attributes(self, descriptions: Any) -> None:

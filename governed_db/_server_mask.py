@@ -141,7 +141,7 @@ def _text_type(oid: int, fmod: int, strategy: str) -> bytes | None:
 
 
 def mask_expression(col: bytes, strategy: str, oid: int, fmod: int, *,
-                    split_part_last: bool = True) -> bytes | None:
+                    split_part_last: bool = True, constant: bool = False) -> bytes | None:
     """SQL computing ``strategy`` on column expression ``col`` exactly as the client does.
 
     Equal for every value to what ``masking._Masker`` returns for the value psycopg loads:
@@ -151,6 +151,8 @@ def mask_expression(col: bytes, strategy: str, oid: int, fmod: int, *,
     computes. Functions and operators are schema-qualified: nothing on the search path can
     shadow them. None when the type is not one this module handles exactly.
     ``split_part_last``: the server has ``split_part(s, d, -1)`` (PostgreSQL 14 and later).
+    ``constant``: the column is a value derived from a masked one (``ColumnMask.constant``):
+    NULL comes back as the strategy's constant too, as the client masker does.
     """
     if strategy not in SQL_STRATEGIES:
         return None
@@ -167,7 +169,11 @@ def mask_expression(col: bytes, strategy: str, oid: int, fmod: int, *,
     if strategy == "null":
         body = b"CASE WHEN " + c + b" IS NULL THEN NULL ELSE NULL END"
     elif strategy == "redact":
-        body = b"CASE WHEN " + c + b" IS NULL THEN NULL ELSE '****'::pg_catalog.text END"
+        when_null = b"'****'::pg_catalog.text" if constant else b"NULL"
+        body = b"CASE WHEN " + c + b" IS NULL THEN " + when_null + \
+            b" ELSE '****'::pg_catalog.text END"
+    elif constant:
+        return None  # a derived value is never given a shape-keeping strategy
     elif strategy == "partial":
         # n <= 8: "****"; else n-4 stars and the last four characters: lpad() pads the last
         # four on the left with stars to n characters (NULL in, NULL out: all are strict).
@@ -421,7 +427,8 @@ def _build(cursor: Any, gov: Any, ctx: Any, result: Any) -> ServerMask | None:
         expr = None
         oid, fmod = result.ftype(i), result.fmod(i)
         if cm is not None and cm.reason not in _REASONS_NOT_EXACT:
-            expr = mask_expression(col, cm.strategy, oid, fmod, split_part_last=pg14)
+            expr = mask_expression(col, cm.strategy, oid, fmod, split_part_last=pg14,
+                                   constant=cm.constant)
         if expr is None:
             exprs.append(col)
             provenance.append((result.ftable(i), result.ftablecol(i)))

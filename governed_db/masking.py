@@ -379,7 +379,14 @@ class ColumnMask:
         keyed: per-key strategies for JSON objects whose keys are source column names.
         derived: the value is computed (not a stored column as is): JSON object keys that
             are not source column names are masked like values (``json_object_agg(email,
-            1)`` puts the e-mails in the keys).
+            1)`` puts the e-mails in the keys), and every element of a structured value is
+            masked to the strategy's constant, NULL elements included.
+        constant: the value comes back as the strategy's constant whatever it is, NULL
+            included (``redact``: ``'****'`` for NULL as for any text). For a value computed
+            from a masked column, whether it is NULL is a function of the hidden value
+            (``'{"0":1}'::jsonb ->> substr(ssn, 1, 1)``): keeping NULL as NULL would answer
+            a guess per column. Only a stored column as is keeps its NULLs (its NULL-ness is
+            what ``IS NULL`` shows anyway).
     """
 
     strategy: str
@@ -387,6 +394,7 @@ class ColumnMask:
     sources: tuple[str, ...] = ()
     keyed: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
     derived: bool = False
+    constant: bool = False
 
 
 def _detect_value(value: Any, found: list[Category] | None) -> Any:
@@ -416,7 +424,8 @@ def _detect_value(value: Any, found: list[Category] | None) -> Any:
 class _Masker:
     """Applies a ColumnMask to any Python value psycopg loaded, preserving types."""
 
-    __slots__ = ("text_fn", "strategy", "keyed_fns", "key", "detect_only", "mask_keys")
+    __slots__ = ("text_fn", "strategy", "keyed_fns", "key", "detect_only", "mask_keys",
+                 "derived", "null_value", "element")
 
     def __init__(self, cm: ColumnMask, key: bytes) -> None:
         self.strategy = cm.strategy
@@ -425,10 +434,17 @@ class _Masker:
         self.mask_keys = cm.derived or cm.reason == "unknown-lineage"
         self.text_fn = None if self.detect_only else _strategy_text(cm.strategy, key)
         self.keyed_fns = {k: _strategy_text(v, key) for k, v in cm.keyed.items()}
+        # A derived value is masked to a constant, NULL and every element included: the
+        # strategy's text for "redact", None for "null" (derived values are never given a
+        # shape-keeping strategy, see engine.mask_plan).
+        self.derived = (cm.derived or cm.constant) and not self.detect_only and \
+            cm.strategy in ("redact", "null")
+        self.element = REDACTED if cm.strategy == "redact" else None
+        self.null_value = self.element if cm.constant and self.derived else None
 
     def __call__(self, value: Any) -> Any:
         if value is None:
-            return None
+            return self.null_value
         if self.detect_only:
             return _detect_value(value, None)
         if isinstance(value, str):
@@ -442,27 +458,40 @@ class _Masker:
                     if str(k).lower() in self.keyed_fns:
                         out[k] = self._keyed(k, v)
                     else:
-                        out[f"{REDACTED}{n}"] = self(v)
+                        out[f"{REDACTED}{n}"] = self._element(v)
                 return out
             return {k: self._keyed(k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
-            return type(value)(self(v) for v in value) if isinstance(value, list) else tuple(
-                self(v) for v in value)
+            items = [self._element(v) for v in value]
+            return items if isinstance(value, list) else tuple(items)
         if isinstance(value, bool):
             return None
         # Type-preserving: a masked number/date/bytes becomes NULL, never a string the
         # caller's code would choke on.
         return None
 
+    def _element(self, value: Any) -> Any:
+        """An element of a structured value (array item, JSON member): for a derived
+        value every scalar, NULL included, is the strategy's constant, so neither NULL-ness
+        nor type of an element says anything about the hidden value."""
+        if isinstance(value, (dict, list, tuple)):
+            return self(value)
+        if self.derived:
+            return self.element
+        return None if value is None else self(value)
+
     def _keyed(self, key: str, value: Any) -> Any:
         fn = self.keyed_fns.get(str(key).lower())
         if fn is None:
-            return self(value)
+            return self._element(value)
+        if value is not None and fn("x") == "x":
+            return value  # "none": not sensitive, keep
+        if value is None:
+            # A NULL under a sensitive column's key: the constant for a derived value.
+            return self.element if self.derived and fn("x") != "x" else None
         if isinstance(value, str):
             return fn(value)
-        if value is None or (fn("x") == "x"):
-            return value  # "none": not sensitive, keep
-        return self(value)
+        return self._element(value)
 
 
 # ``report(column_index, detectors)``: told which detectors fired in which column (names,
@@ -479,7 +508,7 @@ class MaskPlan:
     it runs the detectors, and a row with nothing found is passed on without a copy.
     """
 
-    __slots__ = ("columns", "_maskers", "_indexes", "_ops", "_dops")
+    __slots__ = ("columns", "_maskers", "_indexes", "_ops", "_dops", "_nops")
 
     def __init__(self, columns: Sequence[ColumnMask | None], key: bytes) -> None:
         self.columns = tuple(columns)
@@ -489,6 +518,9 @@ class MaskPlan:
                           if m is not None and not m.detect_only)
         self._dops = tuple(i for i, m in enumerate(self._maskers)
                            if m is not None and m.detect_only)
+        # Columns whose NULL comes back as a constant (derived values, see ColumnMask)
+        self._nops = tuple((i, m.null_value) for i, m in enumerate(self._maskers)
+                           if m is not None and m.null_value is not None)
 
     @property
     def masked_columns(self) -> tuple[int, ...]:
@@ -515,13 +547,18 @@ class MaskPlan:
             v = row[i]
             if v is not None:
                 row[i] = _detect_in(i, v, report)
+        for i, const in self._nops:
+            if values[i] is None:
+                row[i] = const
         return row
 
     def apply_one(self, index: int, value: Any, report: Report | None = None) -> Any:
         """Mask one value of column ``index`` (for raw result access)."""
         masker = self._maskers[index]
-        if masker is None or value is None:
+        if masker is None:
             return value
+        if value is None:
+            return masker.null_value
         if masker.detect_only:
             return _detect_in(index, value, report)
         return masker(value)
@@ -538,6 +575,13 @@ class MaskPlan:
         str_ = str
         d8 = _DIGIT8
         secret = _secret_hint
+        if self._nops:
+            apply = self.apply
+
+            def masked_constant(values: Sequence[Any]) -> Any:
+                return make_row(apply(values, report))
+
+            return masked_constant
         if not ops and len(dops) == 1:
             (d,) = dops
 

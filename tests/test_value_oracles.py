@@ -241,3 +241,90 @@ async def test_probe_shapes_are_denied(dsn, audit, mode, sql):
 def test_explain_of_ordinary_queries_still_runs(agent_conn):
     plan = agent_conn.execute("EXPLAIN SELECT id, ssn FROM users WHERE id = 1001").fetchall()
     assert plan and not any(m in repr(plan).lower() for m in MARKERS)
+
+
+# -- Class: NULL-ness, shape and errors of "total" operations (attack F1, F2) --------------------
+# Total means: never raises for any value, never NULL for a non-NULL input, a shape no value
+# decides. A lookup with a hidden key, a function that is NULL for some values, a JSON key
+# (NULL raises, jsonb keeps one of equal keys), lpad/rpad's fill (a huge length is allocated
+# only with a non-empty fill), a LIKE pattern read only as far as the subject matches: each
+# answers a guess per output column. Denied under the same rule.
+NULL_AND_SHAPE = [
+    """SELECT '{"q":1}'::jsonb ->> substr(ssn, 1, 1) FROM users""",
+    """SELECT '["a","b","c"]'::jsonb -> length(email) FROM users""",
+    """SELECT ('{"q":1}'::jsonb)[substr(email, 1, 1)] FROM users""",
+    """SELECT '{"q":{"s":1}}'::jsonb #> ARRAY[substr(ssn, 1, 1)] FROM users""",
+    "SELECT substring(ssn from '^qsn-1') FROM users",
+    "SELECT array_length(string_to_array(email, '@'), 1) FROM users",
+    "SELECT jsonb_build_object(ssn, 1, 'qsn-111-22-3333', 2) FROM users",
+    "SELECT jsonb_object_agg(substr(ssn, 1, 5), 1) FROM users",
+    "SELECT array_agg(DISTINCT substr(ssn, 1, 5)) FROM users",
+    "SELECT count(DISTINCT left(email, 4)) FROM users",
+]
+RAISING = [
+    "SELECT lpad('x', 300000000, replace(substr(ssn, 1, 1), 'q', '')) FROM users",
+    "SELECT rpad('x', 300000000, substr(email, 5, 1)) FROM users",
+    "SELECT json_build_object(substr(ssn, 1, 1), 1) FROM users",
+    "SELECT json_object_agg(email, 1) FROM users",
+    "SELECT json_object(ARRAY[ssn], ARRAY['v']) FROM users",
+    "SELECT ssn LIKE 'q\\' FROM users",
+    "SELECT email ILIKE 'qem%\\' FROM users",
+    "SELECT ssn LIKE 'q%' ESCAPE 'ab' FROM users",
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql", NULL_AND_SHAPE + RAISING)
+async def test_partial_operations_on_masked_values_are_denied(dsn, audit, mode, sql):
+    before = _snapshot(dsn)
+    with pytest.raises(errors.StatementDenied) as ei:
+        await _run(mode, dsn, audit, sql)
+    assert ei.value.rule_ids == (RULE,)
+    assert not any(m in str(ei.value).lower() for m in MARKERS), str(ei.value)
+    assert _snapshot(dsn) == before
+
+
+# Derived outputs come back as a constant, NULL included, client- and server-side: NULL of a
+# value computed from a masked column is '****' like any other of its values.
+NULL_OUTPUTS = [
+    ("SELECT CASE WHEN id = 1001 THEN lower(ssn) END AS x FROM users ORDER BY id", "****"),
+    ("SELECT nullif(id, 1002)::text || email AS x FROM users ORDER BY id", "****"),
+    ("SELECT ARRAY[CASE WHEN id = 1001 THEN ssn END] AS x FROM users ORDER BY id", ["****"]),
+    ("SELECT json_build_array(CASE WHEN id = 1001 THEN email END) AS x FROM users ORDER BY id",
+     ["****"]),
+    ("SELECT (SELECT max(u2.ssn) FROM users u2 WHERE u2.id = u.id AND u.id = 1001) AS x"
+     " FROM users u ORDER BY id", "****"),
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql,masked", NULL_OUTPUTS)
+async def test_null_of_a_derived_value_comes_back_as_the_constant(dsn, audit, mode, sql, masked):
+    with psycopg.connect(dsn) as raw:
+        truth = [r[0] for r in raw.execute(sql).fetchall()]
+    assert truth[0] is not None and truth[1] in (None, [None])  # the shape is meaningful
+    rows = await _run(mode, dsn, audit, sql)
+    assert [r[0] for r in rows] == [masked, masked]
+
+
+@pytest.mark.parametrize("server_side", ["true", "false"])
+def test_null_of_a_derived_value_is_constant_through_pgresult(dsn, audit, server_side):
+    from governed_db.policy import parse_policy
+
+    policy = parse_policy(f"[masking]\nserver_side = {server_side}\n")
+    with governed_db.connect(dsn, identity=AGENT, audit=audit, policy=policy) as conn:
+        cur = conn.execute(NULL_OUTPUTS[0][0])
+        assert [cur.pgresult.get_value(i, 0) for i in range(2)] == [b"****", b"****"]
+        assert cur.fetchall() == [("****",), ("****",)]
+
+
+def test_json_keys_written_by_the_statement_do_not_unmask_values(dsn, agent_conn):
+    with psycopg.connect(dsn) as raw:
+        hidden = {v for row in raw.execute("SELECT email, ssn FROM users") for v in row}
+    for sql in ("SELECT json_build_object('id', ssn, 'k', id) FROM users",
+                "SELECT json_build_object('ssn', email, 'email', ssn) FROM users",
+                "SELECT jsonb_build_array(json_build_object('name', ssn)) FROM users"):
+        rows = agent_conn.execute(sql).fetchall()
+        text = repr(rows)
+        assert not any(h in text for h in hidden), (sql, rows)
+        assert "example.com" not in text and "3333" not in text, (sql, rows)

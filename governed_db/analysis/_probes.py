@@ -31,6 +31,16 @@ WHEN ssn …``, AND/OR, FILTER). So the select list, RETURNING, SET and VALUES a
 operations below; any other consumer is a deciding use, reported with how it decides.
 Duplicate removal (UNION, INTERSECT, EXCEPT, DISTINCT over an expression) compares values
 and is deciding as well.
+
+TOTAL (the definition every entry of :data:`TOTAL_FUNCTIONS` / :data:`TOTAL_OPERATORS` is
+checked against): an operation is total in an argument position when for EVERY value there
+it (1) never raises (no range, format, size-limit or allocation check a value can fail), (2)
+never returns NULL for a non-NULL input, and (3) returns a result whose shape (elements,
+keys) no value decides. Its result may be NULL only where an input is NULL (shown by ``IS
+NULL`` anyway) or by row position (``lag``). Lookups with a hidden key (``->``, ``->>``,
+``#>``, subscripts), NULL-on-no-match functions (``substring(s FROM pattern)``,
+``array_length``), JSON keys and lpad/rpad's fill fail it. The output that a total chain
+reaches is masked to a constant, NULL included (``masking.ColumnMask.constant``).
 """
 
 from __future__ import annotations
@@ -55,37 +65,59 @@ __all__ = ["TEXT_TYPES", "TOTAL_FUNCTIONS", "TOTAL_OPERATORS", "deciding_sources
            "deciding_uses"]
 
 # -- the allow-list of total operations ------------------------------------------------------
-# A value derived from a masked column may pass only through operations that cannot raise and
-# return exactly one value for ANY input (so neither an error, nor a row count, nor a branch
-# can depend on it); the result then reaches an output column and is masked as a whole.
-# Function name -> argument positions that may receive such a value (None: all of them).
-# Built-ins only: a user function of the same name is never total. Deliberately absent:
-# anything that can raise for some values (arithmetic, casts to non-text, make_*, to_date,
-# to_number, repeat (allocation size) and lpad/rpad's length, regexp_* (pattern), set-returning functions
-# (row count), sum/avg (overflow on some types), format (format string)).
+# TOTAL, in the strict sense this module relies on: an operation is total in an argument
+# position when, for EVERY value that position may receive,
+#   (1) it never raises (no range, format, encoding, size-limit or allocation check that a
+#       value can fail: lpad/rpad's fill decides whether a huge length is allocated, a NULL
+#       JSON key raises "cannot be null", repeat's count, casts to non-text types);
+#   (2) it never returns NULL for a non-NULL input (a lookup such as ``->``/``->>``/``#>``/a
+#       subscript with a hidden key, ``array_length`` of an empty array, ``substring(s FROM
+#       pattern)`` that does not match, each answer "is the hidden value this one?" with
+#       NULL-or-not); and
+#   (3) its result's SHAPE (number of elements, number of keys) depends on no input value
+#       (jsonb objects keep one of equal keys, so ``jsonb_build_object(ssn, 1, 'guess', 2)``
+#       counts 1 when they match: keys are never a total position).
+# Whether the result is NULL may depend only on whether an input is NULL (which ``IS NULL`` on
+# the stored column shows anyway) or on a row's position (lag, first_value). A value derived
+# from a masked column may pass only through total positions; the result then reaches an
+# output column, where the mask plan replaces it (NULL included) by a constant.
+# Function name -> argument positions that are total (None: all of them). Built-ins only: a
+# user function of the same name is never total. Deliberately absent: arithmetic, casts to
+# non-text, make_*, to_date, to_number, repeat, lpad/rpad's length and fill, regexp_* and
+# substring's pattern forms, set-returning functions (row count), sum/avg (overflow on some
+# types), format (format string), array_length (NULL for empty), json_object/jsonb_object
+# (keys), the lookups.
 TOTAL_FUNCTIONS: Mapping[str, frozenset[int] | None] = {
     **dict.fromkeys((
         "lower", "upper", "initcap", "length", "char_length", "character_length",
         "octet_length", "bit_length", "md5", "ascii", "reverse", "btrim", "ltrim", "rtrim", "trim",
         "replace", "translate", "strpos", "starts_with", "concat", "concat_ws", "quote_literal",
         "quote_ident", "quote_nullable", "to_json", "to_jsonb", "row_to_json",
-        "array_to_json", "json_build_array", "jsonb_build_array", "json_build_object",
-        "jsonb_build_object", "jsonb_typeof", "json_typeof", "array_to_string", "json_object", "jsonb_object",
-        "array_length", "cardinality", "num_nulls", "num_nonnulls",
+        "array_to_json", "json_build_array", "jsonb_build_array", "jsonb_typeof",
+        "json_typeof", "array_to_string", "cardinality", "num_nulls", "num_nonnulls",
         "count", "min", "max", "array_agg", "string_agg", "json_agg", "jsonb_agg",
-        "json_object_agg", "jsonb_object_agg", "bool_and", "bool_or", "every",
+        "bool_and", "bool_or", "every",
     ), None),
     # the string is total; a position or length derived from a masked value is not
+    # (substring: only with integer positions, see _INT_POSITION_ONLY)
     "substr": frozenset({0}), "substring": frozenset({0}), "left": frozenset({0}),
     "right": frozenset({0}), "split_part": frozenset({0, 1}), "overlay": frozenset({0, 1}),
-    "lpad": frozenset({0, 2}), "rpad": frozenset({0, 2}),
+    "lpad": frozenset({0}), "rpad": frozenset({0}),
+    # values only: a NULL key raises, equal jsonb keys collapse
+    "json_object_agg": frozenset({1}), "jsonb_object_agg": frozenset({1}),
     # window functions: the value is total, an offset or bucket count is not
     "lag": frozenset({0}), "lead": frozenset({0}), "first_value": frozenset({0}),
     "last_value": frozenset({0}), "nth_value": frozenset({0}),
 }
-# Operators that cannot raise on any operand values (comparisons reveal nothing beyond the
-# boolean output, which is masked as a whole).
-TOTAL_OPERATORS = frozenset({"||", "=", "<>", "!=", "<", ">", "<=", ">=", "->", "->>"})
+# key, value, key, value...: the values (odd positions) are total, the keys are not
+_PAIR_BUILDERS = frozenset({"json_build_object", "jsonb_build_object"})
+# substring(s, 'pattern') / substring(s SIMILAR p ESCAPE e) return NULL when nothing matches:
+# the string is total only when every other argument is an integer constant.
+_INT_POSITION_ONLY = frozenset({"substring"})
+# Operators that cannot raise on any operand values and return NULL only for a NULL operand
+# (comparisons reveal nothing beyond the boolean output, which is masked as a whole). Not
+# the JSON lookups (-> ->> #> #>>: NULL when the hidden key is absent).
+TOTAL_OPERATORS = frozenset({"||", "=", "<>", "!=", "<", ">", "<=", ">="})
 # Casts that cannot raise for any value (every type has a text output).
 TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "char", "name"})
 _TOTAL_EXPR_KINDS = frozenset({"AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT"})
@@ -111,6 +143,7 @@ _FIXED_SHAPE_BUILDERS = frozenset({"array_agg", "json_agg", "jsonb_agg", "json_b
 # (Not jsonb_build_object / jsonb_object_agg: jsonb keeps one of equal keys, so the number
 # of pairs would say whether two values are equal.)
 _PREDICATE = "decides which rows, in which order or how many come back"
+_SORTS = "decides the order of an aggregate's input (values are sorted)"
 _SETOP = "decides how many rows a UNION/INTERSECT/EXCEPT keeps (values are compared)"
 _ROWS = "decides how many rows a set-returning function returns"
 _BRANCH = "decides which branch of a conditional expression runs (and whether it errors)"
@@ -317,9 +350,16 @@ class _Probe:
                 else:
                     self.decide(body.get("lexpr"), scopes, ctes, _BRANCH)
                     self.decide(rexpr, scopes, ctes, _BRANCH)
-            elif kind in _SUBJECT_ONLY_KINDS:  # the pattern can raise (bad escape, bad regex)
+            elif kind in _SUBJECT_ONLY_KINDS and _safe_pattern(body.get("rexpr")):
+                # A constant, well-formed pattern: the match is total in the subject.
                 self.nested(body.get("lexpr"), scopes, ctes)
-                self.decide(body.get("rexpr"), scopes, ctes, _RAISES.format(op or "pattern"))
+            elif kind in _SUBJECT_ONLY_KINDS:
+                # Any other pattern can raise depending on the SUBJECT: LIKE reads the
+                # pattern only as far as the subject matches, so 'a\\' raises "must not
+                # end with escape character" exactly when the hidden value starts with a.
+                why = _RAISES.format(op or "pattern")
+                self.decide(body.get("lexpr"), scopes, ctes, why)
+                self.decide(body.get("rexpr"), scopes, ctes, why)
             else:
                 why = _RAISES.format(f"operator {op}" if op else str(kind))
                 self.decide(body.get("lexpr"), scopes, ctes, why)
@@ -374,11 +414,22 @@ class _Probe:
         if body.get("over"):
             self.window_def(body["over"], scopes, ctes)
         self.decide(body.get("agg_filter"), scopes, ctes, "decides which rows a FILTER keeps")
-        self.nested(body.get("agg_order"), scopes, ctes)
-        total = TOTAL_FUNCTIONS.get(name, frozenset()) \
-            if name not in self.lin.catalog.user_functions else frozenset()
-        if name not in self.lin.catalog.user_functions and _fixed_shape_srf(body):
+        for item in body.get("agg_order") or ():
+            # array_agg(id ORDER BY ssn) returns the ids in the hidden values' order
+            self.decide((item.get("SortBy") or {}).get("node") if isinstance(item, dict)
+                        else item, scopes, ctes, _SORTS)
+        builtin = name not in self.lin.catalog.user_functions
+        total = TOTAL_FUNCTIONS.get(name, frozenset()) if builtin else frozenset()
+        if builtin and name in _PAIR_BUILDERS and not body.get("func_variadic"):
+            total = frozenset(range(1, len(args), 2))
+        if name in _INT_POSITION_ONLY and not all(_int_constant(a) for a in args[1:]):
+            total = frozenset()
+        if builtin and _fixed_shape_srf(body):
             total = None
+        if body.get("agg_distinct"):
+            # count(DISTINCT …), array_agg(DISTINCT …): duplicates removed by comparing the
+            # values, the number of elements counts the hidden values' equality classes
+            total = frozenset()
         for i, arg in enumerate(args):
             if total is None or i in total:
                 self.nested(arg, scopes, ctes)
@@ -491,6 +542,40 @@ def _constant(node: Any) -> bool:
         if typ == "TypeCast":
             return _constant(body.get("arg"))
     return False
+
+
+def _int_constant(node: Any) -> bool:
+    """An integer literal (optionally cast to an integer type): a position, not a pattern."""
+    if isinstance(node, dict) and len(node) == 1:
+        (typ, body), = node.items()
+        if typ == "A_Const":
+            return "ival" in body
+        if typ == "TypeCast":
+            names = [n for n in _svals((body.get("typeName") or {}).get("names") or ()) if n]
+            return bool(names) and names[-1] in ("int2", "int4", "int8") and \
+                _int_constant(body.get("arg"))
+    return False
+
+
+def _safe_pattern(node: Any) -> bool:
+    """A LIKE/ILIKE pattern that cannot raise for any subject: a string literal without an
+    ESCAPE clause (an ESCAPE clause or SIMILAR TO is a function call around the pattern)
+    whose backslashes all escape a following character."""
+    if not (isinstance(node, dict) and len(node) == 1 and "A_Const" in node):
+        return False
+    const = node["A_Const"]
+    if "sval" not in const:
+        return False
+    text = str((const.get("sval") or {}).get("sval", ""))
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            if i + 1 >= len(text):
+                return False
+            i += 2
+            continue
+        i += 1
+    return True
 
 
 def _star_ref(node: Any) -> list[str] | None:

@@ -176,10 +176,12 @@ class MaskPlanStage:
             if lineage is not None and len(lineage) != result.nfields:
                 lineage = None
         refs = self._base_column_refs(stmt, catalog)
+        rows = self._whole_row_outputs(stmt, catalog)
         masks: list[ColumnMask | None] = []
         any_mask = False
         for i in range(result.nfields):
-            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, refs, seen, sources)
+            cm = self._column_mask(i, result, lineage, catalog, ident, stmt, refs, seen, sources,
+                                   whole_row=i in rows)
             masks.append(cm)
             any_mask = any_mask or cm is not None
         if not any_mask:
@@ -189,7 +191,8 @@ class MaskPlanStage:
     def _column_mask(self, i: int, result: Any, lineage: Any, catalog: Catalog | None,
                      ident: Identity, stmt: StatementFacts | None,
                      refs: Mapping[int, str | None], seen: set[str],
-                     sources_out: dict[int, frozenset[str]] | None = None) -> ColumnMask | None:
+                     sources_out: dict[int, frozenset[str]] | None = None,
+                     whole_row: bool = False) -> ColumnMask | None:
         sources: frozenset[str] | None = None
         direct = False  # the value is a base column as stored (result provenance)
         table_oid = result.ftable(i) if catalog is not None else 0
@@ -261,9 +264,12 @@ class MaskPlanStage:
             strongest = ("redact", strongest[1])
         if strongest is not None:
             reason = strongest[1] if direct else f"lineage:{strongest[1]}"
+            if not direct and not whole_row:
+                keyed = {}  # keys are the statement's, not column names: trust none
             return ColumnMask(strategy=strongest[0], reason=reason,
                               sources=tuple(sorted(sources)), keyed=keyed,
-                              derived=not direct)
+                              derived=not direct,
+                              constant=not direct and result.ftype(i) not in SAFE_TYPE_OIDS)
         if unknown:
             return self._unknown_column(i, result, stmt, catalog, ident)
         return self._free_text(i, result, sources, ident, stmt, direct)
@@ -302,7 +308,8 @@ class MaskPlanStage:
                 src == UNKNOWN or src.split(".", 1)[0] not in _CATALOG_SCHEMAS
                 for src in sources):
             return ColumnMask(strategy="redact", reason="free-text-derived",
-                              sources=tuple(sorted(sources)), derived=True)
+                              sources=tuple(sorted(sources)), derived=True,
+                              constant=result.ftype(i) not in SAFE_TYPE_OIDS)
         return ColumnMask(strategy="detect", reason="free-text", sources=tuple(sorted(sources)))
 
     def bound_plan(self, ctx: StatementContext | None, index: int,
@@ -330,6 +337,53 @@ class MaskPlanStage:
                            sources=list(cm.sources) if cm is not None and cm.sources else None)
 
         return plan.bind(report)
+
+    def _whole_row_outputs(self, stmt: StatementFacts | None,
+                           catalog: Catalog | None) -> frozenset[int]:
+        """Output positions that are a whole row of a base table as JSON or an array of
+        rows: ``to_jsonb(u)``, ``row_to_json(u)``, ``to_json(u.*)``, ``json_agg(u)``,
+        ``jsonb_agg(u)``, ``array_agg(u)`` with ``u`` an alias of a top-level FROM item that
+        is a base table (and not also a column name). Only there are JSON keys the table's
+        column names with each column's stored value under its own name; anywhere else a key
+        is whatever the statement wrote (``json_build_object('id', ssn)``), so it says
+        nothing about the value under it."""
+        if stmt is None or catalog is None:
+            return frozenset()
+        sel = _rows_tree(stmt.tree).get("SelectStmt")
+        if not sel or sel.get("op", "SETOP_NONE") != "SETOP_NONE":
+            return frozenset()
+        aliases: dict[str, Any] = {}
+        for item in sel.get("fromClause") or ():
+            rv = item.get("RangeVar") if isinstance(item, dict) else None
+            if rv is None or (rv.get("relname") and not rv.get("schemaname")
+                              and sel.get("withClause")):
+                continue
+            rel = catalog.resolve(_rv_name(rv))
+            if rel is None or rel.is_view:
+                continue
+            name = (rv.get("alias") or {}).get("aliasname") or rv.get("relname")
+            aliases[name] = rel
+        columns = {c.lower() for rel in aliases.values() for c in rel.columns}
+        out: set[int] = set()
+        for pos, target in enumerate(sel.get("targetList") or ()):
+            val = (target.get("ResTarget") or {}).get("val") or {}
+            call = val.get("FuncCall") if isinstance(val, dict) else None
+            if call is None or len(call.get("args") or ()) != 1 or call.get("agg_distinct") \
+                    or call.get("agg_filter") or call.get("agg_order") or call.get("over"):
+                continue
+            fn = [f.get("String", {}).get("sval") for f in call.get("funcname") or ()]
+            if fn[-1:] not in (["to_jsonb"], ["to_json"], ["row_to_json"], ["json_agg"],
+                               ["jsonb_agg"], ["array_agg"]) or \
+                    (len(fn) == 2 and fn[0] != "pg_catalog") or len(fn) > 2:
+                continue
+            ref = (call["args"][0] or {}).get("ColumnRef") or {}
+            fields = ref.get("fields") or ()
+            names = [f.get("String", {}).get("sval") if "String" in f else "*" for f in fields]
+            if names[-1:] == ["*"]:
+                names = names[:-1]
+            if len(names) == 1 and names[0] in aliases and names[0] not in columns:
+                out.add(pos)
+        return frozenset(out)
 
     def _base_column_refs(self, stmt: StatementFacts | None,
                           catalog: Catalog | None) -> dict[int, str | None]:
@@ -378,7 +432,8 @@ class MaskPlanStage:
                         catalog: Catalog | None, ident: Identity) -> ColumnMask | None:
         """Lineage cannot be established: fail closed where a sensitive source is possible."""
         if self._may_touch_sensitive(stmt, catalog, ident):
-            return ColumnMask(strategy="redact", reason="unknown-lineage")
+            return ColumnMask(strategy="redact", reason="unknown-lineage",
+                              constant=result.ftype(i) not in SAFE_TYPE_OIDS)
         if self.policy.masking.detect_values:
             return ColumnMask(strategy="detect", reason="detected")
         return self._free_text(i, result, frozenset({UNKNOWN}), ident, stmt)
@@ -408,8 +463,9 @@ class MaskPlanStage:
         return False
 
     def _plan_unknown(self, result: Any, stmt: StatementFacts | None) -> MaskPlan:
-        return MaskPlan([ColumnMask(strategy="redact", reason="unknown-lineage")] * result.nfields,
-                        self.classifier.key)
+        return MaskPlan([ColumnMask(strategy="redact", reason="unknown-lineage",
+                                    constant=result.ftype(i) not in SAFE_TYPE_OIDS)
+                         for i in range(result.nfields)], self.classifier.key)
 
     def copy_plan(self, ctx: StatementContext | None, nfields: int,
                   bound: bool = False) -> MaskPlan | BoundPlan | None:
