@@ -320,9 +320,12 @@ class MaskPlanStage:
         plan = self.plan(ctx, index, result)
         if plan is None or not plan.detecting or ctx is None or self.auditor is None:
             return plan
-        names = [_fname(result, i, self.codec) for i in range(result.nfields)]
+        codec = self.codec  # (the column names' encoding when the rows arrived)
 
         def report(column: int, detectors: Sequence[str]) -> None:
+            # Called while a row of ``result`` is made: the column's name is read from the
+            # result then, not for every column of every statement up front (most
+            # statements' detectors find nothing).
             seen = ctx.detections
             if seen is None:
                 seen = ctx.detections = set()
@@ -333,7 +336,7 @@ class MaskPlanStage:
                 seen.add(key)
                 cm = plan.columns[column]
                 self.event("masked_in_text", ctx.identity, statement_id=ctx.id,
-                           column=names[column], detector=detector,
+                           column=_fname(result, column, codec), detector=detector,
                            sources=list(cm.sources) if cm is not None and cm.sources else None)
 
         return plan.bind(report)
