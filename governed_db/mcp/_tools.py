@@ -378,33 +378,32 @@ class GovernedTools:
         rows: list[list[Any]] = []
         used = 0
         truncated: str | None = None
+
+        def take(row: Sequence[Any]) -> str | None:
+            """Keep one row, or say which limit it would cross (the row is then not kept)."""
+            nonlocal used
+            if len(rows) >= max_rows:
+                return "max_rows"
+            cells = [_jsonable(v) for v in row]
+            used += len(orjson.dumps(cells))
+            if used > max_bytes:
+                return "max_result_bytes"
+            rows.append(cells)
+            return None
+
         if stream and _streamable(conn, query, params):
             agen = cur.stream(query, params, size=min(max_rows + 1, 500))
             async with contextlib.aclosing(agen) as it:
                 async for row in it:
-                    if len(rows) >= max_rows:
-                        truncated = "max_rows"
+                    if (truncated := take(row)) is not None:
                         break
-                    cells = [_jsonable(v) for v in row]
-                    used += len(orjson.dumps(cells))
-                    if used > max_bytes:
-                        truncated = "max_result_bytes"
-                        break
-                    rows.append(cells)
         else:
             await cur.execute(query, params)
             while True:
                 if cur.description is not None:
                     for row in await cur.fetchmany(max_rows + 1):
-                        if len(rows) >= max_rows:
-                            truncated = "max_rows"
+                        if (truncated := take(row)) is not None:
                             break
-                        cells = [_jsonable(v) for v in row]
-                        used += len(orjson.dumps(cells))
-                        if used > max_bytes:
-                            truncated = "max_result_bytes"
-                            break
-                        rows.append(cells)
                 if truncated or not cur.nextset():
                     break
                 rows.clear()  # several result sets: the last one is shown
