@@ -91,13 +91,43 @@ _SIGNATURE = re.compile(r"([^(),]+)\(([^()]*)\)")
 _PIECES = re.compile(r"::|[\s(),.\[\]\"*=]+")
 
 
+# Which captures are NAMES (value-free by the message's shape): the fixed text right before
+# the capture names a kind of catalog object (``relation "%s"``, ``constraint "%s"``,
+# ``function %s``, ``type %s``, ``Key (%s)=``) or a list of argument types. Every other capture
+# is a VALUE slot: the server may have put (a piece of) an input value there (``invalid symbol
+# "%.*s" found while decoding``, ``invalid input value for enum mood: "%s"``, ``Token "%s" is
+# invalid``, a regex or date/time fragment, ...). A value slot passes only a whole token the
+# caller sent: never because it happens to equal a catalog identifier or a type word, nor
+# because it is punctuation (``"."`` at a chosen position of an e-mail is one character of it;
+# attack F11). An allow-list of shapes, so a message not listed here is judged as a value.
+_NAME_NOUNS = frozenset({
+    "relation", "relations", "table", "tables", "column", "columns", "constraint", "index",
+    "function", "functions", "procedure", "routine", "aggregate", "type", "types", "schema",
+    "database", "role", "sequence", "view", "trigger", "operator", "operators", "extension",
+    "collation", "domain", "policy", "rule", "cursor", "statement", "portal", "savepoint",
+    "tablespace", "publication", "subscription", "server", "wrapper", "family", "class",
+    "conversion", "parameter", "key", "attribute", "enum", "event", "language", "cast",
+    "transform", "object", "user", "mapping", "partition", "method", "template", "dictionary",
+    "configuration", "parser", "channel", "variable", "field", "label", "name", "identifier",
+    "setting", "option", "exist:", "argument", "arguments", "for", "of", "in", "on", "to",
+    "copy",
+})
+_NAME_TAIL = re.compile(r"([A-Za-z_:]+)\s*[\"(]*\s*$")
+
+
+def _name_slot(before: str) -> bool:
+    m = _NAME_TAIL.search(before)
+    return m is not None and m.group(1).lower() in _NAME_NOUNS
+
+
 class _Template:
-    __slots__ = ("text", "_regex", "kinds", "anchor", "key", "fixed")
+    __slots__ = ("text", "_regex", "kinds", "names", "anchor", "key", "fixed")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._regex: re.Pattern[str] | None = None
         kinds: list[str] = []
+        names: list[bool] = []
         literal: list[str] = []
         pos = 0
         for m in _SPEC.finditer(text):
@@ -107,9 +137,11 @@ class _Template:
                 literal.append("%")
             else:
                 kinds.append("d" if conv in _INT_CONVERSIONS or conv in "fgeE" else "s")
+                names.append(_name_slot(text[:m.start()]))
             pos = m.end()
         literal.append(text[pos:])
         self.kinds = tuple(kinds)
+        self.names = tuple(names)
         self.anchor = max(literal, key=len)
         words = _WORD.findall(" ".join(literal))
         self.key = max(words, key=len) if words else ""
@@ -249,6 +281,24 @@ def _redact_capture(value: str, allowed: Allowed) -> str:
     return REDACTED_TEXT
 
 
+def _redact_value(value: str, allowed: Allowed) -> str:
+    """A value slot: a whole token the caller sent passes, or a list of them judged item by
+    item (``Failing row contains (…)``); nothing else (see ``_NAME_NOUNS``)."""
+    if value == "" or value in allowed.fragments or value in _fixed_messages:
+        return value
+    if value.isupper() and all(w in _PLPGSQL_WORDS for w in value.split()):
+        return value  # "at RETURN", "at FOR over SELECT rows": the statement kind
+    if "(" in value and _LIST.search(value):
+        rest = _LIST.sub("", value)
+        if not rest.strip(" =,"):
+            def one(m: re.Match[str]) -> str:
+                items = m.group(1).split(", ")
+                return "(" + ", ".join(i if i in allowed.fragments or i == "null"
+                                       else REDACTED_TEXT for i in items) + ")"
+            return _LIST.sub(one, value)
+    return REDACTED_TEXT
+
+
 def redact_line(line: str, allowed: Allowed) -> str:
     """One line of a message with every capture that is not safe replaced (see above)."""
     if not line or line.strip() in allowed.lines or line in allowed.fragments:
@@ -277,8 +327,10 @@ def redact_line(line: str, allowed: Allowed) -> str:
         if kind == "d":
             ok = value in allowed.fragments or tpl.text in _POSITION_NUMBERS
             out.append(value if ok else REDACTED_TEXT)
-        else:
+        elif tpl.names[idx - 1] or allowed.own:
             out.append(_redact_capture(value, allowed))
+        else:
+            out.append(_redact_value(value, allowed))
         pos = end
     out.append(line[pos:])
     return "".join(out)

@@ -103,12 +103,15 @@ DATA_ERRORS = [
      f"Key (email)=({REDACTED_TEXT}) already exists."),
     ("INSERT INTO chk (id, email) SELECT id, email FROM users", HUMAN, errors.CheckViolation,
      "23514", 'new row for relation "chk" violates check constraint "chk_email_check"',
-     f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, a)."),
+     # v's stored default 'a' is a value, redacted although a column is named "a" (F11)
+     f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, {REDACTED_TEXT})."),
     ("INSERT INTO chk (id, email, v) SELECT id, 'a', NULL FROM users", HUMAN,
      errors.NotNullViolation, "23502",
      'null value in column "v" of relation "chk" violates not-null constraint',
-     f"Failing row contains ({REDACTED_TEXT}, a, null)."),
-    ("INSERT INTO chk (id, v) SELECT id, ssn FROM users", HUMAN,
+     # 'a' is the caller's literal, but the statement reads masked columns: not echoed
+     f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, null)."),
+    # (copying ssn itself into chk.v needs an approval: column.disallow-masked-copy)
+    ("INSERT INTO chk (id, v) SELECT id, 'qsn-' || id FROM users", HUMAN,
      errors.StringDataRightTruncation, "22001", "value too long for type character varying(3)",
      None),
     ("SELECT leak(1001)", HUMAN, errors.RaiseException, "P0001", REDACTED_TEXT, None),
@@ -187,7 +190,8 @@ OWN_TEXT = [
      "Key (email)=(qem.alice@example.com) already exists."),
     ("INSERT INTO chk (id, email) VALUES (7, 'toolong')", HUMAN, errors.CheckViolation,
      'new row for relation "chk" violates check constraint "chk_email_check"',
-     "Failing row contains (7, toolong, a)."),
+     # the stored default 'a' is not the caller's: a value, redacted (F11)
+     f"Failing row contains (7, toolong, {REDACTED_TEXT})."),
     ("SELECT outer_f('notanint')", HUMAN, errors.InvalidTextRepresentation,
      f'invalid input syntax for type integer: "{REDACTED_TEXT}"', None),  # a function may read
 ]
@@ -239,8 +243,9 @@ def test_errors_inside_copy(db, audit):
                 cp.write_row((1, "qem.copied@example.com"))
         exc = ei.value
         _assert_clean(exc)
-        assert exc.diag.message_detail == f"Failing row contains (1, {REDACTED_TEXT}, a)." or \
-            exc.diag.message_detail == f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, a)."
+        # COPY data is not statement text: every value of the row is redacted (F11)
+        assert exc.diag.message_detail == \
+            f"Failing row contains ({REDACTED_TEXT}, {REDACTED_TEXT}, {REDACTED_TEXT})."
         assert exc.diag.context is not None and exc.diag.context.startswith("COPY chk, line 1")
         with pytest.raises(errors.InvalidTextRepresentation) as ei:
             with cur.copy("COPY chk (id) FROM STDIN") as cp:
@@ -326,3 +331,56 @@ def test_short_names_still_come_back(db, audit):
             conn.execute("SELECT lower(now()::timestamp without time zone, 1)")
         assert ei.value.diag.message_primary == \
             "function lower(timestamp without time zone, integer) does not exist"
+
+
+# -- Class: a message quoting a PIECE of an input value (attack F11) ---------------------------
+# The capture is judged by the message's shape: a value slot (``invalid symbol "%.*s"``, ``enum
+# mood: "%s"``, ``Token "%s"``, ``invalid value "%s" for``) passes only a whole token the caller
+# sent, never a punctuation character or a piece that happens to equal a catalog name ("a",
+# the column t.a). Each shape below makes the server quote one character of users.email /
+# users.ssn (qem.alice@..., qsn-111-...): "." / "-" / "a".
+VALUE_PIECES = [
+    ("SELECT decode(email, 'base64') FROM users WHERE id = 1001", '"."'),
+    ("SELECT decode(substr(ssn, 4, 1), 'hex') FROM users WHERE id = 1001", '"-"'),
+    ("SELECT to_date(substr(ssn, 4, 1), 'YYYY') FROM users WHERE id = 1001", '"-"'),
+    ("SELECT substr(email, 4, 1)::json FROM users WHERE id = 1001", '"."'),
+    ("SELECT substr(ssn, 4, 1)::mood FROM users WHERE id = 1001", '"-"'),
+    ("SELECT substr(email, 5, 1)::mood FROM users WHERE id = 1001", '"a"'),
+    ("SELECT substr(ssn, 4, 1)::interval FROM users WHERE id = 1001", '"-"'),
+    ("SELECT substr(email, 4, 1)::numeric FROM users WHERE id = 1001", '"."'),
+    ("SELECT format('%' || substr(email, 4, 1), 1) FROM users WHERE id = 1001", '"."'),
+]
+
+
+def _all_text(exc) -> str:
+    d = exc.diag
+    return "\n".join(str(x) for x in (str(exc), d.message_primary, d.message_detail,
+                                      d.message_hint, d.context) if x)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("ident", [HUMAN, Identity("etl", "service")], ids=["human", "service"])
+@pytest.mark.parametrize("sql,piece", VALUE_PIECES, ids=[v[0] for v in VALUE_PIECES])
+async def test_a_piece_of_a_value_is_not_quoted(db, audit, mode, ident, sql, piece):
+    if mode == "sync":
+        with governed_db.connect(db, identity=ident, audit=audit, autocommit=True) as conn:
+            with pytest.raises(psycopg.Error) as ei:
+                conn.execute(sql)
+    else:
+        conn = await governed_db.AsyncConnection.connect(db, identity=ident, audit=audit,
+                                                         autocommit=True)
+        try:
+            with pytest.raises(psycopg.Error) as ei:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+    exc = ei.value
+    assert not isinstance(exc, errors.StatementDenied), exc  # it ran and failed on the server
+    with psycopg.connect(db, autocommit=True) as raw:  # the raw server text does quote it
+        with pytest.raises(psycopg.Error) as raw_ei:
+            raw.execute(sql)
+    assert piece in _all_text(raw_ei.value), _all_text(raw_ei.value)
+    assert type(exc) is type(raw_ei.value) and exc.sqlstate == raw_ei.value.sqlstate
+    text = _all_text(exc)
+    assert piece not in text, text
+    assert REDACTED_TEXT in text, text
