@@ -166,7 +166,7 @@ level = "approval"
     assert result.exit_code == 0, result.output
     out = result.output.splitlines()
     assert out[0].startswith(f"OK: {path}: policy 'custom' (enforce), extends the built-in"
-                             " default, 21 rules")
+                             " default, 22 rules")
     assert out[1:] == [
         "What each identity kind may do (sample statements on an ordinary table):",
         "human (read-write session):",

@@ -74,9 +74,12 @@ def _svals(fields: Sequence[Any]) -> list[str | None]:
 
 
 class _Lineage:
-    def __init__(self, catalog: Catalog, depth: int = 0) -> None:
+    def __init__(self, catalog: Catalog, depth: int = 0,
+                 assignments: list[tuple[frozenset[str], frozenset[str]]] | None = None) -> None:
         self.catalog = catalog
         self.depth = depth
+        # when a list: every write's (target column sources, assigned value sources)
+        self.assignments = assignments
 
     # -- statements ------------------------------------------------------------------------
 
@@ -156,17 +159,25 @@ class _Lineage:
         for typ, scope_keys in (("InsertStmt", ()), ("UpdateStmt", ("fromClause",)),
                                 ("DeleteStmt", ("usingClause",)), ("MergeStmt", ())):
             if typ in node:
-                return self.dml(node[typ], scope_keys, outer, ctes)
+                return self.dml(node[typ], scope_keys, outer, ctes, typ)
         return None
 
     def dml(self, body: Mapping[str, Any], scope_keys: Sequence[str],
-            outer: list[list[_Entry]], ctes: Mapping[str, list[Column]]) -> list[Column] | None:
+            outer: list[list[_Entry]], ctes: Mapping[str, list[Column]],
+            typ: str = "") -> list[Column] | None:
+        """RETURNING of INSERT/UPDATE/DELETE/MERGE. A RETURNING column is the NEW row's value:
+        the target column's lineage united with every expression that may be assigned to it
+        (SET, the inserted SELECT/VALUES, ON CONFLICT DO UPDATE, MERGE actions). The target
+        column's own lineage alone would let ``UPDATE t SET v = ssn ... RETURNING v`` bring
+        a masked value back raw (attack F9). When ``self.assignments`` collects (the copy
+        check), every write's (target sources, assigned sources) pairs are recorded."""
         returning = body.get("returningList")
-        if not returning:
+        if not returning and self.assignments is None:
             return None
         ctes = self._with(body.get("withClause"), outer, ctes)
         rel = body.get("relation", {})
         entries, star = self.from_item({"RangeVar": rel}, outer, ctes)
+        target = entries[0]
         scope = list(entries)
         stars = [star]
         for key in scope_keys:
@@ -174,11 +185,30 @@ class _Lineage:
                 e, s = self.from_item(item, [scope, *outer], ctes)
                 scope.extend(e)
                 stars.append(s)
-        fake = {"targetList": returning, "fromClause": []}
-        out: list[Column] = []
+        if body.get("sourceRelation"):  # MERGE ... USING
+            e, s = self.from_item(body["sourceRelation"], [scope, *outer], ctes)
+            scope.extend(e)
+            stars.append(s)
         scopes = [scope, *outer]
-        for target in fake["targetList"]:
-            rt = target.get("ResTarget", {})
+        assigned = self._assigned(typ, body, target, scopes, outer, ctes)
+        if self.assignments is not None:
+            for name, src in target.columns:
+                if assigned.get(name):
+                    self.assignments.append((src, assigned[name]))
+        if not returning:
+            return None
+        # The target as RETURNING sees it: every column may hold what was assigned to it;
+        # a table whose triggers or rules may rewrite the new row is unknown.
+        rewrites = target.relation is not None and not target.relation.is_view and \
+            target.relation.oid in getattr(self.catalog, "side_effect_tables", ())
+        new_cols = [(name, src | assigned.get(name, _EMPTY) | ({UNKNOWN} if rewrites else _EMPTY))
+                    for name, src in target.columns]
+        new_target = _Entry(target.alias, new_cols, target.relation, target.unknown)
+        scope[0] = new_target
+        stars[0] = [(name, src) for name, src in new_cols] if not target.unknown else stars[0]
+        out: list[Column] = []
+        for target_item in returning:
+            rt = target_item.get("ResTarget", {})
             val = rt.get("val")
             if isinstance(val, dict) and "ColumnRef" in val:
                 names = _svals(val["ColumnRef"].get("fields", ()))
@@ -187,6 +217,63 @@ class _Lineage:
                     continue
             out.append((rt.get("name") or _output_name(val), self.refs(val, scopes, ctes)))
         return out
+
+    def _assigned(self, typ: str, body: Mapping[str, Any], target: _Entry,
+                  scopes: list[list[_Entry]],
+                  outer: list[list[_Entry]], ctes: Mapping[str, list[Column]]
+                  ) -> dict[str, frozenset[str]]:
+        """Target column -> sources of every value the statement may write into it."""
+        out: dict[str, set[str]] = {}
+        all_cols = [name for name, _ in target.columns]
+
+        def add(name: str | None, src: frozenset[str]) -> None:
+            if name is None:
+                return
+            if name not in all_cols and not target.unknown:
+                # a column the snapshot does not know (added since): every column may hold it
+                for col in all_cols:
+                    out.setdefault(col, set()).update(src)
+                return
+            out.setdefault(name, set()).update(src)
+
+        def set_list(items: Any, item_scopes: list[list[_Entry]]) -> None:
+            for item in items or ():
+                rt = item.get("ResTarget", {})
+                add(rt.get("name"), self.refs(rt.get("val"), item_scopes, ctes))
+
+        def positional(cols_node: Any, values: list[frozenset[str]]) -> None:
+            names = [(c.get("ResTarget") or {}).get("name") for c in cols_node or ()] or all_cols
+            for name, src in zip(names, values, strict=False):
+                add(name, src)
+
+        if typ == "InsertStmt":
+            inserted: dict[str, frozenset[str]] = {}
+            sel = body.get("selectStmt")
+            if sel:
+                try:
+                    cols = _Lineage(self.catalog, self.depth + 1).statement_result(
+                        sel, outer, ctes) or []
+                except _Unresolvable:
+                    cols = [("?", frozenset({UNKNOWN}))] * max(len(all_cols), 1)
+                positional(body.get("cols"), [src for _, src in cols])
+                inserted = {k: frozenset(v) for k, v in out.items()}
+            conflict = body.get("onConflictClause") or {}
+            if conflict.get("action") == "ONCONFLICT_UPDATE":
+                excluded = _Entry("excluded", [(c, inserted.get(c, _EMPTY)) for c in all_cols],
+                                  target.relation, target.unknown)
+                conflict_scopes = [[target, excluded], *outer]
+                set_list(conflict.get("targetList"), conflict_scopes)
+        elif typ == "MergeStmt":
+            for clause in body.get("mergeWhenClauses") or ():
+                when = clause.get("MergeWhenClause", clause)
+                if when.get("commandType") == "CMD_UPDATE":
+                    set_list(when.get("targetList"), scopes)
+                elif when.get("commandType") == "CMD_INSERT":
+                    positional(when.get("targetList"),
+                               [self.refs(v, scopes, ctes) for v in when.get("values") or ()])
+        elif typ == "UpdateStmt":
+            set_list(body.get("targetList"), scopes)
+        return {k: frozenset(v) for k, v in out.items()}
 
     # -- FROM items ------------------------------------------------------------------------
 
@@ -525,3 +612,27 @@ def statement_lineage(stmt: Mapping[str, Any], catalog: Catalog,
         return None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return None  # a tree shape we do not follow: unknown lineage, masked
+
+
+def write_assignments(stmt: Mapping[str, Any], catalog: Catalog,
+                      ) -> list[tuple[frozenset[str], frozenset[str]]] | None:
+    """Every column a statement writes (top level and data-modifying CTEs), as pairs of
+    (the target column's sources, the sources of every value that may be assigned to it);
+    None when the statement cannot be followed (the caller fails closed)."""
+    if not stmt:
+        return []
+    out: list[tuple[frozenset[str], frozenset[str]]] = []
+    lin = _Lineage(catalog, assignments=out)
+    (typ, body), = stmt.items()
+    try:
+        if typ in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+            lin.statement_result(stmt, [], {})
+        elif typ == "ExplainStmt" or typ == "CopyStmt":
+            return out  # (EXPLAIN ANALYZE and COPY (query) bodies are reads or judged apart)
+        elif typ == "PrepareStmt":
+            return out  # stored, not run: judged at EXECUTE
+    except _Unresolvable:
+        return None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None
+    return out

@@ -33,6 +33,17 @@ READ_WRITE_KINDS = frozenset({
     "NOTIFY", "LISTEN", "IMPORT", "REASSIGN", "CALL", "EXECUTE"})
 
 
+# The reader a copy is judged for: an agent with no roles sees every mask the policy has.
+_RESTRICTED_READER = Identity("governed_db:copy-reader", "ai_agent")
+
+
+def _strength(strategy: str) -> int:
+    """redact / null hide the whole value; shape-keeping ones (email, partial) and keyed
+    hashes keep something of it."""
+    return {"none": 0, "hash": 1, "partial": 2, "email": 2, "redact": 3, "null": 4}.get(
+        strategy, 3)
+
+
 def _split3(src: str) -> tuple[str, str, str]:
     """``schema.table.column`` (the column may contain dots)."""
     schema, table, column = src.split(".", 2)
@@ -187,6 +198,7 @@ class DecideStage:
         decision = evaluate(self.policy, ident, analysis, statements,
                             read_only=self.read_only_for(ident), catalog=self.catalog)
         decision = self._check_predicates(ident, statements, decision)
+        decision = self._check_copies(ident, statements, decision)
         return statements, self._check_notify(ident, statements, decision)
 
     def _approve(self, ctx: StatementContext, ident: Identity, analysis: Analysis,
@@ -283,6 +295,69 @@ class DecideStage:
             " identity. Select the column itself (it comes back masked) instead of filtering,"
             " ordering, branching, counting rows or computing on it"))
         return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _check_copies(self, ident: Identity, statements: Sequence[StatementFacts],
+                      decision: Decision) -> Decision:
+        """``column.disallow-masked-copy``: a write that stores a value derived from a masked
+        column into a column masked less (or not at all) launders it: every later reader,
+        agents included, reads the copy raw (``INSERT INTO notes SELECT id, ssn FROM
+        users``; attack F9). Judged for the most restricted reader (an ``ai_agent`` with no
+        roles), whoever writes: the writer may see the value, the copy's readers may not.
+        A write whose assigned values cannot be followed counts as a copy (fail closed)."""
+        rules = [r for r in self.policy.rules_for(ident)
+                 if r.id == "column.disallow-masked-copy"]
+        if not rules or (decision.action == "deny" and not decision.observe) \
+                or self.catalog is None:
+            return decision
+        from ..analysis._lineage import write_assignments
+        from ..rules import Finding, rebuild_decision
+
+        copies: set[str] = set()
+        for s in statements:
+            if not s.writes:
+                continue
+            tree: Any = s.tree
+            if tree and "ExecuteStmt" in tree:
+                name = str(tree["ExecuteStmt"].get("name", ""))
+                tree = self.session_trees.get("prepared:" + name) or tree
+            pairs = write_assignments(tree, self.catalog)
+            if pairs is None:
+                if self._may_touch_sensitive(s, self.catalog, ident):
+                    copies.add("(a value of unknown lineage)")
+                continue
+            for target, values in pairs:
+                copies.update(self._laundered(target, values, s, ident))
+        if not copies:
+            return decision
+        cfg = rules[0]
+        finding = Finding(rule_id=cfg.id, level=cfg.level, message=(
+            f"the statement writes a value of masked column(s) {', '.join(sorted(copies))}"
+            " into a column that is not masked as strongly: every later reader would see the"
+            " copy unmasked. Write it into a column masked the same way, or have the copy"
+            " approved"))
+        return rebuild_decision(self.policy, (*decision.findings, finding), decision)
+
+    def _laundered(self, target: frozenset[str], values: frozenset[str], s: StatementFacts,
+                   ident: Identity) -> set[str]:
+        """Masked sources among ``values`` that the target column would not mask as
+        strongly, for the most restricted reader."""
+        reader = _RESTRICTED_READER
+        classify = self.classifier.column
+        strength = [classify(*_split3(t), reader) for t in target if t != UNKNOWN]
+        out: set[str] = set()
+        for src in values:
+            if src == UNKNOWN:
+                if self._may_touch_sensitive(s, self.catalog, ident):
+                    out.add("(a value of unknown lineage)")
+                continue
+            schema, table, column = _split3(src)
+            found = classify(schema, table, column, reader)
+            if found is None or found[0] == "none":
+                continue
+            if not any(t is not None and (t[0] == found[0] or _strength(t[0]) >= 3)
+                       for t in strength):
+                out.add(f"{table}.{column}")
+        return out
 
     def _check_notify(self, ident: Identity, statements: Sequence[StatementFacts],
                       decision: Decision) -> Decision:

@@ -66,6 +66,29 @@ def _rv_name(rv: Mapping[str, Any]) -> str:
     return f"{rv['schemaname']}.{name}" if rv.get("schemaname") else name
 
 
+def _split_source(src: str) -> tuple[str, str, str]:
+    schema, table, column = src.split(".", 2)
+    return schema, table, column
+
+
+def _assigned_keys(stmt: StatementFacts | None, catalog: Catalog | None
+                   ) -> dict[str, frozenset[str]]:
+    """For a write: target column name -> sources of what may be assigned to it."""
+    if stmt is None or catalog is None or not stmt.writes:
+        return {}
+    from ..analysis._lineage import write_assignments
+
+    pairs = write_assignments(stmt.tree, catalog)
+    if pairs is None:
+        return {}
+    out: dict[str, frozenset[str]] = {}
+    for target, values in pairs:
+        for t in target:
+            name = t.rsplit(".", 1)[-1].lower()
+            out[name] = out.get(name, frozenset()) | values
+    return out
+
+
 def _rank(strategy: str) -> int:
     return {"none": 0, "hash": 1, "partial": 2, "email": 2, "redact": 3, "null": 4}.get(strategy, 3)
 
@@ -177,21 +200,29 @@ class MaskPlanStage:
                 lineage = None
         refs = self._base_column_refs(stmt, catalog)
         rows = self._whole_row_outputs(stmt, catalog)
+        assigned = _assigned_keys(stmt, catalog)
         masks: list[ColumnMask | None] = []
         any_mask = False
         for i in range(result.nfields):
             cm = self._column_mask(i, result, lineage, catalog, ident, stmt, refs, seen, sources,
-                                   whole_row=i in rows)
+                                   assigned, whole_row=i in rows)
             masks.append(cm)
             any_mask = any_mask or cm is not None
         if not any_mask:
             return None
         return MaskPlan(masks, self.classifier.key)
 
+    def _sensitive_source(self, src: str, ident: Identity) -> bool:
+        if src == UNKNOWN:
+            return True
+        found = self.classifier.column(*_split_source(src), ident)
+        return found is not None and found[0] != "none"
+
     def _column_mask(self, i: int, result: Any, lineage: Any, catalog: Catalog | None,
                      ident: Identity, stmt: StatementFacts | None,
                      refs: Mapping[int, str | None], seen: set[str],
                      sources_out: dict[int, frozenset[str]] | None = None,
+                     assigned: Mapping[str, frozenset[str]] | None = None,
                      whole_row: bool = False) -> ColumnMask | None:
         sources: frozenset[str] | None = None
         direct = False  # the value is a base column as stored (result provenance)
@@ -227,6 +258,15 @@ class MaskPlanStage:
         if sources is None and lineage is not None:
             sources = lineage[i][1]
             direct = i in refs
+        elif sources is not None and stmt is not None and stmt.writes:
+            # RETURNING (also through a data-modifying CTE): the provenance names the column
+            # the NEW value is stored in, not where it came from (``SET v = ssn ...
+            # RETURNING v`` reports v). The lineage says what may have been assigned to it
+            # (attack F9); a write whose lineage is unknown masks as unknown.
+            new_value = lineage[i][1] if lineage is not None else frozenset({UNKNOWN})
+            if not new_value <= sources:
+                sources = sources | new_value
+                direct = False
         if sources is None:
             return self._unknown_column(i, result, stmt, catalog, ident)
         if sources_out is not None:
@@ -250,6 +290,12 @@ class MaskPlanStage:
                     sensitive.append(found)
                 if strongest is None or _rank(found[0]) > _rank(strongest[0]):
                     strongest = found
+        if keyed and assigned:
+            # A whole NEW row (``RETURNING to_jsonb(t)``): its keys are the target's column
+            # names, but a key holds what the write assigned to it (``SET note = ssn``).
+            for name, extra in assigned.items():
+                if name in keyed and any(self._sensitive_source(src, ident) for src in extra):
+                    keyed[name] = "redact"
         if strongest is not None and len(sensitive) > 1 and strongest[0] in _SHAPED:
             # A value built from several sensitive columns (a whole row, a concatenation):
             # a shape-keeping strategy (e-mail domain, last four) applied to the combined text

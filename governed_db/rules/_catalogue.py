@@ -79,6 +79,9 @@ RULES: dict[str, Rule] = {
         Rule("column.disallow-predicate-on-masked", "no WHERE/JOIN/HAVING/GROUP BY/ORDER BY"
              " on columns the identity sees masked (inference by probing)", c._never,
              runtime=True),
+        Rule("column.disallow-masked-copy", "no write that stores a value of a masked column"
+             " into a column masked less strongly (the copy would be read unmasked)",
+             c._never, runtime=True),
         Rule("notify.disallow-sensitive-payload", "no pg_notify channel/payload computed from"
              " a statement that may read masked columns (listeners are not governed)", c._never,
              runtime=True),
