@@ -643,7 +643,8 @@ class GovernedCursorMixin(_CursorBase[Row]):
         # through the masking view (no value is read here).
         self._iresult = i
         res = self._results[i]
-        self.pgresult = res
+        self._gov_result = res  # (the pgresult setter's body, without its call)
+        self._gov_result_view = None
         self._tx.set_pgresult(res, format=format)
         self._pos = 0
         status = res.status

@@ -78,19 +78,22 @@ def tracing() -> bool:
     environment variable on every call while no provider is set, which costs more than the
     rest of a statement's governance.
     """
-    return _explicit_tracer or _real(getattr(trace, "_TRACER_PROVIDER", _UNSET),
-                                     trace.get_tracer_provider, _NOOP_TRACER_PROVIDERS)
+    if _explicit_tracer:
+        return True
+    # (_real inlined: this runs for every statement)
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNSET)
+    if provider is _UNSET:
+        provider = trace.get_tracer_provider()
+    return provider is not None and not isinstance(provider, _NOOP_TRACER_PROVIDERS)
 
 
 def metering() -> bool:
-    return _explicit_meter or _real(getattr(_metrics_internal, "_METER_PROVIDER", _UNSET),
-                                    metrics.get_meter_provider, _NOOP_METER_PROVIDERS)
-
-
-def _real(provider: Any, getter: Any, noop: tuple[type, ...]) -> bool:
+    if _explicit_meter:
+        return True
+    provider = getattr(_metrics_internal, "_METER_PROVIDER", _UNSET)  # (_real inlined)
     if provider is _UNSET:
-        provider = getter()
-    return provider is not None and not isinstance(provider, noop)
+        provider = metrics.get_meter_provider()
+    return provider is not None and not isinstance(provider, _NOOP_METER_PROVIDERS)
 
 
 def pseudonym(label: str, key: bytes) -> str:

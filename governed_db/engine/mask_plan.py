@@ -364,7 +364,7 @@ class MaskPlanStage:
         detector masks something in a column, an audit record ``masked_in_text`` says which
         detector, which output column and which base columns (names only, never a value)."""
         plan = self.plan(ctx, index, result)
-        if plan is None or not plan.detecting or ctx is None or self.auditor is None:
+        if plan is None or not plan._dops or ctx is None or self.auditor is None:
             return plan
         codec = self.codec  # (the column names' encoding when the rows arrived)
 

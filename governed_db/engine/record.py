@@ -40,7 +40,8 @@ class RecordStage:
         ctx.finished = True
         if ctx.span is not None:
             telemetry.end_statement_span(ctx.span, ctx, outcome)
-        telemetry.record_metrics(ctx, outcome)
+        if telemetry.metering():  # (checked here too: no call when metrics are off)
+            telemetry.record_metrics(ctx, outcome)
         auditor = self.auditor
         if auditor is None:
             return

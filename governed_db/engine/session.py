@@ -13,7 +13,7 @@ import attrs
 from .. import _config
 from .._catalog import invalidate_database
 from ..analysis import StatementFacts
-from ..identity import Identity, current_identity, derived_identity
+from ..identity import Identity, _acting, derived_identity
 from .context import StatementContext
 
 
@@ -136,7 +136,8 @@ class SessionStage:
 
     def identity(self) -> Identity:
         """The identity for the next statement (acting_as > connection > configure > env)."""
-        ident = current_identity() or self.conn_identity or _config.default_identity()
+        # (current_identity() inlined: read before every statement)
+        ident = _acting.get() or self.conn_identity or _config.default_identity()
         return ident if ident is not None else derived_identity()
 
     def check_identity(self, ident: Identity) -> None:
