@@ -72,6 +72,13 @@ class _CopyMixin(_CursorBase[Row]):
             raise ex.with_traceback(None) from None
         self._select_current_result(0)
 
+    def _fetch_pipeline(self) -> None:
+        # psycopg's reads ``self.pgresult`` first, which here makes the masking view of the
+        # result on every fetch (see GovernedCursorMixin.pgresult); it has nothing to fetch
+        # outside a pipeline.
+        if self._conn._pipeline is not None:
+            super()._fetch_pipeline()
+
     def executemany(self, query: Query, params_seq: Iterable[Params], *,
                     returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint

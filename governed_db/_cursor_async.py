@@ -74,6 +74,13 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
             raise ex.with_traceback(None) from None
         self._select_current_result(0)
 
+    async def _fetch_pipeline(self) -> None:
+        # psycopg's reads ``self.pgresult`` first, which here makes the masking view of the
+        # result on every fetch (see GovernedCursorMixin.pgresult); it has nothing to fetch
+        # outside a pipeline.
+        if self._conn._pipeline is not None:
+            await super()._fetch_pipeline()
+
     # async only: begin (the sync statement hook waits for the decision itself, see engine.decide)
     async def execute(self, query: Query, params: Params | None = None, *,
                       prepare: bool | None = None, binary: bool | None = None) -> Self:
