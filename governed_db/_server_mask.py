@@ -261,12 +261,15 @@ def _utf8(conn: Any, gov: Any = None) -> bool:
     return asked
 
 
+_FMT_TEXT, _FMT_BINARY = pq.Format.TEXT, pq.Format.BINARY
+
+
 def _default_loaders(cursor: Any, oids: Sequence[int]) -> bool:
     """Whether the cursor loads every type in ``oids`` with psycopg's default loaders, text
     and binary (what ``AdaptersMap.get_loader`` returns, read from its per-format maps)."""
     mine = cursor.adapters._loaders
     default = psycopg.adapters._loaders
-    text, binary = pq.Format.TEXT, pq.Format.BINARY
+    text, binary = _FMT_TEXT, _FMT_BINARY
     if mine[text] is default[text] and mine[binary] is default[binary]:
         return True  # the maps are shared (copy-on-write): nothing registered since
     for oid in oids:
