@@ -220,7 +220,8 @@ class Catalog:
 
     def fresh(self) -> bool:
         """Younger than REFRESH_SECONDS: schema changes made by other sessions (a renamed
-        column, a new table) are picked up within that window."""
+        column, a new table) are picked up within that window. (The cursor's statement hook
+        inlines this test: ``GovernedCursorMixin._start_query``.)"""
         return time.monotonic() - self.loaded_at < REFRESH_SECONDS
 
     @classmethod

@@ -27,6 +27,7 @@ from .masking import mask_text_values
 
 INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
+_CONN_OK = pq.ConnStatus.OK
 
 GOVERNED_KWARGS = ("identity", "policy", "audit", "identity_token")
 
@@ -288,15 +289,16 @@ class GovernedConnectionMixin(_ConnectionBase):
         """After every operation: what the server reports must match what the identity
         requires. On a mismatch the session is closed (fail closed) and the caller told so."""
         gov = self._governor
-        if gov is None or self.pgconn.status != pq.ConnStatus.OK:
+        pgconn = self.pgconn
+        if gov is None or pgconn.status != _CONN_OK:
             return
-        if gov.cursors and self.pgconn.transaction_status == IDLE:
+        if gov.cursors and pgconn.transaction_status == IDLE:
             gov.transaction_ended(committed=True)  # (a rollback was told so already)
         if gov.driver_statements_gone:
             self._gov_forget_prepared()
         problem = gov.violation
         if problem is None:
-            status = self.pgconn.parameter_status
+            status = pgconn.parameter_status
             encoding = status(b"client_encoding")
             if status(b"standard_conforming_strings") != b"on":
                 problem = "standard_conforming_strings"

@@ -14,12 +14,14 @@ Both are private psycopg 3.3 methods: psycopg is pinned ``>=3.3,<3.4`` and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic
 
 from psycopg import pq
 from psycopg.rows import Row, RowFactory, RowMaker
 
 from . import _pipeline_readback, _server_mask
+from . import _catalog
 from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
 from .engine.session import read_back_violation
@@ -111,7 +113,8 @@ class GovernedCursorMixin(_CursorBase[Row]):
         gov.pending_identity = ident
         if gov.driver_statements_gone:
             conn._gov_forget_prepared()  # before psycopg looks a statement name up
-        if conn.pgconn.transaction_status == IDLE:
+        tx_status = conn.pgconn.transaction_status
+        if tx_status == IDLE:
             # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or
             # autocommit): a read-only identity's allowed write can still make it READ WRITE.
             gov.tx_fresh = True
@@ -122,8 +125,13 @@ class GovernedCursorMixin(_CursorBase[Row]):
         if gov.pipeline_synced and conn._pipeline is None:
             gov.pipeline_synced = False
             gov.session_reset()  # synced inside a pipeline: not known to have run
-        if ident is not gov.synced_identity or gov.catalog_due() \
-                or conn.pgconn.transaction_status not in _SYNCABLE:
+        catalog = gov.catalog
+        if ident is not gov.synced_identity or tx_status not in _SYNCABLE \
+                or gov.catalog_stale or catalog is None \
+                or monotonic() - catalog.loaded_at >= _catalog.REFRESH_SECONDS:
+            # (the common case's test of Governor.catalog_due() inlined; it is called here
+            # to mark a snapshot that aged stale)
+            gov.catalog_due()
             return self._gov_sync_then_start(ident, query)
         return super()._start_query(query)
 
