@@ -10,7 +10,10 @@ are read back from a separate raw superuser connection.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import json
+import time
 from typing import Any
 
 import psycopg
@@ -771,6 +774,41 @@ def test_close_returns_with_the_connections_records_written(drv, dsn, audit):
         drv.one(conn, "SELECT 1")
         drv.run(conn.close())
         kinds = [r["type"] for r in audit.records]  # what is written, not flushed here
-        assert kinds[-2:] == ["statement", "close"], kinds[-4:]
+        assert kinds[-3:] == ["statement", "close", "checkpoint"], kinds[-4:]
+    written = len(audit.records)
     drv.run(conn.close())  # closing again writes nothing more
-    assert [r["type"] for r in audit.records][-1] == "close"
+    assert len(audit.records) == written
+
+
+def test_close_leaves_the_audit_writer_idle_and_holding_nothing(drv, dsn, tmp_path):
+    """After close() the writer thread keeps nothing of the connection alive (its batch, last
+    item and checkpoint are dropped before the flush is answered) and has nothing left to
+    write: a checkpoint signing the flushed records goes out in the same write, so no timer
+    checkpoint follows behind the caller's back (psycopg's test_leak / test_copy_*_leaks count
+    every object right after close())."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from governed_db.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, settings={"checkpoint_ms": 100},
+                   signing_key=Ed25519PrivateKey.generate())
+    try:
+        for _ in range(3):
+            conn = drv.connect(dsn, audit=log, autocommit=True)
+            drv.one(conn, "SELECT 1")
+            drv.run(conn.close())
+            size = path.stat().st_size
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            assert [r["type"] for r in lines[-3:]] == ["statement", "close", "checkpoint"]
+            assert lines[-1]["sig"] and lines[-1]["seq"] == len(lines)
+            del lines
+            gc.collect()
+            held = [type(o).__name__ for o in gc.get_objects()
+                    if type(o).__module__ == "governed_db.audit._log" and type(o) is not AuditLog
+                    or type(o) is dict and o.get("chain") == log.chain and o is not vars(log)]
+            assert held == []
+            time.sleep(0.35)  # over three checkpoint periods: nothing is due, nothing is written
+            assert path.stat().st_size == size
+    finally:
+        log.close()

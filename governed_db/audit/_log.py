@@ -445,13 +445,20 @@ class AuditLog:
                     # ~1 ms of work: let statement threads run (a GIL hand-off costs the
                     # writer a context switch and cold caches, ~3 µs a record every 64).
                     time.sleep(0)
-            due = self._since_checkpoint and (
-                self._since_checkpoint >= self.checkpoint_every
+            # A flush() waiting on this batch gets its records signed over now (a checkpoint
+            # with them), so no timer checkpoint is left to write once it returns: close()
+            # leaves the writer idle, not about to wake up and write behind the caller's back.
+            due = self._since_checkpoint > 0 and (
+                self._since_checkpoint >= self.checkpoint_every or bool(self._waiting)
                 or time.monotonic() - last_checkpoint >= self.checkpoint_ms / 1000 or stop)
             if (due and not self.strict) or stop:
                 cp = {"type": "checkpoint", "ts": _now(), "close": bool(stop)}
                 self._pending.append((cp, self._chain(cp, sign=True)))
                 last_checkpoint = time.monotonic()
+            # Drop this batch's items before anyone waiting on it is told it is durable: a
+            # flush() caller (e.g. close()) then finds nothing of its records alive on this
+            # thread while it blocks in get() (psycopg's test_leak counts every object).
+            item = batch = cp = None
             if self._pending or any(sink.backlog for sink in self.sinks):
                 self._write_pending()
             elif self._waiting:
@@ -650,29 +657,7 @@ class AuditLog:
         """
         if self.path is not None and self._pending:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    st = os.fstat(fd)
-                    ident = (st.st_dev, st.st_ino)
-                    if self._file_id is not None and ident != self._file_id:
-                        self._rechain()
-                    start = st.st_size
-                    view = memoryview(b"".join(line for _, line in self._pending))
-                    try:
-                        while view:
-                            n = os.write(fd, view)
-                            view = view[n:]
-                        os.fsync(fd)
-                    except OSError:
-                        try:
-                            os.ftruncate(fd, start)
-                        except OSError:
-                            pass
-                        raise
-                    self._file_id = ident
-                finally:
-                    os.close(fd)
+                self._append_pending(self.path)
             except OSError as exc:
                 self._failed(exc)
                 return
@@ -700,6 +685,35 @@ class AuditLog:
             self.error = None
         n, self._undurable = self._undurable, 0
         self._mark_durable(n)
+
+    def _append_pending(self, path: str | os.PathLike[str]) -> None:
+        """Append the pending lines to ``path`` and fsync (undone to the old size on failure).
+
+        A function of its own so that its buffers are gone before the records are marked
+        durable: a flush() caller finds nothing of its records alive on the writer thread."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            if self._file_id is not None and ident != self._file_id:
+                self._rechain()
+            start = st.st_size
+            view = memoryview(b"".join(line for _, line in self._pending))
+            try:
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass
+                raise
+            self._file_id = ident
+        finally:
+            os.close(fd)
 
     @property
     def _prev(self) -> str:
