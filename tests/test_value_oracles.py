@@ -85,9 +85,9 @@ ORDINARY = [
     ("SELECT CASE WHEN id > 1001 THEN ssn ELSE email END FROM users", 2),
     ("SELECT 100 / (id - 1000), (amount * 2)::int FROM orders ORDER BY id", 2),
     ("SELECT org_id, count(*) FROM users GROUP BY org_id ORDER BY 1", 2),
-    ("SELECT DISTINCT email, org_id FROM users", 2),
+    ("SELECT DISTINCT email, org_id, id FROM users ORDER BY id", 2),
     ("SELECT ssn IN ('a', 'b'), email BETWEEN 'a' AND 'z' FROM users", 2),
-    ("SELECT DISTINCT * FROM users", 2),
+    ("SELECT DISTINCT * FROM users ORDER BY id", 2),
     ("SELECT email FROM users UNION ALL SELECT 'x'", 3),
     # one-level expansion of a collection whose element count no value decides
     ("SELECT x FROM unnest((SELECT array_agg(ssn) FROM users)) AS x", 2),

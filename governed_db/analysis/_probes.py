@@ -18,6 +18,8 @@ nullness only); equality between two plain columns of base tables (``o.user_id =
 and, for the same reason, GROUP BY / PARTITION BY / DISTINCT ON a plain stored column (one
 group per hidden value: equality classes, as the join). Ordering by a masked column is never
 allowed (it reveals comparisons), nor grouping by an expression of one (``substr(ssn, 5, 1)``).
+PostgreSQL implements those equality shapes by sorting or hashing on the value, so their level
+must also fix its output order by something else (``_Probe._level_order``, attack F6).
 A side that is a CTE/subquery/VALUES column or any expression is not "plain": ``JOIN (VALUES
 ('guess')) v(x) ON u.email = v.x`` is a probe.
 
@@ -45,7 +47,7 @@ reaches is masked to a constant, NULL included (``masking.ColumnMask.constant``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._catalog import Catalog
@@ -143,6 +145,21 @@ _FIXED_SHAPE_BUILDERS = frozenset({"array_agg", "json_agg", "jsonb_agg", "json_b
 # (Not jsonb_build_object / jsonb_object_agg: jsonb keeps one of equal keys, so the number
 # of pairs would say whether two values are equal.)
 _PREDICATE = "decides which rows, in which order or how many come back"
+_ORDER = ("decides the order rows come back in (GROUP BY, DISTINCT, PARTITION BY or an"
+          " equality join on it sort by its value); add an ORDER BY on columns that are not"
+          " masked and identify each row (a primary key; min(id) when grouped)")
+# subqueries that only test membership: the order of their rows cannot escape
+_SET_SUBLINKS = frozenset({"EXISTS_SUBLINK", "ANY_SUBLINK", "ALL_SUBLINK"})
+# window functions whose result depends on the order rows reach them
+_ORDERED_WINDOWS = frozenset({"row_number", "ntile", "lag", "lead", "first_value",
+                              "last_value", "nth_value"})
+# aggregates whose result depends on the order of their input (without their own ORDER BY)
+_ORDERED_AGGREGATES = frozenset({"array_agg", "string_agg", "json_agg", "jsonb_agg", "xmlagg",
+                                 "json_object_agg", "jsonb_object_agg", "json_objectagg",
+                                 "json_arrayagg"})
+_AGGREGATES = _ORDERED_AGGREGATES | frozenset({
+    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "bit_and", "bit_or",
+    "stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp"})
 _SORTS = "decides the order of an aggregate's input (values are sorted)"
 _SETOP = "decides how many rows a UNION/INTERSECT/EXCEPT keeps (values are compared)"
 _ROWS = "decides how many rows a set-returning function returns"
@@ -154,6 +171,26 @@ class _Probe:
     def __init__(self, catalog: Catalog) -> None:
         self.lin = _Lineage(catalog)
         self.out: dict[str, str] = {}  # deciding source -> how it decides (first use seen)
+        # Per query level being walked: the sources of the "equality only" shapes allowed at
+        # that level (kind -> sources), whose ORDER the server may follow (see _level_order).
+        self._levels: list[dict[str, set[str]]] = []
+        self._unordered: set[int] = set()  # ids of EXISTS/IN/ANY/ALL subquery bodies
+        # FROM subqueries and CTE bodies: their order taint is judged where they are read
+        self._inner: set[int] = set()
+        self._deferred: dict[int, set[str]] = {}
+        self._cte_taint: dict[str, set[str]] = {}
+        self._pairs: list[list[tuple[str, str]]] = []  # equality-joined FROM items per level
+
+    def _refs(self, node: Any, scopes: list[list[_Entry]],
+              ctes: Mapping[str, list[Column]]) -> frozenset[str]:
+        try:
+            return self.lin.refs(node, scopes, ctes)
+        except _Unresolvable:
+            return frozenset({UNKNOWN})
+
+    def _taint(self, kind: str, sources: frozenset[str] | set[str]) -> None:
+        if self._levels and sources:
+            self._levels[-1].setdefault(kind, set()).update(sources)
 
     def _add(self, sources: frozenset[str] | set[str], why: str) -> None:
         for src in sources:
@@ -183,11 +220,30 @@ class _Probe:
             return ctes
         wc = wc.get("WithClause", wc)
         for item in wc.get("ctes", ()):
-            self.statement(item.get("CommonTableExpr", {}).get("ctequery"), outer, ctes)
+            cte = item.get("CommonTableExpr", {})
+            query = cte.get("ctequery")
+            sel = query.get("SelectStmt") if isinstance(query, dict) else None
+            if isinstance(sel, dict):
+                self._inner.add(id(sel))
+            self.statement(query, outer, ctes)
+            if isinstance(sel, dict) and id(sel) in self._deferred:
+                self._cte_taint[str(cte.get("ctename", ""))] = self._deferred.pop(id(sel))
         return self.lin._with(wc, outer, ctes)
 
     def select(self, body: Mapping[str, Any], outer: list[list[_Entry]],
                ctes: Mapping[str, list[Column]]) -> None:
+        self._levels.append({})
+        self._pairs.append([])
+        try:
+            level = self._select(body, outer, ctes)
+        finally:
+            taint = self._levels.pop()
+            pairs = self._pairs.pop()
+        if taint:
+            self._level_order(body, level, taint, pairs)
+
+    def _select(self, body: Mapping[str, Any], outer: list[list[_Entry]],
+                ctes: Mapping[str, list[Column]]) -> list[_Entry] | None:
         ctes = self._ctes(body.get("withClause"), outer, ctes)
         op = body.get("op", "SETOP_NONE")
         if op not in (None, "SETOP_NONE"):
@@ -233,6 +289,7 @@ class _Probe:
                             e.relation is not None and not e.relation.is_view and not e.unknown
                             for e in (scope if not star else
                                       [x for x in scope if x.alias == star[-1]])):
+                        self._taint("group", self._refs(val, scopes, ctes))
                         continue
                     self.ordering(val, scopes, ctes, targets, prefer_output=False,
                                   equality=True, tlist=tlist)
@@ -243,6 +300,123 @@ class _Probe:
                           prefer_output=True)
         for key in ("limitCount", "limitOffset"):
             self.decide(body.get(key), scopes, ctes)
+        return scopes[0] if op in (None, "SETOP_NONE") else None
+
+    # -- the order rows come back in ---------------------------------------------------------
+
+    def _level_order(self, body: Mapping[str, Any], scope: list[_Entry] | None,
+                     taint: Mapping[str, set[str]],
+                     pairs: Sequence[tuple[str, str]] = ()) -> None:
+        """Grouping, DISTINCT, PARTITION BY or an equality join on a stored value reveal only
+        equality classes in WHAT comes back, but PostgreSQL implements them by sorting (or
+        hashing) on the value, and rows then come back in the hidden value's order: a ranking
+        oracle (attack F6; ``SELECT DISTINCT ON (email) id`` is ``ORDER BY email``). So such
+        a level's sources decide the order unless its order provably does not follow them:
+        its ORDER BY is total (see :meth:`_total_order`) or, for an EXISTS / IN / ANY / ALL
+        subquery without LIMIT, order is not observable. Window functions that read rows in
+        order (row_number, lag, first_value, ntile, aggregates over a window without ORDER BY)
+        and order-sensitive aggregates after an equality join see the rows in that order
+        whatever the level's ORDER BY says."""
+        limited = body.get("limitCount") is not None or body.get("limitOffset") is not None
+        if "input" in taint and scope is not None and len(scope) > 1 \
+                and body.get("sortClause"):
+            # Rows of a value-ordered subquery/CTE joined with other items and sorted again
+            # by this level's ORDER BY: accepted. KNOWN RESIDUE: rows this ORDER BY leaves
+            # tied keep the subquery's order (see SECURITY.md, "order of grouped rows").
+            taint = {k: v for k, v in taint.items() if k != "input"}
+            if not taint:
+                return
+        sources: set[str] = set().union(*taint.values())
+        total = scope is not None and self._total_order(
+            body, scope, pairs if set(taint) == {"join"} else ())
+        if id(body) in self._inner and not total and not limited:
+            # a FROM subquery / CTE: its order matters where it is read (the consumer)
+            self._deferred.setdefault(id(body), set()).update(sources)
+            sources_left = self._order_consumers(body, taint)
+            if sources_left:
+                self._add(sources_left, _ORDER)
+            return
+        observable = id(body) not in self._unordered or limited
+        if scope is None or (observable and not total):
+            self._add(sources, _ORDER)
+            return
+        left = self._order_consumers(body, taint)
+        if left:
+            self._add(left, _ORDER)
+
+    def _order_consumers(self, body: Mapping[str, Any], taint: Mapping[str, set[str]]
+                         ) -> set[str]:
+        """Sources whose order reaches a window function or aggregate of this level that
+        reads its rows in order (whatever the level's own ORDER BY says)."""
+        tlist = [(t.get("ResTarget") or {}).get("val") for t in body.get("targetList") or ()]
+        calls = _calls([tlist, body.get("havingClause")])
+        if any(c.get("over") and _order_sensitive_window(c) for c in calls):
+            return set().union(*taint.values())
+        streamed = set().union(*(v for k, v in taint.items() if k in ("join", "input")))
+        if streamed and any(not c.get("over") and funcname(c) in _ORDERED_AGGREGATES
+                            and not c.get("agg_order") for c in calls):
+            return streamed
+        return set()
+
+    def _total_order(self, body: Mapping[str, Any], scope: list[_Entry],
+                     pairs: Sequence[tuple[str, str]] = ()) -> bool:
+        """Whether the level's ORDER BY leaves no two output rows tied: for every FROM item
+        (a base table) a unique key of it is among the sort keys; for a grouped level over one
+        base table, ``min``/``max`` of a one-column unique key (groups are disjoint, so it
+        differs per group) or every grouping key. A level that aggregates without GROUP BY
+        returns one row."""
+        tlist = [(t.get("ResTarget") or {}).get("val") for t in body.get("targetList") or ()]
+        names = [(t.get("ResTarget") or {}).get("name") for t in body.get("targetList") or ()]
+        grouped = bool(body.get("groupClause"))
+        if not grouped and not body.get("distinctClause") and any(
+                not c.get("over") and funcname(c) in _AGGREGATES for c in _calls(tlist)):
+            return True
+        plain: set[tuple[str, str]] = set()
+        extremes: set[tuple[str, str]] = set()
+        for item in body.get("sortClause") or ():
+            node = (item.get("SortBy") or {}).get("node")
+            node = _output_item(node, tlist, names, scope)
+            ref = _plain_ref(node)
+            if ref is not None:
+                hit = _resolve(ref, scope)
+                if hit is not None:
+                    plain.add(hit)
+                continue
+            call = node.get("FuncCall") if isinstance(node, dict) else None
+            if call is not None and funcname(call) in ("min", "max") and not call.get("over") \
+                    and len(call.get("args") or ()) == 1:
+                inner = _plain_ref(call["args"][0])
+                hit = _resolve(inner, scope) if inner is not None else None
+                if hit is not None:
+                    extremes.add(hit)
+        catalog = self.lin.catalog
+        unique = getattr(catalog, "unique_keys", {})
+        bases = [e for e in scope if e.relation is not None and not e.relation.is_view
+                 and not e.unknown]
+        if not scope or len(bases) != len(scope):
+            return False
+        if grouped:
+            groups = [_plain_ref(g) for g in body.get("groupClause") or ()]
+            if groups and all(g is not None and _resolve(g, scope) in plain for g in groups):
+                return True
+            if len(bases) != 1:
+                return False
+            e = bases[0]
+            assert e.relation is not None
+            return any(len(k) == 1 and (e.alias, next(iter(k))) in extremes
+                       for k in unique.get(e.relation.oid, ()))
+        keyed = {e.alias for e in bases if e.relation is not None and any(
+            all((e.alias, c) in plain for c in k) for k in unique.get(e.relation.oid, ()))}
+        # Equality joins only (``pairs``): an item joined by equality to a keyed item adds
+        # rows that tie only with rows holding the same joined value (nothing ordered).
+        grew = bool(pairs)
+        while grew:
+            grew = False
+            for a, b in pairs:
+                if (a in keyed) != (b in keyed):
+                    keyed |= {a, b}
+                    grew = True
+        return all(e.alias in keyed for e in bases)
 
     def dml(self, typ: str, body: Mapping[str, Any], outer: list[list[_Entry]],
             ctes: Mapping[str, list[Column]]) -> None:
@@ -271,7 +445,13 @@ class _Probe:
         (typ, body), = item.items()
         if typ == "RangeSubselect":
             inner = scopes if body.get("lateral") else scopes[1:]
-            self.statement(body.get("subquery"), inner, ctes)
+            sub = body.get("subquery")
+            sel = sub.get("SelectStmt") if isinstance(sub, dict) else None
+            if isinstance(sel, dict):
+                self._inner.add(id(sel))
+            self.statement(sub, inner, ctes)
+            if isinstance(sel, dict) and id(sel) in self._deferred:
+                self._taint("input", self._deferred.pop(id(sel)))
         elif typ == "JoinExpr":
             left = self.from_item(body["larg"], scopes, ctes)
             right = self.from_item(body["rarg"], [left + scopes[0], *scopes[1:]], ctes)
@@ -279,6 +459,9 @@ class _Probe:
             self.decide(body.get("quals"), [left + right + scopes[0], *scopes[1:]], ctes)
         elif typ == "RangeTableSample":
             self.decide([body.get("args"), body.get("repeatable")], scopes, ctes, _ROWS)
+        elif typ == "RangeVar" and not body.get("schemaname") \
+                and body.get("relname") in ctes and body.get("relname") in self._cte_taint:
+            self._taint("input", self._cte_taint[body["relname"]])
         elif typ not in ("RangeVar", "RangeFunction"):
             # XMLTABLE, JSON_TABLE and anything newer: their inputs decide the rows they yield.
             self.decide({k: v for k, v in body.items() if k != "alias"}, scopes, ctes, _ROWS)
@@ -328,7 +511,11 @@ class _Probe:
             return
         if typ == "SubLink":
             self.nested(body.get("testexpr"), scopes, ctes)
-            self.statement(body.get("subselect"), scopes, ctes)
+            sub = body.get("subselect")
+            if body.get("subLinkType") in _SET_SUBLINKS and isinstance(sub, dict) \
+                    and isinstance(sub.get("SelectStmt"), dict):
+                self._unordered.add(id(sub["SelectStmt"]))  # membership only: no order
+            self.statement(sub, scopes, ctes)
         elif typ in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
             self.statement({typ: body}, scopes, ctes)
         elif typ == "FuncCall":
@@ -443,7 +630,9 @@ class _Probe:
         for item in wd.get("partitionClause") or ():
             ref = _plain_ref(item)
             if ref is not None and self._base_column(ref, scopes):
-                continue  # partitions by a stored value: equality classes only
+                # partitions by a stored value: equality classes, but sorted by it
+                self._taint("window", self._refs(item, scopes, ctes))
+                continue
             self.decide(item, scopes, ctes)
         for item in wd.get("orderClause") or ():
             self.decide((item.get("SortBy") or {}).get("node"), scopes, ctes)
@@ -463,12 +652,14 @@ class _Probe:
                 if equality and tlist is not None and pos <= len(tlist):
                     ref = _plain_ref(tlist[pos - 1])
                     if ref is not None and self._base_column(ref, scopes):
+                        self._taint("group", targets[pos - 1][1])
                         return
                 self._add(targets[pos - 1][1], _PREDICATE)
             return
         if equality:
             ref = _plain_ref(node)
             if ref is not None and self._base_column(ref, scopes):
+                self._taint("group", self._refs(node, scopes, ctes))
                 return
         ref = node.get("ColumnRef")
         if ref is not None:
@@ -506,6 +697,12 @@ class _Probe:
             left, right = _plain_ref(body.get("lexpr")), _plain_ref(body.get("rexpr"))
             if left is not None and right is not None and \
                     self._base_column(left, scopes) and self._base_column(right, scopes):
+                # equality of two stored values; a merge join returns rows in their order
+                self._taint("join", self._refs(node, scopes, ctes))
+                if self._pairs and scopes:
+                    a, b = _resolve(left, scopes[0]), _resolve(right, scopes[0])
+                    if a is not None and b is not None:
+                        self._pairs[-1].append((a[0], b[0]))
                 return
         self.nested(node, scopes, ctes)
         try:
@@ -667,3 +864,60 @@ def deciding_sources(tree: Mapping[str, Any], catalog: Catalog) -> frozenset[str
     """The sources of :func:`deciding_uses`, without how they decide."""
     uses = deciding_uses(tree, catalog)
     return None if uses is None else frozenset(uses)
+
+
+def _calls(node: Any) -> list[Mapping[str, Any]]:
+    """Every FuncCall body in ``node``, not descending into subqueries (other levels)."""
+    out: list[Mapping[str, Any]] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("SubLink", "SelectStmt"):
+                    continue
+                if key == "FuncCall" and isinstance(value, dict):
+                    out.append(value)
+                stack.append(value)
+    return out
+
+
+def _order_sensitive_window(call: Mapping[str, Any]) -> bool:
+    over = call.get("over") or {}
+    over = over.get("WindowDef", over) if isinstance(over, dict) else {}
+    name = funcname(call)
+    return name in _ORDERED_WINDOWS or (name in _ORDERED_AGGREGATES
+                                        and not over.get("orderClause"))
+
+
+def _output_item(node: Any, tlist: list[Any], names: list[str | None],
+                 scope: list[_Entry]) -> Any:
+    """An ORDER BY item as the expression it means: ``ORDER BY 2`` / ``ORDER BY alias``."""
+    if not isinstance(node, dict):
+        return node
+    const = node.get("A_Const")
+    if const is not None and "ival" in const:
+        pos = int(const["ival"].get("ival", 0))
+        return tlist[pos - 1] if 1 <= pos <= len(tlist) else node
+    ref = _plain_ref(node)
+    if ref is not None and len(ref) == 1 and ref[0] in names and _resolve(ref, scope) is None:
+        return tlist[names.index(ref[0])]
+    return node
+
+
+def _resolve(fields: list[str | None], scope: list[_Entry]) -> tuple[str, str] | None:
+    """(FROM item, column) a plain column reference names at this level."""
+    if not fields or any(f is None for f in fields):
+        return None
+    name = fields[-1]
+    assert name is not None
+    if len(fields) >= 2:
+        qualifier = fields[-2]
+        assert qualifier is not None
+        entry = _find_entry(qualifier, [scope])
+        return (entry.alias, name) if entry is not None and entry.find(name) is not None \
+            else None
+    hits = [e for e in scope if e.find(name) is not None]
+    return (hits[0].alias, name) if len(hits) == 1 else None
