@@ -156,8 +156,11 @@ class GovernedConnectionMixin(_ConnectionBase):
         # not used then, the governor's own record decides.)
         reported = None if queued else self.pgconn.parameter_status(
             b"default_transaction_read_only")
+        app_name = None if queued else self.pgconn.parameter_status(b"application_name")
         sync = gov.session_sync_sql(identity, status != IDLE,
-                                    None if reported is None else reported.decode())
+                                    None if reported is None else reported.decode(),
+                                    None if app_name is None else app_name.decode(
+                                        gov.codec, "replace"))
         if queued and sync:
             # Pipeline mode with results in flight: the sync is queued ahead of the
             # statement (an identity switched inside the pipeline applies to its statements;

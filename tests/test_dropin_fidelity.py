@@ -812,3 +812,30 @@ def test_close_leaves_the_audit_writer_idle_and_holding_nothing(drv, dsn, tmp_pa
             assert path.stat().st_size == size
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("how", ["kwargs", "conninfo", "none"])
+def test_the_applications_own_application_name_is_kept(drv, dsn, audit, raw, how):
+    """application_name is not a setting any policy requires: the name the application gives
+    (a pool's kwargs, the conninfo) stays, for every identity acting on the connection, and
+    the identity reaches the server through governed_db.identity. A session without a name
+    of its own shows the identity in pg_stat_activity (psycopg_pool's
+    test_get_config_rotates_connections)."""
+    kwargs: dict[str, Any] = {"application_name": "app-1"} if how == "kwargs" else {}
+    conninfo = dsn + " application_name=app-1" if how == "conninfo" else dsn
+    conn = drv.connect(conninfo, audit=audit, autocommit=True, **kwargs)
+    other = Identity("helper", "human")
+    expected = "app-1" if how != "none" else None
+    try:
+        query = ("SELECT current_setting('application_name'),"
+                 " current_setting('governed_db.identity')")
+        for ident in (SERVICE, other, SERVICE):
+            with acting_as(ident):
+                name, label = drv.one(conn, query)
+            assert label == ident.label
+            assert name == (expected or "governed_db " + ident.label)
+            seen = raw.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+                               [conn.info.backend_pid]).fetchone()
+            assert seen == (name,)
+    finally:
+        drv.run(conn.close())

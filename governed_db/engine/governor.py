@@ -81,6 +81,10 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.prior_timeout: str | None = None  # the session's value before the timeout
         self.synced_in_tx = False  # sync SETs ran inside the open transaction (undone by ROLLBACK)
         self.server_rls: tuple[tuple[str, str], ...] | None = None  # identity_settings()
+        # application_name: the session's own (set by the application: never overwritten)
+        # or ours to carry the identity (empty, or the value last set here).
+        self.app_name_own = False
+        self.app_name_sent: str | None = None
         self.synced_identity: Identity | None = None  # the object last synced (fast path)
         self.pipeline_synced = False  # a sync was queued in a pipeline (see _gov_session_gen)
         self.server_search_path = False

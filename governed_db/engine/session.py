@@ -157,26 +157,39 @@ class SessionStage:
         return identity.kind in self.policy.session.read_only_kinds
 
     def session_sync_sql(self, identity: Identity, in_transaction: bool,
-                         reported_read_only: str | None = None) -> list[bytes]:
+                         reported_read_only: str | None = None,
+                         reported_app_name: str | None = None) -> list[bytes]:
         """SQL that brings the server session in line with ``identity`` (empty when it is).
 
-        Pushes the identity to ``application_name`` and the ``governed_db.identity`` GUC (so
-        ``pg_stat_activity`` and pgAudit see who acts) and applies READ ONLY and
-        ``statement_timeout`` when the identity's kind requires them. A setting the identity
-        does not require is only touched to put back the session's own value after an
-        identity that required it (``reported_read_only``: the value the server reports for
-        ``default_transaction_read_only``, None where it does not report it).
+        Pushes the identity to the ``governed_db.identity`` GUC (and the row-level security
+        hand-off), and to ``application_name`` while the session has no name of its own (so
+        ``pg_stat_activity`` shows who acts), and applies READ ONLY and ``statement_timeout``
+        when the identity's kind requires them. A setting the identity does not require is
+        only touched to put back the session's own value after an identity that required it
+        (``reported_read_only``: the value the server reports for
+        ``default_transaction_read_only``, None where it does not report it). The
+        application's own ``application_name`` (conninfo, ``PGAPPNAME``, a pool's kwargs) is
+        never overwritten (``reported_app_name``: the value the server reports).
         """
         out: list[bytes] = []
         label = identity.label
         rls = identity_settings(identity)
+        if reported_app_name is not None:
+            # What the server reports decides: empty or the name we set is ours to set; any
+            # other value is the application's own and stays (it is not an identity claim
+            # governance relies on: governed_db.identity is).
+            self.app_name_own = reported_app_name not in ("", self.app_name_sent)
         if label != self.server_identity or rls != self.server_rls:
             # One statement, sent only when the identity changes: the row-level security
             # hand-off (identity_settings) costs nothing per statement.
             lit = _sql_literal(label[:200])
+            app_name = b""
+            if not self.app_name_own:
+                self.app_name_sent = ("governed_db " + label)[:63]
+                app_name = (b", pg_catalog.set_config('application_name', "
+                            + _sql_literal(self.app_name_sent) + b", false)")
             out.append(b"SELECT pg_catalog.set_config('governed_db.identity', " + lit +
-                       b", false), pg_catalog.set_config('application_name', " +
-                       _sql_literal(("governed_db " + label)[:63]) + b", false)" +
+                       b", false)" + app_name +
                        b"".join(b", pg_catalog.set_config(" + _sql_literal(name) + b", " +
                                 _sql_literal(value) + b", false)" for name, value in rls))
         if self.read_only_for(identity):
