@@ -72,12 +72,6 @@ class GovernedConnectionMixin(_ConnectionBase):
         policy = _config.resolve_policy(opts.get("policy"))
         auditor = _config.resolve_auditor(opts.get("audit"), policy)
         info = self.info
-        if info.parameter_status("standard_conforming_strings") != "on":
-            # Lexing depends on it: with it off, '\'' hides statements from the analyzer.
-            raise InterfaceError(
-                "standard_conforming_strings is off on this server/session; governed_db refuses"
-                " to run because statements would be lexed differently than analyzed. Set it"
-                " to on (the PostgreSQL default)")
         if not reported_encoding_safe(self.pgconn.parameter_status(b"client_encoding")):
             # Lexing depends on it too: see _client_encoding (refused, not changed behind the
             # application's back; whichever way the server came to use it).
@@ -98,6 +92,10 @@ class GovernedConnectionMixin(_ConnectionBase):
         gov = Governor(policy=policy, identity=ident, auditor=auditor,
                        catalog_key=key, conn_info=conn_info)
         gov.server_utf8 = info.parameter_status("server_encoding") == "UTF8"
+        # Lexing depends on it: with it off, '\'' could hide a statement from the analyzer,
+        # so only texts that lex the same either way run (DecideStage.gate); verified after
+        # every operation, whichever way the session came to it.
+        gov.scs_off = self.pgconn.parameter_status(b"standard_conforming_strings") != b"on"
         gov.codec = session_codec(self.pgconn)
         gov.reported_encoding = self.pgconn.parameter_status(b"client_encoding")
         gov.catalog = catalog_for(key)
@@ -303,9 +301,12 @@ class GovernedConnectionMixin(_ConnectionBase):
         if problem is None:
             status = pgconn.parameter_status
             encoding = status(b"client_encoding")
-            if status(b"standard_conforming_strings") != b"on":
-                problem = "standard_conforming_strings"
-            elif encoding != gov.reported_encoding:
+            if self._pipeline is None:
+                # (In a pipeline the server reports it only at a sync: until the pipeline
+                # ends, a statement that may have changed it keeps gov.scs_unsure set.)
+                gov.scs_off = status(b"standard_conforming_strings") != b"on"
+                gov.scs_unsure = False
+            if encoding != gov.reported_encoding:
                 if not reported_encoding_safe(encoding):
                     problem = "client_encoding"
                 else:

@@ -73,10 +73,11 @@ class _ReadBack:
         gov = self.gov
         first = len(self.expected) + 1  # after the settings and the driver-statements count
         state = {name: res.get_value(0, first + i) for i, name in enumerate(_REPORTED)}
+        # Read now, after the statement and before anything queued behind it: exact.
+        gov.scs_off = state["standard_conforming_strings"] != b"on"
+        gov.scs_unsure = False
         if not reported_encoding_safe(state["client_encoding"]):
             gov.violation = "client_encoding"
-        elif state["standard_conforming_strings"] != b"on":
-            gov.violation = "standard_conforming_strings"
         elif gov.server_read_only and state["default_transaction_read_only"] != b"on":
             gov.violation = "default_transaction_read_only"
         else:

@@ -87,8 +87,7 @@ TAMPER = {
     "set-transaction": ("SET TRANSACTION READ WRITE", False, AGENT, "transaction_read_only"),
     "set-local": ("SET LOCAL transaction_read_only = off", False, AGENT,
                   "transaction_read_only"),
-    "standard-conforming": ("SELECT set_config('standard_conforming_strings', 'off', false)",
-                            True, HUMAN, "standard_conforming_strings"),
+    # standard_conforming_strings off is governed, not closed: test_standard_conforming_strings
     "client-encoding": ("SELECT sneaky_encoding()", True, HUMAN, "client_encoding"),
     "session-authorization": ("SET SESSION AUTHORIZATION app_ro", True, HUMAN,
                               "session_authorization"),

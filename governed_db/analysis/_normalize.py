@@ -266,3 +266,27 @@ def statement_fragments(text: str, _nested: bool = False) -> set[str]:
             else:
                 out.add(raw.lower())
     return out
+
+
+def lexing_depends_on_scs(text: str) -> bool:
+    """Whether PostgreSQL could lex ``text`` differently with ``standard_conforming_strings``
+    off than libpg_query does (it always lexes with it on).
+
+    The two lexings differ only inside a plain ``'…'`` string: with the setting off, scan.l
+    reads it as an escape string, where ``\\'`` does not end it (``'\\'; DELETE …; --'`` is
+    one literal to the analyzer and a literal plus a DELETE to the server). ``E'…'`` strings,
+    comments, quoted identifiers and dollar quotes lex the same either way. Tokens are read
+    as the server reads them with the setting on, and as long as no plain string (nor an
+    ``N'…'``, ``B'…'``, ``X'…'``, ``U&'…'`` one: counted as plain, erring on the safe side)
+    holds a backslash, each token ends where the other lexing ends it too, so the whole text
+    lexes the same. Fail closed: text this lexer cannot finish counts as dependent."""
+    if "\\" not in text:
+        return False  # no backslash at all: nothing can lex differently
+    try:
+        toks = _tokens(text)
+    except _LexError:
+        return True
+    for kind, s, e in toks:
+        if kind == _LIT and text[s] not in "eE$" and "\\" in text[s:e]:
+            return True  # (numbers hold no backslash; dollar quotes have no escapes)
+    return False

@@ -14,6 +14,7 @@ from .._bound_settings import bound_text
 from ..analysis import Analysis, StatementFacts, analyze
 from ..analysis._effects import may_run_unseen_code, unknown_functions, with_function_effects
 from ..analysis._lineage import UNKNOWN
+from ..analysis._normalize import lexing_depends_on_scs
 from ..analysis._probes import _constant
 from ..errors import ApprovalRequired, StatementDenied
 from ..rules import Decision, effective_facts, evaluate
@@ -23,6 +24,14 @@ from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, from_plan, sc
 from .session import _TX_STATE_KINDS
 
 logger = logging.getLogger("governed_db")
+
+# Not a policy rule: refused with standard_conforming_strings off when the text may lex
+# differently on the server (see analysis._normalize.lexing_depends_on_scs).
+SCS_RULE = "session.standard-conforming-strings"
+# Settings that change how the server lexes later statements, and statement kinds that may
+# put them back to another value (RESET ALL, DISCARD ALL, a rollback undoing a SET).
+_LEXING_SETTINGS = frozenset({"standard_conforming_strings", "backslash_quote"})
+_SCS_RESETTING = frozenset({"RESET", "DISCARD", "ROLLBACK", "ROLLBACK TO"})
 
 
 # Statement kinds a READ ONLY transaction refuses: an allowed (or approved) one of these, run
@@ -85,7 +94,8 @@ class DecideStage:
         ident = identity or self.identity()
         if ident._verification is not None or ident.kind in self.policy.require_verified:
             self.check_identity(ident)  # expiry per statement; unverified kinds refused
-        plan = self.cached_plans.get(text)
+        scs_check = self.scs_off or self.scs_unsure
+        plan = None if scs_check else self.cached_plans.get(text)
         if plan is not None and valid_for(self, plan, ident, codec):
             # The same statement key as when the plan was made (text, identity scope,
             # policy, catalog snapshot): its answer stands. Only allowed, unmeasured,
@@ -120,6 +130,22 @@ class DecideStage:
         self.last_statement_id = ctx.id
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
+        if scs_check and lexing_depends_on_scs(analysis.text):
+            # Not a policy rule (no level or observe mode lets it through): the server may
+            # lex this text differently than the analyzer did (see lexing_depends_on_scs).
+            self._record(ctx, outcome="denied", rules=[SCS_RULE])
+            raise StatementDenied(
+                f"denied by `{SCS_RULE}`: standard_conforming_strings is off in this session"
+                f"{'' if self.scs_off else ' or may have been turned off by an earlier statement'},"
+                " and this statement has a backslash inside a plain '...' string, which the"
+                " server then reads as an escape (governed_db reads it as PostgreSQL does with"
+                " the setting on, so the two could disagree on where the string ends). Write"
+                " the string as E'...' (backslashes doubled), pass the value as a parameter"
+                " (%s), or set standard_conforming_strings to on (the PostgreSQL default)",
+                rule_ids=(SCS_RULE,))
+        if any(s.dynamic_settings or s.kinds & _SCS_RESETTING
+               or any(name in _LEXING_SETTINGS for name, _ in s.settings) for s in statements):
+            self.scs_unsure = True  # until the server reports it back (_gov_verify_server_state)
         if decision.action == "deny":
             self._record(ctx, outcome="denied")
             raise StatementDenied(decision.message(), rule_ids=decision.rule_ids)

@@ -65,6 +65,12 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         # The Python codec of the session's client encoding (result column names arrive in
         # it); kept current by the connection after every operation.
         self.codec = "utf-8"
+        # standard_conforming_strings as the server last reported it (off: only statements
+        # whose lexing cannot depend on it run, see DecideStage.gate), and whether a statement
+        # sent since may have changed it (SET/RESET/DISCARD/set_config of it, not yet reported
+        # back: in a pipeline the server reports it only at a sync).
+        self.scs_off = False
+        self.scs_unsure = False
         # The client_encoding the server last reported (bytes): codec is its Python codec.
         self.reported_encoding: bytes | None = None
         self._scope: tuple[Identity | None, tuple[Any, ...]] = (None, ())

@@ -83,8 +83,10 @@ def identity_settings(identity: Identity) -> tuple[tuple[str, str], ...]:
 
 
 def _sql_literal(text: str) -> bytes:
-    """A standard-conforming string literal (we refuse to run when that setting is off)."""
-    return ("'" + text.replace("'", "''") + "'").encode()
+    """A string literal the server reads the same with standard_conforming_strings on or off
+    (governed sessions may run with it off): an escape string, backslashes doubled. Labels
+    and identity attributes come from the caller; ``\\'`` in one must not end the literal."""
+    return ("E'" + text.replace("\\", "\\\\").replace("'", "''") + "'").encode()
 
 
 def _has_session_effects(ctx: StatementContext) -> bool:
