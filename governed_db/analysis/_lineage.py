@@ -124,8 +124,7 @@ class _Lineage:
                 if names and names[-1] is None:
                     out.extend(self.star(names[:-1], scope, star_lists))
                     continue
-            src = self.refs(val, scopes, ctes)
-            out.append((rt.get("name") or _output_name(val), src))
+            out.append((rt.get("name") or _output_name(val), self.refs(val, scopes, ctes)))
         return out
 
     def _with(self, wc: Any, outer: list[list[_Entry]],
@@ -327,13 +326,13 @@ class _Lineage:
                 star = cols
             return entries, star
         if typ == "RangeFunction":
-            src: set[str] = set()
+            fn_src: set[str] = set()
             names: list[str] = []
             for fn in body.get("functions", ()):
                 items = fn.get("List", {}).get("items", [])
                 if items:
                     call = items[0]
-                    src |= self.refs(call, scopes, ctes)
+                    fn_src |= self.refs(call, scopes, ctes)
                     if isinstance(call, dict) and "FuncCall" in call:
                         names.append(funcname(call["FuncCall"]))
                 if len(items) > 1 and items[1]:
@@ -345,7 +344,7 @@ class _Lineage:
                 names = colnames
             elif alias.get("aliasname") and len(names) == 1:
                 names = [alias["aliasname"]]
-            cols = [(n, frozenset(src)) for n in names]
+            cols = [(n, frozenset(fn_src)) for n in names]
             if body.get("ordinality"):
                 cols.append(("ordinality", _EMPTY))
             entry = _Entry(alias.get("aliasname", names[0] if names else ""), cols)
@@ -464,9 +463,9 @@ class _Lineage:
                     if e.alias == name:
                         return e.whole()  # whole-row reference: SELECT u FROM users u
             return frozenset({UNKNOWN})
-        qualifier, name = fields[-2], fields[-1]
-        assert qualifier is not None and name is not None
-        entry = _find_entry(qualifier, scopes)
+        alias, name = fields[-2], fields[-1]
+        assert alias is not None and name is not None
+        entry = _find_entry(alias, scopes)
         if entry is None:
             return frozenset({UNKNOWN})
         hit = entry.find(name)

@@ -7,6 +7,7 @@ some fields hold bare nodes (``DeleteStmt.relation`` is a bare RangeVar).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["Node", "funcname", "relname", "strip_locations"]
@@ -35,7 +36,7 @@ def _namelist(items: list[Any]) -> str:
     return ".".join(s for s in (_sval(i) for i in items) if s is not None)
 
 
-def funcname(fc: Node) -> str:
+def funcname(fc: Mapping[str, Any]) -> str:
     """Case-folded unqualified name of a FuncCall (quoted names are already resolved)."""
     parts = [s for s in (_sval(n) for n in fc.get("funcname", ())) if s is not None]
     return parts[-1].lower() if parts else ""

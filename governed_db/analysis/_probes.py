@@ -685,7 +685,7 @@ class _Probe:
         if not isinstance(node, dict) or not node:
             return
         why = why or _PREDICATE
-        (typ, body), = node.items() if len(node) == 1 else ((None, None),)
+        typ, body = next(iter(node.items())) if len(node) == 1 else (None, {})
         if typ == "BoolExpr":
             for arg in body.get("args") or ():
                 self.decide(arg, scopes, ctes, why)
@@ -718,6 +718,7 @@ class _Probe:
         assert name is not None
         if len(fields) >= 2:
             qualifier = fields[-2]
+            assert qualifier is not None
             entry = _find_entry(qualifier, scopes)  # by alias only, as PostgreSQL does
             return entry is not None and entry.relation is not None \
                 and not entry.relation.is_view and not entry.unknown \

@@ -153,7 +153,7 @@ def _func_call(fc: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None
     if name:
         c.functions.add(name)
         c.refs.add((parts[-2] if len(parts) > 1 else "", parts[-1]))
-        args = fc.get("args") or ()
+        args: list[Any] = fc.get("args") or []
         if len(parts) == 1 and len(args) == 1 and not fc.get("agg_star"):
             ref = args[0].get("ColumnRef") if isinstance(args[0], dict) else None
             if ref is not None and len(ref.get("fields") or ()) == 1:
@@ -171,6 +171,7 @@ def _func_call(fc: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None
                 if texts:
                     _sql_in_string(texts[-1], True, c, now=now)
             else:
+                assert not isinstance(spec, str), spec  # "*" and "last" are the only strings
                 for i in spec:
                     if len(args) > i:
                         _sql_in_string(args[i], False, c, now=now)

@@ -69,8 +69,8 @@ def _const_bool(node: Any) -> bool | None:
             lv, rv = _literal(left), _literal(right)
             if lv is not None and rv is not None:
                 try:
-                    return {"=": lv == rv, "<>": lv != rv, "!=": lv != rv, "<=": lv <= rv,
-                            ">=": lv >= rv, "<": lv < rv, ">": lv > rv}[op]
+                    return bool({"=": lv == rv, "<>": lv != rv, "!=": lv != rv, "<=": lv <= rv,
+                            ">=": lv >= rv, "<": lv < rv, ">": lv > rv}[op])
                 except TypeError:
                     return None
         return None
@@ -78,7 +78,7 @@ def _const_bool(node: Any) -> bool | None:
         arg = body.get("arg")
         if isinstance(arg, dict) and "A_Const" in arg:
             is_null = bool(arg["A_Const"].get("isnull"))
-            want_null = body.get("nulltesttype") == "IS_NULL"
+            want_null: bool = body.get("nulltesttype") == "IS_NULL"
             return is_null == want_null
         return None
     if typ == "BooleanTest":

@@ -310,10 +310,10 @@ def _check_audit(c: _Collector, raw: Mapping[str, Any], source: str | None) -> N
     if "signing_key" in raw and not isinstance(raw["signing_key"], str):
         c.error(("audit", "signing_key"), "[audit] signing_key must be the path of a key file"
                                           " (made by `governed-db keygen --out DIR`)")
-    key = _relative_to_policy(raw, source, ("signing_key",)).get("signing_key")
-    if isinstance(key, str) and key and not Path(key).expanduser().exists():
+    key_path = _relative_to_policy(raw, source, ("signing_key",)).get("signing_key")
+    if isinstance(key_path, str) and key_path and not Path(key_path).expanduser().exists():
         c.error(("audit", "signing_key"),
-                f"[audit] signing_key {key} does not exist (relative paths are relative to the"
+                f"[audit] signing_key {key_path} does not exist (relative paths are relative to the"
                 " policy file); create it with `governed-db keygen --out DIR`")
 
 
@@ -827,9 +827,9 @@ def explain(policy: Policy) -> tuple[dict[str, Any], ...]:
         ident = Identity("policy-check", kind)
         limits = [(rule_limit(r, ident), r) for r in policy.rules_for(ident)
                   if r.id == "statement.affected-row-limit"]
-        limits = [(v, r) for v, r in limits if v is not None]
+        set_limits = [(v, r) for v, r in limits if v is not None]
         entry["max_rows_changed"] = [{"max": v, "tables": list(r.tables), "level": r.level}
-                                     for v, r in sorted(limits, key=lambda x: x[0])]
+                                     for v, r in sorted(set_limits, key=lambda x: x[0])]
         entry["scoped_rules"] = sorted({r.id for r in policy.rules if r.level != "disabled"
                                         and (r.identity_ids or r.roles)
                                         and (not r.identity_kinds or kind in r.identity_kinds)})
@@ -953,11 +953,12 @@ def check_policy_text(text: str, *, source: str | None = None, dsn: str | None =
     if policy is not None:
         _warnings(c, policy, data)
         allows = explain(policy)
-    key = lambda p: (p.line or 0, p.column or 0)  # noqa: E731
+    def by_position(p: Problem) -> tuple[int, int]:
+        return (p.line or 0, p.column or 0)
     return PolicyCheck(
         source=where, policy=policy, allows=allows, catalog_checked=catalog is not None,
-        errors=tuple(sorted(errors, key=key)),
-        warnings=tuple(sorted((p for p in c.problems if p.level == "warning"), key=key)))
+        errors=tuple(sorted(errors, key=by_position)),
+        warnings=tuple(sorted((p for p in c.problems if p.level == "warning"), key=by_position)))
 
 
 def check_policy(path: str | Path, *, dsn: str | None = None) -> PolicyCheck:

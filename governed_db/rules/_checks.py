@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import weakref
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..analysis import StatementFacts, analyze, is_dangerous_function
 from ..analysis._functions import (
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the policy model imports the catalogue: names for annotatio
 _CATALOG_SCHEMAS = ("pg_catalog.", "information_schema.")
 
 
-def _kinds_list(kinds: Sequence[str]) -> str:
+def _kinds_list(kinds: Iterable[str]) -> str:
     return ", ".join(sorted(kinds))
 
 
@@ -101,7 +101,9 @@ def _scoped(cfg: RuleConfig) -> bool:
     return bool(cfg.identity_kinds or cfg.identity_ids or cfg.roles)
 
 
-_view_closures: weakref.WeakKeyDictionary[Any, dict[int, Any]] = weakref.WeakKeyDictionary()
+# Per catalog: view oid -> facts of its body's statement (False: the body has none).
+_ViewMemo = dict[int, "StatementFacts | Literal[False]"]
+_view_closures: weakref.WeakKeyDictionary[Any, _ViewMemo] = weakref.WeakKeyDictionary()
 
 
 def _view_bodies(ctx: CheckContext, s: StatementFacts) -> list[StatementFacts]:
@@ -113,6 +115,7 @@ def _view_bodies(ctx: CheckContext, s: StatementFacts) -> list[StatementFacts]:
     catalog = ctx.catalog
     if catalog is None:
         return []
+    memo: _ViewMemo
     try:
         memo = _view_closures.setdefault(catalog, {})
     except TypeError:
