@@ -280,8 +280,9 @@ class GovernedConnectionMixin(_ConnectionBase):
         after a failed statement that may have run unseen code (no read-back ran behind it)
         what its names hold is not known (see ``DRIVER_STATEMENTS_CHECK``). (psycopg itself
         forgets them after ROLLBACK, DEALLOCATE ALL and DISCARD ALL.)"""
-        self._governor.driver_statements_gone = False
-        prepared = self._prepared  # type: ignore[attr-defined]
+        if self._governor is not None:
+            self._governor.driver_statements_gone = False
+        prepared = self._prepared
         prepared._names.clear()
         prepared._counts.clear()
         prepared._to_flush.clear()

@@ -494,7 +494,7 @@ class AuditLog:
             warnings.warn(f"governed_db: {len(self._pending)} audit records are lost: the log"
                           f" and {side} cannot be written ({exc})", stacklevel=1)
 
-    def _record_line(self, item: Any) -> tuple[dict[str, Any], bytes]:
+    def _record_line(self, item: Any) -> tuple[dict[str, Any] | None, bytes]:
         """Build and chain one queued item. A record that cannot be built or serialized is
         replaced by a signed ``record_failed`` record in its place (so the chain says a
         record is missing, and why) and the log fails closed from then on."""
@@ -528,7 +528,7 @@ class AuditLog:
             item = {"type": item.kind, "identity": last[2], "db": item.db,
                     **{k: v for k, v in item.fields.items() if v is not None},
                     "ts": self._ts.text(item.ts_ns).decode()}
-        rec = to_ijson(item)
+        rec: dict[str, Any] = to_ijson(item)
         if _egress._observers:
             _egress.emit("audit record", rec)
         return rec
@@ -665,14 +665,14 @@ class AuditLog:
             # Every chained record is pending until written: the last is the chain's head.
             self._durable_seq, self._durable_prev = self._seq, self._prev
             if self.keep_in_memory or self.sinks:
-                self._pending = self._records_of(self._pending)
-            if self.keep_in_memory:
-                self.records.extend(rec for rec, _ in self._pending)
-                if len(self.records) > 100_000:
-                    del self.records[:50_000]
+                full = self._records_of(self._pending)
+                if self.keep_in_memory:
+                    self.records.extend(rec for rec, _ in full)
+                    if len(self.records) > 100_000:
+                        del self.records[:50_000]
+                for sink in self.sinks:
+                    sink.backlog.extend(full)
             self.written += len(self._pending)
-            for sink in self.sinks:
-                sink.backlog.extend(self._pending)
             self._pending = []
         for sink in self.sinks:  # a sink that fails keeps its backlog: retried, not repeated
             try:
