@@ -81,6 +81,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
     _gov_result_view: GovernedResult | None
     _gov_path: str | None
     _gov_measure: tuple[Any, Any, Any] | None
+    # psycopg's server cursor slot (whether the portal was described); read and reset only by
+    # the server-cursor methods below.
+    _described: bool
 
     if not TYPE_CHECKING:
         # Hidden from the type checker, which reads the psycopg class's own (overloaded)
@@ -458,11 +461,11 @@ class GovernedCursorMixin(_CursorBase[Row]):
         this object did not declare: described again and judged as ``FETCH`` from the name,
         by what the session saw it declared as now (unknown: masked; gone: the server's
         error, as psycopg raises it)."""
-        if self._gov_ctx is None or not self._described:  # type: ignore[attr-defined]
+        if self._gov_ctx is None or not self._described:
             return  # not judged yet: the describe before the fetch judges it
         if self._gov_portal_version() != self._gov_portal:
             self._gov_ctx = None
-            self._described = False  # type: ignore[attr-defined]
+            self._described = False
 
     def _gov_check_portal_effect(self) -> None:
         """FETCH/MOVE through a server cursor are sent by psycopg without the statement

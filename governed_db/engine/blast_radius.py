@@ -12,6 +12,7 @@ from ..analysis._effects import static_bound, with_function_effects
 from ..errors import ApprovalRequired, StatementDenied
 from ..rules import effective_facts, rule_limit
 from .context import StatementContext
+from ._governor_state import GovernorState
 
 
 # Statement kinds that change rows (besides anything with a write target).
@@ -33,7 +34,7 @@ BLAST_COUNT_SQL = (b"SELECT x.relid::pg_catalog.regclass::text, x.n_tup_ins, x.n
 BLAST_SAVEPOINT = b"governed_db_blast_radius"
 
 
-class BlastRadiusStage:
+class BlastRadiusStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
     def limits_rows(self, analysis: Analysis | None = None) -> bool:

@@ -21,10 +21,13 @@ time, as before.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._server_mask import UNSET
 from .context import scope_key
+
+if TYPE_CHECKING:
+    from ._governor_state import GovernorState
 
 __all__ = ["CachedPlan", "cacheable", "valid_for"]
 
@@ -37,6 +40,10 @@ class CachedPlan:
     __slots__ = ("analysis", "audit_static", "codec", "decision", "effect_check", "ident", "key",
                  "policy_digest", "catalog_version", "result0", "scope", "sent", "server_mask",
                  "settings_check", "statements")
+    # The statement key's parts (see valid_for).
+    scope: tuple[Any, ...]
+    policy_digest: str
+    catalog_version: int
 
     def __init__(self, *, analysis: Any, codec: str, statements: Any, decision: Any,
                  key: tuple[Any, ...], ident: Any, effects: tuple[bool, bool, bool]) -> None:
@@ -77,7 +84,7 @@ def cacheable(statements: Any, decision: Any, key: tuple[Any, ...], effects: Any
     return not (st.kinds & tx_state_kinds)
 
 
-def valid_for(gov: Any, plan: CachedPlan, ident: Any, codec: str) -> bool:
+def valid_for(gov: GovernorState, plan: CachedPlan, ident: Any, codec: str) -> bool:
     """Whether ``plan`` answers for ``ident`` now: the same statement key, part by part."""
     if codec != plan.codec:
         return False
@@ -95,7 +102,7 @@ def valid_for(gov: Any, plan: CachedPlan, ident: Any, codec: str) -> bool:
     return version == plan.catalog_version and gov.policy.digest == plan.policy_digest
 
 
-def remember(gov: Any, text: Any, plan: CachedPlan) -> None:
+def remember(gov: GovernorState, text: Any, plan: CachedPlan) -> None:
     cache = gov.cached_plans
     if len(cache) >= _MAX_PLANS:
         cache.clear()

@@ -22,6 +22,7 @@ from ..identity import Identity
 from .cached_plan import CachedPlan, cacheable, remember, valid_for
 from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, from_plan, scope_key
 from .session import _TX_STATE_KINDS
+from ._governor_state import GovernorState
 
 logger = logging.getLogger("governed_db")
 
@@ -78,7 +79,7 @@ def _computed_notify(tree: Any) -> bool:
     return False
 
 
-class DecideStage:
+class DecideStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
     def gate(self, text: bytes | str, params: Sequence[Any] | None = None,
@@ -437,8 +438,9 @@ class DecideStage:
         names = predicate_columns(s.tree)
         if not names:
             return probed
+        catalog = self.catalog
         for table in s.reads | s.writes:
-            rel = self.catalog.resolve(table) if self.catalog is not None else None
+            rel = catalog.resolve(table) if catalog is not None else None
             if rel is None:
                 probed.update(f"{table}.{n}" for n in names
                               if self._masked_for("?", table, n, ident))
@@ -446,7 +448,8 @@ class DecideStage:
             if rel.is_view:
                 from ..analysis._lineage import relation_columns
 
-                for col, sources in relation_columns(rel, self.catalog):
+                assert catalog is not None  # rel was resolved in it
+                for col, sources in relation_columns(rel, catalog):
                     if col.lower() in names and any(
                             src == UNKNOWN or self._masked_for(*_split3(src), ident)
                             for src in sources):

@@ -4,6 +4,7 @@ identifiers), and server errors re-raised with data values removed."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
 
 import attrs
 
@@ -13,6 +14,10 @@ from ..identity import Identity
 from .._redact import (Allowed, RedactedResult, message_from_fields, query_excerpt,
                        redact_fields)
 from .context import StatementContext
+from ._governor_state import GovernorState
+
+if TYPE_CHECKING:
+    from psycopg.pq.abc import PGresult
 
 
 def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -> BaseException:
@@ -33,12 +38,14 @@ def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -
     # position in a function-built query (then it shows that one): kept only in the first case
     excerpt = query_excerpt(str(exc), allowed) if diag.statement_position \
         and not diag.internal_position and not diag.internal_query else None
-    new = type(exc)(message_from_fields(info, excerpt),
-                    info=RedactedResult(info, status, excerpt), pgconn=exc.pgconn)
+    # A stand-in for the PGresult: psycopg takes any object with error_field() as one
+    # (errors._is_pgresult), and that is all it and callers read of a failed result.
+    redacted = cast("PGresult", RedactedResult(info, status, excerpt))
+    new = type(exc)(message_from_fields(info, excerpt), info=redacted, pgconn=exc.pgconn)
     return new
 
 
-class ErrorTextStage:
+class ErrorTextStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
     def error_allowed(self, in_flight: Iterable[StatementContext] = ()) -> tuple[Allowed, bool]:

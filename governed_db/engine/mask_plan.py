@@ -15,6 +15,7 @@ from ..identity import Identity
 from ..masking import SAFE_TYPE_OIDS, BoundPlan, ColumnMask, MaskPlan
 from .context import StatementContext
 from .context import _CATALOG_SCHEMAS
+from ._governor_state import GovernorState
 
 
 # Functions that keep text values whole (so the detectors still see every value's shape) or
@@ -101,7 +102,7 @@ def _fname(result: Any, i: int, codec: str = "utf-8") -> str:
     return raw.decode(codec, "replace") if isinstance(raw, bytes) else str(raw)
 
 
-class MaskPlanStage:
+class MaskPlanStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
     def too_many_rows(self, ctx: StatementContext, count: int) -> StatementDenied:
@@ -135,7 +136,7 @@ class MaskPlanStage:
             hit = _server_mask.plan_for(ctx.server_mask, result)
             if hit is not None:
                 ctx.plans[0], ctx.lineage[0] = hit
-                return hit[0][0]
+                return ctx.plans[0][0]
             _server_mask.forget(self, ctx)  # not the learned shape: plan it from scratch
         catalog = self.catalog
         key = None

@@ -10,9 +10,10 @@ from .. import _server_mask, telemetry
 from ..audit._record import StatementStatic
 from ..identity import Identity
 from .context import StatementContext
+from ._governor_state import GovernorState
 
 
-class RecordStage:
+class RecordStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
     def succeeded(self, ctx: StatementContext, rowcount: int, status: str | None) -> None:

@@ -15,6 +15,7 @@ from .._catalog import invalidate_database
 from ..analysis import StatementFacts
 from ..identity import Identity, _acting, derived_identity
 from .context import StatementContext
+from ._governor_state import GovernorState
 
 
 # Statements that can end a transaction or change the transaction mode / session settings.
@@ -119,7 +120,7 @@ def _inner_facts(s: StatementFacts, name: str, *, prepared: bool) -> StatementFa
     return facts
 
 
-class SessionStage:
+class SessionStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
     def mark_catalog_stale(self) -> None:
