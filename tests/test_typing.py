@@ -1,5 +1,6 @@
-"""Typed user code type-checks against governed_db (mypy --strict, one run for every case).
+"""governed_db and typed user code type-check (mypy --strict, one run for every case).
 
+The package itself: ``mypy --strict governed_db`` has no finding at all.
 tests/typing_example.py asserts, line by line, the types mypy reveals (``# T: <type>``):
 connections and cursors generic in their rows, sync and async, psycopg_pool with governed
 connections. tests/typing_dropin_example.py is code written for psycopg with
@@ -21,10 +22,13 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 EXAMPLE = HERE / "typing_example.py"
 DROPIN = HERE / "typing_dropin_example.py"
+PACKAGE = ROOT / "governed_db"
 
 _EXPECTED = re.compile(r"reveal_type\(.*\)\s*# T: (?P<type>.+?)\s*$")
 _NOTE = re.compile(r'^(?P<file>[^:]+):(?P<line>\d+): note: Revealed type is "(?P<type>.+)"$')
 _FINDING = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<kind>error|warning|note): (?P<msg>.+)$")
+# mypy's last line: "Success: no issues found in N source files" or "... (checked N source files)"
+_CHECKED = re.compile(r"(?:found in|checked) (?P<n>\d+) source files?\)?$")
 
 
 def _normalize(type_text: str) -> str:
@@ -58,12 +62,11 @@ def check(output: str) -> tuple[list[str], dict[int, str]]:
 @pytest.fixture(scope="module")
 def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> str:
     cache = tmp_path_factory.mktemp("mypy-cache")
-    # --follow-imports=silent: governed_db and psycopg are read for their types, findings are
-    # reported for the two example files only (`mypy --strict governed_db` checks the package).
+    # One run: the package (every module of it, as `mypy --strict governed_db` checks it) and
+    # the two example files; the cache is this test's own (nothing written outside tmp).
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent",
-         "--cache-dir", str(cache), "--no-error-summary", "--show-absolute-path",
-         str(EXAMPLE), str(DROPIN)],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache),
+         "--show-absolute-path", str(PACKAGE), str(EXAMPLE), str(DROPIN)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.stderr == "", proc.stderr
     return proc.stdout
@@ -82,3 +85,14 @@ def test_no_findings(mypy_output: str) -> None:
     problems, _ = check(mypy_output)
     assert problems == []
 
+
+def test_package_strict(mypy_output: str) -> None:
+    """`mypy --strict governed_db` is clean: any finding in the package fails, named."""
+    problems, _ = check(mypy_output)
+    in_package = [p for p in problems if Path(p.split(":", 1)[0]).is_relative_to(PACKAGE)]
+    assert in_package == []
+    m = _CHECKED.search(mypy_output.strip().splitlines()[-1])
+    assert m, mypy_output[-500:]
+    # every module of the package was checked, not only the examples' imports of it
+    modules = [*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.pyi")]
+    assert int(m.group("n")) >= len(modules) + 2
