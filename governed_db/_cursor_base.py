@@ -81,8 +81,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
     _gov_result_view: GovernedResult | None
     _gov_path: str | None
     _gov_measure: tuple[Any, Any, Any] | None
-    # psycopg's server cursor slot (whether the portal was described); read and reset only by
+    # psycopg's server cursor slots (the portal's name, whether it was described); used only by
     # the server-cursor methods below.
+    _name: str
     _described: bool
 
     if not TYPE_CHECKING:
@@ -404,6 +405,8 @@ class GovernedCursorMixin(_CursorBase[Row]):
                                         rowcount=rowcount)
         gov.succeeded(ctx, rowcount, "COPY")
 
+    # The server-cursor generators below override psycopg's ServerCursorMixin's, which the
+    # mixin's typed base (BaseCursor) does not have: hence the [misc] ignores on super() calls.
     def _declare_gen(self, *args: Any, **kwargs: Any) -> Any:
         self._gov_path = "a server-side cursor"
         return self._gov_judged_portal(
@@ -417,7 +420,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
     def _gov_portal_version(self) -> Any:
         """The session's version of this server cursor's name (bumped by every DECLARE,
         CLOSE, transaction end the governor saw): what the cursor's plan was judged for."""
-        return self._conn._governor.session_versions.get(f"cursor:{self._name}")  # type: ignore[attr-defined]
+        return self._conn._governor.session_versions.get(f"cursor:{self._name}")
 
     def _describe_gen(self) -> Any:
         """Server cursors: learn the shape of the cursor before its first fetch.
@@ -433,7 +436,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             gov = self._conn._governor
             ident, gov.pending_identity = gov.pending_identity, None
             text = sql.SQL("FETCH ALL FROM {}").format(
-                sql.Identifier(self._name)).as_bytes(self._conn)  # type: ignore[attr-defined]
+                sql.Identifier(self._name)).as_bytes(self._conn)
             ctx = self._gov_ctx = gov.gate(text, None, ident)
             self._gov_portal = self._gov_portal_version()
             yield from super()._describe_gen()  # type: ignore[misc]
@@ -480,7 +483,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
 
         conn = self._conn
         gov = conn._governor
-        name = self._name  # type: ignore[attr-defined]
+        name = self._name
         fetch = analyze(f"FETCH ALL FROM {sql.Identifier(name).as_string(conn)}")
         if gov.limits_rows(fetch):
             if gov.policy.mode == "observe":

@@ -244,7 +244,8 @@ def _statement(gov: Any, ctx: Any) -> Any:
 def _key(gov: Any, ctx: Any) -> tuple[Any, ...]:
     # The statement's own key (Governor.statement_key): text, identity scope, policy digest,
     # catalog snapshot, session objects it refers to.
-    return ctx.key  # type: ignore[no-any-return]
+    key: tuple[Any, ...] = ctx.key
+    return key
 
 
 def _utf8(conn: Any, gov: Any = None) -> bool:

@@ -62,6 +62,7 @@ class StatementDenied(_pgerrors.InsufficientPrivilege):
         self.rule_ids = tuple(rule_ids)
 
     @property
+    # (psycopg's Error declares sqlstate as a class attribute; a property is read the same way)
     def sqlstate(self) -> str | None:  # type: ignore[override]
         return "42501"
 

@@ -448,6 +448,7 @@ class _Masker:
         if self.detect_only:
             return _detect_value(value, None)
         if isinstance(value, str):
+            # (text_fn is None only when detect_only, handled above; no check per cell)
             return self.text_fn(value)  # type: ignore[misc]
         if isinstance(value, dict):
             if self.mask_keys and not self.detect_only:

@@ -58,7 +58,8 @@ def _rows_tree(tree: Mapping[str, Any]) -> Mapping[str, Any]:
     after ``DECLARE``, every ``FETCH`` from it) are the rows of the query it declares."""
     declare = tree.get("DeclareCursorStmt") if tree else None
     if declare is not None and declare.get("query"):
-        return declare["query"]  # type: ignore[no-any-return]
+        query: Mapping[str, Any] = declare["query"]
+        return query
     return tree
 
 
@@ -156,7 +157,7 @@ class MaskPlanStage(GovernorState):
                 kept = plan0.result0
                 if kept is not None and kept[0] == shape:
                     ctx.plans[0], ctx.lineage[0] = kept[1]
-                    return kept[1][0][0]  # type: ignore[no-any-return]
+                    return ctx.plans[0][0]
             key = (ctx.key, index, *shape)
             hit = self._plans.get(key)
             if hit is not None:

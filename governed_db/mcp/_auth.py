@@ -182,7 +182,7 @@ def with_refusal_reasons(app: Any) -> Any:
             return
         holder: dict[str, str] = {}
         reset = _refusal.set(holder)
-        state = {"rewrite": False}
+        state: dict[str, bool | bytes] = {"rewrite": False}
 
         async def send_reasoned(message: Any) -> None:
             if message["type"] == "http.response.start" and message.get("status") == 401:
@@ -192,7 +192,7 @@ def with_refusal_reasons(app: Any) -> Any:
                     "unknown" if auth.lower().startswith(b"bearer ") else "missing")
                 body = json.dumps({"error": "invalid_token", "reason": reason,
                                    "error_description": REFUSALS[reason]}).encode()
-                state["body"] = body  # type: ignore[assignment]
+                state["body"] = body
                 state["rewrite"] = True
                 headers = [(k, v) for k, v in message.get("headers", ())
                            if k.lower() not in (b"www-authenticate", b"content-length")]
