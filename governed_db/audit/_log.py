@@ -413,7 +413,7 @@ class AuditLog:
         stop = False
         window = self.batch_ms / 1000
         while not stop:
-            batch: list[dict[str, Any]] = []
+            batch: list[Any] = []
             try:
                 item = self._queue.get(timeout=self.checkpoint_ms / 1000)
             except queue.Empty:
@@ -454,11 +454,12 @@ class AuditLog:
             if (due and not self.strict) or stop:
                 cp = {"type": "checkpoint", "ts": _now(), "close": bool(stop)}
                 self._pending.append((cp, self._chain(cp, sign=True)))
+                del cp  # (see below)
                 last_checkpoint = time.monotonic()
             # Drop this batch's items before anyone waiting on it is told it is durable: a
             # flush() caller (e.g. close()) then finds nothing of its records alive on this
             # thread while it blocks in get() (psycopg's test_leak counts every object).
-            item = batch = cp = None
+            del item, batch
             if self._pending or any(sink.backlog for sink in self.sinks):
                 self._write_pending()
             elif self._waiting:
@@ -672,6 +673,7 @@ class AuditLog:
                         del self.records[:50_000]
                 for sink in self.sinks:
                     sink.backlog.extend(full)
+                del full  # nothing of the records left on this thread once they are durable
             self.written += len(self._pending)
             self._pending = []
         for sink in self.sinks:  # a sink that fails keeps its backlog: retried, not repeated
