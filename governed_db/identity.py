@@ -68,7 +68,46 @@ def _roles(value: Any) -> tuple[str, ...]:
     return roles
 
 
+class FrozenAttributes(dict):  # type: ignore[type-arg]  # a dict for json/pickle/equality
+    """Identity attributes: a read-only mapping (an identity is a value; the audit record is
+    written later, on the writer thread, and must show what the statement ran with)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("Identity attributes are read-only: make a variant with"
+                        " identity.evolve(attributes={...})")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:
+        return (FrozenAttributes, (dict(self),))
+
+    def __copy__(self) -> FrozenAttributes:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> FrozenAttributes:
+        return self
+
+
+def _frozen_value(value: Any) -> Any:
+    """Containers copied into immutable ones (lists -> tuples, dicts -> read-only mappings),
+    so nothing the caller still holds can change what the identity says."""
+    if isinstance(value, Mapping):
+        return FrozenAttributes({k: _frozen_value(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen_value(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_frozen_value(v) for v in value)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value
+
+
 def _freeze_attributes(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if isinstance(value, FrozenAttributes):
+        return value
     try:
         out = dict(value or {})
     except (TypeError, ValueError):
@@ -86,7 +125,7 @@ def _freeze_attributes(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
             raise PolicyError(f"Identity attribute {key!r} cannot be recorded:"
                               f" str() of its {type(item).__name__} value failed"
                               f" ({type(exc).__name__})") from None
-    return out
+    return FrozenAttributes({key: _frozen_value(item) for key, item in out.items()})
 
 
 @attrs.frozen

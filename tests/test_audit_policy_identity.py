@@ -217,3 +217,32 @@ def test_search_path_pinned_at_connect(dsn, audit):
         assert conn.execute("SHOW search_path").fetchone() == ('"evil", "public"',)
     with pytest.raises(errors.PolicyError, match="search_path"):
         parse_policy('[session]\nsearch_path = []\n')
+
+
+@pytest.mark.parametrize("durability", ["batched", "strict"])
+def test_record_shows_identity_attributes_as_the_statement_ran(dsn, tmp_path, durability):
+    """Attack G7: records are written on the writer thread, later; an identity's attributes
+    are read-only and copied deep at creation, so nothing changed afterwards (the caller's dict,
+    a nested list, the identity's own mapping) reaches an earlier statement's record."""
+    src = {"tool_call_id": "call-1", "steps": ["plan", {"tool": "sql"}]}
+    ident = Identity("attr-bot", "ai_agent", attributes=src)
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path), settings={"durability": durability})
+    conn = governed_db.connect(dsn, identity=ident, audit=log, autocommit=True)
+    conn.execute("SELECT 1").fetchall()
+    src["tool_call_id"] = "call-2-mutated"
+    src["steps"][1]["tool"] = "mutated"
+    src["steps"].append("mutated")
+    with pytest.raises(TypeError, match="read-only"):
+        ident.attributes["tool_call_id"] = "call-3-mutated"  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        ident.attributes["steps"][1]["tool"] = "mutated"
+    conn.execute("SELECT 2").fetchall()
+    with acting_as(ident.evolve(attributes={**ident.attributes, "tool_call_id": "call-4"})):
+        conn.execute("SELECT 3").fetchall()
+    conn.close()
+    log.close()
+    seen = [r["identity"].get("attributes") for r in map(json.loads, path.read_text().splitlines())
+            if r.get("type") == "statement"]
+    first = {"tool_call_id": "call-1", "steps": str(("plan", {"tool": "sql"}))}
+    assert seen == [first, first, {**first, "tool_call_id": "call-4"}]
