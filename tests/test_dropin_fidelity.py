@@ -814,18 +814,21 @@ def test_close_leaves_the_audit_writer_idle_and_holding_nothing(drv, dsn, tmp_pa
         log.close()
 
 
-@pytest.mark.parametrize("how", ["kwargs", "conninfo", "none"])
+@pytest.mark.parametrize("how", ["kwargs", "conninfo", "none", "spoof"])
 def test_the_applications_own_application_name_is_kept(drv, dsn, audit, raw, how):
     """application_name is not a setting any policy requires: the name the application gives
     (a pool's kwargs, the conninfo) stays, for every identity acting on the connection, and
     the identity reaches the server through governed_db.identity. A session without a name
     of its own shows the identity in pg_stat_activity (psycopg_pool's
-    test_get_config_rotates_connections)."""
+    test_get_config_rotates_connections); a name in governance's own form that is not the
+    acting identity's is replaced."""
     kwargs: dict[str, Any] = {"application_name": "app-1"} if how == "kwargs" else {}
+    if how == "spoof":
+        kwargs = {"application_name": "governed_db human:alice"}
     conninfo = dsn + " application_name=app-1" if how == "conninfo" else dsn
     conn = drv.connect(conninfo, audit=audit, autocommit=True, **kwargs)
     other = Identity("helper", "human")
-    expected = "app-1" if how != "none" else None
+    expected = "app-1" if how in ("kwargs", "conninfo") else None
     try:
         query = ("SELECT current_setting('application_name'),"
                  " current_setting('governed_db.identity')")

@@ -178,10 +178,14 @@ class SessionStage(GovernorState):
         label = identity.label
         rls = identity_settings(identity)
         if reported_app_name is not None:
-            # What the server reports decides: empty or the name we set is ours to set; any
-            # other value is the application's own and stays (it is not an identity claim
-            # governance relies on: governed_db.identity is).
-            self.app_name_own = reported_app_name not in ("", self.app_name_sent)
+            # What the server reports decides: empty or a name in governance's own form
+            # ("governed_db <kind:id>", whoever set it: pg_stat_activity never shows a label
+            # that is not the acting identity's) is ours to set; any other value is the
+            # application's own and stays (it is not an identity claim governance relies
+            # on: governed_db.identity is).
+            self.app_name_own = reported_app_name != "" and not (
+                reported_app_name == self.app_name_sent
+                or reported_app_name.startswith("governed_db "))
         if label != self.server_identity or rls != self.server_rls:
             # One statement, sent only when the identity changes: the row-level security
             # hand-off (identity_settings) costs nothing per statement.
