@@ -246,3 +246,37 @@ def test_record_shows_identity_attributes_as_the_statement_ran(dsn, tmp_path, du
             if r.get("type") == "statement"]
     first = {"tool_call_id": "call-1", "steps": str(("plan", {"tool": "sql"}))}
     assert seen == [first, first, {**first, "tool_call_id": "call-4"}]
+
+
+@pytest.mark.parametrize("allow_open", [False, True])
+def test_cli_refuses_a_chain_nobody_signed(logged, allow_open):
+    """Attack G5: a statement record under a new chain id, its hash recomputed and no
+    signature, appended to the log. Against the public key nothing attributes it to the
+    signer: UNSIGNED, exit 1 — with --allow-open too (that excuses a cut tail only)."""
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from governed_db.audit._canonical import canonical_of_line
+    from governed_db.cli import main
+
+    path, pub = logged
+    key_file = path.parent / "state" / "audit-signing.pub"
+    stmt = next(json.loads(line) for line in path.read_text().splitlines()
+                if json.loads(line).get("type") == "statement")
+    forged = {k: v for k, v in stmt.items() if k not in ("sig", "key_id")}
+    forged.update(chain="f" * 32, seq=1, prev="0" * 64)
+    forged["identity"] = {**forged["identity"], "id": "somebody-else"}
+    line = json.dumps(forged)
+    forged["hash"] = hashlib.sha256(canonical_of_line(line)).hexdigest()
+    with path.open("a") as fh:
+        fh.write(json.dumps(forged) + "\n")
+    report = verify(path, pub, allow_open=True)
+    assert report.unsigned_chains == {"f" * 32: 1}  # the hash chain itself is intact
+    args = ["audit", "verify", str(path), "--public-key", str(key_file)]
+    result = CliRunner().invoke(main, args + (["--allow-open"] if allow_open else []))
+    assert result.exit_code == 1
+    assert "UNSIGNED: chain ffffffff: none of its 1 record(s) is signed" in result.output
+    # Without a key the verifier checks hashes only and says so.
+    result = CliRunner().invoke(main, ["audit", "verify", str(path), "--allow-open"])
+    assert result.exit_code == 0 and "hashes only" in result.output

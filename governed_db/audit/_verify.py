@@ -46,6 +46,14 @@ class VerifyReport:
     chain_ends: dict[str, tuple[int, str]] = attrs.field(factory=dict)  # chain: (seq, hash)
     rotations: tuple[dict[str, Any], ...] = ()  # "rotated" records: where a chain continued
 
+    @property
+    def unsigned_chains(self) -> dict[str, int]:
+        """Chains none of whose records carries a signature: ``{chain: records}``. With a
+        public key nothing attributes them to its signer (a chain appended whole by someone
+        with write access to the file, or a writer killed before its first checkpoint)."""
+        return {c: end[0] for c, end in self.chain_ends.items()
+                if end[0] and not self.signed_through.get(c)}
+
 
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     key = serialization.load_pem_public_key(Path(path).expanduser().read_bytes())

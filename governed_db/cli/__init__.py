@@ -152,6 +152,11 @@ def audit_verify(log: tuple[str, ...], public_key: str | None, allow_open: bool)
         click.echo(f"TAMPERED: {where}: record {exc.index}: {exc.reason}", err=True)
         sys.exit(1)
     problems = [f"GAP: {gap}" for gap in trail.gaps]
+    if key is not None:  # --allow-open excuses a cut tail, never a chain nobody signed
+        problems += [f"UNSIGNED: chain {c[:8]}: none of its {n} record(s) is signed by this key,"
+                     " so nothing attributes them to the signer (appended by someone who can"
+                     " write the file, or a writer killed before its first checkpoint)"
+                     for r in trail.reports for c, n in r.unsigned_chains.items()]
     if not allow_open:
         problems += [f"TRUNCATED: chain {c[:8]} ends without its close checkpoint and no"
                      " rotated log continues it (truncated, or the writer was killed; "
