@@ -68,7 +68,7 @@ def _roles(value: Any) -> tuple[str, ...]:
     return roles
 
 
-class FrozenAttributes(dict):  # type: ignore[type-arg]  # a dict for json/pickle/equality
+class FrozenAttributes(dict[str, Any]):  # a dict for json/pickle/equality
     """Identity attributes: a read-only mapping (an identity is a value; the audit record is
     written later, on the writer thread, and must show what the statement ran with)."""
 
@@ -78,8 +78,8 @@ class FrozenAttributes(dict):  # type: ignore[type-arg]  # a dict for json/pickl
         raise TypeError("Identity attributes are read-only: make a variant with"
                         " identity.evolve(attributes={...})")
 
-    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
-    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
     def __reduce__(self) -> Any:
         return (FrozenAttributes, (dict(self),))
