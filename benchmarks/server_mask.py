@@ -83,7 +83,8 @@ def run(dsn: str, quick: bool) -> list[dict[str, Any]]:
             if q == QUERY:
                 assert fns["governed, server-side masking"]() == fns[
                     "governed, client-side masking"](), "server and client masking differ"
-            medians = interleaved(fns, rounds=rounds, per_round=5, warmup=2)
+            medians = {name: f["median"] for name, f in interleaved(
+                fns, rounds=rounds, per_round=5, warmup=2).items()}
             cpu = {name: cpu_per_call(conns[name], fn, 10 if quick else 30)
                    for name, fn in fns.items()}
             base = medians["raw psycopg"]
