@@ -159,11 +159,12 @@ class GovernedConnectionMixin(_ConnectionBase):
                                     None if reported is None else reported.decode(),
                                     None if app_name is None else app_name.decode(
                                         gov.codec, "replace"))
-        if queued and sync:
-            # Pipeline mode with results in flight: the sync is queued ahead of the
-            # statement (an identity switched inside the pipeline applies to its statements;
-            # an earlier error makes the server skip both). Whether it ran is known only
-            # after the pipeline: the session is synced again before the next statement.
+        if self._pipeline is not None and sync:
+            # Pipeline mode (results in flight or not: the command is queued, not run): the
+            # sync is queued ahead of the statement (an identity switched inside the pipeline
+            # applies to its statements; an earlier error makes the server skip both). Whether
+            # it ran is known only after the pipeline: the session is synced again before the
+            # next statement, and the reported values are not read back before then.
             gov.pipeline_synced = True
         for sql in sync:
             res = yield from self._exec_command(sql)

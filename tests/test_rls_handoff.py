@@ -415,3 +415,42 @@ def test_identity_switched_inside_a_pipeline_gets_its_server_state(rls):
         assert conn.execute(q).fetchone() == ("off", "ops")
         with acting_as(a):
             assert conn.execute(q).fetchone() == ("on", "bot-a")
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+@pytest.mark.parametrize("order", ["agent-first", "agent-between", "agent-last"])
+async def test_identity_switched_first_in_a_pipeline_keeps_the_session(rls, is_async, order):
+    """Nothing in flight yet when the first statement of a pipeline switches identity: the
+    sync is queued too (not run), so what the server reports is not read back before the
+    pipeline is over (attack2 side note: an agent statement first in a service's pipeline
+    closed the session under session.verify-server-state)."""
+    app_dsn, policy, a, _ = rls
+    svc = Identity("ops", "service", tenant="acme")
+    q = ("SELECT current_setting('default_transaction_read_only'),"
+         " current_setting('governed_db.identity.id')")
+    who = {"agent-first": [a, svc, svc], "agent-between": [svc, a, svc],
+           "agent-last": [svc, svc, a]}[order]
+    want = [("on", "bot-a") if w is a else ("off", "ops") for w in who]
+    kw = {"identity": svc, "policy": policy, "audit": False, "autocommit": True}
+    got = []
+    if is_async:
+        async with await governed_db.AsyncConnection.connect(app_dsn, **kw) as aconn:
+            async with aconn.pipeline():
+                curs = []
+                for w in who:
+                    with acting_as(w):
+                        curs.append(await aconn.execute(q))
+            got = [await c.fetchone() for c in curs]
+            assert await (await aconn.execute(q)).fetchone() == ("off", "ops")
+            assert not aconn.closed
+    else:
+        with governed_db.connect(app_dsn, **kw) as conn:
+            with conn.pipeline():
+                curs = []
+                for w in who:
+                    with acting_as(w):
+                        curs.append(conn.execute(q))
+            got = [c.fetchone() for c in curs]
+            assert conn.execute(q).fetchone() == ("off", "ops")
+            assert not conn.closed
+    assert got == want
