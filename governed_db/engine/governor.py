@@ -28,7 +28,10 @@ from .context import StatementContext
 
 
 class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, ErrorTextStage, RecordStage):
-    """Per-connection governance: policy, identity, session state and the audit hand-off."""
+    """Per-connection governance: policy, identity, session state and the audit hand-off.
+
+    The state set here that a stage uses is declared in ``_governor_state.GovernorState``
+    as well (for the type checker: tests/test_typing.py fails on an undeclared one)."""
 
     def __init__(self, *, policy: Policy, identity: Identity | None, auditor: Any,
                  catalog_key: tuple[Any, ...], conn_info: Mapping[str, Any]) -> None:
