@@ -17,7 +17,8 @@ from psycopg.rows import tuple_row
 from . import _config
 from . import egress as _egress
 from ._catalog import CATALOG_QUERY, Catalog, catalog_for, next_catalog_version, store_catalog
-from ._client_encoding import reported_encoding_safe, session_codec, unsafe_encoding_message
+from ._client_encoding import (reported_encoding_safe, session_codec, text_as_bytes, to_text,
+                               unsafe_encoding_message, view_codec)
 from .engine import Governor, redact_exception
 from ._cursor_base import governed_repr
 from ._redact import Allowed, redact_fields
@@ -229,6 +230,11 @@ class GovernedConnectionMixin(_ConnectionBase):
         tx = Transformer(self)
         tx.set_pgresult(res)
         rows = tx.load_rows(0, res.ntuples, tuple_row(None))  # type: ignore[arg-type]
+        if text_as_bytes(self.pgconn):
+            # SQL_ASCII: psycopg loads names and definitions as bytes; the snapshot holds
+            # them as the analyzer reads statements (the server encoding's text).
+            codec = view_codec(self.pgconn)
+            rows = [to_text(row, codec) for row in rows]
         catalog = Catalog.from_rows(rows, next_catalog_version())
         if gov.catalog is not None:
             catalog.carry_absent(gov.catalog)

@@ -25,6 +25,7 @@ from . import _catalog
 from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
 from .engine.session import read_back_violation
+from ._client_encoding import to_bytes_like, to_text, view_codec
 from .errors import InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS
@@ -150,7 +151,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
         ident, gov.pending_identity = gov.pending_identity, None
         # Read in the encoding the server reads it in now (psycopg may have encoded the text
         # with its cursor's older one: what counts is how the server lexes the bytes).
-        ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding, pgq.types)
+        ctx = gov.gate(pgq.query, pgq.params, ident, _read_codec(conn.pgconn), pgq.types)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         path, self._gov_path = self._gov_path, None
@@ -198,7 +199,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             pgq.convert(query, params_seq[0])
         except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
             return True
-        limited: bool = gov.limits_rows(analyze(pgq.query, self._conn.pgconn._encoding))
+        limited: bool = gov.limits_rows(analyze(pgq.query, _read_codec(self._conn.pgconn)))
         return limited
 
     def _gov_track(self, gen: Any) -> Any:
@@ -348,7 +349,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             pgq.convert(statement, params)
         except Exception:  # noqa: BLE001 - psycopg raises the real error when it runs
             return False
-        analysis = analyze(pgq.query, conn.pgconn._encoding)
+        analysis = analyze(pgq.query, _read_codec(conn.pgconn))
         return any(st.copy is not None and st.copy.is_from for st in analysis.statements) \
             and gov.limits_rows(analysis)
 
@@ -622,7 +623,13 @@ class GovernedCursorMixin(_CursorBase[Row]):
         gov = self._conn._governor
         ctx = self._gov_ctx
         plan = gov.bound_plan(ctx, self._iresult, self._gov_result)
-        maker = inner if plan is None else plan.wrap(inner)
+        if plan is None:
+            maker = inner
+        elif self._encoding == "ascii":  # SQL_ASCII: text values are bytes
+            maker = _text_bytes_maker(plan, inner, _read_codec(self._conn.pgconn),
+                                      self._gov_result)
+        else:
+            maker = plan.wrap(inner)
         if plan is not None and ctx is not None and ctx.server_mask is None:
             _server_mask.learn(self, gov, ctx, self._gov_result)  # a rewrite for next time
         if ctx is not None and ctx.decision.max_rows_returned is not None:
@@ -742,11 +749,12 @@ class GovernedResult:
             return value
         if res.fformat(column_number) != 0 and res.ftype(column_number) not in _TEXT_BINARY:
             return None
-        codec: str = cur._encoding  # text values come in the session's client encoding
+        # Text values come in the session's client encoding (under SQL_ASCII: the server's)
+        codec = _read_codec(cur._conn.pgconn)
         # NULL too: a derived value's NULL comes back as the strategy's constant
         masked = plan.apply_one(column_number, None if value is None
-                                else bytes(value).decode(codec, "replace"))
-        return None if masked is None else str(masked).encode(codec, "replace")
+                                else bytes(value).decode(codec, "surrogateescape"))
+        return None if masked is None else str(masked).encode(codec, "surrogateescape")
 
     def set_attributes(self, descriptions: Any) -> None:
         raise TypeError("a governed result is read-only")
@@ -829,7 +837,8 @@ class GovernedCopyMixin(_CopyBase):
         data = yield from super()._read_gen()
         plan = self._gov_plan
         if plan is not None and data:
-            data = memoryview(_mask_copy_line(bytes(data), plan, self.cursor._encoding))
+            data = memoryview(_mask_copy_line(bytes(data), plan,
+                                              _read_codec(self.cursor._conn.pgconn)))
         if _egress._observers and data:
             _egress.emit("copy", bytes(data).decode(self.cursor._encoding, "replace"))
         return data
@@ -841,7 +850,7 @@ _UNESC = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b"\\": b"\\", b"b": b"\b", b"f"
 
 def _unescape(field: bytes, codec: str) -> str:
     if b"\\" not in field:
-        return field.decode(codec, "replace")
+        return field.decode(codec, "surrogateescape")
     out = bytearray()
     i = 0
     while i < len(field):
@@ -853,12 +862,12 @@ def _unescape(field: bytes, codec: str) -> str:
         else:
             out += ch
             i += 1
-    return out.decode(codec, "replace")
+    return out.decode(codec, "surrogateescape")
 
 
 def _escape(text: str, codec: str) -> bytes:
     return (text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-            .replace("\r", "\\r").encode(codec, "replace"))
+            .replace("\r", "\\r").encode(codec, "surrogateescape"))
 
 
 def _mask_copy_line(line: bytes, plan: Any, codec: str) -> bytes:
@@ -872,6 +881,36 @@ def _mask_copy_line(line: bytes, plan: Any, codec: str) -> bytes:
         return b"\t".join(b"****" for _ in fields) + end
     masked = plan.apply(values)
     return b"\t".join(b"\\N" if v is None else _escape(str(v), codec) for v in masked) + end
+
+
+def _read_codec(pgconn: Any) -> str:
+    """The codec the server's bytes are read in: the client encoding's, or for SQL_ASCII
+    (psycopg's "ascii") the server encoding's (see ``_client_encoding.view_codec``)."""
+    codec: str = pgconn._encoding
+    return view_codec(pgconn) if codec == "ascii" else codec
+
+
+# bytea and bytea[]: bytes under every client encoding, never text.
+_BYTEA_OIDS = frozenset({17, 1001})
+
+
+def _text_bytes_maker(plan: Any, inner: Any, codec: str, result: Any) -> Any:
+    """Under SQL_ASCII psycopg loads text as ``bytes``: each row's values are read as text
+    (``to_text``) for the mask plan and the detectors, and what they return is given back as
+    ``bytes`` where the caller would have had bytes (``to_bytes_like``)."""
+    skip = frozenset(i for i in range(result.nfields) if result.ftype(i) in _BYTEA_OIDS)
+    current: list[Any] = [()]
+
+    def give_back(masked: Any) -> Any:
+        original = current[0]
+        return inner([to_bytes_like(o, v, codec) for o, v in zip(original, masked)])
+
+    wrapped = plan.wrap(give_back)
+
+    def make_row(values: Any) -> Any:
+        current[0] = values
+        return wrapped([v if i in skip else to_text(v, codec) for i, v in enumerate(values)])
+    return make_row
 
 
 def iter_governed(classes: Iterator[type]) -> list[type]:

@@ -2,7 +2,7 @@
 issue 14's latin9 defect).
 
 Both directions. An encoding in which a multi-byte character can contain an ASCII byte (SJIS,
-BIG5, GBK, UHC, GB18030, JOHAB, SHIFT_JIS_2004) or no encoding at all (SQL_ASCII) is refused at
+BIG5, GBK, UHC, GB18030, JOHAB, SHIFT_JIS_2004) is refused at
 connect however it was chosen, cannot be switched to by any identity under any policy, and a
 function switching to one closes the session; the Shift-JIS bytes ``C2 81 5C`` that hide a
 DELETE from a UTF-8 reader are shown to delete on a raw session and to delete nothing through
@@ -28,7 +28,8 @@ VERIFY = "session.verify-server-state"
 HUMAN = Identity("alice", "human")
 SERVICE = Identity("etl", "service")
 AGENT = Identity("recs-bot", "ai_agent")
-UNSAFE = ["SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "SQL_ASCII"]
+UNSAFE = ["SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"]
+# (SQL_ASCII is governed: tests/test_sql_ascii.py)
 
 # In Shift-JIS, 81 5C is one character; UTF-8 reads C2 81 as one and 5C as a backslash that
 # escapes the quote after it. A UTF-8 reader sees one SELECT of a string literal; a Shift-JIS
@@ -163,7 +164,7 @@ SWITCHES = {
     "alias-spelling": ("SET client_encoding = 'Shift-JIS'", None),
     "gb18030": ("SET client_encoding = 'gb18030'", None),
     "johab": ("SET client_encoding = 'JOHAB'", None),
-    "sql_ascii": ("SET client_encoding = 'SQL_ASCII'", None),
+    "shift_jis_2004": ("SET client_encoding = 'SHIFT_JIS_2004'", None),
     "default": ("SET client_encoding TO DEFAULT", None),
     "reset": ("RESET client_encoding", None),
     "set_config": ("SELECT set_config('client_encoding', 'SJIS', false)", None),

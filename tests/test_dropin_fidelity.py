@@ -635,7 +635,7 @@ SETTINGS_CASES = [
     ("client_encoding", "euc-jp", None),
     ("client_encoding", "latin9", None),
     ("client_encoding", "sjis", "session.client-encoding"),
-    ("client_encoding", "SQL_ASCII", "session.client-encoding"),
+    ("client_encoding", "SQL_ASCII", None),  # governed (test_sql_ascii)
     ("client_encoding", "utf8'); select ('x", "session.client-encoding"),
     ("default_transaction_isolation", "serializable", None),
     ("governed_db.identity.id", "someone-else", "session.disallow-security-settings"),
@@ -679,7 +679,8 @@ def test_set_config_with_bound_parameters_is_judged_by_their_values(drv, dsn, au
         assert literal == bound
         if name == "client_encoding" and bound == "ran":
             assert conn.info.parameter_status("client_encoding") == {
-                "utf8": "UTF8", "euc-jp": "EUC_JP", "latin9": "LATIN9"}[value]
+                "utf8": "UTF8", "euc-jp": "EUC_JP", "latin9": "LATIN9",
+                "SQL_ASCII": "SQL_ASCII"}[value]
     finally:
         drv.run(conn.close())
 

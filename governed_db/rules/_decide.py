@@ -129,10 +129,11 @@ def _client_encoding(statements: Sequence[StatementFacts]) -> Finding | None:
                 rule_id="session.client-encoding", level="error",
                 message="client_encoding may only be set to an encoding in which no multi-byte"
                         " character contains an ASCII byte (UTF8, LATIN1..LATIN10,"
-                        " WIN1250..WIN1258, KOI8R/U, ISO_8859_5..8, EUC_*), named by a constant"
+                        " WIN1250..WIN1258, KOI8R/U, ISO_8859_5..8, EUC_*, SQL_ASCII), named by a"
+                        " constant"
                         " (not RESET, DEFAULT or a computed value), and set_config needs a"
                         " constant setting name: in other encodings (SJIS, BIG5, GBK, UHC,"
-                        " GB18030, JOHAB, SQL_ASCII) the server could read later statements"
+                        " GB18030, JOHAB) the server could read later statements"
                         " differently than governed_db. Use UTF8; do not retry with another"
                         " spelling")
     return None
