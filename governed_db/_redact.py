@@ -112,6 +112,8 @@ _NAME_NOUNS = frozenset({
     "setting", "option", "exist:", "argument", "arguments", "for", "of", "in", "on", "to",
     "copy",
 })
+_DENIES_NAME = re.compile(r"does not exist|unrecognized|not found|unknown|could not find"
+                          r"|no such|not recognized|invalid [a-z ]*name", re.I)
 _NAME_TAIL = re.compile(r"([A-Za-z_:]+)\s*[\"(]*\s*$")
 
 
@@ -141,6 +143,11 @@ class _Template:
             pos = m.end()
         literal.append(text[pos:])
         self.kinds = tuple(kinds)
+        if _DENIES_NAME.search(text):
+            # "relation "%s" does not exist", "unrecognized configuration parameter "%s"":
+            # the capture names nothing in the catalog, it is input (``value::regclass``,
+            # ``current_setting(value)``): a value slot, whatever noun precedes it
+            names = [False] * len(names)
         self.names = tuple(names)
         self.anchor = max(literal, key=len)
         words = _WORD.findall(" ".join(literal))
@@ -288,6 +295,12 @@ def _redact_value(value: str, allowed: Allowed) -> str:
         return value
     if value.isupper() and all(w in _PLPGSQL_WORDS for w in value.split()):
         return value  # "at RETURN", "at FOR over SELECT rows": the statement kind
+    sig = _SIGNATURE.fullmatch(value)
+    if sig is not None and sig.group(1) in allowed.fragments:
+        # name(argument types): the name the caller wrote, the types the parser resolved
+        items = [i.strip() for i in sig.group(2).split(",")] if sig.group(2).strip() else []
+        if len(items) <= _MAX_ARGS and all(allowed.value(i) for i in items):
+            return value
     if "(" in value and _LIST.search(value):
         rest = _LIST.sub("", value)
         if not rest.strip(" =,"):

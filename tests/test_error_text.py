@@ -349,6 +349,14 @@ VALUE_PIECES = [
     ("SELECT substr(ssn, 4, 1)::interval FROM users WHERE id = 1001", '"-"'),
     ("SELECT substr(email, 4, 1)::numeric FROM users WHERE id = 1001", '"."'),
     ("SELECT format('%' || substr(email, 4, 1), 1) FROM users WHERE id = 1001", '"."'),
+    # a name slot fed by a value: the object "does not exist" / is "unrecognized", so the
+    # capture is input, not a catalog name (even when it equals one: column t.a)
+    ("SELECT substr(email, 5, 1)::regproc FROM users WHERE id = 1001", '"a"'),
+    ("SELECT substr(email, 5, 1)::regrole FROM users WHERE id = 1001", '"a"'),
+    ("SELECT substr(email, 5, 1)::regnamespace FROM users WHERE id = 1001", '"a"'),
+    ("SELECT current_setting(substr(email, 5, 1)) FROM users WHERE id = 1001", '"a"'),
+    ("SELECT convert_from(email::bytea, substr(email, 5, 1)) FROM users WHERE id = 1001",
+     '"a"'),
 ]
 
 
