@@ -105,6 +105,8 @@ async def test_async_paths_on_lineage_cases(shared_dsn):
             assert not any(m in text for m in MARKERS), (case["id"], rows)
 
 
+# NATURAL JOIN "Users" joins on email (masked): a merge join returns rows in its order
+ORDER_REFUSED = {248}
 NOT_SENSITIVE = {"orgs.name", "orgs.plan", "orgs.id", "orders.note", "orders.id", "orders.amount",
                  "orders.user_id", "orders.created_at", "products.sku", "products.id",
                  "products.price", "users.id", "users.org_id", "users.created_at", "t.a"}
@@ -116,6 +118,15 @@ def test_exact_lineage_is_not_over_masked(agent, shared_dsn, case):
     """Columns whose lineage is exact and non-sensitive come back unchanged."""
     with psycopg.connect(shared_dsn) as raw:
         expected = raw.execute(case["sql"], case["params"]).fetchall()
+    if case["id"] in ORDER_REFUSED:
+        # refused for an agent (rows would come back in a masked column's order, attack F6):
+        # nothing comes back, so nothing is over-masked; the denial itself is asserted
+        with pytest.raises(governed_db.errors.StatementDenied) as ei:
+            agent.execute(case["sql"], case["params"])
+        agent.rollback()
+        assert ei.value.rule_ids == ("column.disallow-predicate-on-masked",)
+        assert "order rows come back in" in str(ei.value)
+        return
     got = agent.execute(case["sql"], case["params"]).fetchall()
     agent.rollback()
     kept = [i for i, (_, sources) in enumerate(case["lineage"][0])

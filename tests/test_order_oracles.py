@@ -31,6 +31,9 @@ OUTPUT_ORDER = [
     "SELECT DISTINCT * FROM users",
     "SELECT a.id FROM users a JOIN users b ON a.ssn = b.ssn",
     "SELECT min(id) FROM users GROUP BY ssn ORDER BY min(org_id)",
+    "SELECT a.id FROM users a JOIN users b USING (ssn)",
+    # a semi-join (merge) returns the outer rows in the order of the correlated value
+    "SELECT id FROM users u WHERE EXISTS (SELECT 1 FROM users v WHERE v.email = u.email)",
     # through a subquery or CTE read as it is
     "SELECT x.id FROM (SELECT min(id) AS id FROM users GROUP BY email) x",
     "WITH t AS (SELECT min(id) AS id FROM users GROUP BY email) SELECT id FROM t",
@@ -49,6 +52,7 @@ ORDER_FIXED = [
     ("SELECT a.id, b.id FROM users a JOIN users b ON a.ssn = b.ssn ORDER BY a.id, b.id", 2),
     ("SELECT o.id FROM orders o JOIN users u ON u.email = o.note ORDER BY o.id", 0),
     ("SELECT DISTINCT * FROM users ORDER BY id", 2),
+    ("SELECT a.id FROM users a JOIN users b USING (ssn) ORDER BY a.id", 2),
     ("SELECT count(*) FROM (SELECT DISTINCT email FROM users) s", 1),
     ("SELECT count(*) FROM users a JOIN users b ON a.ssn = b.ssn", 1),
     ("SELECT id FROM users u WHERE EXISTS (SELECT 1 FROM users v WHERE v.email = u.email)"

@@ -337,6 +337,10 @@ class _Probe:
                 self._add(sources_left, _ORDER)
             return
         observable = id(body) not in self._unordered or limited
+        if not observable and self._levels:
+            # EXISTS / IN / ANY: the planner may run it as a (merge) semi-join, returning the
+            # ENCLOSING level's rows in the order of the correlated values: judged there
+            self._taint("join", sources)
         if scope is None or (observable and not total):
             self._add(sources, _ORDER)
             return
@@ -455,7 +459,19 @@ class _Probe:
         elif typ == "JoinExpr":
             left = self.from_item(body["larg"], scopes, ctes)
             right = self.from_item(body["rarg"], [left + scopes[0], *scopes[1:]], ctes)
-            # (USING / NATURAL: equality of plain columns, allowed.)
+            # USING / NATURAL: equality of plain columns, allowed, but a merge join on them
+            # returns rows in their order (as ON a = b)
+            using = [n for n in _svals(body.get("usingClause") or ()) if n]
+            if body.get("isNatural"):
+                rnames = {c for e in right for c, _ in e.columns}
+                using = [c for e in left for c, _ in e.columns if c in rnames]
+            for name in using:
+                hits = [(e, e.find(name)) for e in left + right]
+                self._taint("join", set().union(*(h for _, h in hits if h is not None)))
+                if self._pairs:
+                    lh = [e.alias for e, h in hits[:len(left)] if h is not None]
+                    rh = [e.alias for e, h in hits[len(left):] if h is not None]
+                    self._pairs[-1].extend((a, b) for a in lh for b in rh)
             self.decide(body.get("quals"), [left + right + scopes[0], *scopes[1:]], ctes)
         elif typ == "RangeTableSample":
             self.decide([body.get("args"), body.get("repeatable")], scopes, ctes, _ROWS)
