@@ -68,6 +68,8 @@ if TYPE_CHECKING:
         prior_timeout: str | None
         synced_in_tx: bool
         server_rls: tuple[tuple[str, str], ...] | None
+        app_name_own: bool
+        app_name_sent: str | None
         synced_identity: Identity | None
         pipeline_synced: bool
         server_search_path: bool
