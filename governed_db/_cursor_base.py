@@ -24,6 +24,7 @@ from . import _pipeline_readback, _server_mask
 from . import _catalog
 from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
+from .engine.mask_plan import ReportCell
 from .engine.session import read_back_violation
 from ._client_encoding import to_bytes_like, to_text, view_codec
 from .errors import InterfaceError, StatementDenied
@@ -36,7 +37,7 @@ INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
 # Instance slots every concrete governed cursor class declares.
 GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure",
-             "_gov_portal")
+             "_gov_portal", "_gov_rows")
 # Paths that send a statement without psycopg's _maybe_prepare_gen, so its effect cannot be
 # measured in a savepoint around it: stream() hands rows over while the statement runs, a
 # server cursor runs its query (and any function in it) at each FETCH, COPY TO streams.
@@ -82,6 +83,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
     _gov_result_view: GovernedResult | None
     _gov_path: str | None
     _gov_measure: tuple[Any, Any, Any] | None
+    _gov_rows: tuple[Any, Any, int, Any, Any] | None
     # psycopg's server cursor slots (the portal's name, whether it was described); used only by
     # the server-cursor methods below.
     _name: str
@@ -95,6 +97,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             self._gov_path = None
             self._gov_measure = None
             self._gov_portal = None  # server cursors: the version of the portal judged
+            self._gov_rows = None  # (plan, inner maker, result index, row maker, report cell)
             if getattr(connection, "_governor", None) is None:
                 raise InterfaceError(
                     "governed cursors need a governed connection: connect with"
@@ -620,16 +623,42 @@ class GovernedCursorMixin(_CursorBase[Row]):
         inner = super()._make_row_maker()
         if _egress._observers:
             inner = _egress.watch_rows(inner)
-        gov = self._conn._governor
+        conn = self._conn
+        gov = conn._governor
         ctx = self._gov_ctx
-        plan = gov.bound_plan(ctx, self._iresult, self._gov_result)
-        if plan is None:
-            maker = inner
-        elif self._encoding == "ascii":  # SQL_ASCII: text values are bytes
-            maker = _text_bytes_maker(plan, inner, _read_codec(self._conn.pgconn),
-                                      self._gov_result)
+        res = self._gov_result
+        index = self._iresult
+        if conn._pipeline is not None or ctx is None or self._encoding == "ascii":
+            plan = gov.bound_plan(ctx, index, res)
+            if plan is None:
+                maker = inner
+            elif self._encoding == "ascii":  # SQL_ASCII: text values are bytes
+                maker = _text_bytes_maker(plan, inner, _read_codec(self._conn.pgconn), res)
+            else:
+                maker = plan.wrap(inner)
         else:
-            maker = plan.wrap(inner)
+            # Outside a pipeline a cursor's rows are made before it runs its next statement:
+            # the row maker of a cached plan (with its detection report, which names the
+            # statement and result in the cell) is made once and kept with that plan.
+            plan = gov.plan(ctx, index, res)
+            if plan is None:
+                maker = inner
+            else:
+                kept = self._gov_rows
+                if kept is not None and kept[0] is plan and kept[1] is inner \
+                        and kept[2] == index:
+                    cell = kept[4]
+                    if cell is not None:
+                        cell.ctx, cell.result, cell.codec = ctx, res, gov.codec
+                    maker = kept[3]
+                else:
+                    cell = None
+                    bound: Any = plan
+                    if plan._dops and gov.auditor is not None:
+                        cell = ReportCell(ctx, res, gov.codec)
+                        bound = gov.bind_report(plan, index, cell)
+                    maker = bound.wrap(inner)
+                    self._gov_rows = (plan, inner, index, maker, cell)
         if plan is not None and ctx is not None and ctx.server_mask is None:
             _server_mask.learn(self, gov, ctx, self._gov_result)  # a rewrite for next time
         if ctx is not None and ctx.decision.max_rows_returned is not None:

@@ -313,6 +313,67 @@ def test_audit_records_detector_and_column_without_values(agent_conn, audit, dsn
                            canaries=["(555)", "123-4567", "bob@", "45-6789", "reach me"])
 
 
+@pytest.mark.parametrize("aio", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("pipeline", [False, True], ids=["plain", "pipeline"])
+async def test_detection_reports_name_their_own_statement(dsn, audit, pii_note, aio,
+                                                          pipeline):
+    """The same cached statement run again by one cursor and by a second cursor (interleaved
+    with the first's fetch), outside and inside a pipeline: each masked_in_text event names
+    the statement whose rows it was found in (the row maker is reused per cached plan)."""
+    q = "SELECT note FROM orders ORDER BY id"
+    if aio:
+        conn = await governed_db.AsyncConnection.connect(dsn, identity=AGENT, audit=audit,
+                                                         autocommit=True)
+    else:
+        conn = governed_db.connect(dsn, identity=AGENT, audit=audit, autocommit=True)
+
+    async def run(cur):
+        r = cur.execute(q)
+        return await r if aio else r
+
+    async def fetch(cur):
+        r = cur.fetchall()
+        return await r if aio else r
+
+    try:
+        a, b = conn.cursor(), conn.cursor()
+        got = []
+        if pipeline:
+            async def in_pipeline(p):
+                await run(a)
+                await run(b)
+                r = p.sync()
+                await r if aio else r
+                got.append(await fetch(a))
+                got.append(await fetch(b))
+            if aio:
+                async with conn.pipeline() as p:
+                    await in_pipeline(p)
+            else:
+                with conn.pipeline() as p:
+                    await in_pipeline(p)
+        else:
+            await run(a)
+            got.append(await fetch(a))  # learns the plan
+            await run(a)  # the same cursor again: the cached row maker
+            await run(b)
+            got.append(await fetch(b))
+            got.append(await fetch(a))  # after b ran: a's rows name a's statement
+    finally:
+        await conn.close() if aio else conn.close()
+    assert all(rows == [(MASKED,), ("qnt rush",)] for rows in got), got
+    audit.flush()
+    stmts = [r["id"] for r in audit.records
+             if r.get("type") == "statement" and r.get("masked")]
+    by_stmt: dict = {}
+    for ev in audit.records:
+        if ev.get("type") == "masked_in_text":
+            by_stmt.setdefault(ev["statement_id"], set()).add((ev["column"], ev["detector"]))
+    want = {("note", d) for d in ("phone", "email", "ssn")}
+    assert len(stmts) == (2 if pipeline else 3), stmts
+    assert by_stmt == {s: want for s in stmts}
+
+
 # -- who gets it, and what is known safe -------------------------------------------------------
 
 

@@ -95,6 +95,18 @@ def _rank(strategy: str) -> int:
     return {"none": 0, "hash": 1, "partial": 2, "email": 2, "redact": 3, "null": 4}.get(strategy, 3)
 
 
+class ReportCell:
+    """The statement and result a bound plan's detection report names (see bind_report);
+    ``codec``: the column names' encoding when the rows arrived."""
+
+    __slots__ = ("ctx", "result", "codec")
+
+    def __init__(self, ctx: StatementContext, result: Any, codec: str) -> None:
+        self.ctx = ctx
+        self.result = result
+        self.codec = codec
+
+
 def _fname(result: Any, i: int, codec: str = "utf-8") -> str:
     try:
         raw = result.fname(i)
@@ -368,12 +380,19 @@ class MaskPlanStage(GovernorState):
         plan = self.plan(ctx, index, result)
         if plan is None or not plan._dops or ctx is None or self.auditor is None:
             return plan
-        codec = self.codec  # (the column names' encoding when the rows arrived)
+        return self.bind_report(plan, index, ReportCell(ctx, result, self.codec))
+
+    def bind_report(self, plan: MaskPlan, index: int, cell: ReportCell) -> BoundPlan | MaskPlan:
+        """``plan`` reporting its detections for the statement and result ``cell`` holds
+        when a row is made. A cursor outside a pipeline keeps one per cached plan and sets
+        the cell for each execution (its earlier results can no longer be fetched then); in
+        a pipeline rows of an earlier statement may be made later, so it binds a new cell."""
 
         def report(column: int, detectors: Sequence[str]) -> None:
-            # Called while a row of ``result`` is made: the column's name is read from the
-            # result then, not for every column of every statement up front (most
+            # Called while a row of the cell's result is made: the column's name is read
+            # from the result then, not for every column of every statement up front (most
             # statements' detectors find nothing).
+            ctx = cell.ctx
             seen = ctx.detections
             if seen is None:
                 seen = ctx.detections = set()
@@ -384,7 +403,7 @@ class MaskPlanStage(GovernorState):
                 seen.add(key)
                 cm = plan.columns[column]
                 self.event("masked_in_text", ctx.identity, statement_id=ctx.id,
-                           column=_fname(result, column, codec), detector=detector,
+                           column=_fname(cell.result, column, cell.codec), detector=detector,
                            sources=list(cm.sources) if cm is not None and cm.sources else None)
 
         return plan.bind(report)
