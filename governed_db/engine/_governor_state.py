@@ -76,8 +76,6 @@ if TYPE_CHECKING:
         pending_identity: Identity | None
         scs_off: bool
         scs_unsure: bool
-        app_name_own: bool
-        app_name_sent: str | None
         tx_fresh: bool
         expected_params: dict[str, str | None]
         expected_raw: tuple[tuple[str, bytes, bytes | None], ...]
