@@ -465,11 +465,13 @@ class _Masker:
         if isinstance(value, (list, tuple)):
             items = [self._element(v) for v in value]
             return items if isinstance(value, list) else tuple(items)
-        if isinstance(value, bool):
-            return None
         # Type-preserving: a masked number/date/bytes becomes NULL, never a string the
-        # caller's code would choke on.
-        return None
+        # caller's code would choke on; except for a value derived from a masked one
+        # (ColumnMask.constant), which is ONE constant whatever it is: its NULL is already
+        # the constant, so a number, a boolean or a JSON number/true/false must be too, or
+        # the output would tell them apart (``to_jsonb(salary)`` None for 79000, '****' for
+        # 'Infinity'; a JSON null '****', a JSON number None: attack G2).
+        return self.null_value
 
     def _element(self, value: Any) -> Any:
         """An element of a structured value (array item, JSON member): for a derived

@@ -38,7 +38,8 @@ DERIVED = [
     "SELECT x FROM (SELECT 'prefix-' || ssn AS x FROM users) s",
     "WITH c AS (SELECT overlay(ssn placing '' from 1 for 4) AS x FROM users) SELECT x FROM c",
     "SELECT x FROM unnest((SELECT array_agg(ssn) FROM users)) AS x",
-    "SELECT split_part(email, '@', 1) || '@example.com' AS x FROM users",
+    "SELECT left(email, 3) || '@example.com' AS x FROM users",
+    "SELECT replace('a-b', '-', ssn) AS x FROM users",
 ]
 
 

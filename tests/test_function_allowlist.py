@@ -248,6 +248,10 @@ SETTING_CASES = [
     ("SET statement_timeout = 0", "session.disallow-security-settings"),
     ("SET statement_timeout = '1h'", "session.disallow-security-settings"),
     ("RESET statement_timeout", "session.disallow-security-settings"),
+    # lowering it is a cancellation oracle for a cost a hidden value decides (attack G1)
+    ("SET statement_timeout = '5s'", "session.settings-allowlist"),
+    ("SET LOCAL statement_timeout = 300", "session.settings-allowlist"),
+    ("SELECT set_config('statement_timeout', '300ms', false)", "session.settings-allowlist"),
     ("SET governed_db.identity = 'someone'", "session.disallow-security-settings"),
     ("SET application_name = 'x'", "session.disallow-security-settings"),
     ("BEGIN READ WRITE", "session.disallow-security-settings"),
@@ -279,7 +283,7 @@ def test_agents_set_only_harmless_settings(dsn, audit, sql, rule):
 @pytest.mark.parametrize("sql", [
     "SET TimeZone = 'Europe/Paris'", "SET TIME ZONE 'UTC'", "SET LOCAL DateStyle = 'ISO, DMY'",
     "SELECT set_config('TimeZone', 'Asia/Tokyo', false)", "SET extra_float_digits = 3",
-    "RESET TimeZone", "SET statement_timeout = '5s'", "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    "RESET TimeZone", "SET lock_timeout = '5s'", "BEGIN ISOLATION LEVEL REPEATABLE READ",
     "BEGIN READ ONLY", "SET TRANSACTION READ ONLY",
 ])
 def test_agents_may_set_the_time_zone_and_similar(dsn, audit, sql):

@@ -328,3 +328,139 @@ def test_json_keys_written_by_the_statement_do_not_unmask_values(dsn, agent_conn
         text = repr(rows)
         assert not any(h in text for h in hidden), (sql, rows)
         assert "example.com" not in text and "3333" not in text, (sql, rows)
+
+
+# -- Class: a SIZE or COST the content decides (attack G1) ---------------------------------------
+# Total also means: the result's size and the work to compute it follow the value's length
+# only. replace/translate/the trims/split_part/quote_* size their output by what the value
+# contains, so with a huge second operand the server's 1 GB (text) / 256 MB (jsonb) limits or
+# a statement_timeout answer "is this character c?". Refused before anything runs (the
+# statements below would allocate up to 1 GB if they ran).
+CONTENT_SIZED = [
+    "SELECT length(replace(substr(ssn, 1, 1), 'q', repeat('x', 540000000))"
+    " || repeat('y', 540000000)) FROM users WHERE id = 1001",
+    "SELECT jsonb_typeof(jsonb_build_array(replace(substr(ssn, 1, 1), 'q',"
+    " repeat('x', 200000000)), repeat('y', 100000000))) FROM users",
+    "SELECT md5(replace(ssn, 'q', repeat('x', 60000000))) FROM users",
+    "SELECT replace(repeat('q', 100000000), substr(email, 1, 1), '') FROM users",
+    "SELECT octet_length(translate(email, 'q', 'xyz') || repeat('y', 1073741000)) FROM users",
+    "SELECT octet_length(btrim(ssn, 'q') || repeat('y', 1073741000)) FROM users",
+    "SELECT ltrim(substr(email, 1, 1), 'q') || repeat('y', 1073741000) FROM users",
+    "SELECT trim(both 'q' from ssn) FROM users",
+    "SELECT concat(split_part(email, 'q', 1), repeat('y', 1073741000)) FROM users",
+    "SELECT md5(quote_literal(ssn) || repeat('y', 1073741000)) FROM users",
+    "SELECT to_jsonb(quote_ident(email)) FROM users",
+    # the WORK follows the content: the search stops where the hidden needle first matches
+    "SELECT strpos(repeat('q', 200000000), substr(ssn, 1, 1)) FROM users",
+]
+# What follows lengths only still runs, masked as a whole.
+LENGTH_SIZED = [
+    "SELECT replace('a-b-c', '-', ssn) AS x FROM users ORDER BY id",
+    "SELECT concat(lower(email), '/', substr(ssn, 1, 3), md5(ssn)) AS x FROM users ORDER BY id",
+    "SELECT overlay(ssn placing 'x' from 2 for 1) || reverse(email) AS x FROM users ORDER BY id",
+    "SELECT json_build_array(lpad(ssn, 20), starts_with(email, 'q')) AS x FROM users ORDER BY id",
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql", CONTENT_SIZED)
+async def test_content_sized_operations_on_masked_values_are_denied(dsn, audit, mode, sql):
+    before = _snapshot(dsn)
+    with pytest.raises(errors.StatementDenied) as ei:
+        await _run(mode, dsn, audit, sql)
+    assert ei.value.rule_ids == (RULE,)
+    assert "users.ssn" in str(ei.value) or "users.email" in str(ei.value), str(ei.value)
+    audit.flush()
+    record = [r for r in audit.records if r["type"] == "statement"][-1]
+    assert record["outcome"]["outcome"] == "denied"
+    with psycopg.connect(dsn) as raw:
+        # nothing of the statement ran: no backend is still at it, the data is unchanged
+        assert raw.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE"
+                           " '%repeat(''y''%' AND pid <> pg_backend_pid()").fetchone() == (0,)
+    assert _snapshot(dsn) == before
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql", LENGTH_SIZED)
+async def test_length_sized_operations_run_masked(dsn, audit, mode, sql):
+    with psycopg.connect(dsn) as raw:
+        truth = [r[0] for r in raw.execute(sql).fetchall()]
+    assert all(t is not None for t in truth) and len(truth) == 2
+    rows = await _run(mode, dsn, audit, sql)
+    assert [r[0] for r in rows] in (["****", "****"], [["****", "****"], ["****", "****"]])
+
+
+def test_an_agent_may_not_lower_its_statement_timeout(dsn, audit):
+    # The policy's statement_timeout is a ceiling, and a lower one turns a cost the hidden
+    # value decides into a cancellation (attack G1, a61): refused for agents, unless the
+    # policy's session.settings-allowlist names it.
+    from governed_db.policy import parse_policy
+
+    with governed_db.connect(dsn, identity=AGENT, audit=audit) as conn:
+        for sql in ("SET statement_timeout = '300ms'", "SET LOCAL statement_timeout = 1",
+                    "SELECT set_config('statement_timeout', '1ms', false)"):
+            with pytest.raises(errors.StatementDenied) as ei:
+                conn.execute(sql)
+            assert ei.value.rule_ids == ("session.settings-allowlist",), ei.value.rule_ids
+            conn.rollback()
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("30s",)
+        pid = conn.info.backend_pid
+        with psycopg.connect(dsn) as raw:
+            raw.execute("SELECT 1")  # the server-side value, seen from outside
+            assert conn.execute("SELECT current_setting('statement_timeout')"
+                                ).fetchone() == ("30s",)
+            assert raw.execute("SELECT state FROM pg_stat_activity WHERE pid = %s",
+                               (pid,)).fetchone() is not None
+    policy = parse_policy('[[rules]]\nid = "session.settings-allowlist"\n'
+                          'allow = ["statement_timeout"]\n')
+    with governed_db.connect(dsn, identity=AGENT, audit=audit, policy=policy) as conn:
+        conn.execute("SET statement_timeout = '5s'")
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
+        with pytest.raises(errors.StatementDenied):
+            conn.execute("SET statement_timeout = '1h'")  # still never above the ceiling
+
+
+# -- Class: the constant of a derived value does not depend on the value's type (attack G2) -----
+# A derived output is ONE constant: a JSON number, boolean, null or string built from a masked
+# value all come back as it (before: a finite numeric's to_jsonb None, 'Infinity' '****').
+_PAY = """
+CREATE TABLE pay (id int PRIMARY KEY, salary numeric, doc jsonb);
+INSERT INTO pay VALUES (1, 79000, '"text"'), (2, 'Infinity', '42'), (3, 'NaN', 'true'),
+                       (4, NULL, 'null'), (5, -1.5, NULL), (6, 0, '[1, "a"]');
+"""
+_PAY_POLICY = '[[masking.columns]]\ncolumns = ["public.pay.salary", "public.pay.doc"]\n' \
+    'strategy = "redact"\n'
+TYPED_DERIVED = [
+    "SELECT id, to_jsonb(salary) FROM pay ORDER BY id",
+    "SELECT id, to_json(salary) FROM pay ORDER BY id",
+    "SELECT id, to_jsonb(doc) FROM pay WHERE id < 6 ORDER BY id",
+    "SELECT id, COALESCE(doc, '1') FROM pay WHERE id < 6 ORDER BY id",
+    "SELECT id, lead(doc) OVER (ORDER BY id) FROM pay WHERE id < 6 ORDER BY id",
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("sql", TYPED_DERIVED)
+async def test_a_derived_jsons_constant_does_not_depend_on_its_type(dsn, audit, mode, sql):
+    from governed_db.policy import parse_policy
+
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute(_PAY)
+        truth = [r[1] for r in raw.execute(sql).fetchall()]
+    # the ground truth has several JSON types: a constant per type would tell them apart
+    assert len({type(t) for t in truth}) >= 3, truth
+    policy = parse_policy(_PAY_POLICY)
+    if mode == "sync":
+        with governed_db.connect(dsn, identity=AGENT, audit=audit, policy=policy) as conn:
+            cur = conn.execute(sql)
+            raw_values = {cur.pgresult.get_value(i, 1) for i in range(cur.pgresult.ntuples)}
+            rows = cur.fetchall()
+        assert raw_values == {b"****"}, raw_values  # cursor.pgresult agrees
+    else:
+        aconn = await governed_db.AsyncConnection.connect(dsn, identity=AGENT, audit=audit,
+                                                          policy=policy)
+        try:
+            rows = await (await aconn.execute(sql)).fetchall()
+        finally:
+            await aconn.close()
+    assert [r[1] for r in rows] == ["****"] * len(truth), rows

@@ -191,12 +191,16 @@ BUILTIN_OPERATORS = frozenset({
 # Settings a read-only identity may change with SET / RESET / SET LOCAL / set_config: they
 # change how values are shown or how the session's own statements are planned, never what is
 # allowed, logged or how text is lexed. (application_name is not here: governed_db pushes the
-# identity into it.)
+# identity into it.) Not statement_timeout: the policy's value is a ceiling, and lowering it
+# below a hidden-value-dependent cost turns that cost into a cancellation, an error oracle
+# (attack G1: ``SET statement_timeout = '300ms'`` then md5 of a content-sized value). Other
+# identities may still lower it (``session.disallow-security-settings``); a policy can let an
+# agent do so with this rule's ``allow``.
 AGENT_SETTINGS = frozenset({
     "timezone", "datestyle", "intervalstyle", "extra_float_digits", "bytea_output",
     "xmloption", "lc_monetary", "lc_numeric", "lc_time", "client_min_messages",
     "transaction_isolation", "transaction_deferrable", "default_transaction_isolation",
-    "default_transaction_deferrable", "statement_timeout", "lock_timeout", "enable_seqscan", "enable_indexscan",
+    "default_transaction_deferrable", "lock_timeout", "enable_seqscan", "enable_indexscan",
     "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin", "enable_nestloop",
     "enable_sort", "jit", "plan_cache_mode", "random_page_cost", "seq_page_cost",
     "cpu_tuple_cost", "effective_cache_size", "geqo", "join_collapse_limit",

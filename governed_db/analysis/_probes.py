@@ -38,11 +38,17 @@ TOTAL (the definition every entry of :data:`TOTAL_FUNCTIONS` / :data:`TOTAL_OPER
 checked against): an operation is total in an argument position when for EVERY value there
 it (1) never raises (no range, format, size-limit or allocation check a value can fail), (2)
 never returns NULL for a non-NULL input, and (3) returns a result whose shape (elements,
-keys) no value decides. Its result may be NULL only where an input is NULL (shown by ``IS
-NULL`` anyway) or by row position (``lag``). Lookups with a hidden key (``->``, ``->>``,
-``#>``, subscripts), NULL-on-no-match functions (``substring(s FROM pattern)``,
-``array_length``), JSON keys and lpad/rpad's fill fail it. The output that a total chain
-reaches is masked to a constant, NULL included (``masking.ColumnMask.constant``).
+keys), size and cost are decided by no property of the value beyond its length. Its result
+may be NULL only where an input is NULL (shown by ``IS NULL`` anyway) or by row position
+(``lag``). Lookups with a hidden key (``->``, ``->>``, ``#>``, subscripts), NULL-on-no-match
+functions (``substring(s FROM pattern)``, ``array_length``), JSON keys and lpad/rpad's fill
+fail it; so does every function whose output SIZE follows the content (``replace``,
+``translate``, the trims, ``split_part``, the quote_* functions, ``strpos``'s work: with a huge second operand
+the 1 GB / 256 MB limits or a statement_timeout answer "does the hidden value contain c?",
+attack G1). The output that a total chain reaches is masked to a constant, NULL included
+(``masking.ColumnMask.constant``). Residual (SECURITY.md): sizes follow lengths, so a value's
+length (in characters and bytes) can still decide a size-limit error when it is combined
+with a huge operand.
 """
 
 from __future__ import annotations
@@ -75,10 +81,26 @@ __all__ = ["TEXT_TYPES", "TOTAL_FUNCTIONS", "TOTAL_OPERATORS", "deciding_sources
 #   (2) it never returns NULL for a non-NULL input (a lookup such as ``->``/``->>``/``#>``/a
 #       subscript with a hidden key, ``array_length`` of an empty array, ``substring(s FROM
 #       pattern)`` that does not match, each answer "is the hidden value this one?" with
-#       NULL-or-not); and
+#       NULL-or-not);
 #   (3) its result's SHAPE (number of elements, number of keys) depends on no input value
 #       (jsonb objects keep one of equal keys, so ``jsonb_build_object(ssn, 1, 'guess', 2)``
-#       counts 1 when they match: keys are never a total position).
+#       counts 1 when they match: keys are never a total position); and
+#   (4) its result's SIZE and the WORK to compute it are decided by no property of the value
+#       beyond its length. Sizes are checked by the server (1 GB for a text or array, 256 MB
+#       for a jsonb, statement_timeout for work): an operation whose size follows the
+#       content turns those checks into an oracle. ``length(replace(substr(ssn, 1, 1), '0',
+#       repeat('x', 540000000)) || repeat('y', 540000000))`` raises exactly when the first
+#       character is '0' (attack G1). So not total: replace's string and pattern (the
+#       replacement is: its size times a count of matches in the other, non-hidden,
+#       operands), translate (deletes and widens by content), btrim/ltrim/rtrim/trim
+#       (remove as many characters as match), split_part (a part's size is where the
+#       delimiters are), quote_literal/quote_ident/quote_nullable (double quotes and
+#       backslashes), strpos (a search stops at the first match: with a hidden needle and
+#       a huge haystack the work is where the match is), regexp_* (never listed). What remains follows lengths only; the
+#       residual, documented in SECURITY.md: a value's length (characters, and bytes per
+#       character) combined with a huge operand still decides whether a size limit is
+#       crossed; lower/upper/initcap change the byte width of a few non-ASCII letters, and
+#       JSON text escapes '"', '\\' and control characters, fixed sets no caller chooses.
 # Whether the result is NULL may depend only on whether an input is NULL (which ``IS NULL`` on
 # the stored column shows anyway) or on a row's position (lag, first_value). A value derived
 # from a masked column may pass only through total positions; the result then reaches an
@@ -88,13 +110,12 @@ __all__ = ["TEXT_TYPES", "TOTAL_FUNCTIONS", "TOTAL_OPERATORS", "deciding_sources
 # non-text, make_*, to_date, to_number, repeat, lpad/rpad's length and fill, regexp_* and
 # substring's pattern forms, set-returning functions (row count), sum/avg (overflow on some
 # types), format (format string), array_length (NULL for empty), json_object/jsonb_object
-# (keys), the lookups.
+# (keys), the lookups, and the content-sized functions of (4).
 TOTAL_FUNCTIONS: Mapping[str, frozenset[int] | None] = {
     **dict.fromkeys((
         "lower", "upper", "initcap", "length", "char_length", "character_length",
-        "octet_length", "bit_length", "md5", "ascii", "reverse", "btrim", "ltrim", "rtrim", "trim",
-        "replace", "translate", "strpos", "starts_with", "concat", "concat_ws", "quote_literal",
-        "quote_ident", "quote_nullable", "to_json", "to_jsonb", "row_to_json",
+        "octet_length", "bit_length", "md5", "ascii", "reverse", "starts_with",
+        "concat", "concat_ws", "to_json", "to_jsonb", "row_to_json",
         "array_to_json", "json_build_array", "jsonb_build_array", "jsonb_typeof",
         "json_typeof", "array_to_string", "cardinality", "num_nulls", "num_nonnulls",
         "count", "min", "max", "array_agg", "string_agg", "json_agg", "jsonb_agg",
@@ -103,8 +124,10 @@ TOTAL_FUNCTIONS: Mapping[str, frozenset[int] | None] = {
     # the string is total; a position or length derived from a masked value is not
     # (substring: only with integer positions, see _INT_POSITION_ONLY)
     "substr": frozenset({0}), "substring": frozenset({0}), "left": frozenset({0}),
-    "right": frozenset({0}), "split_part": frozenset({0, 1}), "overlay": frozenset({0, 1}),
+    "right": frozenset({0}), "overlay": frozenset({0, 1}),
     "lpad": frozenset({0}), "rpad": frozenset({0}),
+    # replace(s, from, to): only the replacement (see (4))
+    "replace": frozenset({2}),
     # values only: a NULL key raises, equal jsonb keys collapse
     "json_object_agg": frozenset({1}), "jsonb_object_agg": frozenset({1}),
     # window functions: the value is total, an offset or bucket count is not
