@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql as pg_sql
 
 from .. import _config
+from .._client_encoding import view_codec
 from ..errors import ApprovalRequired, PolicyError, StatementDenied
 from ..identity import Identity, acting_as
 from ..policy import Policy
@@ -599,7 +600,9 @@ class GovernedTools:
                 structured={"request_id": approved, "status": "approved"},
                 outcome="approved")
         try:
-            ctx = gov.gate(pgq.query, pgq.params, ident, conn.pgconn._encoding)
+            codec = conn.pgconn._encoding  # SQL_ASCII ("ascii"): read in the server's encoding
+            ctx = gov.gate(pgq.query, pgq.params, ident,
+                           view_codec(conn.pgconn) if codec == "ascii" else codec)
         except ApprovalRequired as exc:
             raise _approval_error(exc, requested=True) from None
         except StatementDenied as exc:
