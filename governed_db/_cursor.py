@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Iterable
+from collections.abc import Iterator, Iterable, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Generic
 
@@ -83,14 +83,21 @@ class _CopyMixin(_CursorBase[Row]):
                     returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
         (no pipeline), so every execution's exact effect is checked."""
+        # The parameter sets as a sequence: an approval is bound to all of them before the
+        # first runs (an iterator is read once, here, instead of as psycopg goes).
+        seq = params_seq if isinstance(params_seq, Sequence) else list(params_seq)
         conn = self._conn
-        if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
-            return super().executemany(query, params_seq, returning=returning)
+        self._gov_many = seq
         try:
-            with conn.lock:
-                conn.wait(self._executemany_gen_no_pipeline(query, params_seq, returning))
-        except e._NO_TRACEBACK as ex:
-            raise ex.with_traceback(None) from None
+            if conn._pipeline is not None or not self._gov_serial_executemany(query, seq):
+                return super().executemany(query, seq, returning=returning)
+            try:
+                with conn.lock:
+                    conn.wait(self._executemany_gen_no_pipeline(query, seq, returning))
+            except e._NO_TRACEBACK as ex:
+                raise ex.with_traceback(None) from None
+        finally:
+            self._gov_many = None
 
 
 class Cursor(GovernedCursorMixin[Row], _CopyMixin[Row], psycopg.Cursor[Row]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio  # async only
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic
 from typing import Self  # async only
@@ -109,14 +109,21 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
                           returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
         (no pipeline), so every execution's exact effect is checked."""
+        # The parameter sets as a sequence: an approval is bound to all of them before the
+        # first runs (an iterator is read once, here, instead of as psycopg goes).
+        seq = params_seq if isinstance(params_seq, Sequence) else list(params_seq)
         conn = self._conn
-        if conn._pipeline is not None or not self._gov_serial_executemany(query, params_seq):
-            return await super().executemany(query, params_seq, returning=returning)
+        self._gov_many = seq
         try:
-            async with conn.lock:
-                await conn.wait(self._executemany_gen_no_pipeline(query, params_seq, returning))
-        except e._NO_TRACEBACK as ex:
-            raise ex.with_traceback(None) from None
+            if conn._pipeline is not None or not self._gov_serial_executemany(query, seq):
+                return await super().executemany(query, seq, returning=returning)
+            try:
+                async with conn.lock:
+                    await conn.wait(self._executemany_gen_no_pipeline(query, seq, returning))
+            except e._NO_TRACEBACK as ex:
+                raise ex.with_traceback(None) from None
+        finally:
+            self._gov_many = None
 
 
 class AsyncCursor(GovernedCursorMixin[Row], _AsyncCopyMixin[Row], psycopg.AsyncCursor[Row]):

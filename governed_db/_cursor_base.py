@@ -37,7 +37,7 @@ INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
 # Instance slots every concrete governed cursor class declares.
 GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure",
-             "_gov_portal", "_gov_rows")
+             "_gov_portal", "_gov_rows", "_gov_many")
 # Paths that send a statement without psycopg's _maybe_prepare_gen, so its effect cannot be
 # measured in a savepoint around it: stream() hands rows over while the statement runs, a
 # server cursor runs its query (and any function in it) at each FETCH, COPY TO streams.
@@ -88,6 +88,8 @@ class GovernedCursorMixin(_CursorBase[Row]):
     # the server-cursor methods below.
     _name: str
     _described: bool
+    # The parameter sets of the executemany() running (a sequence: an approval binds them all)
+    _gov_many: Any
 
     if not TYPE_CHECKING:
         # Hidden from the type checker, which reads the psycopg class's own (overloaded)
@@ -98,6 +100,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
             self._gov_measure = None
             self._gov_portal = None  # server cursors: the version of the portal judged
             self._gov_rows = None  # (plan, inner maker, result index, row maker, report cell)
+            self._gov_many = None
             if getattr(connection, "_governor", None) is None:
                 raise InterfaceError(
                     "governed cursors need a governed connection: connect with"
@@ -154,7 +157,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
         ident, gov.pending_identity = gov.pending_identity, None
         # Read in the encoding the server reads it in now (psycopg may have encoded the text
         # with its cursor's older one: what counts is how the server lexes the bytes).
-        ctx = gov.gate(pgq.query, pgq.params, ident, _read_codec(conn.pgconn), pgq.types)
+        many = self._gov_many
+        ctx = gov.gate(pgq.query, pgq.params, ident, _read_codec(conn.pgconn), pgq.types,
+                       executions=None if many is None else _executions(pgq, many))
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         path, self._gov_path = self._gov_path, None
@@ -517,8 +522,13 @@ class GovernedCursorMixin(_CursorBase[Row]):
         * an allowed write of a read-only identity runs in a transaction switched to READ WRITE
           for that statement alone, and READ ONLY again right after it.
         """
-        run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)
         ctx = self._gov_ctx
+        if ctx is not None and ctx.approved_runs is not None:
+            # Under an approval: this execution must be the next one it covers.
+            self._conn._governor.check_approved_execution(ctx, pgq.query, pgq.params)
+        if ctx is not None and self._gov_many is not None:
+            ctx.current_run = (pgq.query, pgq.params)  # (an approval of its effect binds it)
+        run = super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)
         if ctx is None or (ctx.server_mask is not None and not ctx.effect_check
                            and not ctx.read_write):
             return run  # (rewritten for server masking already: nothing to describe)
@@ -805,6 +815,24 @@ def _row_limited(maker: Any, gov: Any, ctx: Any, result: Any) -> Any:
         return maker(values)
 
     return limited
+
+
+def _executions(pgq: Any, many: Any) -> Any:
+    """What gives the (text, params) of every execution of an executemany, as psycopg will
+    send them: each parameter set dumped by the query psycopg converted (the first one put
+    back afterwards). Only called when an approval must cover them."""
+
+    def executions() -> list[tuple[Any, Any]]:
+        out = []
+        try:
+            for params in many:
+                pgq.dump(params)
+                out.append((pgq.query, pgq.params))
+        finally:
+            pgq.dump(many[0])
+        return out
+
+    return executions
 
 
 def _counts(conn: Any) -> Any:

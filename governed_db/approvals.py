@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from . import _state, _tokens
 from ._state import param_hash_key, state_dir
 from .audit import process_log
@@ -41,7 +43,7 @@ from .identity import Identity
 from .policy import default_policy, load_policy
 from .webhooks import Notifier
 
-__all__ = ["APPROVER_TOKEN_ENV", "ApprovalDenied", "ApprovalStore", "PostgresApprovalStore",
+__all__ = ["APPROVER_TOKEN_ENV", "ApprovalDenied", "ApprovalSubject", "ApprovalStore", "PostgresApprovalStore",
            "approver_from_token", "approver_identity", "binding_hash", "read_token_file", "requires_verified_approvers", "store_for"]
 
 DEFAULT_TTL = 3600.0
@@ -105,6 +107,25 @@ def binding_hash(*, normalized: str, params_digest: Sequence[str], identity_labe
     """What an approval is bound to (no raw value: parameters arrive as keyed hashes)."""
     data = json.dumps([normalized, list(params_digest), identity_label, policy_tag])
     return hashlib.sha256(data.encode()).hexdigest()
+
+
+@attrs.frozen(kw_only=True)
+class ApprovalSubject:
+    """What an approval is bound to and what the approver is shown, when that is more than
+    the text sent (:meth:`Governor.approval_subject <governed_db.engine.decide.DecideStage.approval_subject>`).
+
+    ``text`` (only ever hashed, with a key) is the sent text plus everything its effect
+    depends on that the text does not say: the body of a prepared statement or cursor it
+    runs, the objects its names resolve to on the session (search_path, relation and function
+    identities, view and function definitions), every parameter set of an ``executemany``.
+    ``normalized`` is what the approver reads: the normalized text plus the normalized body
+    that ``EXECUTE``/``FETCH`` resolves to and the number of executions; no literal.
+    ``statements``: the facts the tables shown are taken from."""
+
+    text: str
+    normalized: str
+    summary: str
+    statements: tuple[Any, ...] = ()
 
 
 def statement_binding(analysis: Any) -> str:

@@ -11,7 +11,7 @@ from ..analysis import Analysis, StatementFacts
 from ..analysis._effects import static_bound, with_function_effects
 from ..errors import ApprovalRequired, StatementDenied
 from ..rules import effective_facts, rule_limit
-from .context import StatementContext
+from .context import StatementContext, digest_params
 from ._governor_state import GovernorState
 
 
@@ -189,8 +189,21 @@ class BlastRadiusStage(GovernorState):
             return None
         if level == "approval":
             approvals = _config.approvals(self.policy)
-            ask = {"identity": ident, "analysis": ctx.analysis,
-                   "params_digest": ctx.params_digest, "policy_tag": self.policy.version_tag,
+            # Bound to this execution (executemany measures each one: its own parameters)
+            # and to what the statement's names resolve to (approval_subject).
+            query, params = ctx.current_run or (ctx.analysis.text, ctx.params)
+            try:
+                subject = self.approval_subject(ctx.analysis, ctx.statements,
+                                                (self.execution_digest(query, params),))
+            except StatementDenied as exc:
+                self._record(ctx, outcome="rolled_back", affected_rows=total,
+                             rules=list(exc.rule_ids))
+                return exc
+            digest = ctx.params_digest if ctx.current_run is None else digest_params(
+                [bytes(p) if isinstance(p, (bytearray, memoryview)) else p
+                 for p in params or ()], self._param_key)
+            ask = {"identity": ident, "analysis": subject,
+                   "params_digest": digest, "policy_tag": self.policy.version_tag,
                    "rule_ids": rule_ids, "message": what, "policy": self.policy}
             try:
                 request_id, granted = self._check_or_request(ctx, approvals, ask,

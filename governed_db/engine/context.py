@@ -39,6 +39,11 @@ class StatementContext:
     # A read-only identity's allowed write: runs in a transaction made READ WRITE for it.
     read_write = False
     approval_consumed = False  # given back when the statement does not run
+    # The executions an approval covers (Governor.execution_digest of each), and how many of
+    # them were sent: every execution is checked before it is sent (executemany).
+    approved_runs: tuple[tuple[str, ...], ...] | None = None
+    executions = 0
+    current_run: tuple[Any, Any] | None = None  # (text, params) of executemany's current one
     effect_check = False  # runs under the exact blast radius (see gate())
     measured = False  # running inside the blast-radius savepoint (_cursor_base)
     # May run code the analyzer did not see: the identity settings are read back after it.

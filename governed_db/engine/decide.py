@@ -4,9 +4,11 @@ need the catalog (predicates on masked columns, pg_notify payloads)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import _config, telemetry
@@ -20,7 +22,8 @@ from ..errors import ApprovalRequired, StatementDenied
 from ..rules import Decision, effective_facts, evaluate
 from ..identity import Identity
 from .cached_plan import CachedPlan, cacheable, remember, valid_for
-from .context import _CATALOG_SCHEMAS, StatementContext, _next_id, from_plan, scope_key
+from .context import (_CATALOG_SCHEMAS, StatementContext, _next_id, digest_params, from_plan,
+                      scope_key)
 from .session import _TX_STATE_KINDS
 from ._governor_state import GovernorState
 
@@ -84,13 +87,17 @@ class DecideStage(GovernorState):
 
     def gate(self, text: bytes | str, params: Sequence[Any] | None = None,
              identity: Identity | None = None, codec: str = "utf-8",
-             types: Sequence[int] | None = None) -> StatementContext:
+             types: Sequence[int] | None = None,
+             executions: Callable[[], Sequence[tuple[Any, Any]]] | None = None
+             ) -> StatementContext:
         """Analyze and decide one string about to be sent. Raises on denial (recorded).
 
         ``codec``: the Python codec of the session's client encoding, which the bytes are
         read in (as the server reads them). ``types``: the oids of ``params`` (server-side
         binding); ``set_config($1, $2, ...)`` is judged by the values bound to it
-        (``_bound_settings``)."""
+        (``_bound_settings``). ``executions``: for ``executemany``, what gives the (text,
+        params) of every execution the string is about to run (an approval covers all of them,
+        see :meth:`approval_subject`)."""
         started = time.perf_counter()
         ident = identity or self.identity()
         if ident._verification is not None or ident.kind in self.policy.require_verified:
@@ -190,7 +197,7 @@ class DecideStage(GovernorState):
                 analysis=analysis, codec=codec, statements=statements, decision=decision,
                 key=key, ident=ident, effects=effects))
         if decision.action == "approval":
-            self._approve(ctx, ident, analysis, decision)
+            self._approve(ctx, ident, analysis, decision, executions)
         return ctx
 
     def statement_key(self, analysis: Analysis, ident: Identity) -> tuple[Any, ...]:
@@ -228,11 +235,99 @@ class DecideStage(GovernorState):
         decision = self._check_copies(ident, statements, decision)
         return statements, self._check_notify(ident, statements, decision)
 
+    def execution_digest(self, query: Any, params: Sequence[Any] | None) -> tuple[str, ...]:
+        """One execution as an approval binds it: a keyed hash of the text sent (ClientCursor
+        inlines each parameter set into it) and the keyed digests of its parameters."""
+        text = bytes(query) if not isinstance(query, str) else query.encode("utf-8",
+                                                                            "surrogatepass")
+        head = hmac.new(self._param_key, text, hashlib.sha256).hexdigest()
+        values = None if params is None else [
+            bytes(p) if isinstance(p, (bytearray, memoryview)) else p for p in params]
+        return (head, *digest_params(values, self._param_key))
+
+    def approval_subject(self, analysis: Analysis, statements: Sequence[StatementFacts],
+                         executions: Sequence[tuple[str, ...]] | None = None) -> Any:
+        """What an approval of ``analysis`` is bound to, and what the approver is shown.
+
+        The text alone does not say what runs when the statement's effect depends on the
+        session: ``EXECUTE p`` runs whatever ``p`` was last prepared as, ``FETCH c`` the
+        query ``c`` was declared for, a name means the relation or function search_path finds
+        first, a view or function does what its current definition says. All of that is
+        bound (keyed hashes only): the body each session reference resolves to (and shown,
+        normalized, to the approver), the search_path, and the identity (oid, row version,
+        definition) of every relation and user function the statement names. A reference the
+        session did not see defined cannot be bound: no approval is asked for or used.
+        ``executions``: :meth:`execution_digest` of every execution of an ``executemany``
+        (more than one: the count is shown, each one bound)."""
+        from ..approvals import ApprovalSubject
+
+        text: list[str] = [analysis.text]
+        shown: list[str] = [analysis.normalized]
+        facts: list[StatementFacts] = list(statements)
+        for s in analysis.statements:
+            for _, what, name in s.session_refs:
+                inner = (self.prepared if what == "prepared" else self.cursors).get(name)
+                if inner is None:
+                    raise self._unbound_approval(what, name)
+                text.append(f"{what}:{name}:{self.session_versions.get(what + ':' + name)}"
+                            f"\x00{inner.text}")
+                body = analyze(inner.text).normalized
+                shown.append(f"-- {'prepared statement' if what == 'prepared' else 'cursor'}"
+                             f" {name} is: {body}")
+                facts.append(inner)
+        catalog = self.catalog
+        if catalog is None:
+            text.append("catalog:?")
+        else:
+            text.append("search_path:" + ",".join(catalog.search_path))
+            for s in facts:
+                for rel_name in sorted(s.reads | s.writes):
+                    rel = catalog.resolve(rel_name)
+                    text.append(f"rel:{rel_name}=" + ("?" if rel is None else
+                                f"{rel.oid}:{rel.qualname}:{rel.kind}:{rel.viewdef or ''}"))
+                for fn_name in sorted(s.functions):
+                    for fn in catalog.functions.get(fn_name, ()):
+                        text.append(f"fn:{fn_name}={fn.oid}:{fn.xmin}:{fn.schema}.{fn.name}"
+                                    f"({fn.arguments}):{fn.source or ''}")
+        summary = analysis.summary
+        if executions is not None and len(executions) != 1:
+            n = len(executions)
+            text.append(f"executions:{n}")
+            text.extend(":".join(d) for d in executions)
+            shown.append(f"-- executemany: {n} executions, each with its own parameters")
+            summary = f"{summary} ({n} executions)"
+        return ApprovalSubject(text="\x00".join(text), normalized="\n".join(shown),
+                               summary=summary, statements=tuple(facts))
+
+    def _unbound_approval(self, what: str, name: str) -> StatementDenied:
+        rule = "approval.unbound-session-object"
+        return StatementDenied(
+            f"denied by policy rule `{rule}`: this statement needs approval, and it runs a"
+            f" {'prepared statement' if what == 'prepared' else 'cursor'} whose definition"
+            " this session did not see, so no approval could say what it does; prepare or"
+            " declare it through this governed connection first, or send the statement itself",
+            rule_ids=(rule,))
+
     def _approve(self, ctx: StatementContext, ident: Identity, analysis: Analysis,
-                 decision: Decision) -> None:
-        """Consume an approval for ``ctx``, or file/find the request and raise."""
+                 decision: Decision,
+                 executions: Callable[[], Sequence[tuple[Any, Any]]] | None = None) -> None:
+        """Consume an approval for ``ctx``, or file/find the request and raise.
+
+        The approval covers exactly the executions about to run (one, or every parameter
+        set of an ``executemany``): each execution is checked against them before it is sent
+        (:meth:`check_approved_execution`)."""
         approvals = _config.approvals(self.policy)
-        ask = {"identity": ident, "analysis": analysis, "params_digest": ctx.params_digest,
+        if executions is None:
+            runs = (self.execution_digest(analysis.text, ctx.params),)
+        else:
+            runs = tuple(self.execution_digest(q, p) for q, p in executions())
+        try:
+            subject = self.approval_subject(analysis, ctx.statements, runs)
+        except StatementDenied as exc:
+            self._record(ctx, outcome="denied", rules=list(exc.rule_ids))
+            raise
+        ask = {"identity": ident, "analysis": subject,
+               "params_digest": ctx.params_digest,
                "policy_tag": self.policy.version_tag, "rule_ids": decision.rule_ids,
                "message": decision.message(), "policy": self.policy}
         request_id, granted = self._check_or_request(ctx, approvals, ask)
@@ -251,7 +346,28 @@ class DecideStage(GovernorState):
                 f" `governed-db approvals approve {request_id}`)",
                 rule_ids=decision.rule_ids, request_id=request_id)
         ctx.approval_consumed = True
+        ctx.approved_runs = runs
         self.event("approval_used", ident, request_id=request_id, statement_id=ctx.id)
+
+    def check_approved_execution(self, ctx: StatementContext, query: Any,
+                                 params: Sequence[Any] | None) -> None:
+        """Before each execution of a statement that runs under an approval: it must be the
+        next one the approval covers (psycopg's executemany converts the query once and only
+        dumps later parameter sets: without this an approval of one would run them all)."""
+        runs = ctx.approved_runs
+        if runs is None:
+            return
+        index = ctx.executions
+        ctx.executions = index + 1
+        if index < len(runs) and self.execution_digest(query, params) == runs[index]:
+            return
+        rule = "approval.binding"
+        self._record(ctx, outcome="denied", rules=[rule])
+        raise StatementDenied(
+            f"denied by policy rule `{rule}`: execution {index + 1} is not one the approval"
+            f" {ctx.approval_id} covers ({len(runs)} approved, each with its own parameters);"
+            " the executions before it ran. Ask for an approval of exactly what you run",
+            rule_ids=(rule,))
 
     def _check_or_request(self, ctx: StatementContext, approvals: Any,
                           ask: Mapping[str, Any], **extra: Any) -> tuple[str, bool]:

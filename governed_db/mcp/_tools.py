@@ -725,7 +725,13 @@ def _approved_request(store: Any, gov: Any, ident: Identity, pgq: Any,
     # Exactly the binding the store computes in check_or_request (the approvals tests and
     # the MCP round-trip test fail if the two ever drift apart).
     analysis = analyze(pgq.query, codec)
-    binding = binding_hash(normalized=statement_binding(analysis),
+    statements, _ = gov.decide(analysis, ident)
+    try:
+        subject = gov.approval_subject(analysis, statements,
+                                       (gov.execution_digest(pgq.query, pgq.params),))
+    except StatementDenied:
+        return None  # nothing can be approved for it (the gate says why)
+    binding = binding_hash(normalized=statement_binding(subject),
                            params_digest=digest_params(pgq.params, gov._param_key),
                            identity_label=ident.label, policy_tag=gov.policy.version_tag)
     for req in store.list("approved"):
