@@ -209,3 +209,63 @@ def test_client_cursor_sequence_binds_each_text(drv, dsn, audit):
     drv.executemany(conn, DELETE, [[5], [6]])
     assert _ids(dsn) == [1, 2, 3, 4, 7, 8, 9]
     drv.run(conn.close())
+
+
+# -- F8: the body EXECUTE resolves to ------------------------------------------------------------
+
+
+def test_execute_approval_is_bound_to_the_prepared_body(drv, dsn, audit):
+    """Approve `EXECUTE p` for one body; `DEALLOCATE p; PREPARE p AS <another>; EXECUTE p`
+    is a new request (nothing ran); the approver saw the body; the approved body runs once."""
+    _seed(dsn)
+    policy = _policy()
+    conn = drv.connect(dsn, policy, audit)
+    drv.execute(conn, "PREPARE p AS DELETE FROM orders WHERE id = 5")
+    first = _request(drv, lambda: conn.execute("EXECUTE p"))
+    store = governed_db._config.approvals(policy)
+    shown = store.get(first.request_id)["statement"]
+    assert shown.startswith("EXECUTE p")
+    assert "prepared statement p is: PREPARE p AS DELETE FROM orders WHERE id = $1" in shown
+    _approve(policy, first.request_id)
+    drv.execute(conn, "DEALLOCATE p")
+    drv.execute(conn, "PREPARE p AS DELETE FROM orders WHERE id BETWEEN 6 AND 9")
+    swapped = _request(drv, lambda: conn.execute("EXECUTE p"))
+    assert swapped.request_id != first.request_id
+    assert "BETWEEN $1 AND $2" in store.get(swapped.request_id)["statement"]
+    assert _ids(dsn) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert store.get(first.request_id)["status"] == "approved"
+    # Same shape, another literal (the normalized body shown is the same): a new request.
+    drv.execute(conn, "DEALLOCATE p")
+    drv.execute(conn, "PREPARE p AS DELETE FROM orders WHERE id = 6")
+    literal = _request(drv, lambda: conn.execute("EXECUTE p"))
+    assert literal.request_id not in (first.request_id, swapped.request_id)
+    assert _ids(dsn) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    # The approved body again (prepared anew, same text): its approval runs it, once.
+    drv.execute(conn, "DEALLOCATE p")
+    drv.execute(conn, "PREPARE p AS DELETE FROM orders WHERE id = 5")
+    drv.execute(conn, "EXECUTE p")
+    assert _ids(dsn) == [1, 2, 3, 4, 6, 7, 8, 9]
+    assert store.get(first.request_id)["status"] == "used"
+
+
+def test_approval_is_bound_to_the_view_definition(drv, dsn, audit):
+    """The same text through a view replaced after the approval: a new request."""
+    _seed(dsn)
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("CREATE VIEW big_orders AS SELECT * FROM orders WHERE id = 5")
+    policy = parse_policy("""
+[[rules]]
+id = "statement.require-approval"
+level = "approval"
+kinds = ["DELETE"]
+""")
+    conn = drv.connect(dsn, policy, audit)
+    sql = "DELETE FROM big_orders WHERE amount > 0"
+    first = _request(drv, lambda: conn.execute(sql))
+    _approve(policy, first.request_id)
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("CREATE OR REPLACE VIEW big_orders AS SELECT * FROM orders WHERE id > 2")
+    conn._governor.mark_catalog_stale()  # (as by age, or DDL of this session)
+    swapped = _request(drv, lambda: conn.execute(sql))
+    assert swapped.request_id != first.request_id
+    assert _ids(dsn) == [1, 2, 3, 4, 5, 6, 7, 8, 9]

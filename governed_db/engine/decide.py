@@ -269,8 +269,9 @@ class DecideStage(GovernorState):
                 inner = (self.prepared if what == "prepared" else self.cursors).get(name)
                 if inner is None:
                     raise self._unbound_approval(what, name)
-                text.append(f"{what}:{name}:{self.session_versions.get(what + ':' + name)}"
-                            f"\x00{inner.text}")
+                # (its text, not the session's version of the name: the same body prepared
+                # again, or on another connection, is what was approved)
+                text.append(f"{what}:{name}\x00{inner.text}")
                 body = analyze(inner.text).normalized
                 shown.append(f"-- {'prepared statement' if what == 'prepared' else 'cursor'}"
                              f" {name} is: {body}")
