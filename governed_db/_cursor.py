@@ -55,6 +55,7 @@ class _CopyMixin(_CursorBase[Row]):
 
     if TYPE_CHECKING:
         _conn: Connection[Any]  # a governed one (GovernedCursorMixin.__init__)
+        _gov_many: Any  # GovernedCursorMixin's slot
 
         def _gov_serial_executemany(self, query: Query, params_seq: Iterable[Params]) -> bool:
             ...  # GovernedCursorMixin's
@@ -65,7 +66,7 @@ class _CopyMixin(_CursorBase[Row]):
         """Initiate a COPY operation and return a (governed) object to manage it."""
         try:
             with self._conn.lock:
-                self._conn.wait(self._start_copy_gen(statement, params))
+                self._gov_start_copy(statement, params)
                 with Copy(self, writer=writer) as copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
@@ -79,6 +80,9 @@ class _CopyMixin(_CursorBase[Row]):
         if self._conn._pipeline is not None:
             super()._fetch_pipeline()
 
+    def _gov_start_copy(self, statement: Query, params: Params | None) -> None:
+        self._conn.wait(self._start_copy_gen(statement, params))
+
     def executemany(self, query: Query, params_seq: Iterable[Params], *,
                     returning: bool = False) -> None:
         """As psycopg's; under an affected-row limit each execution runs in its own savepoint
@@ -86,6 +90,10 @@ class _CopyMixin(_CursorBase[Row]):
         # The parameter sets as a sequence: an approval is bound to all of them before the
         # first runs (an iterator is read once, here, instead of as psycopg goes).
         seq = params_seq if isinstance(params_seq, Sequence) else list(params_seq)
+        return self._gov_executemany(query, seq, returning)
+
+    def _gov_executemany(self, query: Query, seq: Sequence[Params],
+                         returning: bool) -> None:
         conn = self._conn
         self._gov_many = seq
         try:

@@ -57,6 +57,7 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
 
     if TYPE_CHECKING:
         _conn: AsyncConnection[Any]  # a governed one (GovernedCursorMixin.__init__)
+        _gov_many: Any  # GovernedCursorMixin's slot
 
         def _gov_serial_executemany(self, query: Query, params_seq: Iterable[Params]) -> bool:
             ...  # GovernedCursorMixin's
@@ -67,7 +68,7 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
         """Initiate a COPY operation and return a (governed) object to manage it."""
         try:
             async with self._conn.lock:
-                await self._conn.wait(self._start_copy_gen(statement, params))
+                await self._gov_start_copy(statement, params)
                 async with AsyncCopy(self, writer=writer) as copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
@@ -92,18 +93,58 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
             # called here, takes either)
             return await super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type, misc]
         except ApprovalRequired as exc:
-            gov = self._conn._governor
-            wait = gov.policy.approvals.get("wait_seconds") if gov is not None else None
-            if gov is None or not wait:
-                raise
-            store = _config.approvals(gov.policy)
-            status = await asyncio.to_thread(store.wait, exc.request_id, float(wait))
-            if status not in ("approved", "denied"):
+            if not await self._gov_approval_waited(exc):
                 raise
         # Approved: runs once. Denied: the store remembers it, so this raises the denial
         # (by whom, when, why) without filing a new request.
         return await super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type, misc]
+
+    async def _gov_approval_waited(self, exc: ApprovalRequired) -> bool:
+        """Approval wait mode (``[approvals] wait_seconds``): wait for the decision on
+        ``exc``'s request without blocking the event loop. True: decided (run the statement
+        again: approved, it runs once; denied, the store raises the denial)."""
+        gov = self._conn._governor
+        wait = gov.policy.approvals.get("wait_seconds") if gov is not None else None
+        if gov is None or not wait:
+            return False
+        store = _config.approvals(gov.policy)
+        status = await asyncio.to_thread(store.wait, exc.request_id, float(wait))
+        return status in ("approved", "denied")
+
+    async def stream(self, query: Query, params: Params | None = None, *,
+                     binary: bool | None = None, size: int = 1) -> AsyncIterator[Row]:
+        """As psycopg's; in approval wait mode it waits for a decision like execute()
+        (nothing was sent: the statement hook raised before any row)."""
+        rows = super().stream(query, params, binary=binary, size=size)
+        try:
+            try:
+                first = await anext(rows)
+            except ApprovalRequired as exc:
+                if not await self._gov_approval_waited(exc):
+                    raise
+                rows = super().stream(query, params, binary=binary, size=size)
+                first = await anext(rows)
+            yield first
+            async for row in rows:
+                yield row
+        except StopAsyncIteration:
+            return
+        finally:
+            close = getattr(rows, "aclose", None)  # (psycopg's is an async generator)
+            if close is not None:
+                await close()
     # async only: end
+
+    async def _gov_start_copy(self, statement: Query, params: Params | None) -> None:
+        # async only: begin (the sync statement hook waits for a decision itself)
+        try:
+            await self._conn.wait(self._start_copy_gen(statement, params))
+            return
+        except ApprovalRequired as exc:
+            if not await self._gov_approval_waited(exc):
+                raise
+        # async only: end
+        await self._conn.wait(self._start_copy_gen(statement, params))
 
     async def executemany(self, query: Query, params_seq: Iterable[Params], *,
                           returning: bool = False) -> None:
@@ -112,6 +153,17 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
         # The parameter sets as a sequence: an approval is bound to all of them before the
         # first runs (an iterator is read once, here, instead of as psycopg goes).
         seq = params_seq if isinstance(params_seq, Sequence) else list(params_seq)
+        # async only: begin (the sync statement hook waits for a decision itself)
+        try:
+            return await self._gov_executemany(query, seq, returning)
+        except ApprovalRequired as exc:
+            if not await self._gov_approval_waited(exc):
+                raise
+        # async only: end
+        return await self._gov_executemany(query, seq, returning)
+
+    async def _gov_executemany(self, query: Query, seq: Sequence[Params],
+                               returning: bool) -> None:
         conn = self._conn
         self._gov_many = seq
         try:

@@ -269,3 +269,56 @@ kinds = ["DELETE"]
     swapped = _request(drv, lambda: conn.execute(sql))
     assert swapped.request_id != first.request_id
     assert _ids(dsn) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+
+# -- async wait mode on every path ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["executemany", "stream", "copy"])
+async def test_async_paths_wait_for_the_decision(dsn, audit, op):
+    """In wait mode the async executemany/stream/copy wait for the decision (without blocking
+    the event loop) and then run once, as the sync statement hook and async execute() do."""
+    _seed(dsn)
+    policy = parse_policy("""
+[[rules]]
+id = "statement.require-approval"
+level = "approval"
+kinds = ["DELETE", "SELECT", "COPY"]
+tables = ["orders"]
+
+[approvals]
+wait_seconds = 20
+""")
+    store = governed_db._config.approvals(policy)
+    decided: list[str] = []
+
+    def approver() -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not decided:
+            pending = store.list("pending")
+            if pending:
+                store.decide(pending[0]["id"], ALICE, approve=True, policy=policy)
+                decided.append(pending[0]["id"])
+            time.sleep(0.1)
+
+    helper = threading.Thread(target=approver)
+    helper.start()
+    conn = await governed_db.AsyncConnection.connect(dsn, identity=SERVICE, policy=policy,
+                                                     audit=audit, autocommit=True)
+    try:
+        cur = conn.cursor()
+        if op == "executemany":
+            await cur.executemany(DELETE, [[5], [6]])
+            assert _ids(dsn) == [1, 2, 3, 4, 7, 8, 9]
+        elif op == "stream":
+            got = [r async for r in cur.stream("SELECT id FROM orders WHERE id < 4 ORDER BY id")]
+            assert got == [(1,), (2,), (3,)]
+        else:
+            async with cur.copy("COPY (SELECT id FROM orders WHERE id < 3 ORDER BY id)"
+                                " TO STDOUT") as copy:
+                data = b"".join([bytes(b) async for b in copy])
+            assert data == b"1\n2\n"
+    finally:
+        await conn.close()
+        helper.join()
+    assert len(decided) == 1 and store.get(decided[0])["status"] == "used"

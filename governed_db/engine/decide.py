@@ -318,6 +318,7 @@ class DecideStage(GovernorState):
         set of an ``executemany``): each execution is checked against them before it is sent
         (:meth:`check_approved_execution`)."""
         approvals = _config.approvals(self.policy)
+        runs: tuple[tuple[str, ...], ...]
         if executions is None:
             runs = (self.execution_digest(analysis.text, ctx.params),)
         else:
