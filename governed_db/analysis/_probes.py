@@ -35,20 +35,20 @@ Duplicate removal (UNION, INTERSECT, EXCEPT, DISTINCT over an expression) compar
 and is deciding as well.
 
 TOTAL (the definition every entry of :data:`TOTAL_FUNCTIONS` / :data:`TOTAL_OPERATORS` is
-checked against): an operation is total in an argument position when for EVERY value there
-it (1) never raises (no range, format, size-limit or allocation check a value can fail), (2)
-never returns NULL for a non-NULL input, and (3) returns a result whose shape (elements,
-keys), size and cost are decided by no property of the value beyond its length. Its result
-may be NULL only where an input is NULL (shown by ``IS NULL`` anyway) or by row position
-(``lag``). Lookups with a hidden key (``->``, ``->>``, ``#>``, subscripts), NULL-on-no-match
-functions (``substring(s FROM pattern)``, ``array_length``), JSON keys and lpad/rpad's fill
-fail it; so does every function whose output SIZE follows the content (``replace``,
-``translate``, the trims, ``split_part``, the quote_* functions, ``strpos``'s work: with a huge second operand
-the 1 GB / 256 MB limits or a statement_timeout answer "does the hidden value contain c?",
-attack G1). The output that a total chain reaches is masked to a constant, NULL included
+checked against): an operation is total in an argument position when for EVERY value there it
+(1) never raises (no range, format, size-limit or allocation check a value can fail), (2) never
+returns NULL for a non-NULL input, and (3) returns a result whose shape (elements, keys), size
+and cost are decided by no property of the value beyond its length. Its result may be NULL only
+where an input is NULL (shown by ``IS NULL`` anyway) or by row position (``lag``). Lookups with
+a hidden key (``->``, ``->>``, ``#>``, subscripts), NULL-on-no-match functions (``substring(s
+FROM pattern)``, ``array_length``), JSON keys and lpad/rpad's fill fail it; so does every
+function whose output SIZE follows the content (``replace``, ``translate``, the trims,
+``split_part``, the quote_* functions, ``strpos``'s work: with a huge second operand the 1 GB /
+256 MB limits or a statement_timeout answer "does the hidden value contain c?", attack G1). The
+output that a total chain reaches is masked to a constant, NULL included
 (``masking.ColumnMask.constant``). Residual (SECURITY.md): sizes follow lengths, so a value's
-length (in characters and bytes) can still decide a size-limit error when it is combined
-with a huge operand.
+length (in characters and bytes) can still decide a size-limit error when it is combined with a
+huge operand.
 """
 
 from __future__ import annotations
@@ -85,22 +85,22 @@ __all__ = ["TEXT_TYPES", "TOTAL_FUNCTIONS", "TOTAL_OPERATORS", "deciding_sources
 #   (3) its result's SHAPE (number of elements, number of keys) depends on no input value
 #       (jsonb objects keep one of equal keys, so ``jsonb_build_object(ssn, 1, 'guess', 2)``
 #       counts 1 when they match: keys are never a total position); and
-#   (4) its result's SIZE and the WORK to compute it are decided by no property of the value
-#       beyond its length. Sizes are checked by the server (1 GB for a text or array, 256 MB
-#       for a jsonb, statement_timeout for work): an operation whose size follows the
-#       content turns those checks into an oracle. ``length(replace(substr(ssn, 1, 1), '0',
-#       repeat('x', 540000000)) || repeat('y', 540000000))`` raises exactly when the first
-#       character is '0' (attack G1). So not total: replace's string and pattern (the
-#       replacement is: its size times a count of matches in the other, non-hidden,
-#       operands), translate (deletes and widens by content), btrim/ltrim/rtrim/trim
-#       (remove as many characters as match), split_part (a part's size is where the
-#       delimiters are), quote_literal/quote_ident/quote_nullable (double quotes and
-#       backslashes), strpos (a search stops at the first match: with a hidden needle and
-#       a huge haystack the work is where the match is), regexp_* (never listed). What remains follows lengths only; the
-#       residual, documented in SECURITY.md: a value's length (characters, and bytes per
-#       character) combined with a huge operand still decides whether a size limit is
-#       crossed; lower/upper/initcap change the byte width of a few non-ASCII letters, and
-#       JSON text escapes '"', '\\' and control characters, fixed sets no caller chooses.
+#   (4) its result's SIZE and the WORK to compute it are decided by no property of the value beyond
+#       its length. Sizes are checked by the server (1 GB for a text or array, 256 MB for a jsonb,
+#       statement_timeout for work): an operation whose size follows the content turns those checks
+#       into an oracle. ``length(replace(substr(ssn, 1, 1), '0', repeat('x', 540000000)) ||
+#       repeat('y', 540000000))`` raises exactly when the first character is '0' (attack G1). So not
+#       total: replace's string and pattern (the replacement is: its size times a count of matches
+#       in the other, non-hidden, operands), translate (deletes and widens by content),
+#       btrim/ltrim/rtrim/trim (remove as many characters as match), split_part (a part's size is
+#       where the delimiters are), quote_literal/quote_ident/quote_nullable (double quotes and
+#       backslashes), strpos (a search stops at the first match: with a hidden needle and a huge
+#       haystack the work is where the match is), regexp_* (never listed). What remains follows
+#       lengths only; the residual, documented in SECURITY.md: a value's length (characters, and
+#       bytes per character) combined with a huge operand still decides whether a size limit is
+#       crossed; lower/upper/initcap change the byte width of a few non-ASCII letters, and JSON text
+#       escapes '"', '\\' and control characters, a char(n) cast's text drops trailing spaces: fixed
+#       sets no caller chooses.
 # Whether the result is NULL may depend only on whether an input is NULL (which ``IS NULL`` on
 # the stored column shows anyway) or on a row's position (lag, first_value). A value derived
 # from a masked column may pass only through total positions; the result then reaches an
@@ -660,8 +660,9 @@ class _Probe:
             if total is None or i in total:
                 self.nested(arg, scopes, ctes)
             else:
-                self.decide(arg, scopes, ctes, f"is an argument of {name}(), which can raise"
-                            " or return a number of rows that depends on it")
+                self.decide(arg, scopes, ctes, f"is an argument of {name}(), which can raise,"
+                            " return a number of rows, or size its result or its work by"
+                            " what the value contains")
 
     def window_def(self, wd: Any, scopes: list[list[_Entry]],
                    ctes: Mapping[str, list[Column]]) -> None:
