@@ -1,9 +1,10 @@
-"""The catalog snapshot follows the session's search_path (names resolve as the server does).
+"""Names resolve through the session's search_path as the server resolves them.
 
-A statement that changes search_path (observe mode lets a denied SET run; a function body may
-call set_config) makes the next statement resolve names through the new path: the snapshot
-is reloaded for this session (and not shared). Shadow: a view `<user>.users` of constants is
-first on the connect-time path; the real `public.users` holds the e-mail addresses."""
+A statement that changes search_path (observe mode lets a denied SET run; a SQL function's
+set_config; dynamic SQL in PL/pgSQL) must not leave governance resolving names through the
+old path. Shadow: a view `<current_user>.users` of constants is first on the connect-time
+path; after the switch the server reads `public.users`, whose `org_id` the policy masks.
+Enforced, the visible switches are refused; the dynamic one runs and the next read is masked."""
 
 from __future__ import annotations
 
