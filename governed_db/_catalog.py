@@ -69,6 +69,9 @@ SELECT DISTINCT NULL::int8, NULL::text, o.oprname::text, 'O', NULL::int4[], NULL
 FROM pg_catalog.pg_operator o
 WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
 UNION ALL
+SELECT NULL, NULL, pg_catalog.current_setting('transaction_isolation'), 'X', NULL, NULL,
+       (pg_catalog.txid_current_if_assigned() IS NOT NULL)::text
+UNION ALL
 SELECT NULL, NULL, n.name, 'N', NULL, NULL, NULL
 FROM (SELECT typname::text FROM pg_catalog.pg_type
       UNION SELECT conname::text FROM pg_catalog.pg_constraint
@@ -161,7 +164,8 @@ class Catalog:
                  functions: Iterable[FunctionInfo] = (),
                  unique_keys: Iterable[tuple[int, Sequence[int]]] = (),
                  side_effect_tables: Iterable[int] = (),
-                 other_names: Iterable[str] = ()) -> None:
+                 other_names: Iterable[str] = (),
+                 isolation: str = "read committed", tx_wrote: bool = False) -> None:
         self.by_oid = {r.oid: r for r in relations}
         self.by_name = {(r.schema, r.name): r for r in self.by_oid.values()}
         self.search_path = tuple(search_path)
@@ -202,6 +206,11 @@ class Catalog:
         # Objects results named that this snapshot does not know (table OIDs, columns), each
         # asking for one reload; carried to the next snapshot while still unknown there.
         self.absent: set[Any] = set()
+        # How the query that read it saw the catalog (its row 'X'): the transaction's
+        # isolation level, and whether that transaction had written anything (an xid): what
+        # it read may then be uncommitted (DDL later rolled back).
+        self.isolation = isolation
+        self.tx_wrote = tx_wrote
 
     @property
     def identifiers(self) -> frozenset[str]:
@@ -224,17 +233,26 @@ class Catalog:
         inlines this test: ``GovernedCursorMixin._start_query``.)"""
         return time.monotonic() - self.loaded_at < REFRESH_SECONDS
 
+    @property
+    def old_view(self) -> bool:
+        """Read under REPEATABLE READ / SERIALIZABLE: the catalog as of the transaction's
+        snapshot, while the server resolves names with the catalog as it is now."""
+        return self.isolation in ("repeatable read", "serializable")
+
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]], version: int = 0) -> Catalog:
         rels, path, funcs, builtins, ops, names_ = [], [], [], [], [], []
         infos: list[FunctionInfo] = []
         keys: list[tuple[int, Sequence[int]]] = []
         side: list[int] = []
+        isolation, tx_wrote = "", True  # (not reported: judged the most cautious way)
         for oid, schema, name, kind, attnums, names, viewdef in rows:
             if kind == "O":
                 ops.append(str(name))
             elif kind == "N":
                 names_.append(str(name))
+            elif kind == "X":
+                isolation, tx_wrote = str(name), viewdef != "false"
             elif kind == "F":
                 funcs.append(str(name).lower())
                 if oid is not None and names:
@@ -259,7 +277,8 @@ class Catalog:
                                      viewdef=viewdef))
         return cls(rels, path, funcs, version, builtin_functions=builtins,
                    user_operators=ops, functions=infos, unique_keys=keys,
-                   side_effect_tables=side, other_names=names_)
+                   side_effect_tables=side, other_names=names_,
+                   isolation=isolation, tx_wrote=tx_wrote)
 
     def carry_absent(self, older: Catalog) -> None:
         """Keep what ``older`` was asked about and this (newer) snapshot still does not know."""

@@ -6,6 +6,7 @@ import logging
 import sys
 import uuid
 import weakref
+from time import monotonic
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -174,15 +175,30 @@ class GovernedConnectionMixin(_ConnectionBase):
                 gov.tx_fresh = False  # a query ran in it: it can no longer become READ WRITE
         gov.session_synced(identity, status == INTRANS, bool(sync))
         gov.catalog_due()  # (ages the snapshot: also checked at connect)
-        if gov.catalog_stale and not gov.catalog_forced and not gov.catalog_private:
+        if gov.catalog_stale and not gov.catalog_forced and not gov.catalog_private \
+                and not (gov.catalog_tx and gov.catalog is not None and gov.catalog.tx_wrote):
             # Stale by age only: another connection may have refreshed the shared snapshot
-            # (not when this session's own snapshot holds its temporary tables).
+            # (not when this session's own snapshot holds its temporary tables or what its
+            # open transaction wrote). A shared one is the committed catalog, as the server
+            # resolves names with it now, in any isolation level.
             shared = catalog_for(gov.catalog_key)
             if shared is not None and shared.fresh() and shared is not gov.catalog:
                 gov.catalog = shared
                 gov.catalog_stale = False
         if gov.catalog_stale:
             yield from self._gov_load_catalog_gen()
+            catalog = gov.catalog
+            if gov.catalog_tx and catalog is not None and catalog.old_view \
+                    and not catalog.fresh():
+                gov.catalog_stale = True
+                gov.event("denied_catalog", reason="old transaction snapshot")
+                raise StatementDenied(
+                    "denied by policy rule `session.catalog-snapshot`: governed_db must read"
+                    " the catalog again (it is older than its refresh window, or changed), but"
+                    f" this {catalog.isolation.upper()} transaction reads it as of its start,"
+                    " which may no longer be the schema the server resolves names with. End"
+                    " the transaction (commit or roll back) and retry, or run it in READ"
+                    " COMMITTED", rule_ids=("session.catalog-snapshot",))
 
     def _gov_before_pipeline_gen(self) -> Any:
         """Before entering pipeline mode (``pipeline()``, executemany's own pipeline): bring
@@ -241,7 +257,14 @@ class GovernedConnectionMixin(_ConnectionBase):
         # A snapshot holding this session's temporary tables is its own: other sessions
         # cannot see them, and their `users` may not be ours.
         gov.catalog_private = catalog.has_temp
-        if not catalog.has_temp:
+        # Read inside a transaction that wrote (its DDL may yet be rolled back) or under
+        # REPEATABLE READ / SERIALIZABLE (the catalog as of the transaction's snapshot, and
+        # no newer than when it could have been taken): this transaction's own, never
+        # shared, discarded when it ends (SessionStage.catalog_tx_ended).
+        gov.catalog_tx = status == INTRANS and (catalog.tx_wrote or catalog.old_view)
+        if gov.catalog_tx and catalog.old_view:
+            catalog.loaded_at = min(catalog.loaded_at, gov.tx_since)
+        if not catalog.has_temp and not gov.catalog_tx:
             store_catalog(gov.catalog_key, catalog)
         gov.catalog = catalog
         gov.catalog_stale = False
@@ -273,6 +296,7 @@ class GovernedConnectionMixin(_ConnectionBase):
         gov = self._governor
         if gov is not None:
             gov.tx_fresh = True  # a transaction is starting: nothing has run in it yet
+            gov.tx_since = monotonic()
         if gov is not None and b"READ WRITE" in cmd:
             ident = gov.pending_identity or gov.identity()
             if gov.read_only_for(ident):
@@ -301,8 +325,11 @@ class GovernedConnectionMixin(_ConnectionBase):
         pgconn = self.pgconn
         if gov is None or pgconn.status != _CONN_OK:
             return
-        if gov.cursors and pgconn.transaction_status == IDLE:
-            gov.transaction_ended(committed=True)  # (a rollback was told so already)
+        if pgconn.transaction_status == IDLE:
+            if gov.cursors:
+                gov.transaction_ended(committed=True)  # (a rollback was told so already)
+            if gov.catalog_tx:
+                gov.catalog_tx_ended()
         if gov.driver_statements_gone:
             self._gov_forget_prepared()
         problem = gov.violation

@@ -129,6 +129,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
             # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or
             # autocommit): a read-only identity's allowed write can still make it READ WRITE.
             gov.tx_fresh = True
+            gov.tx_since = monotonic()
+            if gov.catalog_tx:
+                gov.catalog_tx_ended()  # the transaction it was read in is over
             if gov.synced_in_tx:
                 # The transaction governance synced inside ended (COMMIT or ROLLBACK, maybe
                 # through transaction()): whether its SETs hold is not known, sync again.

@@ -45,6 +45,14 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.catalog_stale = True
         self.catalog_forced = False  # stale because of DDL / an unknown object: query again
         self.catalog_private = False  # the snapshot holds this session's temporary tables
+        # The snapshot was read inside a transaction that had written (maybe uncommitted DDL)
+        # or under REPEATABLE READ / SERIALIZABLE (the catalog as of its snapshot): it is
+        # this transaction's own, never shared, and discarded when the transaction ends or
+        # rolls back to a savepoint (SessionStage.catalog_tx_ended).
+        self.catalog_tx = False
+        # When the current transaction can have taken its snapshot at the earliest (set
+        # when a statement starts with no transaction open, and at psycopg's BEGIN).
+        self.tx_since = float("-inf")
         # A result named a relation or column the snapshot does not know: the catalog is
         # reloaded and the result planned again before its rows reach the caller.
         self.replan = False

@@ -91,7 +91,8 @@ def _sql_literal(text: str) -> bytes:
 
 
 def _has_session_effects(ctx: StatementContext) -> bool:
-    return any(s.prepares or s.declares or s.closes or s.deallocates or s.kind == "DISCARD"
+    return any(s.prepares or s.declares or s.closes or s.deallocates
+               or s.kind in ("DISCARD", "COMMIT", "PREPARE TRANSACTION")
                or s.is_ddl for s in ctx.statements)
 
 
@@ -127,6 +128,14 @@ class SessionStage(GovernorState):
         """Reload the snapshot before the next statement (DDL ran, an unknown object showed)."""
         self.catalog_stale = True
         self.catalog_forced = True
+
+    def catalog_tx_ended(self) -> None:
+        """The transaction (or the part after a savepoint) ended, committed or not: a
+        snapshot read inside it is not the catalog any more (DDL undone or committed, an old
+        REPEATABLE READ view): reloaded before the next statement."""
+        if self.catalog_tx:
+            self.catalog_tx = False
+            self.mark_catalog_stale()
 
     def catalog_due(self) -> bool:
         """Whether the snapshot must be refreshed before the next statement."""
@@ -267,7 +276,9 @@ class SessionStage(GovernorState):
 
     def rolled_back(self) -> None:
         """A ROLLBACK (or ROLLBACK TO) ran: what governance SET inside the transaction is
-        undone, so it is synced again; SETs made outside it (the usual case) still hold."""
+        undone, so it is synced again; SETs made outside it (the usual case) still hold.
+        DDL it ran is undone too: a snapshot read inside it is discarded."""
+        self.catalog_tx_ended()
         if self.synced_in_tx:
             self.synced_in_tx = False
             self.session_reset()
@@ -289,6 +300,11 @@ class SessionStage(GovernorState):
                 self._session_drop("cursor", name)
             for name in s.deallocates:
                 self._session_drop("prepared", name)
+            if s.kind == "DISCARD" and (self.catalog_private or (
+                    self.catalog is not None and self.catalog.has_temp)):
+                self.mark_catalog_stale()  # DISCARD TEMP / ALL dropped its temporary tables
+            if s.kind in ("COMMIT", "PREPARE TRANSACTION"):
+                self.catalog_tx_ended()  # ("COMMIT; BEGIN" in one text: never seen idle)
             if s.kind == "DISCARD" and ("*", None) in s.settings:
                 self._session_drop("prepared", "*")  # DISCARD ALL: DEALLOCATE ALL, CLOSE ALL
                 self._session_drop("cursor", "*")
@@ -299,7 +315,9 @@ class SessionStage(GovernorState):
     def session_effects_unknown(self, ctx: StatementContext) -> None:
         """A statement failed or was rolled back: whatever it would have prepared, declared,
         closed or deallocated is unknown now (PREPARE and DEALLOCATE are not undone by a
-        rollback). Forgotten, so a later EXECUTE/FETCH of those names fails closed."""
+        rollback). Forgotten, so a later EXECUTE/FETCH of those names fails closed. (It may
+        have ended its transaction: a snapshot read inside that is discarded.)"""
+        self.catalog_tx_ended()
         for s in ctx.statements if _has_session_effects(ctx) else ():
             for name in s.prepares + s.deallocates:
                 self._session_drop("prepared", name)
