@@ -47,6 +47,8 @@ if TYPE_CHECKING:
         catalog_stale: bool
         catalog_forced: bool
         catalog_private: bool
+        catalog_tx: bool
+        tx_since: float
         replan: bool
         # Session objects by name (PREPAREd statements, DECLAREd cursors).
         prepared: dict[str, StatementFacts]
