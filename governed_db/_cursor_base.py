@@ -475,10 +475,14 @@ class GovernedCursorMixin(_CursorBase[Row]):
         made for the old query must not mask the new one's rows. The cursor is read as one
         this object did not declare: described again and judged as ``FETCH`` from the name,
         by what the session saw it declared as now (unknown: masked; gone: the server's
-        error, as psycopg raises it)."""
-        if self._gov_ctx is None or not self._described:
+        error, as psycopg raises it). Likewise when the identity fetching is not the one
+        the rows were judged for (declared by a service, fetched under ``acting_as(agent)``):
+        judged and recorded as that identity's FETCH."""
+        ctx = self._gov_ctx
+        if ctx is None or not self._described:
             return  # not judged yet: the describe before the fetch judges it
-        if self._gov_portal_version() != self._gov_portal:
+        if self._gov_portal_version() != self._gov_portal \
+                or ctx.identity != self._conn._governor.identity():
             self._gov_ctx = None
             self._described = False
 
