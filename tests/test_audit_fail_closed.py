@@ -190,12 +190,23 @@ async def test_failing_sink_refuses_next_statement_async(dsn, tmp_path, path):
     verify(log.path, log.key.public_key())
 
 
+class PrintsOnce:
+    """str() works when the identity is made (checked there), fails afterwards."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __str__(self) -> str:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("no text for this value")
+        return "r1"
+
+
 def _unbuildable_identity() -> Identity:
-    ident = Identity("odd-svc", "service", attributes={"run": "r1"})
-    # Checked at construction; changed afterwards through the (mutable) mapping, so only the
-    # writer can find out: it must not stop silently.
-    ident.attributes["run"] = Unprintable()  # type: ignore[index]
-    return ident
+    # Checked at construction (attributes are read-only since attack G7); the value's own
+    # str() fails later, so only the writer can find out: it must not stop silently.
+    return Identity("odd-svc", "service", attributes={"run": PrintsOnce()})
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -454,6 +454,8 @@ class AuditLog:
             if (due and not self.strict) or stop:
                 cp = {"type": "checkpoint", "ts": _now(), "close": bool(stop)}
                 self._pending.append((cp, self._chain(cp, sign=True)))
+                if _egress._observers:  # every record written is reported, checkpoints too
+                    _egress.emit("audit record", cp)
                 del cp  # (see below)
                 last_checkpoint = time.monotonic()
             # Drop this batch's items before anyone waiting on it is told it is durable: a
@@ -513,6 +515,8 @@ class AuditLog:
             if type(item) is tuple:
                 failed["statement_id"] = str(item[1])
             line = failed, self._chain(failed, sign=True)
+            if _egress._observers:
+                _egress.emit("audit record", failed)
             self._fail_fatally(cause)
             return line
 
@@ -645,6 +649,8 @@ class AuditLog:
         marker = {"type": "rotated", "ts": _now(), "previous_chain": old_chain,
                   "previous_seq": old_seq, "previous_hash": old_prev}
         self._pending.append((marker, self._chain(marker, sign=True)))
+        if _egress._observers:
+            _egress.emit("audit record", marker)
         for rec in pending:
             for key in _CHAIN_FIELDS:
                 rec.pop(key, None)
