@@ -215,3 +215,39 @@ def test_governance_sync_literals_survive_scs_off(dsn, audit):
     finally:
         conn.close()
     assert _raw_state(dsn)[0] == [(1,), (2,)]
+
+
+HIDDEN_BODIES = {
+    "sql": ("LANGUAGE sql SET standard_conforming_strings = off AS"
+            " $f$SELECT '\\' AS a -- '; DELETE FROM t WHERE a = 1; SELECT 'b'::text AS b --\n$f$"),
+    "plpgsql": ("LANGUAGE plpgsql SET standard_conforming_strings = off AS"
+                " $f$BEGIN PERFORM '\\' AS a -- '; DELETE FROM t WHERE a = 1; PERFORM 1 --\n; RETURN 'b'; END$f$"),
+}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("lang", list(HIDDEN_BODIES))
+async def test_function_lexed_with_scs_off_is_not_trusted_by_its_body(dsn, audit, lang, mode):
+    """attack3 A8: `CREATE FUNCTION ... SET standard_conforming_strings = off`: the server lexes
+    the body with it off (a DELETE hides behind '\\' ... --), the analysis with it on. Such a
+    body's effect is unknown: under a rule that needs approval for DELETE the call needs it too
+    (a human, policy with statement.require-approval), and nothing is deleted."""
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("SET check_function_bodies = off")
+        raw.execute(f"CREATE FUNCTION f_hidden() RETURNS text {HIDDEN_BODIES[lang]}")
+    before = _raw_state(dsn)
+    policy = parse_policy('version = 1\n[[rules]]\nid = "statement.require-approval"\n'
+                          'kinds = ["DELETE"]\n')
+    conn = await _connect(mode, dsn, identity=HUMAN, policy=policy, audit=audit,
+                          autocommit=True)
+    try:
+        with pytest.raises((errors.StatementDenied, errors.ApprovalRequired)) as ei:
+            await _execute(conn, "SELECT f_hidden()")
+        assert ei.value.rule_ids == ("statement.require-approval",)
+        assert "standard_conforming_strings off" in str(ei.value)
+    finally:
+        if mode == "sync":
+            conn.close()
+        else:
+            await conn.close()
+    assert _raw_state(dsn) == before  # nothing deleted

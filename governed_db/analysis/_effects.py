@@ -32,6 +32,7 @@ import attrs
 from .._catalog import BUILTIN_CONSTRUCTORS
 from ._extract import extract_all
 from ._facts import StatementFacts
+from ._normalize import lexing_depends_on_scs
 from ._plpgsql import PLPGSQL_UNDERSTOOD, embedded_sql, parse_plpgsql, plpgsql_nodes
 
 __all__ = ["BodyEffects", "body_effects", "static_bound", "unknown_functions",
@@ -130,6 +131,7 @@ def _plpgsql(fn: Any) -> BodyEffects:
     return out
 
 
+
 def body_effects(fn: Any) -> BodyEffects:
     """The effects of one function's own body (not of the functions it calls), cached."""
     key = (int(fn.oid), str(fn.xmin))
@@ -147,7 +149,14 @@ def body_effects(fn: Any) -> BodyEffects:
         out = _NONE  # a range/multirange constructor: the server's own code, reads nothing
     else:
         out = BodyEffects(opaque=(f"a function written in language {lang}",))
-    own = tuple(c for c in getattr(fn, "config", ()) if c[0].startswith("governed_db"))
+    config = getattr(fn, "config", ())
+    if any(name == "standard_conforming_strings" and value.lower() not in ("on", "true", "1")
+           for name, value in config) and lexing_depends_on_scs(fn.source or ""):
+        # CREATE FUNCTION ... SET standard_conforming_strings = off: the server lexes the body
+        # with it off, this analysis with it on; a backslash in a plain string can hide a
+        # statement from one of them ('\' -- '; DELETE ...). Effect unknown.
+        out = BodyEffects(opaque=("a body lexed with standard_conforming_strings off",))
+    own = tuple(c for c in config if c[0].startswith("governed_db"))
     if own:
         # CREATE FUNCTION ... SET governed_db.identity.tenant = '...': while it runs, its
         # body (and RLS) sees another identity; restored at exit, so no read-back sees it.
