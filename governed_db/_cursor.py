@@ -60,6 +60,9 @@ class _CopyMixin(_CursorBase[Row]):
         def _gov_serial_executemany(self, query: Query, params_seq: Iterable[Params]) -> bool:
             ...  # GovernedCursorMixin's
 
+        def _gov_discard_copy_out_gen(self) -> Any:
+            ...  # GovernedCursorMixin's
+
     @contextmanager
     def copy(self, statement: Query, params: Params | None = None, *,
              writer: Writer | None = None) -> Iterator[Copy]:
@@ -67,7 +70,14 @@ class _CopyMixin(_CursorBase[Row]):
         try:
             with self._conn.lock:
                 self._gov_start_copy(statement, params)
-                with Copy(self, writer=writer) as copy:
+                try:
+                    copy = Copy(self, writer=writer)
+                except BaseException:
+                    # Refused after the server began a COPY TO (binary data to mask): read
+                    # the rest and drop it, so the connection is left usable.
+                    self._conn.wait(self._gov_discard_copy_out_gen())
+                    raise
+                with copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None

@@ -62,6 +62,9 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
         def _gov_serial_executemany(self, query: Query, params_seq: Iterable[Params]) -> bool:
             ...  # GovernedCursorMixin's
 
+        def _gov_discard_copy_out_gen(self) -> Any:
+            ...  # GovernedCursorMixin's
+
     @asynccontextmanager
     async def copy(self, statement: Query, params: Params | None = None, *,
                    writer: AsyncWriter | None = None) -> AsyncIterator[AsyncCopy]:
@@ -69,7 +72,14 @@ class _AsyncCopyMixin(_AsyncCursorBase[Row]):
         try:
             async with self._conn.lock:
                 await self._gov_start_copy(statement, params)
-                async with AsyncCopy(self, writer=writer) as copy:
+                try:
+                    copy = AsyncCopy(self, writer=writer)
+                except BaseException:
+                    # Refused after the server began a COPY TO (binary data to mask): read
+                    # the rest and drop it, so the connection is left usable.
+                    await self._conn.wait(self._gov_discard_copy_out_gen())
+                    raise
+                async with copy:
                     yield copy
         except e._NO_TRACEBACK as ex:
             raise ex.with_traceback(None) from None

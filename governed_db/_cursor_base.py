@@ -18,6 +18,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic
 
 from psycopg import pq
+from psycopg.generators import copy_from
 from psycopg.rows import Row, RowFactory, RowMaker
 
 from . import _pipeline_readback, _server_mask
@@ -340,6 +341,20 @@ class GovernedCursorMixin(_CursorBase[Row]):
             return self._gov_copy_in_gen(statement, params)
         self._gov_path = "COPY"
         return self._gov_track(super()._start_copy_gen(statement, params))
+
+    def _gov_discard_copy_out_gen(self) -> Any:
+        """Read to its end, and drop, a ``COPY ... TO STDOUT`` the server began but that is
+        refused (``GovernedCopyMixin._gov_init``), leaving the connection out of COPY mode and
+        its transaction as it was. The data never reaches the caller, egress observers
+        included. No cancel: a cancel can land on the caller's next statement."""
+        if self._gov_result is None or self._gov_result.status != _COPY_OUT:
+            return
+        pgconn = self._conn.pgconn
+        try:
+            while isinstance((yield from copy_from(pgconn)), memoryview):
+                pass
+        except Exception:  # noqa: BLE001 - the copy ended (its error is moot); the refusal is raised
+            pass
 
     def _gov_copy_in_limited(self, statement: Any, params: Any) -> bool:
         """Whether ``COPY ... FROM STDIN`` is about to run under a row limit (measured then)."""
