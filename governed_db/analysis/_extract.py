@@ -118,6 +118,7 @@ def _extract(raw: dict[str, Any], text: str, prepared: dict[str, _Collector]) ->
         dynamic_settings=c.dynamic_settings, column_notation=frozenset(c.colnot),
         deallocates=tuple(c.deallocates), session_refs=tuple(c.session_refs),
         explain_analyze=c.explain_analyze, vacuum_full=c.vacuum_full,
+        row_kinds=frozenset(c.rows),
     )
 
 

@@ -71,6 +71,9 @@ class StatementFacts:
         calls_writing_function: a called user function may change data (body analysis).
         explain_analyze: an ``EXPLAIN (ANALYZE)`` that runs its statement (see
             ``policy_kinds``).
+        row_kinds: the row operations (INSERT/UPDATE/DELETE) the statement performs, by
+            effect: each WHEN action of a MERGE, INSERT for COPY FROM, INSERT and UPDATE for
+            ``INSERT ... ON CONFLICT DO UPDATE``, the inner statements of writable CTEs.
     """
 
     kind: str
@@ -106,6 +109,7 @@ class StatementFacts:
     session_refs: tuple[tuple[int, str, str], ...] = ()
     explain_analyze: bool = False
     vacuum_full: bool = False
+    row_kinds: frozenset[str] = frozenset()
 
     @property
     def dangerous_functions(self) -> frozenset[str]:

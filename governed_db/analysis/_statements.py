@@ -178,6 +178,7 @@ def _h_execute(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> No
         c.opaque.append(f"EXECUTE of {name!r}, which was not prepared in this string")
     elif now:
         c.kinds |= inner.kinds
+        c.rows |= inner.rows
         c.writes |= inner.writes
         c.reads |= inner.reads
         c.unbounded |= inner.unbounded

@@ -21,7 +21,7 @@ class _Collector:
         "kinds", "writes", "reads", "functions", "unbounded", "settings", "opaque",
         "prepares", "executes", "declares", "fetches", "closes", "copy", "rw",
         "prepared_here", "refs", "ops", "dynamic_settings", "colnot", "deallocates",
-        "session_refs", "explain_analyze", "vacuum_full",
+        "session_refs", "explain_analyze", "vacuum_full", "rows",
     )
 
     def __init__(self, prepared_here: dict[str, _Collector]) -> None:
@@ -48,6 +48,9 @@ class _Collector:
         self.colnot: set[str] = set()
         self.explain_analyze = False
         self.vacuum_full = False
+        # the row operations run (INSERT/UPDATE/DELETE), by effect: a MERGE's WHEN actions,
+        # COPY FROM, INSERT ... ON CONFLICT DO UPDATE
+        self.rows: set[str] = set()
 
     def merge_calls(self, inner: _Collector) -> None:
         """Functions, operators and settings of an inner body count as this statement's."""
@@ -234,6 +237,7 @@ def _sql_in_string(arg: Any, writes: bool, c: _Collector, *, now: bool = True) -
             if "SelectStmt" in stmt:
                 inner.kinds.add("SELECT")
             c.kinds |= inner.kinds
+            c.rows |= inner.rows
             c.writes |= inner.writes
             c.unbounded |= inner.unbounded
 
@@ -309,6 +313,7 @@ def _dml(kind: str, target_key: str) -> Any:
         target = body.get(target_key, {})
         if now:
             c.kinds.add(kind)
+            c.rows |= _row_kinds(kind, body)
             c.writes.add(relname(target))
             if kind in ("UPDATE", "DELETE") and not is_effective_where(body.get("whereClause")):
                 c.unbounded.add(relname(target))
@@ -325,6 +330,20 @@ def _dml(kind: str, target_key: str) -> Any:
                 _walk(value, c, now, scope)
 
     return handler
+
+
+_MERGE_COMMANDS = {"CMD_INSERT": "INSERT", "CMD_UPDATE": "UPDATE", "CMD_DELETE": "DELETE"}
+
+
+def _row_kinds(kind: str, body: Node) -> set[str]:
+    """The row operations a DML statement performs on its target."""
+    if kind == "MERGE":
+        return {_MERGE_COMMANDS[cmd] for w in body.get("mergeWhenClauses", ())
+                if (cmd := w.get("MergeWhenClause", {}).get("commandType")) in _MERGE_COMMANDS}
+    if kind == "INSERT":
+        action = (body.get("onConflictClause") or {}).get("action")
+        return {"INSERT", "UPDATE"} if action == "ONCONFLICT_UPDATE" else {"INSERT"}
+    return {kind}
 
 
 def _h_explain(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
@@ -362,6 +381,8 @@ def _h_copy(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
     rel = body.get("relation")
     if rel and now:
         (c.writes if is_from else c.reads).add(relname(rel))
+        if is_from:
+            c.rows.add("INSERT")
     _walk(body.get("whereClause"), c, now, ctes)
 
 

@@ -42,7 +42,8 @@ RULES: dict[str, Rule] = {
              " and server maintenance (VACUUM FULL, CHECKPOINT, LOAD)",
              c._ddl),
         Rule("statement.disallow-multi-statement", "one statement per string", c._multi),
-        Rule("statement.require-approval", "statements of these kinds/tables need approval",
+        Rule("statement.require-approval", "statements of these kinds/tables need approval"
+             " (kinds by effect too: MERGE actions, COPY FROM, ON CONFLICT DO UPDATE)",
              c._require_approval, {"kinds": "list[str]"}),
         Rule("statement.affected-row-limit", "DML touching more rows than max_rows (or the"
              " identity kind's max_rows_by_kind) is rolled back (exact count, savepoint)",

@@ -348,7 +348,9 @@ def _require_approval(cfg: RuleConfig, ctx: CheckContext, s: StatementFacts) -> 
         # other settings) may do whatever this rule asks approval for, on any table.
         return (f"{s.effect_unknown[0]}, so it may do what this rule needs a person's approval"
                 " for; retry the identical statement once it is approved")
-    if kinds and not s.policy_kinds & kinds:
+    # by effect: a MERGE, COPY FROM or INSERT ... ON CONFLICT DO UPDATE counts as each row
+    # operation it performs, as well as by its own kind
+    if kinds and not (s.policy_kinds | s.row_kinds) & kinds:
         return None
     if not _tables_match(cfg, s.writes | s.reads, default=True):
         return None

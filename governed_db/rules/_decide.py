@@ -32,6 +32,7 @@ def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
     if not s.session_refs:
         return s
     kinds, writes, reads = set(s.kinds), set(s.writes), set(s.reads)
+    rows = set(s.row_kinds)
     functions, unbounded = set(s.functions), set(s.unbounded_writes)
     refs, ops = set(s.function_refs), set(s.operators)
     resolved: set[int] = set()
@@ -42,6 +43,7 @@ def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
             continue
         resolved.add(index)
         kinds |= inner.kinds
+        rows |= inner.row_kinds
         writes |= inner.writes
         reads |= inner.reads
         functions |= inner.functions
@@ -52,9 +54,10 @@ def effective_facts(s: StatementFacts, prepared: Mapping[str, StatementFacts],
     if not resolved:
         return s
     remaining = [r for i, r in enumerate(s.opaque_reasons) if i not in resolved] + added
-    return attrs.evolve(s, kinds=frozenset(kinds), writes=frozenset(writes),
-                        reads=frozenset(reads), functions=frozenset(functions),
-                        function_refs=frozenset(refs), operators=frozenset(ops),
+    return attrs.evolve(s, kinds=frozenset(kinds), row_kinds=frozenset(rows),
+                        writes=frozenset(writes), reads=frozenset(reads),
+                        functions=frozenset(functions), function_refs=frozenset(refs),
+                        operators=frozenset(ops),
                         unbounded_writes=frozenset(unbounded), opaque_reasons=tuple(remaining),
                         session_refs=())
 
