@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -276,16 +276,21 @@ _LIST = re.compile(r"\(([^()]*)\)")
 def _redact_capture(value: str, allowed: Allowed) -> str:
     if allowed.value(value):
         return value
-    if "(" in value and _LIST.search(value):
-        # (col, col)=(value, value) / (v1, v2, …): judge each item, keep names.
-        rest = _LIST.sub("", value)
-        if not rest.strip(" =,"):
-            def one(m: re.Match[str]) -> str:
-                items = m.group(1).split(", ")
-                return "(" + ", ".join(i if allowed.value(i) else REDACTED_TEXT
-                                       for i in items) + ")"
-            return _LIST.sub(one, value)
-    return REDACTED_TEXT
+    # (col, col)=(value, value) / (v1, v2, …): judge each item, keep names.
+    listed = _redact_lists(value, allowed.value)
+    return REDACTED_TEXT if listed is None else listed
+
+
+def _redact_lists(value: str, keep: Callable[[str], bool]) -> str | None:
+    """A capture made only of parenthesized lists (``(a, b)=(1, 2)``): each item kept when
+    ``keep(item)``, else redacted; None when the capture is anything else."""
+    if "(" not in value or not _LIST.search(value) or _LIST.sub("", value).strip(" =,"):
+        return None
+
+    def one(m: re.Match[str]) -> str:
+        return "(" + ", ".join(i if keep(i) else REDACTED_TEXT
+                               for i in m.group(1).split(", ")) + ")"
+    return _LIST.sub(one, value)
 
 
 def _redact_value(value: str, allowed: Allowed) -> str:
@@ -301,15 +306,8 @@ def _redact_value(value: str, allowed: Allowed) -> str:
         items = [i.strip() for i in sig.group(2).split(",")] if sig.group(2).strip() else []
         if len(items) <= _MAX_ARGS and all(allowed.value(i) for i in items):
             return value
-    if "(" in value and _LIST.search(value):
-        rest = _LIST.sub("", value)
-        if not rest.strip(" =,"):
-            def one(m: re.Match[str]) -> str:
-                items = m.group(1).split(", ")
-                return "(" + ", ".join(i if i in allowed.fragments or i == "null"
-                                       else REDACTED_TEXT for i in items) + ")"
-            return _LIST.sub(one, value)
-    return REDACTED_TEXT
+    listed = _redact_lists(value, lambda i: i in allowed.fragments or i == "null")
+    return REDACTED_TEXT if listed is None else listed
 
 
 def redact_line(line: str, allowed: Allowed) -> str:

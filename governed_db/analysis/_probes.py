@@ -244,14 +244,22 @@ class _Probe:
         wc = wc.get("WithClause", wc)
         for item in wc.get("ctes", ()):
             cte = item.get("CommonTableExpr", {})
-            query = cte.get("ctequery")
-            sel = query.get("SelectStmt") if isinstance(query, dict) else None
-            if isinstance(sel, dict):
-                self._inner.add(id(sel))
-            self.statement(query, outer, ctes)
-            if isinstance(sel, dict) and id(sel) in self._deferred:
-                self._cte_taint[str(cte.get("ctename", ""))] = self._deferred.pop(id(sel))
+            taint = self._inner_statement(cte.get("ctequery"), outer, ctes)
+            if taint is not None:
+                self._cte_taint[str(cte.get("ctename", ""))] = taint
         return self.lin._with(wc, outer, ctes)
+
+    def _inner_statement(self, query: Any, outer: list[list[_Entry]],
+                         ctes: Mapping[str, list[Column]]) -> Any:
+        """Walk a CTE's or FROM subquery's statement as an inner one (judged where it is
+        read); the order taint it deferred to its reader, or None."""
+        sel = query.get("SelectStmt") if isinstance(query, dict) else None
+        if isinstance(sel, dict):
+            self._inner.add(id(sel))
+        self.statement(query, outer, ctes)
+        if isinstance(sel, dict) and id(sel) in self._deferred:
+            return self._deferred.pop(id(sel))
+        return None
 
     def select(self, body: Mapping[str, Any], outer: list[list[_Entry]],
                ctes: Mapping[str, list[Column]]) -> None:
@@ -472,13 +480,9 @@ class _Probe:
         (typ, body), = item.items()
         if typ == "RangeSubselect":
             inner = scopes if body.get("lateral") else scopes[1:]
-            sub = body.get("subquery")
-            sel = sub.get("SelectStmt") if isinstance(sub, dict) else None
-            if isinstance(sel, dict):
-                self._inner.add(id(sel))
-            self.statement(sub, inner, ctes)
-            if isinstance(sel, dict) and id(sel) in self._deferred:
-                self._taint("input", self._deferred.pop(id(sel)))
+            taint = self._inner_statement(body.get("subquery"), inner, ctes)
+            if taint is not None:
+                self._taint("input", taint)
         elif typ == "JoinExpr":
             left = self.from_item(body["larg"], scopes, ctes)
             right = self.from_item(body["rarg"], [left + scopes[0], *scopes[1:]], ctes)
