@@ -134,3 +134,25 @@ def test_execute_of_a_session_prepared_merge_counts_its_actions(drv, dsn, audit)
     _approve(policy, first.request_id)
     drv.run(conn.execute("EXECUTE m"))
     assert _rows(dsn) == [(1, 10.5), (2, 20), (101, 1)]
+
+
+BODY_SHAPES = [("DELETE", MERGE_ACTIONS.format(action="DELETE")), ("INSERT", MERGE_INSERT),
+               ("UPDATE", ON_CONFLICT)]
+
+
+@pytest.mark.parametrize("lang", ["sql", "plpgsql"])
+@pytest.mark.parametrize("kind, body", BODY_SHAPES, ids=["merge-delete", "merge-insert",
+                                                         "on-conflict-update"])
+def test_function_body_row_kinds_count(drv, dsn, audit, kind, body, lang):
+    """attack4 F1: a MERGE / upsert inside a function body (called directly or through
+    another function) performs its row operations; the rule sees them."""
+    src = (f"{body}; SELECT 1" if lang == "sql"
+           else f"BEGIN {body}; RETURN 1; END")
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute(f"CREATE FUNCTION f_body() RETURNS int LANGUAGE {lang} AS $f${src}$f$")
+        raw.execute("CREATE FUNCTION f_outer() RETURNS int LANGUAGE sql"
+                    " AS $f$SELECT f_body()$f$")
+    conn = drv.connect(dsn, _policy(kind), audit)
+    for call in ("SELECT f_body()", "SELECT f_outer()"):
+        _request(drv, lambda: conn.execute(call))
+        assert _rows(dsn) == [(1, 10.5), (2, 20)]

@@ -251,3 +251,30 @@ async def test_function_lexed_with_scs_off_is_not_trusted_by_its_body(dsn, audit
         else:
             await conn.close()
     assert _raw_state(dsn) == before  # nothing deleted
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("lang", list(HIDDEN_BODIES))
+async def test_session_scs_off_distrusts_bodies_that_lex_on_it(dsn, audit, lang, mode):
+    """attack4 F2: a function with no SET clause is lexed by the server with the session's
+    standard_conforming_strings. With it off (here from the conninfo), calling a body whose
+    lexing depends on it is refused like such a text: a DELETE hides in it otherwise."""
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("SET check_function_bodies = off")
+        body = HIDDEN_BODIES[lang].replace(" SET standard_conforming_strings = off", "")
+        raw.execute(f"CREATE FUNCTION f_hidden() RETURNS text {body}")
+        raw.execute("CREATE FUNCTION f_plain() RETURNS int LANGUAGE sql AS $f$SELECT 1$f$")
+    before = _raw_state(dsn)
+    conn = await _connect(mode, dsn + " options='-c standard_conforming_strings=off'",
+                          identity=HUMAN, audit=audit, autocommit=True)
+    try:
+        with pytest.raises(errors.StatementDenied) as ei:
+            await _execute(conn, "SELECT f_hidden()")
+        assert ei.value.rule_ids == (RULE,)
+        assert "function body" in str(ei.value)
+        # A body that lexes alike still runs (its result masked: a user function's output
+        # has no known lineage).
+        assert len(await _execute(conn, "SELECT f_plain()")) == 1
+    finally:
+        await _close(conn)
+    assert _raw_state(dsn) == before

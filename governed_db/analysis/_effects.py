@@ -52,6 +52,7 @@ class BodyEffects:
     """What running a function's body does (transitively through the user functions it calls)."""
 
     kinds: frozenset[str] = frozenset()
+    row_kinds: frozenset[str] = frozenset()  # row operations by effect (MERGE actions, upserts)
     writes: frozenset[str] = frozenset()
     reads: frozenset[str] = frozenset()
     functions: frozenset[str] = frozenset()
@@ -59,6 +60,9 @@ class BodyEffects:
     settings: tuple[tuple[str, str | None], ...] = ()
     read_write_requested: bool = False
     opaque: tuple[str, ...] = ()
+    # A body the server could lex otherwise with standard_conforming_strings off (see
+    # lexing_depends_on_scs): its effects hold only while the session has it on.
+    lexing_depends_on_scs: bool = False
 
     @property
     def may_write(self) -> bool:
@@ -66,12 +70,14 @@ class BodyEffects:
 
     def merge(self, other: BodyEffects) -> BodyEffects:
         return BodyEffects(
-            kinds=self.kinds | other.kinds, writes=self.writes | other.writes,
+            kinds=self.kinds | other.kinds, row_kinds=self.row_kinds | other.row_kinds,
+            writes=self.writes | other.writes,
             reads=self.reads | other.reads, functions=self.functions | other.functions,
             unbounded=self.unbounded | other.unbounded,
             settings=self.settings + tuple(s for s in other.settings if s not in self.settings),
             read_write_requested=self.read_write_requested or other.read_write_requested,
-            opaque=self.opaque + tuple(o for o in other.opaque if o not in self.opaque))
+            opaque=self.opaque + tuple(o for o in other.opaque if o not in self.opaque),
+            lexing_depends_on_scs=self.lexing_depends_on_scs or other.lexing_depends_on_scs)
 
 
 _NONE = BodyEffects()
@@ -84,7 +90,8 @@ def _from_facts(facts: Iterable[StatementFacts]) -> BodyEffects:
     out = _NONE
     for f in facts:
         out = out.merge(BodyEffects(
-            kinds=f.kinds, writes=f.writes, reads=f.reads, functions=f.functions,
+            kinds=f.kinds, row_kinds=f.row_kinds, writes=f.writes, reads=f.reads,
+            functions=f.functions,
             unbounded=f.unbounded_writes, settings=f.settings,
             read_write_requested=f.read_write_requested, opaque=f.opaque_reasons))
     return out
@@ -150,8 +157,11 @@ def body_effects(fn: Any) -> BodyEffects:
     else:
         out = BodyEffects(opaque=(f"a function written in language {lang}",))
     config = getattr(fn, "config", ())
-    if any(name == "standard_conforming_strings" and value.lower() not in ("on", "true", "1")
-           for name, value in config) and lexing_depends_on_scs(fn.source or ""):
+    depends = lang in ("sql", "plpgsql") and lexing_depends_on_scs(fn.source or "")
+    if depends:
+        out = attrs.evolve(out, lexing_depends_on_scs=True)
+    if depends and any(name == "standard_conforming_strings"
+                       and value.lower() not in ("on", "true", "1") for name, value in config):
         # CREATE FUNCTION ... SET standard_conforming_strings = off: the server lexes the body
         # with it off, this analysis with it on; a backslash in a plain string can hide a
         # statement from one of them ('\' -- '; DELETE ...). Effect unknown.
@@ -265,7 +275,8 @@ def with_function_effects(s: StatementFacts, catalog: Any) -> StatementFacts:
         return s
     kinds = s.kinds | (eff.kinds - {"SELECT"})
     return attrs.evolve(
-        s, kinds=kinds, writes=s.writes | eff.writes, reads=s.reads | eff.reads,
+        s, kinds=kinds, row_kinds=s.row_kinds | eff.row_kinds,
+        writes=s.writes | eff.writes, reads=s.reads | eff.reads,
         functions=s.functions | eff.functions, unbounded_writes=s.unbounded_writes | eff.unbounded,
         settings=s.settings + tuple(x for x in eff.settings if x not in s.settings),
         read_write_requested=s.read_write_requested or eff.read_write_requested,

@@ -14,7 +14,8 @@ from typing import Any
 from .. import _config, telemetry
 from .._bound_settings import bound_text
 from ..analysis import Analysis, StatementFacts, analyze
-from ..analysis._effects import may_run_unseen_code, unknown_functions, with_function_effects
+from ..analysis._effects import (function_effects, may_run_unseen_code, unknown_functions,
+                                 with_function_effects)
 from ..analysis._lineage import UNKNOWN
 from ..analysis._normalize import lexing_depends_on_scs
 from ..analysis._probes import _constant
@@ -138,14 +139,18 @@ class DecideStage(GovernorState):
         self.last_statement_id = ctx.id
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
-        if scs_check and lexing_depends_on_scs(analysis.text):
+        if scs_check and (lexing_depends_on_scs(analysis.text) or any(
+                s.functions and function_effects(s.functions, self.catalog).lexing_depends_on_scs
+                for s in statements)):
+            # (A function body is lexed by the server with the session's setting too.)
             # Not a policy rule (no level or observe mode lets it through): the server may
             # lex this text differently than the analyzer did (see lexing_depends_on_scs).
             self._record(ctx, outcome="denied", rules=[SCS_RULE])
             raise StatementDenied(
                 f"denied by `{SCS_RULE}`: standard_conforming_strings is off in this session"
                 f"{'' if self.scs_off else ' or may have been turned off by an earlier statement'},"
-                " and this statement has a backslash inside a plain '...' string, which the"
+                " and this statement (or a function body it runs) has a backslash inside a plain"
+                " '...' string, which the"
                 " server then reads as an escape (governed_db reads it as PostgreSQL does with"
                 " the setting on, so the two could disagree on where the string ends). Write"
                 " the string as E'...' (backslashes doubled), pass the value as a parameter"
