@@ -14,6 +14,7 @@ from psycopg.pq import DiagnosticField
 import governed_db
 from governed_db import Identity, errors
 from governed_db._redact import REDACTED_TEXT
+from governed_db.policy import parse_policy
 
 from .conftest import MARKERS
 
@@ -392,3 +393,93 @@ async def test_a_piece_of_a_value_is_not_quoted(db, audit, mode, ident, sql, pie
     text = _all_text(exc)
     assert piece not in text, text
     assert REDACTED_TEXT in text, text
+
+
+# -- Class: dynamic SQL of a DO block (psycopg's test_error_encoding) --------------------------
+# A DO block whose EXECUTE builds its text from the block's own constants (format, chr, ||,
+# quote_ident ...) echoes what that text names: it is a function of the statement's literals,
+# never of data. Every other shape (a value computed from a row, a built text that reads a
+# masked column, a DO built by a DO from data, a static part that reads one, a user function
+# standing in for format) stays redacted, although each carries the very value as a literal:
+# echoing it would confirm the guess. (A built SELECT of a relation the snapshot does not know
+# stays redacted too: it may be a view created since.) DO blocks are opaque to governance:
+# observe mode runs them.
+OBSERVE = parse_policy('version = 1\nname = "observe"\nmode = "observe"\n')
+VALUE = "qsn-111-22-3333"  # users.ssn of id 1001
+
+DO_OWN = [
+    ("""do $$begin execute format('insert into "%s" values (1)', chr(8364)); end$$""",
+     'relation "\u20ac" does not exist'),
+    ("do $$begin execute 'insert into ' || quote_ident('no such' || chr(8364)) || ' values (1)';"
+     " end$$",
+     'relation "no such\u20ac" does not exist'),
+    ("do $$begin execute concat('insert into ', 'nosuch_', 7, ' values (1)'); end$$",
+     'relation "nosuch_7" does not exist'),
+    ("""do $$begin execute format('do $x$ begin execute %L; end $x$',
+                                  format('insert into nosuch_%1$s values (%1$s)', 3)); end$$""",
+     'relation "nosuch_3" does not exist'),
+]
+DO_DATA = [
+    f"""do $$begin perform '{VALUE}';
+         execute format('select 1 from %I', (select ssn from users where id = 1001)); end$$""",
+    f"""do $$begin execute 'select 1 where ''{VALUE}'' <> ''''';
+         execute 'select 1 from ' || quote_ident((select ssn from users where id = 1001)); end$$""",
+    f"""do $$begin execute 'select ssn::regclass from users
+         where id = 1001 or ssn = ''{VALUE}'''; end$$""",
+    f"""do $$begin perform '{VALUE}'; execute 'do $x$ begin execute format(''select 1 from %I'',
+         (select ssn from users where id = 1001)); end $x$'; end$$""",
+    f"""do $$begin perform ssn::regclass from users where id = 1001 or ssn = '{VALUE}';
+         execute 'select 1'; end$$""",
+]
+# A user function the server picks over pg_catalog.format(text, VARIADIC "any") for (text, text)
+SHADOW = """CREATE FUNCTION public.format(f text, a text) RETURNS text LANGUAGE sql AS
+  $$ SELECT 'select 1 from ' || quote_ident((SELECT ssn FROM users WHERE id = 1001)) $$"""
+DO_SHADOWED = f"do $$begin execute format('select 1 from %s'::text, '{VALUE}'::text); end$$"
+
+
+async def _error_of(mode: str, dsn: str, ident: Identity, audit, sql: str,
+                    encoding: str = "utf8") -> BaseException:
+    if mode == "sync":
+        with governed_db.connect(dsn, identity=ident, audit=audit, autocommit=True,
+                                 policy=OBSERVE) as conn:
+            conn.execute(f"SET client_encoding TO {encoding}")
+            with pytest.raises(psycopg.Error) as ei:
+                conn.execute(sql)
+    else:
+        aconn = await governed_db.AsyncConnection.connect(dsn, identity=ident, audit=audit,
+                                                          autocommit=True, policy=OBSERVE)
+        try:
+            await aconn.execute(f"SET client_encoding TO {encoding}")
+            with pytest.raises(psycopg.Error) as ei:
+                await aconn.execute(sql)
+        finally:
+            await aconn.close()
+    assert not isinstance(ei.value, errors.StatementDenied), ei.value
+    return ei.value
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("encoding", ["utf8", "latin9"])
+@pytest.mark.parametrize("ident", [HUMAN, Identity("etl", "service")], ids=["human", "service"])
+@pytest.mark.parametrize("sql,message", DO_OWN, ids=range(len(DO_OWN)))
+async def test_do_dynamic_sql_from_its_own_constants_is_echoed(db, audit, mode, encoding, ident,
+                                                               sql, message):
+    exc = await _error_of(mode, db, ident, audit, sql, encoding)
+    assert isinstance(exc, errors.UndefinedTable) and exc.sqlstate == "42P01"
+    assert exc.diag.message_primary == message
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("ident", [HUMAN, Identity("etl", "service")], ids=["human", "service"])
+@pytest.mark.parametrize("sql", [*DO_DATA, DO_SHADOWED], ids=range(len(DO_DATA) + 1))
+async def test_do_dynamic_sql_from_data_is_not_echoed(db, audit, mode, ident, sql):
+    with psycopg.connect(db, autocommit=True) as raw:
+        if sql is DO_SHADOWED:
+            raw.execute(SHADOW)
+        with pytest.raises(psycopg.Error) as raw_ei:  # the raw server text names the value
+            raw.execute(sql)
+    assert VALUE in _all_text(raw_ei.value), _all_text(raw_ei.value)
+    exc = await _error_of(mode, db, ident, audit, sql)
+    assert type(exc) is type(raw_ei.value) and exc.sqlstate == raw_ei.value.sqlstate
+    _assert_clean(exc)
+    assert REDACTED_TEXT in _all_text(exc)

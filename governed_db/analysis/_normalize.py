@@ -26,7 +26,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from ._fold import dynamic_constant_texts
+
 __all__ = ["neutral_text", "normalize_statement", "placeholder", "statement_fragments"]
+
+# How many levels of DO-built-by-DO text statement_fragments follows (as ErrorTextStage does).
+_MAX_FOLDS = 3
 
 # Numbers as scan.l (PG 17) reads them, digit separators included (in _MASTER); anything
 # glued to a number ("123abc") is a parse error since PG 16 and never reaches here.
@@ -238,11 +243,12 @@ def _literal_value(raw: str) -> str:
     return body
 
 
-def statement_fragments(text: str, _nested: bool = False) -> set[str]:
+def statement_fragments(text: str, _nested: bool = False, _folds: int = 0) -> set[str]:
     """Whole tokens of ``text`` a server message may echo back to its sender: the values of
     its string literals, its numbers and its identifiers (case-folded unless quoted). A
     dollar-quoted string is also a body (DO, a function): its own tokens count too, one level
-    deep (``RAISE NOTICE 'hello'`` in a DO block echoes ``hello``)."""
+    deep (``RAISE NOTICE 'hello'`` in a DO block echoes ``hello``), and so do the texts its
+    ``EXECUTE`` statements build from its constants alone (``analysis._fold``)."""
     try:
         toks = _tokens(text)
     except _LexError:
@@ -258,6 +264,11 @@ def statement_fragments(text: str, _nested: bool = False) -> set[str]:
                 out.add(value)
                 if raw[0] == "$" and not _nested:
                     out |= statement_fragments(value, True)
+                    # what its EXECUTEs send, when built from its constants alone (_fold)
+                    for built in dynamic_constant_texts(value):
+                        out.add(built)
+                        # a built DO is read like the caller's (a few levels deep)
+                        out |= statement_fragments(built, _folds >= _MAX_FOLDS, _folds + 1)
         elif kind == _WORD:
             if raw.startswith('"'):
                 out.add(raw[1:-1].replace('""', '"'))

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, cast
 
 import attrs
 
-from ..analysis import Analysis
+from ..analysis import Analysis, analyze
+from ..analysis._statements import do_block_texts
 from ..errors import StatementDenied
 from ..identity import Identity
 from .._redact import (Allowed, RedactedResult, message_from_fields, query_excerpt,
@@ -18,6 +19,9 @@ from ._governor_state import GovernorState
 
 if TYPE_CHECKING:
     from psycopg.pq.abc import PGresult
+
+# How deep a DO block's folded EXECUTE texts are followed (a DO running a DO ...).
+_DO_DEPTH = 3
 
 
 def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -> BaseException:
@@ -82,14 +86,24 @@ class ErrorTextStage(GovernorState):
                 return False
         return True
 
-    def _echo_safe(self, ident: Identity, analysis: Analysis) -> bool:
+    def _echo_safe(self, ident: Identity, analysis: Analysis, depth: int = 0) -> bool:
         """Whether errors of ``analysis`` may echo its literals: it reads no column masked for
         ``ident`` (an UPDATE, DELETE, MERGE or upsert reads its target's rows too), calls no
-        user function and reads no view whose body could."""
+        user function and reads no view whose body could. A ``DO`` block is judged by the
+        SQL it would run, where that is known (see ``analysis.do_block_texts``)."""
         catalog = self.catalog
         if catalog is None or analysis.error is not None:
             return False
         for s in analysis.statements:
+            if s.kind == "DO" and s.opaque:
+                # A DO block whose only opaque part is dynamic SQL built from its constants:
+                # judged by every text it would run (do_block_texts; never deeper than
+                # _DO_DEPTH, a DO building a DO building a DO ...)
+                texts = do_block_texts(s.tree.get("DoStmt") or {}) if depth < _DO_DEPTH else None
+                if texts is None or not all(self._echo_safe(ident, analyze(t), depth + 1)
+                                            for t in texts):
+                    return False
+                continue
             tables = set(s.reads)
             if s.kind != "INSERT" or (s.tree.get("InsertStmt") or {}).get("onConflictClause"):
                 tables |= s.writes
