@@ -27,7 +27,7 @@ from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
 from .engine.mask_plan import ReportCell
 from .engine.session import read_back_violation
-from ._client_encoding import to_bytes_like, to_text, view_codec
+from ._client_encoding import text_as_bytes, to_bytes_like, to_text, view_codec
 from .errors import InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS
@@ -660,11 +660,14 @@ class GovernedCursorMixin(_CursorBase[Row]):
         ctx = self._gov_ctx
         res = self._gov_result
         index = self._iresult
-        if conn._pipeline is not None or ctx is None or self._encoding == "ascii":
+        # (Not self._encoding: it raises for an encoding Python has no codec for, EUC_TW,
+        # where psycopg raises only when a statement is sent in it, as ours does then.)
+        as_bytes = text_as_bytes(conn.pgconn)
+        if conn._pipeline is not None or ctx is None or as_bytes:
             plan = gov.bound_plan(ctx, index, res)
             if plan is None:
                 maker = inner
-            elif self._encoding == "ascii":  # SQL_ASCII: text values are bytes
+            elif as_bytes:  # SQL_ASCII: text values are bytes
                 maker = _text_bytes_maker(plan, inner, _read_codec(self._conn.pgconn), res)
             else:
                 maker = plan.wrap(inner)

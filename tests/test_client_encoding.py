@@ -320,6 +320,33 @@ def test_switch_to_safe_encoding_when_the_policy_allows_it(enc_db, audit):
         assert conn.execute("SELECT 'カフェ'").fetchone() == ("カフェ",)
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("cursor", ["Cursor", "ClientCursor"])
+async def test_switch_to_an_encoding_python_cannot_read_fails_where_psycopg_fails(
+        enc_db, audit, mode, cursor):
+    """EUC_TW is safe to lex but Python has no codec for it: the SET itself succeeds (as with
+    psycopg) and the next statement raises psycopg's NotSupportedError before anything is
+    sent (psycopg's test_set_encoding_unsupported)."""
+    policy = _policy("allows-client_encoding")
+    if mode == "sync":
+        with governed_db.connect(enc_db, identity=HUMAN, policy=policy, audit=audit,
+                                 autocommit=True) as conn:
+            cur = conn.cursor() if cursor == "Cursor" else governed_db.ClientCursor(conn)
+            cur.execute("SET client_encoding TO EUC_TW")
+            with pytest.raises(psycopg.NotSupportedError, match="codec not available"):
+                cur.execute("SELECT 'x'")
+    else:
+        aconn = await governed_db.AsyncConnection.connect(enc_db, identity=HUMAN, policy=policy,
+                                                          audit=audit, autocommit=True)
+        try:
+            acur = aconn.cursor() if cursor == "Cursor" else governed_db.AsyncClientCursor(aconn)
+            await acur.execute("SET client_encoding TO EUC_TW")
+            with pytest.raises(psycopg.NotSupportedError, match="codec not available"):
+                await acur.execute("SELECT 'x'")
+        finally:
+            await aconn.close()
+
+
 def test_switch_to_safe_encoding_denied_by_default_policy(enc_db, audit):
     """Changing it stays a protected setting (policy's choice); only unsafe ones are beyond
     every policy."""
