@@ -176,6 +176,7 @@ class GovernedConnectionMixin(_ConnectionBase):
         gov.session_synced(identity, status == INTRANS, bool(sync))
         gov.catalog_due()  # (ages the snapshot: also checked at connect)
         if gov.catalog_stale and not gov.catalog_forced and not gov.catalog_private \
+                and not gov.path_diverged \
                 and not (gov.catalog_tx and gov.catalog is not None and gov.catalog.tx_wrote):
             # Stale by age only: another connection may have refreshed the shared snapshot
             # (not when this session's own snapshot holds its temporary tables or what its
@@ -264,7 +265,8 @@ class GovernedConnectionMixin(_ConnectionBase):
         gov.catalog_tx = status == INTRANS and (catalog.tx_wrote or catalog.old_view)
         if gov.catalog_tx and catalog.old_view:
             catalog.loaded_at = min(catalog.loaded_at, gov.tx_since)
-        if not catalog.has_temp and not gov.catalog_tx:
+        if not catalog.has_temp and not gov.catalog_tx and not gov.path_diverged:
+            # (A session whose search path a function changed resolves names its own way.)
             store_catalog(gov.catalog_key, catalog)
         gov.catalog = catalog
         gov.catalog_stale = False

@@ -24,9 +24,10 @@ from psycopg.rows import Row, RowFactory, RowMaker
 from . import _pipeline_readback, _server_mask
 from . import _catalog
 from . import egress as _egress
-from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, IDENTITY_SETTINGS_QUERY, TX_MODE_KINDS
+from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
 from .engine.mask_plan import ReportCell
-from .engine.session import read_back_violation
+from .engine.session import (EXECUTION_READ_BACK_QUERY, read_back_violation,
+                              read_search_path)
 from ._client_encoding import text_as_bytes, to_bytes_like, to_text, view_codec
 from .errors import InterfaceError, StatementDenied
 
@@ -232,7 +233,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
         if ctx is not None and self._conn._pipeline is not None:
             if ctx.settings_check:
                 # Read back before the caller can queue anything behind it.
-                yield from _pipeline_readback.read_back_gen(self._conn)
+                path = yield from _pipeline_readback.read_back_gen(self._conn)
+                if path is not None:
+                    self._conn._governor.search_path_seen(path)
         elif ctx is not None:
             if self._conn._governor.replan:
                 yield from self._gov_replan(ctx)
@@ -316,12 +319,15 @@ class GovernedCursorMixin(_CursorBase[Row]):
         expected = gov.server_rls
         if expected is None or conn.pgconn.transaction_status not in _SYNCABLE:
             return  # not synced yet, or a failed transaction (its changes are rolled back)
-        res = yield from conn._exec_command(IDENTITY_SETTINGS_QUERY)
+        res = yield from conn._exec_command(EXECUTION_READ_BACK_QUERY)
         if res is None:
             return
         problem = read_back_violation(res, expected)
         if problem is not None:
             gov.violation = problem
+        # (search_path is not reported: a function's SET search_path is seen here, and the
+        # next statement is judged with a snapshot read with the new path)
+        gov.search_path_seen(read_search_path(res.get_value(0, res.nfields - 1), gov.codec))
 
     def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._execute_gen(*args, **kwargs))
@@ -545,6 +551,71 @@ class GovernedCursorMixin(_CursorBase[Row]):
           for that statement alone, and READ ONLY again right after it.
         """
         ctx = self._gov_ctx
+        if ctx is not None and self._gov_many is not None and ctx.settings_check:
+            # executemany of a statement that may run code the analyzer did not see: judged
+            # once, for the session as it was before the first execution. Each later one is
+            # sent only once the server state is read back as still that (attack3 A1/A1b).
+            ctx.many_sent += 1
+            if ctx.many_sent > 1:
+                return self._gov_next_execution_gen(ctx, pgq, prepare, binary)
+        return self._gov_prepare_gen(ctx, pgq, prepare, binary)
+
+    def _gov_next_execution_gen(self, ctx: Any, pgq: Any, prepare: bool | None,
+                                binary: bool | None) -> Any:
+        yield from self._gov_between_executions_gen(ctx, pgq)
+        return (yield from self._gov_prepare_gen(ctx, pgq, prepare, binary))
+
+    def _gov_between_executions_gen(self, ctx: Any, pgq: Any) -> Any:
+        """Before execution 2, 3, ... of an executemany whose statement may run unseen code
+        (a user function, a view, a trigger): what the previous execution may have changed
+        in the session is read back — the reported parameters (standard_conforming_strings,
+        client_encoding, session_authorization, ...), the identity settings, and the schemas
+        names resolve through — and the execution is judged again where that state decides:
+
+        * the identity hand-off, the session's role or read-only mode changed: the session
+          is closed (``session.verify-server-state``), as after any statement;
+        * standard_conforming_strings is off now: this execution's text (ClientCursor inlines
+          each parameter set into it) is refused if the server may lex it, or a body it runs,
+          otherwise than it was judged (``session.standard-conforming-strings``);
+        * the search path is not the one names were resolved with: refused
+          (``session.verify-server-state``), the snapshot is read again before the next
+          statement, which is judged with the new path.
+
+        In a pipeline the read-back is queued behind the previous execution and waited for
+        (``_pipeline_readback``); outside one, it is one more query. Earlier executions
+        stand (in autocommit they are committed; in a transaction, roll it back)."""
+        conn = self._conn
+        gov = conn._governor
+        path = None
+        if conn._pipeline is not None:
+            path = yield from _pipeline_readback.read_back_gen(conn)
+        elif gov.server_rls is not None and conn.pgconn.transaction_status in _SYNCABLE:
+            res = yield from conn._exec_command(EXECUTION_READ_BACK_QUERY)
+            if res is not None:
+                problem = read_back_violation(res, gov.server_rls)
+                if problem is not None:
+                    gov.violation = problem
+                path = read_search_path(res.get_value(0, res.nfields - 1), gov.codec)
+        if path is None and gov.violation is None:
+            gov.violation = "governed_db.identity (not read back)"  # fail closed
+        conn._gov_verify_server_state()  # closes the session on a violation (raises)
+        if gov.scs_off or gov.scs_unsure:
+            gov.refuse_if_lexed_otherwise(
+                ctx, bytes(pgq.query).decode(_read_codec(conn.pgconn), "surrogateescape"))
+        if not gov.search_path_seen(path):
+            gov._record(ctx, outcome="denied", rules=["session.verify-server-state"])
+            raise StatementDenied(
+                "denied by policy rule `session.verify-server-state`: an earlier execution of"
+                " this executemany() changed the schema search path (a function it calls ran"
+                " SET search_path or set_config), so the same text would now resolve its names"
+                " to other tables than it was judged for. The executions before it ran; the"
+                " rest were not sent. Run the statement again (it is judged with the new"
+                " path), or keep functions from changing search_path (CREATE FUNCTION ... SET"
+                " search_path = ... confines it to the function)",
+                rule_ids=("session.verify-server-state",))
+
+    def _gov_prepare_gen(self, ctx: Any, pgq: Any, prepare: bool | None,
+                         binary: bool | None) -> Any:
         if ctx is not None and ctx.approved_runs is not None:
             # Under an approval: this execution must be the next one it covers.
             self._conn._governor.check_approved_execution(ctx, pgq.query, pgq.params)

@@ -32,7 +32,7 @@ from psycopg import generators, pq
 
 from ._client_encoding import reported_encoding_safe
 from .engine import IDENTITY_SETTINGS_QUERY
-from .engine.session import read_back_violation
+from .engine.session import SEARCH_PATH_READ, read_back_violation, read_search_path
 
 TUPLES_OK = pq.ExecStatus.TUPLES_OK
 
@@ -41,7 +41,8 @@ TUPLES_OK = pq.ExecStatus.TUPLES_OK
 _REPORTED = ("client_encoding", "standard_conforming_strings", "session_authorization",
              "is_superuser", "default_transaction_read_only")
 READ_BACK_QUERY = IDENTITY_SETTINGS_QUERY + b"".join(
-    b", pg_catalog.current_setting('" + name.encode() + b"')" for name in _REPORTED)
+    b", pg_catalog.current_setting('" + name.encode() + b"')" for name in _REPORTED
+) + b", " + SEARCH_PATH_READ  # (last: the schemas names resolve through now)
 
 _DEFERRED = "_gov_deferred_error"
 _PATCHED = ("_communicate_gen", "_fetch_gen")
@@ -55,6 +56,7 @@ class _ReadBack:
         self.gov = gov
         self.expected = expected
         self.done = False
+        self.search_path: tuple[str, ...] | None = None  # as read (None: not read)
 
     def _check_results(self, results: list[Any]) -> None:
         self.done = True
@@ -73,6 +75,7 @@ class _ReadBack:
         gov = self.gov
         first = len(self.expected) + 1  # after the settings and the driver-statements count
         state = {name: res.get_value(0, first + i) for i, name in enumerate(_REPORTED)}
+        self.search_path = read_search_path(res.get_value(0, first + len(_REPORTED)), gov.codec)
         # Read now, after the statement and before anything queued behind it: exact.
         gov.scs_off = state["standard_conforming_strings"] != b"on"
         gov.scs_unsure = False
@@ -93,12 +96,13 @@ class _ReadBack:
 
 def read_back_gen(conn: Any) -> Any:
     """Queue the identity-settings read-back behind what was just queued, flush, and wait for
-    its result (see the module docstring). Sets ``gov.violation`` on a mismatch."""
+    its result (see the module docstring). Sets ``gov.violation`` on a mismatch. Returns the
+    schemas names resolve through after what was queued (None: not read)."""
     gov = conn._governor
     pipeline = conn._pipeline
     expected = gov.server_rls
     if pipeline is None or expected is None:
-        return
+        return None
     check = _ReadBack(gov, expected)
     pgconn = conn.pgconn
     pipeline.command_queue.append(partial(pgconn.send_query_params, READ_BACK_QUERY, None))
@@ -125,6 +129,7 @@ def read_back_gen(conn: Any) -> Any:
         gov.violation = "governed_db.identity (not read back)"  # fail closed
     if deferred is not None:
         defer_error(pipeline, deferred)
+    return check.search_path
 
 
 def defer_error(pipeline: Any, exc: e.Error) -> None:

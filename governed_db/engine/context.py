@@ -43,6 +43,7 @@ class StatementContext:
     # them were sent: every execution is checked before it is sent (executemany).
     approved_runs: tuple[tuple[str, ...], ...] | None = None
     executions = 0
+    many_sent = 0  # executions of an executemany sent or about to be (_cursor_base)
     current_run: tuple[Any, Any] | None = None  # (text, params) of executemany's current one
     effect_check = False  # runs under the exact blast radius (see gate())
     measured = False  # running inside the blast-radius savepoint (_cursor_base)

@@ -139,23 +139,8 @@ class DecideStage(GovernorState):
         self.last_statement_id = ctx.id
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
-        if scs_check and (lexing_depends_on_scs(analysis.text) or any(
-                s.functions and function_effects(s.functions, self.catalog).lexing_depends_on_scs
-                for s in statements)):
-            # (A function body is lexed by the server with the session's setting too.)
-            # Not a policy rule (no level or observe mode lets it through): the server may
-            # lex this text differently than the analyzer did (see lexing_depends_on_scs).
-            self._record(ctx, outcome="denied", rules=[SCS_RULE])
-            raise StatementDenied(
-                f"denied by `{SCS_RULE}`: standard_conforming_strings is off in this session"
-                f"{'' if self.scs_off else ' or may have been turned off by an earlier statement'},"
-                " and this statement (or a function body it runs) has a backslash inside a plain"
-                " '...' string, which the"
-                " server then reads as an escape (governed_db reads it as PostgreSQL does with"
-                " the setting on, so the two could disagree on where the string ends). Write"
-                " the string as E'...' (backslashes doubled), pass the value as a parameter"
-                " (%s), or set standard_conforming_strings to on (the PostgreSQL default)",
-                rule_ids=(SCS_RULE,))
+        if scs_check:
+            self.refuse_if_lexed_otherwise(ctx, analysis.text)
         if any(s.dynamic_settings or s.kinds & _SCS_RESETTING
                or any(name in _LEXING_SETTINGS for name, _ in s.settings) for s in statements):
             self.scs_unsure = True  # until the server reports it back (_gov_verify_server_state)
@@ -204,6 +189,29 @@ class DecideStage(GovernorState):
         if decision.action == "approval":
             self._approve(ctx, ident, analysis, decision, executions)
         return ctx
+
+    def refuse_if_lexed_otherwise(self, ctx: StatementContext, text: str) -> None:
+        """With standard_conforming_strings off (or maybe off), refuse ``text`` (one
+        execution of ``ctx``'s statement) when the server may lex it, or a function body it
+        runs, differently than the analyzer did (see ``lexing_depends_on_scs``). Recorded."""
+        if not (lexing_depends_on_scs(text) or any(
+                s.functions and function_effects(s.functions, self.catalog).lexing_depends_on_scs
+                for s in ctx.statements)):
+            return
+        # (A function body is lexed by the server with the session's setting too.)
+        # Not a policy rule (no level or observe mode lets it through): the server may
+        # lex this text differently than the analyzer did (see lexing_depends_on_scs).
+        self._record(ctx, outcome="denied", rules=[SCS_RULE])
+        raise StatementDenied(
+            f"denied by `{SCS_RULE}`: standard_conforming_strings is off in this session"
+            f"{'' if self.scs_off else ' or may have been turned off by an earlier statement'},"
+            " and this statement (or a function body it runs) has a backslash inside a plain"
+            " '...' string, which the"
+            " server then reads as an escape (governed_db reads it as PostgreSQL does with"
+            " the setting on, so the two could disagree on where the string ends). Write"
+            " the string as E'...' (backslashes doubled), pass the value as a parameter"
+            " (%s), or set standard_conforming_strings to on (the PostgreSQL default)",
+            rule_ids=(SCS_RULE,))
 
     def statement_key(self, analysis: Analysis, ident: Identity) -> tuple[Any, ...]:
         """The key of every cached answer about ``analysis`` for ``ident``: the text, the

@@ -44,6 +44,9 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.catalog: Catalog | None = None
         self.catalog_stale = True
         self.catalog_forced = False  # stale because of DDL / an unknown object: query again
+        # The session's search path was seen to differ from the snapshot's (a function's SET
+        # search_path): snapshots it reads are its own, never shared with other connections.
+        self.path_diverged = False
         self.catalog_private = False  # the snapshot holds this session's temporary tables
         # The snapshot was read inside a transaction that had written (maybe uncommitted DDL)
         # or under REPEATABLE READ / SERIALIZABLE (the catalog as of its snapshot): it is

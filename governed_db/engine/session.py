@@ -58,6 +58,21 @@ IDENTITY_SETTINGS_QUERY = ("SELECT " + ", ".join(
     + [DRIVER_STATEMENTS_CHECK])).encode()
 
 
+# The schemas names resolve through now (``current_schemas(true)``: the temporary schema and
+# pg_catalog where they apply, "$user" expanded), joined by U+001F. search_path is not a
+# reported parameter before PostgreSQL 18: read back, with the identity settings, between the
+# executions of an executemany that may run unseen code (a function's SET search_path).
+SEARCH_PATH_READ = b"pg_catalog.array_to_string(pg_catalog.current_schemas(true), E'\\x1f')"
+EXECUTION_READ_BACK_QUERY = IDENTITY_SETTINGS_QUERY + b", " + SEARCH_PATH_READ
+
+
+def read_search_path(value: Any, codec: str = "utf-8") -> tuple[str, ...] | None:
+    """The schemas of a ``SEARCH_PATH_READ`` value (None: not read)."""
+    if value is None:
+        return None
+    return tuple(bytes(value).decode(codec, "surrogateescape").split("\x1f"))
+
+
 def read_back_violation(res: Any, expected: tuple[tuple[str, str], ...]) -> str | None:
     """What the identity-settings read-back (``IDENTITY_SETTINGS_QUERY``'s one row) shows
     changed, or None: a setting's name, or the driver's prepared statements."""
@@ -128,6 +143,19 @@ class SessionStage(GovernorState):
         """Reload the snapshot before the next statement (DDL ran, an unknown object showed)."""
         self.catalog_stale = True
         self.catalog_forced = True
+
+    def search_path_seen(self, path: tuple[str, ...] | None) -> bool:
+        """The schemas names resolve through on the server now (read back; None: not read).
+        True when they are the snapshot's; otherwise the snapshot is read again before the
+        next statement, and this session's snapshots stay its own from now on (names resolve
+        through a path other connections of the process do not have)."""
+        catalog = self.catalog
+        if path is not None and catalog is not None and path == catalog.search_path:
+            return True
+        if path is not None:
+            self.path_diverged = True
+        self.mark_catalog_stale()
+        return False
 
     def catalog_tx_ended(self) -> None:
         """The transaction (or the part after a savepoint) ended, committed or not: a
