@@ -24,7 +24,7 @@ snapshot carries what the server said):
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -180,6 +180,82 @@ def body_effects(fn: Any) -> BodyEffects:
     return out
 
 
+def _proconfig_path(value: str) -> tuple[str, ...] | None:
+    """The schemas of a ``search_path`` SET clause as pg_proc.proconfig stores it
+    (``hidden, public``, ``"My Schema", "$user"``); None when it cannot be read."""
+    out: list[str] = []
+    for part in value.split(","):
+        item = part.strip()
+        if len(item) >= 2 and item[0] == item[-1] == '"':
+            item = item[1:-1].replace('""', '"')
+        elif '"' in item:
+            return None  # a quoted name holding a comma: not split here
+        else:
+            item = item.lower()
+        if item:
+            out.append(item)
+    return tuple(out)
+
+
+def _resolve_in(name: str, path: Sequence[str], catalog: Any) -> str | None:
+    """``name`` (unqualified) as the server resolves it through ``path`` (the SET clause's
+    schemas, with pg_temp and pg_catalog searched first where the clause does not list them):
+    ``schema.name``, or None when ambiguous (``$user`` could be a schema that has it)."""
+    by_name = catalog.by_name
+    temp = next((sch for sch in catalog.search_path if sch.startswith("pg_temp_")), None)
+    order: list[str] = []
+    if "pg_temp" not in path and temp is not None:
+        order.append(temp)
+    if "pg_catalog" not in path:
+        order.append("pg_catalog")
+    for sch in path:
+        if sch == "pg_temp":
+            if temp is not None:
+                order.append(temp)
+        elif sch == "$user":
+            # The role running it (the owner, for SECURITY DEFINER): not in the snapshot.
+            # Any schema outside the listed ones that has the name might be that one.
+            if any(key[1] == name and key[0] not in path and key[0] not in order
+                   for key in by_name):
+                return None
+        else:
+            order.append(sch)
+    for sch in order:
+        if (sch, name) in by_name:
+            return f"{sch}.{name}"
+    listed = [sch for sch in path if sch not in ("$user", "pg_temp")]
+    # Not found: the server would not find it there either; a name that resolves to nothing
+    # here (never to the session's relation of that name) keeps every check failing closed.
+    return f"{listed[0] if listed else 'pg_catalog'}.{name}"
+
+
+def _body_names_resolved(eff: BodyEffects, fn: Any, catalog: Any) -> BodyEffects:
+    """A function created with ``SET search_path = ...`` runs its body with that path: the
+    relations its unqualified names mean are the ones that path finds, not the caller's
+    session's. Those are added to what the body reads and writes (the names as written stay:
+    only more is judged); a name the path cannot settle makes the body's effect unknown."""
+    value = next((v for n, v in getattr(fn, "config", ()) if n == "search_path"), None)
+    if value is None or catalog is None or not (eff.reads or eff.writes):
+        return eff
+    path = _proconfig_path(value)
+    if path is None:
+        return eff.merge(BodyEffects(opaque=("a search_path the analyzer cannot read",)))
+    extra: dict[str, set[str]] = {"reads": set(), "writes": set()}
+    for field in ("reads", "writes"):
+        for name in getattr(eff, field):
+            if "." in name:
+                continue
+            found = _resolve_in(name, path, catalog)
+            if found is None:
+                return eff.merge(BodyEffects(opaque=(
+                    "names resolved through its own search_path ($user)",)))
+            extra[field].add(found)
+    return attrs.evolve(eff, reads=eff.reads | extra["reads"], writes=eff.writes | extra["writes"],
+                        unbounded=eff.unbounded | frozenset(
+                            n for n in extra["writes"] if n.rpartition(".")[2] in {
+                                u.rpartition(".")[2] for u in eff.unbounded}))
+
+
 def function_effects(names: Iterable[str], catalog: Any) -> BodyEffects:
     """The transitive effects of calling these (case-folded) function names.
 
@@ -196,7 +272,7 @@ def function_effects(names: Iterable[str], catalog: Any) -> BodyEffects:
             continue
         seen.add(name)
         for fn in table.get(name, ()):
-            eff = body_effects(fn)
+            eff = _body_names_resolved(body_effects(fn), fn, catalog)
             out = out.merge(eff)
             todo.extend(n for n in eff.functions if n in table and n not in seen)
     return out
