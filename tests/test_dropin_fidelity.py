@@ -815,6 +815,34 @@ def test_close_leaves_the_audit_writer_idle_and_holding_nothing(drv, dsn, tmp_pa
         log.close()
 
 
+def test_the_idle_audit_writer_holds_no_object_of_its_own(drv, dsn, tmp_path):
+    """Waiting for the next record, the writer thread's frame holds no collectable object
+    but the log itself (no batch list made ahead of the next get()): the object count after
+    close() does not depend on whether the writer has got back to waiting yet."""
+    import sys
+
+    from governed_db.audit import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl", settings={"checkpoint_ms": 100})
+    try:
+        conn = drv.connect(dsn, audit=log, autocommit=True)
+        drv.one(conn, "SELECT 1")
+        drv.run(conn.close())
+        deadline = time.monotonic() + 5
+        while True:  # the writer back in its get() (a C call: _loop is the innermost frame)
+            frame = sys._current_frames()[log._thread.ident]
+            if frame.f_code.co_name == "_loop" and "_queue.get(" in \
+                    inspect.getframeinfo(frame).code_context[0]:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        held = sorted(k for k, v in frame.f_locals.items() if gc.is_tracked(v) and k != "self")
+        del frame
+        assert held == []
+    finally:
+        log.close()
+
+
 @pytest.mark.parametrize("how", ["kwargs", "conninfo", "none", "spoof"])
 def test_the_applications_own_application_name_is_kept(drv, dsn, audit, raw, how):
     """application_name is not a setting any policy requires: the name the application gives

@@ -413,11 +413,14 @@ class AuditLog:
         stop = False
         window = self.batch_ms / 1000
         while not stop:
-            batch: list[Any] = []
+            # Idle here holds no object of its own: the batch list is made after get(), so
+            # the writer's state while it waits is the same whether or not it has run since
+            # the last flush() was answered (psycopg's test_leak counts every object).
             try:
                 item = self._queue.get(timeout=self.checkpoint_ms / 1000)
             except queue.Empty:
                 item = None
+            batch: list[Any] = []
             if item is not None and item is not _STOP and type(item) is not _Flush \
                     and not self.strict and window:
                 # Group commit: let more records arrive, then chain, write and fsync them at
