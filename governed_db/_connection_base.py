@@ -392,7 +392,9 @@ class GovernedConnectionMixin(_ConnectionBase):
 
     def _gov_redact(self, exc: BaseException) -> BaseException:
         gov = self._governor
-        allowed, echo = gov.error_allowed(getattr(self, "_gov_inflight", ())) \
+        diag = exc.diag if isinstance(exc, e.Error) else None
+        allowed, echo = gov.error_allowed(getattr(self, "_gov_inflight", ()),
+                                          diag.internal_query if diag is not None else None) \
             if gov is not None else (Allowed(()), False)
         for ctx in getattr(self, "_gov_inflight", ()):
             if not ctx.finished and self._governor is not None:
@@ -448,7 +450,7 @@ def _notice_handler(wself: Any, res: Any) -> None:
     gov = self._governor
     # RAISE NOTICE text goes through the same allow-list as errors.
     # In a pipeline the notice may come from any statement still in flight: all of them count.
-    allowed, echo = gov.error_allowed(getattr(self, "_gov_inflight", ())) \
+    allowed, echo = gov.error_allowed(getattr(self, "_gov_inflight", ()), raw.internal_query) \
         if gov is not None else (Allowed(()), False)
     diag = e.Diagnostic(redact_fields(raw, allowed, echo=echo), "utf-8")
     if _egress._observers:

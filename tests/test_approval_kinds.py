@@ -156,3 +156,22 @@ def test_function_body_row_kinds_count(drv, dsn, audit, kind, body, lang):
     for call in ("SELECT f_body()", "SELECT f_outer()"):
         _request(drv, lambda: conn.execute(call))
         assert _rows(dsn) == [(1, 10.5), (2, 20)]
+
+
+# attack5 F5: the SQL of a PL/pgSQL assignment's *target* runs too (a subscript, a field).
+TARGET_SHAPES = [
+    "DECLARE a int[] := '{1}'; BEGIN a[(SELECT f_wipe())] := 1; RETURN 1; END",
+    "DECLARE a int[] := '{1}'; BEGIN a[1] := 1; a[(SELECT f_wipe()) + 1] = 2; RETURN 1; END",
+    "DECLARE a int[][] := '{{1}}'; BEGIN a[1][(SELECT f_wipe())] := 1; RETURN 1; END",
+]
+
+
+@pytest.mark.parametrize("src", TARGET_SHAPES, ids=["subscript", "second-assign", "2d"])
+def test_function_body_assignment_target_counts(drv, dsn, audit, src):
+    with psycopg.connect(dsn, autocommit=True) as raw:
+        raw.execute("CREATE FUNCTION f_wipe() RETURNS int LANGUAGE plpgsql AS"
+                    " $f$BEGIN DELETE FROM orders WHERE id > 0; RETURN 1; END$f$")
+        raw.execute(f"CREATE FUNCTION f_sub() RETURNS int LANGUAGE plpgsql AS $f${src}$f$")
+    conn = drv.connect(dsn, _policy("DELETE"), audit)
+    _request(drv, lambda: conn.execute("SELECT f_sub()"))
+    assert _rows(dsn) == [(1, 10.5), (2, 20)]

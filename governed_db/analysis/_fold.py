@@ -7,12 +7,12 @@ exist`` back; "€" is not a token of the text sent, but it is computed from tha
 constants alone, so echoing it confirms nothing about data. The folded text's tokens count as
 sent text.
 
-Why that is safe even where this folding differs from the server's (a function of the same name
-in another schema, a ``quote_ident`` keyword rule not modelled): every value folded here is a
-function of the statement's literals and nothing else, so a message capture equal to one of
-its tokens is a guess the caller wrote into the statement, the residue every sent literal has
-(``_redact`` rule 3). The folded text is never analyzed as the statement that runs: governance
-still judges the dynamic ``EXECUTE`` as opaque.
+The folding may differ from the server's (a ``quote_ident`` keyword rule not modelled, a
+function of the same name in another schema): a folded text is trusted for echo safety only
+when the server's own ``QUERY:`` of the message equals it (``ErrorTextStage._do_echo_safe``),
+and its tokens only echo what is a function of the statement's literals (``_redact`` rule 3).
+The folded text is never analyzed as the statement that runs: governance still judges the
+dynamic ``EXECUTE`` as opaque.
 
 An allow-list of node shapes and functions: anything else (a variable, a column, a subquery, a
 function not listed, a format spec with a width) is not folded.
@@ -119,7 +119,8 @@ _FUNCTIONS: dict[str, Callable[..., str | None]] = {
     "quote_ident": _quote_ident, "quote_literal": _quote_literal,
     # not lower()/upper(): the server's follow the database's locale, Python's do not
 }
-_TEXT_TYPES = frozenset({"text", "varchar", "name", "bpchar", "unknown"})
+# casts that keep a text as it is (not bpchar: it drops trailing spaces; not name: it cuts)
+_TEXT_TYPES = frozenset({"text", "varchar"})
 
 
 def fold_constant(node: Any) -> str | None:
@@ -131,11 +132,12 @@ def fold_constant(node: Any) -> str | None:
     if kind == "A_Const":
         if body.get("isnull"):
             return None
-        for key, inner in (("sval", "sval"), ("ival", "ival"), ("fval", "fval")):
-            if key in body:
-                return str((body[key] or {}).get(inner, 0 if key == "ival" else ""))
-        if "boolval" in body:
-            return "true" if (body["boolval"] or {}).get("boolval") else "false"
+        # strings and integers only: a boolean or numeric constant's text depends on where it
+        # is used (concat(true) is 't', true::text 'true'; 1e3 is 1000)
+        if "sval" in body:
+            return str((body["sval"] or {}).get("sval", ""))
+        if "ival" in body:
+            return str((body["ival"] or {}).get("ival", 0))
         raise _NotConstant
     if kind == "TypeCast":
         names = [n.get("String", {}).get("sval") for n in body["typeName"].get("names", ())]

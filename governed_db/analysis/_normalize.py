@@ -30,9 +30,6 @@ from ._fold import dynamic_constant_texts
 
 __all__ = ["neutral_text", "normalize_statement", "placeholder", "statement_fragments"]
 
-# How many levels of DO-built-by-DO text statement_fragments follows (as ErrorTextStage does).
-_MAX_FOLDS = 3
-
 # Numbers as scan.l (PG 17) reads them, digit separators included (in _MASTER); anything
 # glued to a number ("123abc") is a parse error since PG 16 and never reaches here.
 
@@ -243,7 +240,7 @@ def _literal_value(raw: str) -> str:
     return body
 
 
-def statement_fragments(text: str, _nested: bool = False, _folds: int = 0) -> set[str]:
+def statement_fragments(text: str, _nested: bool = False) -> set[str]:
     """Whole tokens of ``text`` a server message may echo back to its sender: the values of
     its string literals, its numbers and its identifiers (case-folded unless quoted). A
     dollar-quoted string is also a body (DO, a function): its own tokens count too, one level
@@ -267,8 +264,7 @@ def statement_fragments(text: str, _nested: bool = False, _folds: int = 0) -> se
                     # what its EXECUTEs send, when built from its constants alone (_fold)
                     for built in dynamic_constant_texts(value):
                         out.add(built)
-                        # a built DO is read like the caller's (a few levels deep)
-                        out |= statement_fragments(built, _folds >= _MAX_FOLDS, _folds + 1)
+                        out |= statement_fragments(built, True)
         elif kind == _WORD:
             if raw.startswith('"'):
                 out.add(raw[1:-1].replace('""', '"'))
@@ -279,7 +275,7 @@ def statement_fragments(text: str, _nested: bool = False, _folds: int = 0) -> se
     return out
 
 
-def lexing_depends_on_scs(text: str) -> bool:
+def lexing_depends_on_scs(text: str, _depth: int = 0) -> bool:
     """Whether PostgreSQL could lex ``text`` differently with ``standard_conforming_strings``
     off than libpg_query does (it always lexes with it on).
 
@@ -290,7 +286,9 @@ def lexing_depends_on_scs(text: str) -> bool:
     as the server reads them with the setting on, and as long as no plain string (nor an
     ``N'…'``, ``B'…'``, ``X'…'``, ``U&'…'`` one: counted as plain, erring on the safe side)
     holds a backslash, each token ends where the other lexing ends it too, so the whole text
-    lexes the same. Fail closed: text this lexer cannot finish counts as dependent."""
+    lexes the same. A dollar-quoted body holding a backslash is read the same way, as code
+    (a DO block or function body is lexed by the server when it runs; three levels deep, then
+    dependent). Fail closed: text this lexer cannot finish counts as dependent."""
     if "\\" not in text:
         return False  # no backslash at all: nothing can lex differently
     try:
@@ -298,6 +296,13 @@ def lexing_depends_on_scs(text: str) -> bool:
     except _LexError:
         return True
     for kind, s, e in toks:
-        if kind == _LIT and text[s] not in "eE$" and "\\" in text[s:e]:
-            return True  # (numbers hold no backslash; dollar quotes have no escapes)
+        if kind != _LIT or "\\" not in text[s:e]:
+            continue
+        if text[s] == "$":
+            # A dollar quote has no escapes, but its body may be code the server lexes when
+            # it runs, under the setting then (a DO block, a function body: attack5 F2)
+            if _depth >= 3 or lexing_depends_on_scs(_literal_value(text[s:e]), _depth + 1):
+                return True
+        elif text[s] not in "eE":
+            return True  # (numbers hold no backslash)
     return False

@@ -73,8 +73,11 @@ def embedded_sql(expr: dict[str, Any]) -> str:
     if mode == 0:
         return query
     if mode >= 3:  # an assignment: target := expression
+        # The target is SQL too: a subscript (``a[(SELECT ssn FROM users)] := 1``) or a field
+        # is evaluated by the server (attack5 F1/F5). Both sides become select items; should
+        # the split fall inside a literal or a subscript, every token is still in the text.
         for sep in (":=", "="):
             if sep in query:
-                query = query.split(sep, 1)[1]
-                break
+                target, value = query.split(sep, 1)
+                return f"SELECT {target}, {value}"
     return "SELECT " + query

@@ -278,11 +278,11 @@ def _h_do(body: Node, c: _Collector, now: bool, ctes: frozenset[str]) -> None:
             _walk(raw.get("stmt", {}), c, now, ctes)
 
 
-def do_block_texts(body: Node) -> list[str] | None:
-    """Every SQL text a ``DO`` statement (its ``DoStmt`` body) would run: its static SQL and the
-    texts its dynamic ``EXECUTE`` statements build from its constants alone (``_fold``), or
-    None when it runs anything else (another language, an ``EXECUTE`` of a value computed at
-    run time, a construct off the list).
+def do_block_texts(body: Node) -> tuple[list[str], list[str]] | None:
+    """The SQL texts a ``DO`` statement (its ``DoStmt`` body) would run: its static SQL, and
+    the texts its dynamic ``EXECUTE`` statements build from its constants alone (``_fold``);
+    or None when it runs anything else (another language, an ``EXECUTE`` of a value computed
+    at run time, a construct off the list).
 
     For judging what the DO's *error text* may echo only (``ErrorTextStage``): the folded
     texts are this library's reading of ``format()``/``chr()``/``||``, not the server's, so the
@@ -298,18 +298,19 @@ def do_block_texts(body: Node) -> list[str] | None:
     tree = parse_plpgsql(src)
     if tree is None:
         return None
-    out: list[str] = []
+    static: list[str] = []
+    dynamic: list[str] = []
     for key, value in plpgsql_nodes(tree):
         if key == "PLpgSQL_stmt_dynexecute":
             built = fold_execute(value)
             if built is None:
                 return None
-            out.append(built)
+            dynamic.append(built)
         elif key == "PLpgSQL_expr" and isinstance(value, dict):
-            out.append(embedded_sql(value))
+            static.append(embedded_sql(value))
         elif key not in PLPGSQL_UNDERSTOOD:
             return None
-    return out
+    return static, dynamic
 
 
 def _do_sql(src: str) -> list[str] | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, cast
 
 import attrs
 
-from ..analysis import Analysis, analyze
+from ..analysis import Analysis, StatementFacts, analyze
 from ..analysis._statements import do_block_texts
 from ..errors import StatementDenied
 from ..identity import Identity
@@ -20,8 +20,8 @@ from ._governor_state import GovernorState
 if TYPE_CHECKING:
     from psycopg.pq.abc import PGresult
 
-# How deep a DO block's folded EXECUTE texts are followed (a DO running a DO ...).
-_DO_DEPTH = 3
+# What the SQL of a DO block judged by its texts may be (ErrorTextStage._do_echo_safe).
+_PLAIN_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 
 
 def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -> BaseException:
@@ -52,9 +52,12 @@ def redact_exception(exc: BaseException, allowed: Allowed, echo: bool = False) -
 class ErrorTextStage(GovernorState):
     """The Governor's methods of this stage (see governor.py)."""
 
-    def error_allowed(self, in_flight: Iterable[StatementContext] = ()) -> tuple[Allowed, bool]:
+    def error_allowed(self, in_flight: Iterable[StatementContext] = (),
+                      internal_query: str | None = None) -> tuple[Allowed, bool]:
         """What server text may echo now: the statement(s) whose result it is — the last one
         sent, and those still in flight in a pipeline — and catalog identifiers.
+        ``internal_query`` is the message's ``QUERY:`` (the text a function or DO block built),
+        which a DO block's folded EXECUTE must equal (``_echo_safe``).
 
         Only the statement(s) in question: echoing a value the caller sent in an earlier
         statement would let one statement carry the guesses another one's error confirms."""
@@ -65,7 +68,7 @@ class ErrorTextStage(GovernorState):
         allowed = Allowed([a.text for _, a in pairs],
                           catalog.identifiers if catalog is not None else (),
                           own=bool(pairs) and all(self._values_own(a) for _, a in pairs))
-        return allowed, all(self._echo_safe(ident, a) for ident, a in pairs)
+        return allowed, all(self._echo_safe(ident, a, internal_query) for ident, a in pairs)
 
     def _values_own(self, analysis: Analysis) -> bool:
         """Whether every value ``analysis`` can put in a message is computed from its own
@@ -86,31 +89,52 @@ class ErrorTextStage(GovernorState):
                 return False
         return True
 
-    def _echo_safe(self, ident: Identity, analysis: Analysis, depth: int = 0) -> bool:
+    def _echo_safe(self, ident: Identity, analysis: Analysis,
+                   internal_query: str | None = None, *, built: bool = False) -> bool:
         """Whether errors of ``analysis`` may echo its literals: it reads no column masked for
-        ``ident`` (an UPDATE, DELETE, MERGE or upsert reads its target's rows too), calls no
-        user function and reads no view whose body could. A ``DO`` block is judged by the
-        SQL it would run, where that is known (see ``analysis.do_block_texts``)."""
+        ``ident`` (an UPDATE, DELETE, MERGE or upsert reads its target's rows too; an INSERT
+        into a table with triggers or rules runs them), calls no user function and reads no
+        view whose body could. A ``DO`` block is judged by the SQL it runs, when that is
+        known: see ``_do_echo_safe``."""
         catalog = self.catalog
         if catalog is None or analysis.error is not None:
             return False
         for s in analysis.statements:
+            if built and (s.kind not in _PLAIN_KINDS or s.kinds - _PLAIN_KINDS
+                          or "set_config" in s.functions):
+                return False
             if s.kind == "DO" and s.opaque:
-                # A DO block whose only opaque part is dynamic SQL built from its constants:
-                # judged by every text it would run (do_block_texts; never deeper than
-                # _DO_DEPTH, a DO building a DO building a DO ...)
-                texts = do_block_texts(s.tree.get("DoStmt") or {}) if depth < _DO_DEPTH else None
-                if texts is None or not all(self._echo_safe(ident, analyze(t), depth + 1)
-                                            for t in texts):
+                if built or not self._do_echo_safe(ident, s, internal_query):
                     return False
                 continue
             tables = set(s.reads)
             if s.kind != "INSERT" or (s.tree.get("InsertStmt") or {}).get("onConflictClause"):
                 tables |= s.writes
+            else:
+                for name in s.writes:
+                    rel = catalog.resolve(name)
+                    if rel is not None and rel.oid in catalog.side_effect_tables:
+                        return False
             probe = attrs.evolve(s, reads=frozenset(tables), writes=frozenset())
             if self._may_touch_sensitive(probe, catalog, ident):
                 return False
         return True
+
+    def _do_echo_safe(self, ident: Identity, s: StatementFacts,
+                      internal_query: str | None) -> bool:
+        """A DO block opaque only for one ``EXECUTE`` of a text built from its constants
+        (psycopg's ``EXECUTE format('insert into "%s" ...', chr(8364))``): echo-safe when the
+        server reports running exactly the text folded here (its ``QUERY:``; so a fold that
+        differs from the server's — a cast, a keyword ``%I`` quotes, an overload — never
+        counts), and every text of the block is plain row SQL (no SET, set_config, DDL or
+        nested DO that could change what the built text resolves to) judged echo-safe."""
+        texts = do_block_texts(s.tree.get("DoStmt") or {})
+        if texts is None or internal_query is None:
+            return False
+        static, dynamic = texts
+        if dynamic != [internal_query]:
+            return False
+        return all(self._echo_safe(ident, analyze(t), built=True) for t in (*static, *dynamic))
 
     def redact_error(self, exc: BaseException) -> BaseException:
         """The same exception class, SQLSTATE kept, with data values removed from its text."""
