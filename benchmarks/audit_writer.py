@@ -33,7 +33,7 @@ import psycopg
 import governed_db
 from governed_db.audit import AuditLog
 
-from .run import AGENT, SETUP, _pin, _schedstat_ns, database
+from .run import AGENT, SETUP, _pin, _schedstat_ns, capture_items, database
 
 QUERY = "SELECT id, email, note FROM bench WHERE id = %s"
 
@@ -42,8 +42,7 @@ def _captured(dsn: str, tmp: Path, n: int = 8) -> list[Any]:
     """Statement items as the hot path queues them (real statements, agent identity)."""
     log = AuditLog.open(tmp / "capture.jsonl")
     items: list[Any] = []
-    real = log._put
-    log._put = lambda item: (items.append(item), real(item))[1]  # type: ignore[method-assign]
+    capture_items(log, items)
     with governed_db.connect(dsn, identity=AGENT, audit=log, autocommit=True) as c:
         cur = c.cursor()
         for i in range(1, n + 1):

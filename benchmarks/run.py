@@ -133,6 +133,23 @@ class Variant:
         return _schedstat_ns(path) if path else 0
 
 
+def capture_items(log: Any, into: list[Any]) -> None:
+    """Keep a copy of every item ``log`` is given: statement items (the tuple
+    ``enqueue_statement`` queues) and events (``_put``)."""
+    real_stmt, real_put = log.enqueue_statement, log._put
+
+    def stmt(*item: Any) -> None:
+        into.append(item)
+        real_stmt(*item)
+
+    def put(item: Any) -> None:
+        into.append(item)
+        real_put(item)
+
+    log.enqueue_statement = stmt
+    log._put = put
+
+
 def writer_record(log: Any, item: Any) -> bytes:
     """What the audit writer does for one queued statement: splice the record (parameter
     digests included, computed from the values each time), serialize it canonically and chain
@@ -351,8 +368,7 @@ class Bench:
         captured: list[Any] = []
         log = AuditLog.in_memory()
         self.logs.append(log)
-        real_put = log._put
-        log._put = lambda item: (captured.append(item), real_put(item))[1]  # type: ignore
+        capture_items(log, captured)
         with self.connect(AGENT, log) as c:
             cur = c.cursor()
             for i in range(1, 5):
@@ -437,8 +453,7 @@ class Bench:
         checkpoints): statement records as real statements queue them, and events."""
         captured: list[Any] = []
         log = AuditLog.open(self.tmp / "capture.jsonl")
-        real_put = log._put
-        log._put = lambda item: (captured.append(item), real_put(item))[1]  # type: ignore
+        capture_items(log, captured)
         with self.connect(AGENT, log) as c:
             cur = c.cursor()
             for i in range(1, 9):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from time import monotonic
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic
 
 from psycopg import pq
@@ -26,6 +27,7 @@ from . import _catalog
 from . import egress as _egress
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
 from .engine.mask_plan import ReportCell
+from .identity import _acting
 from .engine.session import (EXECUTION_READ_BACK_QUERY, read_back_violation,
                               read_search_path)
 from ._client_encoding import text_as_bytes, to_bytes_like, to_text, view_codec
@@ -37,6 +39,7 @@ _COPY_OUT = pq.ExecStatus.COPY_OUT
 IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
+_BoundMethod = MethodType  # tuple_row's maker: the transformer's bound load_sequence
 # Instance slots every concrete governed cursor class declares.
 GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure",
              "_gov_portal", "_gov_rows", "_gov_many")
@@ -120,18 +123,21 @@ class GovernedCursorMixin(_CursorBase[Row]):
         gov = conn._governor
         if gov is None:
             raise InterfaceError("the connection is not governed (closed or not set up)")
-        if gov.auditor is not None:
-            gov.auditor.check()
-        ident = gov.identity()
+        auditor = gov.auditor
+        if auditor is not None and auditor.error is not None:
+            auditor.check()  # raises unless the log is configured to fail open
+        # (Governor.identity() inlined: acting_as > connection > configure > env)
+        ident = _acting.get() or gov.conn_identity or gov.identity()
         gov.pending_identity = ident
         if gov.driver_statements_gone:
             conn._gov_forget_prepared()  # before psycopg looks a statement name up
         tx_status = conn.pgconn.transaction_status
+        now = monotonic()
         if tx_status == IDLE:
             # Nothing has run in the transaction yet (psycopg is about to BEGIN it, or
             # autocommit): a read-only identity's allowed write can still make it READ WRITE.
             gov.tx_fresh = True
-            gov.tx_since = monotonic()
+            gov.tx_since = now
             if gov.catalog_tx:
                 gov.catalog_tx_ended()  # the transaction it was read in is over
             if gov.synced_in_tx:
@@ -144,7 +150,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
         catalog = gov.catalog
         if ident is not gov.synced_identity or tx_status not in _SYNCABLE \
                 or gov.catalog_stale or catalog is None \
-                or monotonic() - catalog.loaded_at >= _catalog.REFRESH_SECONDS:
+                or now - catalog.loaded_at >= _catalog.REFRESH_SECONDS:
             # (the common case's test of Governor.catalog_due() inlined; it is called here
             # to mark a snapshot that aged stale)
             gov.catalog_due()
@@ -156,14 +162,18 @@ class GovernedCursorMixin(_CursorBase[Row]):
         yield from super()._start_query(query)
 
     def _convert_query(self, query: Any, params: Any = None) -> Any:
-        pgq = super()._convert_query(query, params)
+        pgq = self._query_cls(self._tx)  # (psycopg 3.3's _convert_query)
+        pgq.convert(query, params)
         conn = self._conn
         gov = conn._governor
         ident, gov.pending_identity = gov.pending_identity, None
         # Read in the encoding the server reads it in now (psycopg may have encoded the text
         # with its cursor's older one: what counts is how the server lexes the bytes).
+        codec = conn.pgconn._encoding
+        if codec == "ascii":
+            codec = view_codec(conn.pgconn)
         many = self._gov_many
-        ctx = gov.gate(pgq.query, pgq.params, ident, _read_codec(conn.pgconn), pgq.types,
+        ctx = gov.gate(pgq.query, pgq.params, ident, codec, pgq.types,
                        executions=None if many is None else _executions(pgq, many))
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
@@ -221,57 +231,94 @@ class GovernedCursorMixin(_CursorBase[Row]):
         try:
             rv = yield from gen
         except BaseException as exc:
-            ctx = self._gov_ctx
-            if ctx is not None:
-                # Denied, failed or rolled back by the blast radius: what it would have
-                # prepared or declared is not known to exist (fail closed on its names).
-                self._conn._governor.session_effects_unknown(ctx)
-                if not ctx.finished:
-                    self._conn._governor.failed(ctx, exc)
+            self._gov_failed(exc)
             raise
         ctx = self._gov_ctx
-        if ctx is not None and self._conn._pipeline is not None:
+        if ctx is not None:
+            yield from self._gov_after_gen(ctx)
+        return rv
+
+    def _execute_gen(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                     binary: bool | None = None) -> Any:
+        """psycopg 3.3's ``_execute_gen`` with the outcome recorded in its own frame: what
+        ``_gov_track`` does around the other paths, without a generator layer around the
+        statement (execute() is the hot path)."""
+        self._gov_ctx = None
+        conn = self._conn
+        try:
+            yield from self._start_query(query)
+            pgq = self._convert_query(query, params)
+            yield from self._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)
+            if conn._pipeline:
+                yield from conn._pipeline._communicate_gen()
+            self._last_query = query
+            yield from conn._prepared.maintain_gen(conn)
+        except BaseException as exc:
+            self._gov_failed(exc)
+            raise
+        ctx = self._gov_ctx
+        if ctx is None:
+            return
+        if ctx.cached is not None and not ctx.settings_check and conn._pipeline is None \
+                and not conn._governor.replan:
+            # The common case (see _gov_after_gen): a cached plan ran, nothing to read back.
+            if not ctx.measured:
+                conn._governor.succeeded(ctx, self._rowcount, _status(self))
+            return
+        yield from self._gov_after_gen(ctx)
+
+    def _gov_failed(self, exc: BaseException) -> None:
+        ctx = self._gov_ctx
+        if ctx is not None:
+            # Denied, failed or rolled back by the blast radius: what it would have
+            # prepared or declared is not known to exist (fail closed on its names).
+            self._conn._governor.session_effects_unknown(ctx)
+            if not ctx.finished:
+                self._conn._governor.failed(ctx, exc)
+
+    def _gov_after_gen(self, ctx: Any) -> Any:
+        """After a statement ran: read back what it may have changed, and record it."""
+        if self._conn._pipeline is not None:
             if ctx.settings_check:
                 # Read back before the caller can queue anything behind it.
                 path = yield from _pipeline_readback.read_back_gen(self._conn)
                 if path is not None:
                     self._conn._governor.search_path_seen(path)
-        elif ctx is not None:
-            if self._conn._governor.replan:
-                yield from self._gov_replan(ctx)
-            if ctx.cached is not None:
-                # A cached plan: one statement, no transaction control, SET/RESET, DDL or
-                # session object (engine/cached_plan.cacheable): none of the steps below apply.
-                if ctx.settings_check:
-                    yield from self._gov_check_identity_settings()
-                if not ctx.measured:
-                    self._conn._governor.succeeded(ctx, self._rowcount, _status(self))
-                return rv
-            if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
-                # A rollback undoes session SETs made in the transaction (an identity synced
-                # inside it): the session is synced again before the next statement. Its
-                # cursors are gone (all of them are forgotten: fail closed).
-                self._conn._governor.rolled_back()
-                self._conn._governor.transaction_ended(committed=False)
-            yield from self._gov_check_tx_mode(ctx)
-            if _resets_all_alone(ctx):
-                # RESET ALL / DISCARD ALL sent alone (a pool's reset function): its effect
-                # is known in advance (every setting back to its default, the identity
-                # hand-off included) and nothing ran after it, so the session is synced
-                # again before the next statement rather than read back and closed. Among
-                # other statements it is read back as any unseen change (those after it
-                # ran without the hand-off).
-                self._conn._governor.session_reset()
-            elif ctx.settings_check:
+            return
+        if self._conn._governor.replan:
+            yield from self._gov_replan(ctx)
+        if ctx.cached is not None:
+            # A cached plan: one statement, no transaction control, SET/RESET, DDL or
+            # session object (engine/cached_plan.cacheable): none of the steps below apply.
+            if ctx.settings_check:
                 yield from self._gov_check_identity_settings()
             if not ctx.measured:
                 self._conn._governor.succeeded(ctx, self._rowcount, _status(self))
-                if self._conn._governor.catalog_forced and any(s.is_ddl for s in ctx.statements):
-                    # DDL ran: reload the snapshot now, while nothing else is in flight, not
-                    # before the next statement (which may be the first of a pipeline, where
-                    # it would cost a round trip of its own).
-                    yield from self._conn._gov_load_catalog_gen()
-        return rv
+            return
+        if any(s.kind in ("ROLLBACK", "ROLLBACK TO") for s in ctx.statements):
+            # A rollback undoes session SETs made in the transaction (an identity synced
+            # inside it): the session is synced again before the next statement. Its
+            # cursors are gone (all of them are forgotten: fail closed).
+            self._conn._governor.rolled_back()
+            self._conn._governor.transaction_ended(committed=False)
+        yield from self._gov_check_tx_mode(ctx)
+        if _resets_all_alone(ctx):
+            # RESET ALL / DISCARD ALL sent alone (a pool's reset function): its effect
+            # is known in advance (every setting back to its default, the identity
+            # hand-off included) and nothing ran after it, so the session is synced
+            # again before the next statement rather than read back and closed. Among
+            # other statements it is read back as any unseen change (those after it
+            # ran without the hand-off).
+            self._conn._governor.session_reset()
+        elif ctx.settings_check:
+            yield from self._gov_check_identity_settings()
+        if not ctx.measured:
+            self._conn._governor.succeeded(ctx, self._rowcount, _status(self))
+            if self._conn._governor.catalog_forced and any(s.is_ddl for s in ctx.statements):
+                # DDL ran: reload the snapshot now, while nothing else is in flight, not
+                # before the next statement (which may be the first of a pipeline, where
+                # it would cost a round trip of its own).
+                yield from self._conn._gov_load_catalog_gen()
 
     def _gov_replan(self, ctx: Any) -> Any:
         """The result names a table or column the catalog snapshot does not know (``SELECT *``
@@ -328,9 +375,6 @@ class GovernedCursorMixin(_CursorBase[Row]):
         # (search_path is not reported: a function's SET search_path is seen here, and the
         # next statement is judged with a snapshot read with the new path)
         gov.search_path_seen(read_search_path(res.get_value(0, res.nfields - 1), gov.codec))
-
-    def _execute_gen(self, *args: Any, **kwargs: Any) -> Any:
-        return self._gov_track(super()._execute_gen(*args, **kwargs))
 
     def _executemany_gen_pipeline(self, *args: Any, **kwargs: Any) -> Any:
         return self._gov_track(super()._executemany_gen_pipeline(*args, **kwargs))
@@ -551,6 +595,12 @@ class GovernedCursorMixin(_CursorBase[Row]):
           for that statement alone, and READ ONLY again right after it.
         """
         ctx = self._gov_ctx
+        if ctx is not None and ctx.cached is not None and self._gov_many is None and (
+                ctx.server_mask is not None or ctx.cached.server_mask is None):
+            # The common case: a cached plan (no approval, no effect measured, no READ
+            # WRITE switch: cached_plan.cacheable), rewritten for server masking already or
+            # known to need none. psycopg's own generator (see _gov_prepare_gen).
+            return super()._maybe_prepare_gen(pgq, prepare=prepare, binary=binary)
         if ctx is not None and self._gov_many is not None and ctx.settings_check:
             # executemany of a statement that may run code the analyzer did not see: judged
             # once, for the session as it was before the first execution. Each later one is
@@ -705,7 +755,12 @@ class GovernedCursorMixin(_CursorBase[Row]):
         raise verdict
 
     def _set_results(self, results: Any) -> None:
-        super()._set_results(results)
+        if self._execmany_returning is None:
+            # (psycopg 3.3's _set_results for execute(), inlined: the hot path)
+            self._results[:] = results
+            self._select_current_result(0)
+        else:
+            super()._set_results(results)
         ctx = self._gov_ctx
         conn = self._conn
         if ctx is not None and conn._pipeline is not None:
@@ -733,7 +788,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
         index = self._iresult
         # (Not self._encoding: it raises for an encoding Python has no codec for, EUC_TW,
         # where psycopg raises only when a statement is sent in it, as ours does then.)
-        as_bytes = text_as_bytes(conn.pgconn)
+        as_bytes = conn.pgconn.parameter_status(b"client_encoding") == b"SQL_ASCII"
         if conn._pipeline is not None or ctx is None or as_bytes:
             plan = gov.bound_plan(ctx, index, res)
             if plan is None:
@@ -746,13 +801,25 @@ class GovernedCursorMixin(_CursorBase[Row]):
             # Outside a pipeline a cursor's rows are made before it runs its next statement:
             # the row maker of a cached plan (with its detection report, which names the
             # statement and result in the cell) is made once and kept with that plan.
-            plan = gov.plan(ctx, index, res)
+            sm = ctx.server_mask
+            hit = _server_mask.plan_for(sm, res) if sm is not None and index == 0 \
+                and not ctx.plans else None
+            if hit is not None:
+                # (MaskPlanStage.plan's first step for a rewritten statement, inlined: the
+                # result has the learned shape, its server-masked values arrive masked.)
+                ctx.plans[0], ctx.lineage[0] = hit
+                plan = hit[0][0]
+            else:
+                plan = gov.plan(ctx, index, res)
             if plan is None:
                 maker = inner
             else:
                 kept = self._gov_rows
-                if kept is not None and kept[0] is plan and kept[1] is inner \
-                        and kept[2] == index:
+                # (A row factory's maker is made anew for every result: tuple_row's is the
+                # transformer's bound load_sequence, equal to the kept one while the cursor
+                # keeps its transformer.)
+                if kept is not None and kept[0] is plan and kept[2] == index and (
+                        kept[1] is inner or (type(inner) is _BoundMethod and kept[1] == inner)):
                     cell = kept[4]
                     if cell is not None:
                         cell.ctx, cell.result, cell.codec = ctx, res, gov.codec

@@ -265,6 +265,7 @@ def _utf8(conn: Any, gov: Any = None) -> bool:
 
 
 _FMT_TEXT, _FMT_BINARY = pq.Format.TEXT, pq.Format.BINARY
+_DEFAULT_LOADERS = psycopg.adapters._loaders  # (the list itself: its maps are replaced in it)
 
 
 def _default_loaders(cursor: Any, oids: Sequence[int]) -> bool:
@@ -294,6 +295,18 @@ def rewrite_for(cursor: Any, gov: Any, ctx: Any) -> ServerMask | None:
     try:
         cached = ctx.cached
         sm: ServerMask | None = UNSET if cached is None else cached.server_mask
+        if sm is None:
+            return None  # (learned under the plan's key: nothing to mask server-side)
+        if sm is not UNSET and not gov.catalog_stale and cursor._conn._pipeline is None \
+                and gov.reported_encoding == b"UTF8" and gov.server_utf8 \
+                and cursor._execmany_returning is None:
+            # The common case, _utf8() and _default_loaders() inlined (maps shared with
+            # psycopg's defaults: nothing registered since).
+            mine, default = cursor.adapters._loaders, _DEFAULT_LOADERS
+            if (mine[0] is default[0] and mine[1] is default[1]) \
+                    or _default_loaders(cursor, sm.oids):
+                return sm
+            return None
         if sm is UNSET:
             cache = gov.server_masks
             if not cache or gov.catalog_stale or not gov.policy.masking.server_side:

@@ -69,6 +69,10 @@ def use_providers(tracer_provider: Any = None, meter_provider: Any = None) -> No
 
 
 _UNSET = object()
+# The OTel API modules' globals: the statement path reads whether a global provider was ever
+# set without a call (None: never set, nothing can record; see tracing() and metering()).
+_TRACE_GLOBALS = trace.__dict__
+_METER_GLOBALS = _metrics_internal.__dict__
 
 
 def tracing() -> bool:

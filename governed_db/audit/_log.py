@@ -53,6 +53,7 @@ from ._record import (
     outcome_bytes,
     params_json,
     params_json_v2,
+    statement_id,
     trace_bytes,
 )
 
@@ -304,20 +305,29 @@ class AuditLog:
         if self.closed:
             raise AuditUnavailable("the audit log is closed")
 
-    def enqueue_statement(self, static: StatementStatic, id: str, ts_ns: int,
+    def enqueue_statement(self, static: StatementStatic, id: int | str, ts_ns: int,
                           duration_ms: float, params: Any, approval: str | None,
                           outcome: Mapping[str, Any], trace: tuple[int, int] | None) -> None:
         """Queue the record of one statement (the writer's input, docs/audit-log-format.md).
 
         ``static``: the plan's :class:`StatementStatic` (serialized once, by the writer);
-        ``id``: the statement id; ``ts_ns``: ``time.time_ns()`` when it ended;
+        ``id``: the statement id, or its number (``audit._record.statement_id`` makes the id
+        from it on the writer thread); ``ts_ns``: ``time.time_ns()`` when it ended;
         ``duration_ms``: its duration (rounded to the microsecond by the writer); ``params``:
         the parameter values sent (digested on the writer thread) or None; ``approval``: the
         approval id it ran under; ``outcome``: the outcome fields (None values left out);
         ``trace``: ``(trace_id, span_id)`` of its span, or None. Nothing here may refer to a
         connection, cursor or statement context: the tuple is what the queue holds.
         """
-        self._put((static, id, ts_ns, duration_ms, params, approval, outcome, trace))
+        # (_put inlined: this runs for every statement)
+        if self.closed:
+            raise AuditUnavailable("the audit log is closed")
+        queue_ = self._queue
+        queue_.put((static, id, ts_ns, duration_ms, params, approval, outcome, trace))
+        if self.strict:
+            self.flush()
+        elif queue_.qsize() + self._undurable > self.max_queue:
+            self.flush(timeout=60.0)  # bounded: see _put
 
     def statement(self, ctx: Any, conn_info: Mapping[str, Any], **outcome: Any) -> None:
         """Queue the record of one statement from its context (a static part made for this
@@ -516,7 +526,7 @@ class AuditLog:
                                       "record_type": _item_type(item),
                                       "error": type(exc).__name__}
             if type(item) is tuple:
-                failed["statement_id"] = str(item[1])
+                failed["statement_id"] = statement_id(item[1])
             line = failed, self._chain(failed, sign=True)
             if _egress._observers:
                 _egress.emit("audit record", failed)
@@ -569,7 +579,7 @@ class AuditLog:
             static._outcome = (outcome, outcome_b)
         body = b"".join((
             self._head, p0, b"null" if approval is None else orjson.dumps(approval), p1,
-            dur, b',"id":', orjson.dumps(sid), p2, self._key_id_b, p3, outcome_b,
+            dur, b',"id":', orjson.dumps(statement_id(sid)), p2, self._key_id_b, p3, outcome_b,
             b',"prev":"', self._prev_b, b'","seq":', b"%d" % seq, p4,
             params_json(params, static.param_key) if version >= 3
             else params_json_v2(params, static.param_key), p5,
@@ -710,11 +720,8 @@ class AuditLog:
             if self._file_id is not None and ident != self._file_id:
                 self._rechain()
             start = st.st_size
-            view = memoryview(b"".join(line for _, line in self._pending))
             try:
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                _write_all(fd, [line for _, line in self._pending])
                 os.fsync(fd)
             except OSError:
                 try:
@@ -792,6 +799,23 @@ class _Flush:
 
 class AuditWriterFailed(RuntimeError):
     """Why a log fails closed for good (``AuditLog.error`` once ``fatal`` is set)."""
+
+
+# Lines handed to one writev() call (at most IOV_MAX, 1024 on Linux).
+_IOV_LINES = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def _write_all(fd: int, lines: list[bytes]) -> None:
+    """Write ``lines`` to ``fd`` in order, whole: gathered (writev, no copy of the batch into
+    one buffer), what a short write left is written again from where it stopped."""
+    for i in range(0, len(lines), _IOV_LINES):
+        chunk = lines[i:i + _IOV_LINES]
+        want = sum(map(len, chunk))
+        done = os.writev(fd, chunk)
+        if done != want:
+            view = memoryview(b"".join(chunk))[done:]
+            while view:
+                view = view[os.write(fd, view):]
 
 
 def _describe(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,17 @@ import orjson
 from ._canonical import canonical_bytes, es_number, to_ijson
 
 __all__ = ["StatementStatic", "param_digests", "param_digests_v2", "params_json",
-           "params_json_v2"]
+           "params_json_v2", "statement_id"]
+
+# Statement ids: unique per process run (a random prefix) and cheap (a counter, no syscall).
+# The statement path keeps the number; the text is made where it is first needed (usually
+# by the writer, from the number in the queued item).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+
+
+def statement_id(n: int | str) -> str:
+    """The statement id of statement number ``n`` of this process (an id as it is)."""
+    return n if isinstance(n, str) else f"{_ID_PREFIX}{n:012x}"
 
 _DIGEST_SIZE = 12  # 96 bits, 24 hex digits: what v1 / v2 kept of the HMAC
 

@@ -83,7 +83,7 @@ if TYPE_CHECKING:
         expected_params: dict[str, str | None]
         expected_raw: tuple[tuple[str, bytes, bytes | None], ...]
         violation: str | None
-        last_statement_id: str | None
+        last_statement_n: int | None
         _param_key: bytes
         sent: collections.deque[tuple[Identity, Analysis]]
         # Caches by statement key.

@@ -3,15 +3,15 @@ identity scope every cached answer is keyed by, and the keyed parameter digests.
 
 from __future__ import annotations
 
+import functools
 import itertools
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ..analysis import Analysis, StatementFacts
-from ..audit._record import param_digests
+from ..audit._record import param_digests, statement_id
 from ..identity import Identity
 from ..masking import MaskPlan
 from ..rules import Decision
@@ -30,6 +30,7 @@ class StatementContext:
     """
 
     _params_digest: tuple[str, ...] | None = None
+    _n: int = 0  # the statement's number in this process (its id is made from it)
     approval_id: str | None = None
     rows_returned = 0
     affected_rows: int | None = None
@@ -59,10 +60,13 @@ class StatementContext:
     # The cached plan the gate answered from (engine/cached_plan.py), None: the full gate.
     cached: Any = None
 
-    def __init__(self, *, id: str, identity: Identity, analysis: Analysis,
+    def __init__(self, *, id: str | int, identity: Identity, analysis: Analysis,
                  statements: tuple[StatementFacts, ...], decision: Decision, started: float,
                  params: Sequence[Any] | None = None, param_key: bytes = b"") -> None:
-        self.id = id
+        if isinstance(id, int):
+            self._n = id  # (the id text is made on first use: see id)
+        else:
+            self.id = id  # (a replayed record's)
         self.identity = identity
         self.analysis = analysis
         self.statements = statements
@@ -74,6 +78,17 @@ class StatementContext:
         self.plans: dict[int, tuple[MaskPlan | None, Mapping[str, str], frozenset[str]]] = {}
         # result index -> ((output column, its base columns or "?"), ...): names, no values
         self.lineage: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {}
+
+    @functools.cached_property
+    def id(self) -> str:
+        """The statement id (audit records, spans, events), made from its number when first
+        read (the writer usually makes it, from the number it is given)."""
+        return statement_id(self._n)
+
+    @property
+    def record_id(self) -> int | str:
+        """What the audit writer is given for the id: the number, or the id once it exists."""
+        return self.__dict__.get("id") or self._n
 
     @property
     def masked(self) -> dict[str, str]:
@@ -99,30 +114,9 @@ class StatementContext:
         return self._params_digest
 
 
+# The gate makes a cached plan's context without __init__ (engine/decide.py: what __init__
+# sets, plus the plan's key and flags).
 _new = object.__new__
-
-
-def from_plan(plan: Any, id: str, identity: Identity, started: float,
-              params: Sequence[Any] | None, param_key: bytes) -> StatementContext:
-    """The context of a statement the gate answered from a cached plan (cached_plan.py):
-    what :class:`StatementContext` sets, without keyword parsing, plus the plan's key and
-    flags (no effect check, no READ WRITE switch: such statements are never cached)."""
-    ctx: StatementContext = _new(StatementContext)
-    ctx.id = id
-    ctx.identity = identity
-    ctx.analysis = plan.analysis
-    ctx.statements = plan.statements
-    ctx.decision = plan.decision
-    ctx.started = started
-    ctx.params = params
-    ctx._param_key = param_key
-    ctx.plans = {}
-    ctx.lineage = {}
-    ctx.key = plan.key
-    ctx.cached = plan
-    if plan.settings_check:
-        ctx.settings_check = True
-    return ctx
 
 
 def digest_params(params: Sequence[Any] | None, key: bytes) -> tuple[str, ...]:
@@ -156,14 +150,12 @@ def scope_key(identity: Identity) -> tuple[Any, ...]:
 
 
 _ids = itertools.count(1)
+_next_n = _ids.__next__
 
 
-_id_prefix = uuid.uuid4().hex[:16]
-
-
-def _next_id() -> str:
-    """Unique per process run (random prefix) and cheap (a counter, no syscall)."""
-    return f"{_id_prefix}{next(_ids):012x}"
+def _next_id() -> int:
+    """The next statement number of this process (see StatementContext.id)."""
+    return _next_n()
 
 
 def kinds_label(kinds: Iterable[str]) -> str:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import time
+from time import perf_counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,8 +24,8 @@ from ..errors import ApprovalRequired, StatementDenied
 from ..rules import Decision, effective_facts, evaluate
 from ..identity import Identity
 from .cached_plan import CachedPlan, cacheable, remember, valid_for
-from .context import (_CATALOG_SCHEMAS, StatementContext, _next_id, digest_params, from_plan,
-                      scope_key)
+from .context import (_CATALOG_SCHEMAS, StatementContext, _new, _next_id, _next_n,
+                      digest_params, scope_key)
 from .session import _TX_STATE_KINDS
 from ._governor_state import GovernorState
 
@@ -99,21 +100,43 @@ class DecideStage(GovernorState):
         (``_bound_settings``). ``executions``: for ``executemany``, what gives the (text,
         params) of every execution the string is about to run (an approval covers all of them,
         see :meth:`approval_subject`)."""
-        started = time.perf_counter()
+        started = perf_counter()
         ident = identity or self.identity()
-        if ident._verification is not None or ident.kind in self.policy.require_verified:
+        policy = self.policy
+        if ident._verification is not None or ident.kind in policy.require_verified:
             self.check_identity(ident)  # expiry per statement; unverified kinds refused
         scs_check = self.scs_off or self.scs_unsure
         plan = None if scs_check else self.cached_plans.get(text)
-        if plan is not None and valid_for(self, plan, ident, codec):
+        if plan is not None and (
+                (ident is plan.ident and codec == plan.codec
+                 and policy.digest == plan.policy_digest
+                 and self.catalog is not None and self.catalog.version == plan.catalog_version)
+                or valid_for(self, plan, ident, codec)):
             # The same statement key as when the plan was made (text, identity scope,
             # policy, catalog snapshot): its answer stands. Only allowed, unmeasured,
-            # single statements are cached (see cached_plan.cacheable).
+            # single statements are cached (see cached_plan.cacheable). (valid_for's test
+            # inlined for the plan's own identity object.)
             self.sent.append(plan.sent)
-            ctx = from_plan(plan, _next_id(), ident, started, params, self._param_key)
-            self.last_statement_id = ctx.id
+            # (context.from_plan and _next_id inlined: this runs for every statement)
+            ctx = _new(StatementContext)
+            ctx._n = n = _next_n()
+            ctx.identity = ident
+            ctx.analysis = plan.analysis
+            ctx.statements = plan.statements
+            ctx.decision = plan.decision
+            ctx.started = started
+            ctx.params = params
+            ctx._param_key = self._param_key
+            ctx.plans = {}
+            ctx.lineage = {}
+            ctx.key = plan.key
+            ctx.cached = plan
+            if plan.settings_check:
+                ctx.settings_check = True
+            self.last_statement_n = n
             self.last_plan = plan
-            if telemetry.tracing():
+            if (telemetry._explicit_tracer or telemetry._TRACE_GLOBALS.get(
+                    "_TRACER_PROVIDER", True) is not None) and telemetry.tracing():
                 ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
             return ctx
         self.last_plan = None
@@ -136,7 +159,7 @@ class DecideStage(GovernorState):
             id=_next_id(), identity=ident, analysis=analysis, statements=statements,
             decision=decision, started=started, params=params, param_key=self._param_key)
         ctx.key = key
-        self.last_statement_id = ctx.id
+        self.last_statement_n = ctx._n
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
         if scs_check:

@@ -24,6 +24,7 @@ from .blast_radius import BlastRadiusStage
 from .mask_plan import MaskPlanStage
 from .error_text import ErrorTextStage
 from .record import RecordStage
+from ..audit._record import statement_id
 from .context import StatementContext
 
 
@@ -32,6 +33,12 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
 
     The state set here that a stage uses is declared in ``_governor_state.GovernorState``
     as well (for the type checker: tests/test_typing.py fails on an undeclared one)."""
+
+    @property
+    def last_statement_id(self) -> str | None:
+        """The id of the last statement gated on this connection (None: none yet)."""
+        n = self.last_statement_n
+        return None if n is None else statement_id(n)
 
     def __init__(self, *, policy: Policy, identity: Identity | None, auditor: Any,
                  catalog_key: tuple[Any, ...], conn_info: Mapping[str, Any]) -> None:
@@ -117,7 +124,7 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.expected_params: dict[str, str | None] = {}
         self.expected_raw: tuple[tuple[str, bytes, bytes | None], ...] = ()  # (name, as bytes)
         self.violation: str | None = None
-        self.last_statement_id: str | None = None
+        self.last_statement_n: int | None = None  # (its id: last_statement_id)
         self._param_key = _config.param_hash_key()
         # (identity, analysis) of the last statement sent: error and notice text may echo
         # its tokens back.

@@ -20,6 +20,11 @@ class RecordStage(GovernorState):
         """Record a statement that ran; update session state it changed."""
         if ctx.cached is None:  # (a cached plan changes no session object: cacheable())
             self.session_effects(ctx)
+        if self.auditor is None and ctx.span is None and not ctx.finished and not (
+                telemetry._explicit_meter or telemetry._METER_GLOBALS.get(
+                    "_METER_PROVIDER", True) is not None):
+            ctx.finished = True  # (no log, span or metrics: nothing to record it to)
+            return
         self._record(ctx, outcome="ok", rowcount=rowcount, status=status,
                      affected_rows=ctx.affected_rows, warnings=ctx.runtime_findings or None)
 
@@ -41,7 +46,8 @@ class RecordStage(GovernorState):
         ctx.finished = True
         if ctx.span is not None:
             telemetry.end_statement_span(ctx.span, ctx, outcome)
-        if telemetry.metering():  # (checked here too: no call when metrics are off)
+        if (telemetry._explicit_meter or telemetry._METER_GLOBALS.get(
+                "_METER_PROVIDER", True) is not None) and telemetry.metering():
             telemetry.record_metrics(ctx, outcome)
         auditor = self.auditor
         if auditor is None:
@@ -75,7 +81,7 @@ class RecordStage(GovernorState):
         if span is not None:
             sc = span.get_span_context()
             trace = (sc.trace_id, sc.span_id)
-        enqueue(static, ctx.id, time.time_ns(), (time.perf_counter() - ctx.started) * 1000,
+        enqueue(static, ctx.record_id, time.time_ns(), (time.perf_counter() - ctx.started) * 1000,
                 ctx.params, ctx.approval_id, outcome, trace)
 
     def event(self, kind: str, identity: Identity | None = None, **fields: Any) -> None:
