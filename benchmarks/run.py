@@ -133,21 +133,23 @@ class Variant:
         return _schedstat_ns(path) if path else 0
 
 
+class _RecordingQueue:
+    """A log's queue, keeping a copy of every item put on it (what the writer is given)."""
+
+    def __init__(self, queue: Any, into: list[Any]) -> None:
+        self._queue, self._into = queue, into
+
+    def put(self, item: Any) -> None:
+        self._into.append(item)
+        self._queue.put(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
 def capture_items(log: Any, into: list[Any]) -> None:
-    """Keep a copy of every item ``log`` is given: statement items (the tuple
-    ``enqueue_statement`` queues) and events (``_put``)."""
-    real_stmt, real_put = log.enqueue_statement, log._put
-
-    def stmt(*item: Any) -> None:
-        into.append(item)
-        real_stmt(*item)
-
-    def put(item: Any) -> None:
-        into.append(item)
-        real_put(item)
-
-    log.enqueue_statement = stmt
-    log._put = put
+    """Keep a copy of every item ``log``'s writer is given (statement tuples and events)."""
+    log._queue = _RecordingQueue(log._queue, into)
 
 
 def writer_record(log: Any, item: Any) -> bytes:

@@ -161,15 +161,23 @@ def test_timestamp_prefix_cached_per_second_is_isoformat(ts_ns):
 # -- on real statements -------------------------------------------------------------------------
 
 
+class _RecordingQueue:
+    """The log's queue, keeping a copy of every item put on it (what the writer is given)."""
+
+    def __init__(self, queue: Any, into: list[Any]) -> None:
+        self._queue, self._into = queue, into
+
+    def put(self, item: Any) -> None:
+        self._into.append(item)
+        self._queue.put(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
 def _captured(log: AuditLog) -> list[Any]:
     items: list[Any] = []
-    real = log._put
-
-    def put(item: Any) -> None:
-        items.append(item)
-        real(item)
-
-    log._put = put  # type: ignore[method-assign]
+    log._queue = _RecordingQueue(log._queue, items)  # type: ignore[assignment]
     return items
 
 
