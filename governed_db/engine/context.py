@@ -30,7 +30,9 @@ class StatementContext:
     """
 
     _params_digest: tuple[str, ...] | None = None
-    _n: int = 0  # the statement's number in this process (its id is made from it)
+    # The statement's number in this process (its id is made from it; the audit writer is
+    # given the number); 0 for a context made from a record, whose id is given.
+    _n: int = 0
     approval_id: str | None = None
     rows_returned = 0
     affected_rows: int | None = None
@@ -84,11 +86,6 @@ class StatementContext:
         """The statement id (audit records, spans, events), made from its number when first
         read (the writer usually makes it, from the number it is given)."""
         return statement_id(self._n)
-
-    @property
-    def record_id(self) -> int | str:
-        """What the audit writer is given for the id: the number, or the id once it exists."""
-        return self.__dict__.get("id") or self._n
 
     @property
     def masked(self) -> dict[str, str]:

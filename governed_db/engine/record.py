@@ -81,7 +81,7 @@ class RecordStage(GovernorState):
         if span is not None:
             sc = span.get_span_context()
             trace = (sc.trace_id, sc.span_id)
-        enqueue(static, ctx.record_id, time.time_ns(), (time.perf_counter() - ctx.started) * 1000,
+        enqueue(static, ctx._n or ctx.id, time.time_ns(), (time.perf_counter() - ctx.started) * 1000,
                 ctx.params, ctx.approval_id, outcome, trace)
 
     def event(self, kind: str, identity: Identity | None = None, **fields: Any) -> None:
