@@ -109,12 +109,26 @@ def resolve_policy(explicit: Policy | str | os.PathLike[str] | None) -> Policy:
         return _resolved_policy
 
 
+# GOVERNED_DB_IDENTITY's text and the identity parsed from it: read before every statement
+# of a connection without an identity of its own, so the same text gives the same (frozen)
+# object, which every per-identity cache recognises by identity (a new object per statement
+# missed them all: the scope key made again, the session's identity compared again).
+_env_identity: tuple[str, Identity] | None = None
+
+
 def default_identity() -> Identity | None:
+    global _env_identity
+
     if _state.config.identity is not None:
         return _state.config.identity
     env = os.environ.get("GOVERNED_DB_IDENTITY")
     if env:
-        return Identity.parse(env)
+        cached = _env_identity
+        if cached is not None and cached[0] == env:
+            return cached[1]
+        ident = Identity.parse(env)
+        _env_identity = (env, ident)
+        return ident
     return None
 
 

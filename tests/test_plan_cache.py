@@ -164,3 +164,43 @@ def test_plan_checks_every_part_of_the_statement_key(dsn, audit):
         plan.policy_digest = digest
         plan.catalog_version -= 1
         assert not valid_for(gov, plan, SUPPORT, plan.codec)
+
+
+ENV_UNMASKS = parse_policy("""
+[[masking.unmask]]
+columns = ["users.ssn", "users.email"]
+identity_ids = ["trusted"]
+""")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_identity_from_the_environment_keeps_its_plan_and_follows_the_variable(
+        dsn, audit, mode, monkeypatch):
+    """GOVERNED_DB_IDENTITY (no identity on the connection): the same text of the variable is
+    the same identity object statement after statement, so its plan is used as is (a new
+    object per statement made the scope key again each time); a new value of the variable is
+    another identity, never answered from the first one's plan, and the records say who."""
+    secrets = raw_secrets(dsn)
+    clear_rows = _raw(dsn, QUERY)
+    monkeypatch.setenv("GOVERNED_DB_IDENTITY", "human:trusted")
+    async with Session(mode, dsn, audit, None, policy=ENV_UNMASKS, autocommit=True) as s:
+        for _ in range(3):
+            assert await s.run(QUERY) == clear_rows
+        trusted_plan = _plan(s)
+        assert trusted_plan is not None
+        seen = trusted_plan.ident
+        assert await s.run(QUERY) == clear_rows
+        assert _plan(s) is trusted_plan and trusted_plan.ident is seen, \
+            "the environment's identity was parsed again for this statement"
+        monkeypatch.setenv("GOVERNED_DB_IDENTITY", "human:other")
+        for _ in range(2):
+            rows = await s.run(QUERY)
+            assert all(r[1].startswith("****@") for r in rows), rows
+            assert_no_secret(rows, secrets)
+            assert _plan(s) is not trusted_plan
+        monkeypatch.setenv("GOVERNED_DB_IDENTITY", "human:trusted")
+        assert await s.run(QUERY) == clear_rows
+    audit.flush()
+    who = [r["identity"]["id"] for r in audit.records
+           if r.get("type") == "statement" and r["statement"]["normalized"].startswith("SELECT id")]
+    assert who == ["trusted"] * 4 + ["other"] * 2 + ["trusted"]
