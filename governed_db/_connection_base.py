@@ -379,9 +379,14 @@ class GovernedConnectionMixin(_ConnectionBase):
             " a new one", rule_ids=("session.verify-server-state",))
 
     def _commit_gen(self) -> Any:
+        gov = self._governor
+        if gov is not None and gov.auditor is not None \
+                and self.pgconn.transaction_status != IDLE \
+                and (gov.auditor.error is not None or gov.auditor.closed):
+            gov.auditor.check()  # the transaction's changes do not commit unrecorded
         yield from super()._commit_gen()
-        if self._governor is not None:
-            self._governor.event("commit")
+        if gov is not None:
+            gov.event("commit")
 
     def _rollback_gen(self) -> Any:
         yield from super()._rollback_gen()

@@ -39,7 +39,7 @@ _COPY_OUT = pq.ExecStatus.COPY_OUT
 IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
-_BoundMethod = MethodType  # tuple_row's maker: the transformer's bound load_sequence
+_BoundMethod = MethodType  # namedtuple_row's maker: a class's bound _make
 # Instance slots every concrete governed cursor class declares.
 GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure",
              "_gov_portal", "_gov_rows", "_gov_many")
@@ -124,8 +124,8 @@ class GovernedCursorMixin(_CursorBase[Row]):
         if gov is None:
             raise InterfaceError("the connection is not governed (closed or not set up)")
         auditor = gov.auditor
-        if auditor is not None and auditor.error is not None:
-            auditor.check()  # raises unless the log is configured to fail open
+        if auditor is not None and (auditor.error is not None or auditor.closed):
+            auditor.check()  # raises (a failed log configured to fail open runs on)
         # (Governor.identity() inlined: acting_as > connection > configure > env)
         ident = _acting.get() or gov.conn_identity or gov.identity()
         gov.pending_identity = ident
@@ -815,9 +815,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
                 maker = inner
             else:
                 kept = self._gov_rows
-                # (A row factory's maker is made anew for every result: tuple_row's is the
-                # transformer's bound load_sequence, equal to the kept one while the cursor
-                # keeps its transformer.)
+                # (A row factory may make its maker anew for every result: namedtuple_row's
+                # is the bound ``_make`` of a class cached per column names, equal to the
+                # kept one while the names are; tuple_row's is ``tuple`` itself.)
                 if kept is not None and kept[0] is plan and kept[2] == index and (
                         kept[1] is inner or (type(inner) is _BoundMethod and kept[1] == inner)):
                     cell = kept[4]

@@ -190,6 +190,61 @@ async def test_failing_sink_refuses_next_statement_async(dsn, tmp_path, path):
     verify(log.path, log.key.public_key())
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_closed_log_refuses_every_path_before_the_server(dsn, tmp_path, kind, path):
+    """The log a connection records to is closed (the application closed the log it passed,
+    close_process_logs(), exit): the next statement on every path is refused before anything
+    reaches the server, and the connection's transaction commits nothing unrecorded."""
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    value = 300 + PATHS.index(path) * 10 + (kind == "async")
+    if kind == "sync":
+        conn: Any = governed_db.connect(dsn, identity=SVC, audit=log, autocommit=True)
+        try:
+            conn.execute("SELECT 1")
+            log.close()
+            with pytest.raises(errors.AuditUnavailable, match="the audit log is closed"):
+                _run_sync(conn, path, value)
+        finally:
+            conn.close()  # (closing never fails because the audit did)
+    else:
+        conn = await governed_db.AsyncConnection.connect(dsn, identity=SVC, audit=log,
+                                                         autocommit=True)
+        try:
+            await conn.execute("SELECT 1")
+            log.close()
+            with pytest.raises(errors.AuditUnavailable, match="the audit log is closed"):
+                await _run_async(conn, path, value)
+        finally:
+            await conn.close()
+    assert value not in _rows_in_t(dsn) and value + 1 not in _rows_in_t(dsn)
+    verify(log.path, log.key.public_key())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_closed_log_commits_nothing_of_an_open_transaction(dsn, tmp_path, kind):
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    if kind == "sync":
+        conn = governed_db.connect(dsn, identity=SVC, audit=log)
+        conn.execute("INSERT INTO t VALUES (%s)", (391,))
+        log.close()
+        with pytest.raises(errors.AuditUnavailable):
+            conn.execute("INSERT INTO t VALUES (%s)", (392,))
+        with pytest.raises(errors.AuditUnavailable):
+            conn.commit()
+        conn.close()
+    else:
+        conn = await governed_db.AsyncConnection.connect(dsn, identity=SVC, audit=log)
+        await conn.execute("INSERT INTO t VALUES (%s)", (393,))
+        log.close()
+        with pytest.raises(errors.AuditUnavailable):
+            await conn.execute("INSERT INTO t VALUES (%s)", (394,))
+        with pytest.raises(errors.AuditUnavailable):
+            await conn.commit()
+        await conn.close()
+    assert not {391, 392, 393, 394} & set(_rows_in_t(dsn))
+
+
 class PrintsOnce:
     """str() works when the identity is made (checked there), fails afterwards."""
 
