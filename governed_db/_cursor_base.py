@@ -39,6 +39,12 @@ _COPY_OUT = pq.ExecStatus.COPY_OUT
 IDLE = pq.TransactionStatus.IDLE
 INERROR = pq.TransactionStatus.INERROR
 _SYNCABLE = (IDLE, INTRANS)
+# Errors the server raises while it analyses a statement, before anything of it runs, when a
+# masking expression does not fit a column's type: undefined_function, datatype_mismatch,
+# cannot_coerce, ambiguous_function, indeterminate_datatype, collation_mismatch,
+# indeterminate_collation.
+_REWRITE_ANALYSIS_ERRORS = frozenset({"42883", "42804", "42846", "42725", "42P18", "42P21",
+                                      "42P22"})
 _BoundMethod = MethodType  # namedtuple_row's maker: a class's bound _make
 # Instance slots every concrete governed cursor class declares.
 GOV_SLOTS = ("_gov_ctx", "_gov_result", "_gov_result_view", "_gov_path", "_gov_measure",
@@ -255,7 +261,12 @@ class GovernedCursorMixin(_CursorBase[Row]):
             yield from conn._prepared.maintain_gen(conn)
         except BaseException as exc:
             self._gov_failed(exc)
-            raise
+            if not self._gov_rewrite_refused(exc):
+                raise
+            # Sent again as the caller wrote it: the rewrite is forgotten (failed() above), so
+            # it is masked client-side, or described again for the new type.
+            return (yield from self._execute_gen(query, params, prepare=prepare,
+                                                 binary=binary))
         ctx = self._gov_ctx
         if ctx is None:
             return
@@ -266,6 +277,28 @@ class GovernedCursorMixin(_CursorBase[Row]):
                 conn._governor.succeeded(ctx, self._rowcount, _status(self))
             return
         yield from self._gov_after_gen(ctx)
+
+    def _gov_rewrite_refused(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the server refusing the masking SELECT sent instead of the
+        caller's statement while it was being analysed (_server_mask: a column's type changed
+        in another session since the rewrite was learned, so its masking expression names no
+        function or collation for the new type), in autocommit with nothing else in flight:
+        nothing of the statement ran, and it can be sent again as written."""
+        ctx = self._gov_ctx
+        conn = self._conn
+        if ctx is None or ctx.server_mask is None \
+                or getattr(exc, "sqlstate", None) not in _REWRITE_ANALYSIS_ERRORS \
+                or conn._pipeline is not None or self._gov_many is not None \
+                or conn.pgconn.transaction_status != IDLE:
+            return False
+        # The error points into the masking select list, before the caller's statement (an
+        # error of the caller's own text, or one a function raises while it runs, does not).
+        diag = getattr(exc, "diag", None)
+        position: str | None = diag.statement_position if diag is not None else None
+        if position is None or not position.isdigit():
+            return False
+        select_list_end: int = ctx.server_mask.query.find(b" FROM (\n")
+        return 0 < int(position) <= select_list_end
 
     def _gov_failed(self, exc: BaseException) -> None:
         ctx = self._gov_ctx

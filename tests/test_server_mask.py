@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import psycopg
 import pytest
@@ -53,6 +54,11 @@ strategy = "null"
 columns = ["pii.h"]
 strategy = "hash"
 """
+
+
+def _raw(dsn: str, sql: str) -> list[Any]:
+    with psycopg.connect(dsn) as raw:
+        return raw.execute(sql).fetchall()
 
 
 def _fill_pii(dsn: str) -> None:
@@ -493,16 +499,68 @@ def test_first_execution_is_masked_by_the_server_and_stream_learns(dsn):
         assert cur._gov_ctx.server_mask is not None  # learned from the first stream
 
 
-def test_column_type_changed_elsewhere_is_described_again(dsn):
-    """A column whose type another session changed (text -> int) before the snapshot reloads:
-    the learned rewrite no longer applies; the failure forgets it and the next run is right."""
-    with governed_db.connect(dsn, identity=HUMAN, autocommit=True) as conn:
-        sql = "SELECT ssn FROM users ORDER BY id"
-        assert conn.execute(sql).fetchall() == [("***********3333",), ("***********6666",)]
+# (type, USING expression, what the two masked values are then): a type change another
+# session makes after the rewrite was learned, before this process's snapshot reloads.
+RETYPED = [
+    ("int", "length(ssn)", [(None,), (None,)]),  # a non-text scalar masked: None
+    ("jsonb", "to_jsonb(ssn)", [("***********3333",), ("***********6666",)]),
+    ("bytea", "convert_to(ssn, 'UTF8')", [(None,), (None,)]),  # bytes: withheld
+    ("varchar(40)", "ssn", [("***********3333",), ("***********6666",)]),
+]
+
+
+@pytest.mark.parametrize("typ,using,want", RETYPED, ids=[r[0] for r in RETYPED])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_column_type_changed_elsewhere_is_described_again(dsn, audit, kind, typ, using,
+                                                                want):
+    """The learned rewrite no longer applies to the new type (the masking expression does not
+    analyse: no function for the type, no collation): in autocommit nothing of the statement
+    ran, so it is sent again as the caller wrote it, masked client-side, and the caller sees
+    what plain psycopg gives (rows, no error); the next run is described again. The failed
+    attempt is recorded as such; no raw value is returned either way."""
+    sql = "SELECT ssn FROM users ORDER BY id"
+    secrets = [r[0] for r in _raw(dsn, "SELECT ssn FROM users")]
+    if kind == "sync":
+        conn: Any = governed_db.connect(dsn, identity=HUMAN, audit=audit, autocommit=True)
+    else:
+        conn = await governed_db.AsyncConnection.connect(dsn, identity=HUMAN, audit=audit,
+                                                         autocommit=True)
+
+    async def run() -> Any:
+        if kind == "sync":
+            return conn.execute(sql).fetchall()
+        return await (await conn.execute(sql)).fetchall()
+
+    try:
+        for _ in range(3):
+            assert await run() == [("***********3333",), ("***********6666",)]
         with psycopg.connect(dsn, autocommit=True) as raw:
-            raw.execute("ALTER TABLE users ALTER COLUMN ssn TYPE int USING length(ssn)")
-        try:
-            rows = conn.execute(sql).fetchall()
-        except psycopg.Error:
-            rows = conn.execute(sql).fetchall()
-        assert rows == [(None,), (None,)]  # an int masked: None, as client-side
+            raw.execute(f"ALTER TABLE users ALTER COLUMN ssn TYPE {typ} USING {using}")
+        for _ in range(3):
+            rows = await run()
+            assert rows == want, rows
+            assert not any(str(s) in repr(rows) for s in secrets)
+    finally:
+        if kind == "sync":
+            conn.close()
+        else:
+            await conn.close()
+    audit.flush()
+    outcomes = [r["outcome"]["outcome"] for r in audit.records if r["type"] == "statement"]
+    assert outcomes.count("ok") == 6 and set(outcomes) <= {"ok", "error"}, outcomes
+
+
+def test_column_type_changed_elsewhere_inside_a_transaction_fails_once(dsn, audit):
+    """Inside a transaction the failed masking SELECT aborted it: nothing can be sent again
+    (the residue, SECURITY.md); the caller gets the error, rolls back, and the next run is
+    right. Never a raw value."""
+    sql = "SELECT ssn FROM users ORDER BY id"
+    with governed_db.connect(dsn, identity=HUMAN, audit=audit) as conn:
+        assert conn.execute(sql).fetchall() == [("***********3333",), ("***********6666",)]
+        conn.commit()
+        with psycopg.connect(dsn, autocommit=True) as raw:
+            raw.execute("ALTER TABLE users ALTER COLUMN ssn TYPE jsonb USING to_jsonb(ssn)")
+        with pytest.raises(psycopg.Error):
+            conn.execute(sql)
+        conn.rollback()
+        assert conn.execute(sql).fetchall() == [("***********3333",), ("***********6666",)]
