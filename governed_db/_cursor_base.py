@@ -245,7 +245,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
         return rv
 
     def _execute_gen(self, query: Any, params: Any = None, *, prepare: bool | None = None,
-                     binary: bool | None = None) -> Any:
+                     binary: bool | None = None, _again: bool = False) -> Any:
         """psycopg 3.3's ``_execute_gen`` with the outcome recorded in its own frame: what
         ``_gov_track`` does around the other paths, without a generator layer around the
         statement (execute() is the hot path)."""
@@ -261,12 +261,12 @@ class GovernedCursorMixin(_CursorBase[Row]):
             yield from conn._prepared.maintain_gen(conn)
         except BaseException as exc:
             self._gov_failed(exc)
-            if not self._gov_rewrite_refused(exc):
+            if _again or not self._gov_rewrite_refused(exc):
                 raise
             # Sent again as the caller wrote it: the rewrite is forgotten (failed() above), so
             # it is masked client-side, or described again for the new type.
             return (yield from self._execute_gen(query, params, prepare=prepare,
-                                                 binary=binary))
+                                                 binary=binary, _again=True))
         ctx = self._gov_ctx
         if ctx is None:
             return
