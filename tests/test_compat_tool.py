@@ -91,3 +91,60 @@ def test_plugin_binds_psycopg_and_psycopg_pool_to_governed_db(tmp_path: Path) ->
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(out.read_text())["outcomes"] == {"test_bound.py::test_bound": "passed"}
+
+
+def test_compare_counts_a_difference_only_when_a_rerun_alone_fails(tmp_path: Path,
+                                                                    capsys) -> None:
+    run = _run_module()
+    raw = {"t::timed": "passed", "t::real": "passed", "t::never": "passed"}
+    (tmp_path / "pool.raw.json").write_text(json.dumps(
+        {"outcomes": raw, "wall": 1.0, "markers": {"t::timed": ["slow", "timing"]}}))
+    _write(tmp_path, "pool", "governed", {"t::timed": "failed", "t::real": "failed",
+                                          "t::never": "failed"}, 1.0)
+    (tmp_path / "rerun.json").write_text(json.dumps(
+        {"t::timed": ["passed", "passed", "passed"], "t::real": ["passed", "failed", "passed"]}))
+    assert run.compare(tmp_path, ["pool"], {}) == 1
+    out = capsys.readouterr().out
+    unstable, regressions = out.split("pass raw but not governed", 1)
+    assert ("[pool] t::timed: failed in the group run, then passed/passed/passed"
+            " (psycopg marks it slow, timing)") in unstable
+    # One failing rerun confirms a difference; a test never rerun stays a difference.
+    assert "[pool] t::real: failed (alone: passed/failed/passed)" in regressions
+    assert "[pool] t::never: failed" in regressions and "t::timed" not in regressions
+    (tmp_path / "rerun.json").write_text(json.dumps(
+        {n: ["passed"] for n in ("t::timed", "t::real", "t::never")}))
+    assert run.compare(tmp_path, ["pool"], {}) == 0
+    assert "3 difference(s) did not reproduce" in capsys.readouterr().out
+
+
+def test_rerun_runs_each_difference_governed_and_alone(tmp_path: Path) -> None:
+    run = _run_module()
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "tests").mkdir(parents=True)
+    out.mkdir()
+    # Fails on its first run only (a counter file beside it); the other always fails; a third
+    # test of the same file is not asked for and must not run.
+    (src / "tests" / "test_f.py").write_text(
+        "import pathlib, psycopg, pytest\n"
+        "HERE = pathlib.Path(__file__).parent\n"
+        "@pytest.mark.timing\n"
+        "def test_once():\n"
+        "    assert psycopg.__name__ == 'governed_db'\n"
+        "    n = HERE / 'n'\n"
+        "    first = not n.exists()\n"
+        "    n.write_text('x')\n"
+        "    assert not first\n"
+        "def test_always():\n"
+        "    assert False\n"
+        "def test_other():\n"
+        "    (HERE / 'other').write_text('ran')\n")
+    got = run._rerun(src, out, ["tests/test_f.py::test_once", "tests/test_f.py::test_always"],
+                     "dbname=unused", [], 3)
+    assert got == {"tests/test_f.py::test_once": ["failed", "passed", "passed"],
+                   "tests/test_f.py::test_always": ["failed", "failed", "failed"]}
+    assert json.loads((out / "rerun.json").read_text()) == got
+    assert not (src / "tests" / "other").exists()
+    assert "--- rerun 3 of 3" in (out / "rerun.governed.log").read_text()
+    # The plugin keeps psycopg's markers of the tests that may fail under load.
+    last = json.loads((out / "rerun.governed.json").read_text())
+    assert last["markers"] == {"tests/test_f.py::test_once": ["timing"]}

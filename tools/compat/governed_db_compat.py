@@ -10,7 +10,8 @@ in both runs of a group, so the raw and the governed run differ only in the bind
   module objects (governed_db re-exports them); ``psycopg_pool`` is imported after the swap, so its
   pools make governed connections. ``raw``: nothing is swapped.
 * Per-test outcomes go to ``GOVERNED_DB_COMPAT_OUT`` (JSON: node id -> ``passed``, ``failed``,
-  ``error``, ``skipped``, ``xfailed``, ``xpassed``) for ``run.py`` to compare.
+  ``error``, ``skipped``, ``xfailed``, ``xpassed``) for ``run.py`` to compare, with psycopg's
+  ``timing`` / ``slow`` / ``flakey`` markers of each test that has one.
 * psycopg's conftest keeps a crash marker in ``config.cache``; the job runs with
   ``-p no:cacheprovider`` (nothing written into the psycopg checkout), so an in-memory cache stands
   in for it.
@@ -76,6 +77,9 @@ class _MemoryCache:
 
 
 _outcomes: dict[str, str] = {}
+# psycopg's markers for tests that may fail on a loaded machine (its CI deselects them there).
+_UNSTEADY = ("timing", "slow", "flakey")
+_markers: dict[str, list[str]] = {}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -95,6 +99,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     expected = "governed_db" if MODE == "governed" else "psycopg"
     if bound != expected:
         raise pytest.UsageError(f"compat mode {MODE}: psycopg is bound to {bound}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marks = sorted({m.name for m in item.iter_markers() if m.name in _UNSTEADY})
+        if marks:
+            _markers[item.nodeid] = marks
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -119,5 +130,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     out = os.environ.get("GOVERNED_DB_COMPAT_OUT")
     if out:
         with open(out, "w") as fh:
-            json.dump({"mode": MODE, "exitstatus": int(exitstatus), "outcomes": _outcomes}, fh,
+            json.dump({"mode": MODE, "exitstatus": int(exitstatus), "outcomes": _outcomes,
+                       "markers": _markers}, fh,
                       indent=0, sort_keys=True)

@@ -13,9 +13,13 @@ decided, masked and recorded.
 
 It then compares per test and exits non-zero when a test that passes raw does not pass governed,
 unless ``allowlist.toml`` lists it (only tests that reach into psycopg's private ``_`` modules
-may be listed, each with its reason). ``--compare`` compares the results already in ``--out``
-without running anything; ``--only raw`` / ``--only governed`` runs one side (the other side's
-earlier results are reused by the comparison).
+may be listed, each with its reason). Each such difference is first run again, governed, alone,
+``--reruns`` times (default 3): a difference is a regression when any of those runs fails; one
+that passes every time did not reproduce (a timing bound or a random schema of psycopg's faker
+met once under load) and is listed as such with its psycopg markers, without failing the job.
+``--reruns 0`` counts every difference of the group run. ``--compare`` compares the results
+already in ``--out`` without running anything; ``--only raw`` / ``--only governed`` runs one
+side (the other side's earlier results are reused by the comparison).
 
 The psycopg tests need a server: ``PSYCOPG_TEST_DSN`` when set, else a throwaway cluster started
 like the project's test harness (``governed_db._pgcluster``). Keep runs short on a shared machine:
@@ -162,6 +166,45 @@ def _run_side(src: Path, out: Path, group: str, mode: str, dsn: str,
     return data
 
 
+def _rerun(src: Path, out: Path, nodeids: list[str], dsn: str, extra: list[str],
+           times: int) -> dict[str, list[str]]:
+    """Run ``nodeids`` again, governed and alone (a pytest process of their own), ``times``
+    times; each test's outcomes, in order, are kept in ``rerun.json`` for ``--compare``."""
+    outcomes: dict[str, list[str]] = {n: [] for n in nodeids}
+    result = out / "rerun.governed.json"
+    log = out / "rerun.governed.log"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+           "-p", "no:asyncio", "-p", "governed_db_compat", "-o", "addopts=", "-rN",
+           "--no-header", *extra, *nodeids]
+    env = _env(out, "governed", dsn)
+    env["GOVERNED_DB_COMPAT_OUT"] = str(result)
+    with log.open("w") as fh:
+        for i in range(times):
+            result.unlink(missing_ok=True)
+            fh.write(f"--- rerun {i + 1} of {times}\n")
+            fh.flush()
+            subprocess.run(cmd, cwd=src, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            got = json.loads(result.read_text())["outcomes"] if result.exists() else {}
+            for nodeid in nodeids:
+                outcomes[nodeid].append(got.get(nodeid, "not run"))
+    (out / "rerun.json").write_text(json.dumps(outcomes, indent=0, sort_keys=True))
+    return outcomes
+
+
+def _differences(out: Path, groups: list[str], allowlist: dict[str, str]) -> list[str]:
+    """Node ids passing raw and not governed, allow-list aside (results already in ``out``)."""
+    found = []
+    for group in groups:
+        try:
+            raw = json.loads((out / f"{group}.raw.json").read_text())["outcomes"]
+            gov = json.loads((out / f"{group}.governed.json").read_text())["outcomes"]
+        except FileNotFoundError:
+            continue
+        found += [n for n, o in sorted(raw.items()) if o in PASSING
+                  and gov.get(n, "not run") not in PASSING and _allowed(n, allowlist) is None]
+    return found
+
+
 def _counts(outcomes: dict[str, str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for outcome in outcomes.values():
@@ -172,6 +215,11 @@ def _counts(outcomes: dict[str, str]) -> dict[str, int]:
 def compare(out: Path, groups: list[str], allowlist: dict[str, str]) -> int:
     rows = []
     regressions: list[tuple[str, str, str]] = []
+    unstable: list[tuple[str, str, str, list[str], list[str]]] = []
+    try:
+        reruns: dict[str, list[str]] = json.loads((out / "rerun.json").read_text())
+    except FileNotFoundError:
+        reruns = {}
     allowed_hits: list[tuple[str, str]] = []
     wall_raw = wall_gov = 0.0
     for group in groups:
@@ -182,6 +230,7 @@ def compare(out: Path, groups: list[str], allowlist: dict[str, str]) -> int:
             print(f"{group}: no results yet ({exc.filename}); run it first", file=sys.stderr)
             return 2
         r, g = raw["outcomes"], gov["outcomes"]
+        markers = raw.get("markers", {})
         for nodeid, outcome in sorted(r.items()):
             if outcome not in PASSING:
                 continue
@@ -189,7 +238,10 @@ def compare(out: Path, groups: list[str], allowlist: dict[str, str]) -> int:
             if got in PASSING:
                 continue
             reason = _allowed(nodeid, allowlist)
-            if reason is None:
+            again = reruns.get(nodeid, [])
+            if reason is None and again and all(o in PASSING for o in again):
+                unstable.append((group, nodeid, got, again, markers.get(nodeid, [])))
+            elif reason is None:
                 regressions.append((group, nodeid, got))
             else:
                 allowed_hits.append((nodeid, reason))
@@ -215,10 +267,18 @@ def compare(out: Path, groups: list[str], allowlist: dict[str, str]) -> int:
         print(f"\nallow-listed ({len(allowed_hits)}, tests reaching psycopg's private modules):")
         for nodeid, reason in allowed_hits:
             print(f"  {nodeid}: {reason}")
+    if unstable:
+        print(f"\n{len(unstable)} difference(s) did not reproduce (governed, alone, every rerun"
+              " passed):")
+        for group, nodeid, got, again, marks in unstable:
+            print(f"  [{group}] {nodeid}: {got} in the group run, then {'/'.join(again)}"
+                  + (f" (psycopg marks it {', '.join(marks)})" if marks else ""))
     if regressions:
         print(f"\n{len(regressions)} test(s) pass raw but not governed:")
         for group, nodeid, got in regressions:
-            print(f"  [{group}] {nodeid}: {got}")
+            again = reruns.get(nodeid)
+            print(f"  [{group}] {nodeid}: {got}"
+                  + (f" (alone: {'/'.join(again)})" if again else ""))
         return 1
     print("\nevery test that passes raw passes governed")
     return 0
@@ -235,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare results already in --out; run nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "compat",
                         help="results directory (default: build/compat)")
+    parser.add_argument("--reruns", type=int, default=3, metavar="N",
+                        help="run each test passing raw and failing governed N more times,"
+                             " governed and alone; it counts only if one of them fails"
+                             " (default 3; 0: every difference counts)")
     parser.add_argument("--list", action="store_true", help="list the groups and exit")
     parser.add_argument("pytest_args", nargs="*",
                         help="extra pytest arguments after --, e.g. -- -k name -x")
@@ -263,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
                     data = _run_side(src, out, group, mode, dsn, args.pytest_args)
                     c = _counts(data["outcomes"])
                     print(f"{group} {mode}: {c} in {data['wall']:.1f}s", flush=True)
+            (out / "rerun.json").unlink(missing_ok=True)
+            differing = _differences(out, groups, allowlist)
+            if differing and args.reruns > 0:
+                print(f"running {len(differing)} difference(s) again, governed and alone,"
+                      f" {args.reruns} times", flush=True)
+                _rerun(src, out, differing, dsn, args.pytest_args, args.reruns)
     return compare(out, groups, allowlist)
 
 
