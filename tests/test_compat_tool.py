@@ -148,3 +148,28 @@ def test_rerun_runs_each_difference_governed_and_alone(tmp_path: Path) -> None:
     # The plugin keeps psycopg's markers of the tests that may fail under load.
     last = json.loads((out / "rerun.governed.json").read_text())
     assert last["markers"] == {"tests/test_f.py::test_once": ["timing"]}
+
+
+def test_allow_list_entries_for_a_module_and_by_pattern(tmp_path: Path, capsys) -> None:
+    run = _run_module()
+    allow = {"tests/test_enc.py": "imports psycopg._encodings",
+             "tests/test_w.py::*[wait_c*": "skipif reads psycopg._cmodule"}
+    assert run._allowed("tests/test_enc.py::test_a[x]", allow) == "imports psycopg._encodings"
+    assert run._allowed("tests/test_w.py::test_r[wait_c-R]", allow) == \
+        "skipif reads psycopg._cmodule"
+    # `[` is itself in a pattern (not a character class); other names are not covered.
+    assert run._allowed("tests/test_w.py::test_r[wait_py-R]", allow) is None
+    assert run._allowed("tests/test_w.py::test_wait_conn", allow) is None
+    assert run._allowed("tests/test_encodings.py::test_a", allow) is None
+
+
+def test_differences_rerun_only_tests_that_ran_and_failed(tmp_path: Path) -> None:
+    run = _run_module()
+    _write(tmp_path, "m", "raw", {"t::ran": "passed", "t::err": "passed", "t::gone": "passed",
+                                  "t::allowed": "passed", "t::both": "failed"}, 1.0)
+    _write(tmp_path, "m", "governed", {"t::ran": "failed", "t::err": "error",
+                                       "t::allowed": "failed", "t::both": "failed"}, 1.0)
+    # A test its module's import error kept from running is not run again (nothing to learn
+    # alone); it still counts in the comparison.
+    assert run._differences(tmp_path, ["m"], {"t::allowed": "private"}) == ["t::err", "t::ran"]
+    assert run.compare(tmp_path, ["m"], {"t::allowed": "private"}) == 1
