@@ -299,6 +299,9 @@ class Bench:
 
         self.add("P3 fetch 10,000 rows, unmasked", interleaved(
             {"raw psycopg": fetch(raw, "id, note, amount"),
+             # (a service: nothing to mask or scan, the governance cost alone; an agent's
+             # default profile scans the free text in `note` for PII)
+             "governed (service)": fetch(gov, "id, note, amount", logs["svc"]),
              "governed (agent)": fetch(agent, "id, note, amount", logs["agent"])},
             rounds=self.rounds, per_round=5, warmup=2), "raw psycopg", "≤ 1.03× (P3)")
         self.add("P3 fetch 10,000 rows, 2 masked columns", interleaved(
