@@ -150,6 +150,9 @@ def _governed_home(out: Path) -> Path:
 def _env(out: Path, mode: str, dsn: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVERNED_DB_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    # The virtualenv's scripts first: psycopg's typing tests run `mypy` as a command.
+    env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent),
+                                                env.get("PATH")]))
     env["GOVERNED_DB_COMPAT_MODE"] = mode
     if dsn is not None:
         env["PSYCOPG_TEST_DSN"] = dsn
