@@ -12,6 +12,7 @@ import psycopg
 from psycopg.abc import AdaptContext, ConnParam, Params, Query, QueryNoTemplate
 from psycopg.rows import Row
 
+from ._commit_gate import GovernedPipelineMixin, GovernedTransactionMixin
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor import Cursor, ServerCursor, governed_cursor_class
 from ._typing import RowFactory, AuditArg, IdentityArg, PolicyArg
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
     from psycopg._connection_base import CursorRow
 
 __all__ = ["Connection"]
+
+
+class Transaction(GovernedTransactionMixin, psycopg.Transaction):
+    """psycopg's Transaction; its end commits only while the audit log can be written."""
+
+
+class Pipeline(GovernedPipelineMixin, psycopg.Pipeline):
+    """psycopg's Pipeline; its syncs commit only while the audit log can be written."""
 
 
 class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
@@ -131,25 +140,58 @@ class Connection(GovernedConnectionMixin, psycopg.Connection[Row]):
         return conn
 
     @contextmanager
+    def transaction(self, savepoint_name: str | None = None,
+                    force_rollback: bool = False
+                    ) -> Iterator[psycopg.Transaction]:
+        """As psycopg's; the block's end commits only while the audit log can be written (else
+        its work is rolled back and ``AuditUnavailable`` raised: ``_commit_gate``)."""
+        tx = Transaction(self, savepoint_name, force_rollback)
+        if self._pipeline:
+            with self.pipeline(), tx, self.pipeline():
+                yield tx
+        else:
+            with tx:
+                yield tx
+
+    @contextmanager
     def pipeline(self) -> Iterator[psycopg.Pipeline]:
         """As psycopg's; results that need the catalog snapshot reloaded are planned again
         when the pipeline ends (masked until then); a due catalog snapshot is reloaded before
-        it starts."""
+        it starts; a sync commits only while the audit log can be written (``_commit_gate``)."""
         if self._pipeline is None and self._governor is not None:
             with self.lock:
                 self.wait(self._gov_before_pipeline_gen())
-        with super().pipeline() as pipeline:
-            yield pipeline
+        # (psycopg 3.3's pipeline(), with the governed pipeline class)
+        with self.lock:
+            self._check_connection_ok()
+            if (pipeline := self._pipeline) is None:
+                pipeline = self._pipeline = Pipeline(self)  # (a loop, broken below)
+        try:
+            with pipeline:
+                yield pipeline
+        finally:
+            if pipeline.level == 0:
+                with self.lock:
+                    assert pipeline is self._pipeline
+                    self._pipeline = None
         if self._pipeline is None and self._gov_replan_cursors:
             with self.lock:
                 self.wait(self._gov_after_pipeline_gen())
 
     @contextmanager
     def _pipeline_nolock(self) -> Iterator[psycopg.Pipeline]:
-        # executemany()'s own pipeline (the lock is held)
+        # executemany()'s own pipeline (the lock is held; psycopg 3.3's, with the governed
+        # pipeline class)
         self.wait(self._gov_before_pipeline_gen())
-        with super()._pipeline_nolock() as pipeline:
-            yield pipeline
+        assert not self._pipeline
+        pipeline = self._pipeline = Pipeline(self, _no_lock=True)
+        try:
+            with pipeline:
+                yield pipeline
+        finally:
+            assert pipeline.level == 0
+            assert pipeline is self._pipeline
+            self._pipeline = None
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         error: psycopg.Error | None = None

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.abc import AdaptContext, ConnParam, Params, Query, QueryNoTemplate
 from psycopg.rows import Row
 
+from ._commit_gate import GovernedPipelineMixin, GovernedTransactionMixin
 from ._connection_base import GovernedConnectionMixin, masked_notify, pop_governed_kwargs
 from ._cursor_async import AsyncCursor, AsyncServerCursor, governed_async_cursor_class
 from ._typing import AsyncRowFactory, AuditArg, IdentityArg, PolicyArg
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
     from psycopg._connection_base import CursorRow
 
 __all__ = ["AsyncConnection"]
+
+
+class AsyncTransaction(GovernedTransactionMixin, psycopg.AsyncTransaction):
+    """psycopg's AsyncTransaction; its end commits only while the audit log can be written."""
+
+
+class AsyncPipeline(GovernedPipelineMixin, psycopg.AsyncPipeline):
+    """psycopg's AsyncPipeline; its syncs commit only while the audit log can be written."""
 
 
 class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
@@ -129,25 +138,58 @@ class AsyncConnection(GovernedConnectionMixin, psycopg.AsyncConnection[Row]):
         return conn
 
     @asynccontextmanager
+    async def transaction(self, savepoint_name: str | None = None,
+                          force_rollback: bool = False
+                          ) -> AsyncIterator[psycopg.AsyncTransaction]:
+        """As psycopg's; the block's end commits only while the audit log can be written (else
+        its work is rolled back and ``AuditUnavailable`` raised: ``_commit_gate``)."""
+        tx = AsyncTransaction(self, savepoint_name, force_rollback)
+        if self._pipeline:
+            async with self.pipeline(), tx, self.pipeline():
+                yield tx
+        else:
+            async with tx:
+                yield tx
+
+    @asynccontextmanager
     async def pipeline(self) -> AsyncIterator[psycopg.AsyncPipeline]:
         """As psycopg's; results that need the catalog snapshot reloaded are planned again
         when the pipeline ends (masked until then); a due catalog snapshot is reloaded before
-        it starts."""
+        it starts; a sync commits only while the audit log can be written (``_commit_gate``)."""
         if self._pipeline is None and self._governor is not None:
             async with self.lock:
                 await self.wait(self._gov_before_pipeline_gen())
-        async with super().pipeline() as pipeline:
-            yield pipeline
+        # (psycopg 3.3's pipeline(), with the governed pipeline class)
+        async with self.lock:
+            self._check_connection_ok()
+            if (pipeline := self._pipeline) is None:
+                pipeline = self._pipeline = AsyncPipeline(self)  # (a loop, broken below)
+        try:
+            async with pipeline:
+                yield pipeline
+        finally:
+            if pipeline.level == 0:
+                async with self.lock:
+                    assert pipeline is self._pipeline
+                    self._pipeline = None
         if self._pipeline is None and self._gov_replan_cursors:
             async with self.lock:
                 await self.wait(self._gov_after_pipeline_gen())
 
     @asynccontextmanager
     async def _pipeline_nolock(self) -> AsyncIterator[psycopg.AsyncPipeline]:
-        # executemany()'s own pipeline (the lock is held)
+        # executemany()'s own pipeline (the lock is held; psycopg 3.3's, with the governed
+        # pipeline class)
         await self.wait(self._gov_before_pipeline_gen())
-        async with super()._pipeline_nolock() as pipeline:
-            yield pipeline
+        assert not self._pipeline
+        pipeline = self._pipeline = AsyncPipeline(self, _no_lock=True)
+        try:
+            async with pipeline:
+                yield pipeline
+        finally:
+            assert pipeline.level == 0
+            assert pipeline is self._pipeline
+            self._pipeline = None
 
     async def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         error: psycopg.Error | None = None

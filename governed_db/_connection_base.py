@@ -23,7 +23,8 @@ from ._client_encoding import (reported_encoding_safe, session_codec, text_as_by
 from .engine import Governor, redact_exception
 from ._cursor_base import governed_repr
 from ._redact import Allowed, redact_fields
-from .errors import InterfaceError, PolicyError, StatementDenied
+from ._commit_gate import audit_refusal
+from .errors import AuditUnavailable, InterfaceError, PolicyError, StatementDenied
 from .identity import Identity
 from .masking import mask_text_values
 
@@ -93,6 +94,9 @@ class GovernedConnectionMixin(_ConnectionBase):
             ident = Identity.from_token(opts["identity_token"], policy=policy)
         gov = Governor(policy=policy, identity=ident, auditor=auditor,
                        catalog_key=key, conn_info=conn_info)
+        track = getattr(auditor, "track", None)
+        if track is not None:
+            track(self)  # its statements in flight are recorded if the log closes
         gov.server_utf8 = info.parameter_status("server_encoding") == "UTF8"
         # Lexing depends on it: with it off, '\'' could hide a statement from the analyzer,
         # so only texts that lex the same either way run (DecideStage.gate); verified after
@@ -388,12 +392,31 @@ class GovernedConnectionMixin(_ConnectionBase):
         if gov is not None:
             gov.event("commit")
 
+    def _tpc_prepare_gen(self) -> Any:
+        # PREPARE TRANSACTION makes the transaction's work durable: a commit point. Refused
+        # like commit(), the transaction left open (tpc_rollback(), or prepare again once the
+        # log can be written).
+        refusal = audit_refusal(self)
+        if refusal is not None and self._tpc and not self._tpc[1]:
+            raise refusal
+        yield from super()._tpc_prepare_gen()
+
+    def _tpc_finish_gen(self, action: Any, xid: Any) -> Any:
+        if action == "COMMIT":  # COMMIT PREPARED (or commit() of an unprepared one)
+            refusal = audit_refusal(self)
+            if refusal is not None:
+                raise refusal
+        yield from super()._tpc_finish_gen(action, xid)
+
     def _rollback_gen(self) -> Any:
         yield from super()._rollback_gen()
         if self._governor is not None:
             self._governor.rolled_back()  # session SETs made in the transaction are undone
             self._governor.transaction_ended(committed=False)
-            self._governor.event("rollback")
+            try:
+                self._governor.event("rollback")
+            except AuditUnavailable:
+                pass  # rolled back all the same: nothing of it can commit (not an error)
 
     def _gov_redact(self, exc: BaseException) -> BaseException:
         gov = self._governor
@@ -430,6 +453,9 @@ class GovernedConnectionMixin(_ConnectionBase):
         gov = self._governor
         if not was_open or gov is None or gov.auditor is None:
             return
+        untrack = getattr(gov.auditor, "untrack", None)
+        if untrack is not None:
+            untrack(self)
         try:
             gov.auditor.flush()
         except Exception:  # noqa: BLE001, S110 - closing must not fail because audit did

@@ -32,13 +32,18 @@ class Copy(GovernedCopyMixin, psycopg.Copy):
 
     def finish(self, exc: BaseException | None) -> None:
         """As psycopg's; a COPY FROM under a row limit is then measured (see
-        ``GovernedCursorMixin._gov_copy_in_gen``): kept, or rolled back and denied."""
+        ``GovernedCursorMixin._gov_copy_in_gen``): kept, or rolled back and denied. A COPY
+        FROM ends failed, and raises ``AuditUnavailable``, while the audit log cannot be
+        written (``_commit_gate``)."""
+        refusal = self._gov_end_refusal(exc)
         try:
-            super().finish(exc)
+            super().finish(exc or refusal)
         except BaseException as failure:
             self.connection.wait(self.cursor._gov_copy_end_gen(failure))
             raise
-        self.connection.wait(self.cursor._gov_copy_end_gen(exc))
+        self.connection.wait(self.cursor._gov_copy_end_gen(exc or refusal))
+        if refusal is not None:
+            raise refusal
 
 
 if TYPE_CHECKING:

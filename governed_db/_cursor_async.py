@@ -34,13 +34,18 @@ class AsyncCopy(GovernedCopyMixin, psycopg.AsyncCopy):
 
     async def finish(self, exc: BaseException | None) -> None:
         """As psycopg's; a COPY FROM under a row limit is then measured (see
-        ``GovernedCursorMixin._gov_copy_in_gen``): kept, or rolled back and denied."""
+        ``GovernedCursorMixin._gov_copy_in_gen``): kept, or rolled back and denied. A COPY
+        FROM ends failed, and raises ``AuditUnavailable``, while the audit log cannot be
+        written (``_commit_gate``)."""
+        refusal = self._gov_end_refusal(exc)
         try:
-            await super().finish(exc)
+            await super().finish(exc or refusal)
         except BaseException as failure:
             await self.connection.wait(self.cursor._gov_copy_end_gen(failure))
             raise
-        await self.connection.wait(self.cursor._gov_copy_end_gen(exc))
+        await self.connection.wait(self.cursor._gov_copy_end_gen(exc or refusal))
+        if refusal is not None:
+            raise refusal
 
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ Both are private psycopg 3.3 methods: psycopg is pinned ``>=3.3,<3.4`` and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from time import monotonic
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic
@@ -25,6 +26,7 @@ from psycopg.rows import Row, RowFactory, RowMaker
 from . import _pipeline_readback, _server_mask
 from . import _catalog
 from . import egress as _egress
+from ._commit_gate import audit_refusal
 from .engine import BLAST_COUNT_SQL, BLAST_SAVEPOINT, TX_MODE_KINDS
 from .engine.mask_plan import ReportCell
 from .identity import _acting
@@ -564,6 +566,9 @@ class GovernedCursorMixin(_CursorBase[Row]):
         return super()._scroll_gen(value, mode)  # type: ignore[misc]
 
     def _gov_check_portal(self) -> None:
+        refusal = audit_refusal(self._conn)
+        if refusal is not None:
+            raise refusal  # rows read while the audit log cannot be written: none
         self._gov_check_redeclared()
         self._gov_check_portal_effect()
 
@@ -768,6 +773,10 @@ class GovernedCursorMixin(_CursorBase[Row]):
                     verdict = gov.effect_check_failed(ctx, exc)
             if verdict is None:
                 verdict = gov.blast_radius_verdict(ctx, rowcount, before, after, exact)
+        if verdict is None and own:
+            # Governance's own transaction commits only while the audit log can be written
+            # (the log closed while the statement ran: rolled back, _commit_gate).
+            verdict = audit_refusal(conn)
         if verdict is None:
             if own:
                 yield from conn._exec_command(b"COMMIT")
@@ -1070,6 +1079,7 @@ class GovernedCopyMixin(_CopyBase):
     formatter: Any
     _direction: Any
     _gov_plan: Any
+    _write: Any  # psycopg's Copy: its writer's write (sync or async)
 
     def __repr__(self) -> str:
         return governed_repr(self, super().__repr__())
@@ -1077,6 +1087,10 @@ class GovernedCopyMixin(_CopyBase):
     def _gov_init(self) -> None:
         cur = self.cursor
         self._gov_plan = None
+        if self._direction == pq.ExecStatus.COPY_IN:
+            # Data is refused while the audit log cannot be written, and the copy then ends
+            # failed (see _gov_end_refusal): nothing of it commits unrecorded.
+            self._write = partial(_audit_checked_write, cur._conn, self._write)
         if self._direction == pq.ExecStatus.COPY_OUT:
             nfields = cur.pgresult.nfields if cur.pgresult is not None else 0
             self._gov_plan = cur._conn._governor.copy_plan(cur._gov_ctx, nfields, bound=True)
@@ -1085,6 +1099,14 @@ class GovernedCopyMixin(_CopyBase):
                     "denied by policy rule `column.mask`: binary COPY TO would return masked"
                     " columns unmasked; use text format (the default) so values can be masked",
                     rule_ids=("column.mask",))
+
+    def _gov_end_refusal(self, exc: BaseException | None) -> BaseException | None:
+        """Before a COPY FROM ends: why it must fail instead of completing (the audit log
+        cannot be written: ``AuditUnavailable``), or None. ``finish()`` then ends it with
+        CopyFail (the server keeps nothing) and raises the refusal."""
+        if exc is not None or self._direction != pq.ExecStatus.COPY_IN:
+            return None
+        return audit_refusal(self.cursor._conn)
 
     def _read_gen(self) -> Any:
         data = yield from super()._read_gen()
@@ -1095,6 +1117,14 @@ class GovernedCopyMixin(_CopyBase):
         if _egress._observers and data:
             _egress.emit("copy", bytes(data).decode(self.cursor._encoding, "replace"))
         return data
+
+
+def _audit_checked_write(conn: Any, write: Any, data: Any) -> Any:
+    """A COPY FROM block of data, sent only while the audit log can be written."""
+    refusal = audit_refusal(conn)
+    if refusal is not None:
+        raise refusal
+    return write(data)
 
 
 _UNESC = {b"t": b"\t", b"n": b"\n", b"r": b"\r", b"\\": b"\\", b"b": b"\b", b"f": b"\f",

@@ -151,7 +151,8 @@ class Cluster:
                   "--no-sync", "-E", "UTF8", "--locale=C")
         opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port}"
                 f" -c unix_socket_directories={self.base} -c fsync=off"
-                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
+                " -c max_prepared_transactions=10")
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.base / "log"), "-o", opts,
                   "-w", "-t", "60", "start")
         self.started = True

@@ -52,6 +52,7 @@ NAMES = {
     "AsyncRawServerCursor": "RawServerCursor",
     "AsyncCopy": "Copy",
     "AsyncPipeline": "Pipeline",
+    "AsyncTransaction": "Transaction",
     "AsyncIterator": "Iterator",
     "AsyncGenerator": "Generator",
     "asynccontextmanager": "contextmanager",

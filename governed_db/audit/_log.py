@@ -66,6 +66,7 @@ __all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "AuditLog", "canonical", "key_id
 SCHEMA_VERSION = 3
 SCHEMA_VERSIONS = (1, 2, 3)
 _STOP = object()
+_ACTIVE = 1  # libpq's PQTRANS_ACTIVE: a command is in progress
 _CHAIN_FIELDS = ("chain", "seq", "prev", "hash", "sig", "v", "key_id")
 
 
@@ -237,7 +238,13 @@ class AuditLog:
         self.key_id = key_id_of(self.key.public_key())
         self.records: list[dict[str, Any]] = [] if memory or self.path is None else []
         self.keep_in_memory = memory or self.path is None
+        # close() began: no statement is admitted any more (check(), the choke point); the
+        # records of statements already in flight are still taken until the writer stops.
         self.closed = False
+        self._stopped = False  # the writer has stopped: nothing more is written
+        # Connections recording here (track()): close() records what they have in flight.
+        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._conns_lock = threading.Lock()
         # A failed write (OSError, a sink that raises): retried, cleared when a write succeeds.
         self.error: BaseException | None = None
         # A record that could not be built or the writer thread stopping: sticky, every new
@@ -320,7 +327,7 @@ class AuditLog:
         connection, cursor or statement context: the tuple is what the queue holds.
         """
         # (_put inlined: this runs for every statement)
-        if self.closed:
+        if self._stopped:
             raise AuditUnavailable("the audit log is closed")
         queue_ = self._queue
         queue_.put((static, id, ts_ns, duration_ms, params, approval, outcome, trace))
@@ -351,7 +358,7 @@ class AuditLog:
 
     def _put(self, item: Any) -> None:
         """Queue one item: no lock (``SimpleQueue.put`` is atomic); the writer wakes on it."""
-        if self.closed:
+        if self._stopped:
             raise AuditUnavailable("the audit log is closed")
         queue_ = self._queue
         queue_.put(item)
@@ -376,7 +383,7 @@ class AuditLog:
             # Even when the writer wrote something in place of each record: a record
             # that could not be built is missing, and strict mode must say so.
             raise AuditUnavailable(f"audit records could not be written: {self.fatal}")
-        if self.closed:
+        if self._stopped:
             return  # the writer wrote everything before it stopped
         marker = _Flush()
         self._queue.put(marker)
@@ -452,6 +459,8 @@ class AuditLog:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            if stop and batch:
+                batch = self._without_superseded(batch)
             for i, item in enumerate(batch):
                 self._pending.append(self._record_line(item))
                 if i % 256 == 255:
@@ -760,14 +769,73 @@ class AuditLog:
             self._waiting.clear()
             self._done.notify_all()
 
-    def close(self) -> None:
-        """Flush, write a signed close checkpoint and stop the writer."""
+    def track(self, conn: Any) -> None:
+        """A governed connection records here: close() records its statements in flight."""
+        with self._conns_lock:
+            self._conns.add(conn)
+
+    def untrack(self, conn: Any) -> None:
+        with self._conns_lock:
+            self._conns.discard(conn)
+
+    def close(self, *, grace: float = 5.0) -> None:
+        """Stop admitting statements, record the ones in flight, flush, write a signed close
+        checkpoint and stop the writer.
+
+        From the first moment of close() every new statement is refused (``AuditUnavailable``)
+        and commit points roll back (``governed_db/_commit_gate.py``). A statement already sent
+        is recorded whatever happens next: close() waits up to ``grace`` seconds for those
+        running on the server (their records carry their outcome); what is still in flight
+        then (a statement blocked on a lock, statements queued in a pipeline whose owner has
+        not synced) is recorded with the outcome ``unfinished`` (sent, outcome unknown)."""
         if self.closed:
             return
-        self._queue.put(_STOP)
-        self._thread.join(timeout=10)
         self.closed = True
-        _open_logs.discard(self)
+        try:
+            self._record_in_flight(grace)
+        finally:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._stopped = True
+            _open_logs.discard(self)
+
+    def _record_in_flight(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        quiet_since: float | None = None
+        while True:
+            with self._conns_lock:
+                conns = list(self._conns)
+            running: list[tuple[Any, Any]] = []
+            waiting: list[tuple[Any, Any]] = []
+            for conn in conns:
+                for gov, ctx, busy in _in_flight(conn):
+                    (running if busy else waiting).append((gov, ctx))
+            if not running and not waiting:
+                return
+            now = time.monotonic()
+            if running:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            # Nothing on the server any more: a few ms for a result just read to be recorded
+            # by its own thread, then the rest (waiting on their owner) are recorded here.
+            if now >= deadline or (quiet_since is not None and now - quiet_since >= 0.05):
+                break
+            time.sleep(0.002)
+        for gov, ctx in running + waiting:
+            try:
+                gov.record_unfinished(ctx)
+            except Exception:  # noqa: BLE001, S110 - the others are recorded all the same
+                pass
+
+    @staticmethod
+    def _without_superseded(batch: list[Any]) -> list[Any]:
+        """The closing batch without an ``unfinished`` record whose statement's own record
+        arrived too (its thread recorded it while close() did)."""
+        final = {item[1] for item in batch if type(item) is tuple
+                 and item[6].get("outcome") != "unfinished"}
+        return [item for item in batch if not (
+            type(item) is tuple and item[6].get("outcome") == "unfinished" and item[1] in final)]
 
     def public_key_pem(self) -> bytes:
         return self.key.public_key().public_bytes(
@@ -823,6 +891,21 @@ def _describe(exc: BaseException) -> str:
     if len(text) > 200:
         text = text[:200] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _in_flight(conn: Any) -> Any:
+    """(governor, statement context, running on the server) of each statement ``conn`` sent
+    whose outcome is not recorded yet."""
+    gov = getattr(conn, "_governor", None)
+    if gov is None or conn.closed:
+        return
+    queued = getattr(conn, "_gov_inflight", ())
+    for ctx in list(queued):
+        if not ctx.finished:
+            yield gov, ctx, False  # queued in a pipeline: its owner's sync reads the result
+    ctx = gov.inflight
+    if ctx is not None and not ctx.finished and ctx not in queued:
+        yield gov, ctx, conn.pgconn.transaction_status == _ACTIVE
 
 
 def _item_type(item: Any) -> str:

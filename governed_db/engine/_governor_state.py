@@ -84,6 +84,7 @@ if TYPE_CHECKING:
         expected_raw: tuple[tuple[str, bytes, bytes | None], ...]
         violation: str | None
         last_statement_n: int | None
+        inflight: Any
         _param_key: bytes
         sent: collections.deque[tuple[Identity, Analysis]]
         # Caches by statement key.

@@ -125,6 +125,7 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.expected_raw: tuple[tuple[str, bytes, bytes | None], ...] = ()  # (name, as bytes)
         self.violation: str | None = None
         self.last_statement_n: int | None = None  # (its id: last_statement_id)
+        self.inflight: Any = None  # the last statement gated (a StatementContext)
         self._param_key = _config.param_hash_key()
         # (identity, analysis) of the last statement sent: error and notice text may echo
         # its tokens back.

@@ -40,6 +40,12 @@ class RecordStage(GovernorState):
         if ctx.server_mask is not None:
             _server_mask.forget(self, ctx)  # described again next time (a column type changed?)
 
+    def record_unfinished(self, ctx: StatementContext) -> None:
+        """The audit log is closing while ``ctx`` is in flight (sent, its result not read):
+        its record now, outcome ``unfinished``, so nothing sent goes unrecorded (called by
+        ``AuditLog.close()``, on its thread)."""
+        self._record(ctx, outcome="unfinished")
+
     def _record(self, ctx: StatementContext, **outcome: Any) -> None:
         if ctx.finished:
             return
