@@ -33,7 +33,7 @@ from .identity import _acting
 from .engine.session import (EXECUTION_READ_BACK_QUERY, read_back_violation,
                               read_search_path)
 from ._client_encoding import text_as_bytes, to_bytes_like, to_text, view_codec
-from .errors import InterfaceError, StatementDenied
+from .errors import AuditUnavailable, InterfaceError, StatementDenied
 
 INTRANS = pq.TransactionStatus.INTRANS
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
@@ -183,6 +183,12 @@ class GovernedCursorMixin(_CursorBase[Row]):
         many = self._gov_many
         ctx = gov.gate(pgq.query, pgq.params, ident, codec, pgq.types,
                        executions=None if many is None else _executions(pgq, many))
+        auditor = gov.auditor
+        if auditor is not None and (auditor.closed or auditor.error is not None):
+            # The log closed (or failed) while the statement was judged: the gate published
+            # it as in flight first (Governor.inflight), so either AuditLog.close() sees it
+            # and records it, or it is refused here, before anything is sent.
+            _refuse_unsent(gov, ctx)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         path, self._gov_path = self._gov_path, None
@@ -1117,6 +1123,19 @@ class GovernedCopyMixin(_CopyBase):
         if _egress._observers and data:
             _egress.emit("copy", bytes(data).decode(self.cursor._encoding, "replace"))
         return data
+
+
+def _refuse_unsent(gov: Any, ctx: Any) -> None:
+    """Raise the log's refusal for a statement judged but not sent (recorded as refused
+    while the writer still takes records); a log failed but configured to fail open runs on."""
+    try:
+        gov.auditor.check()
+    except AuditUnavailable as refusal:
+        try:
+            gov.failed(ctx, refusal)
+        except AuditUnavailable:
+            ctx.finished = True  # (the writer has stopped: nothing was sent, nothing to record)
+        raise refusal from None
 
 
 def _audit_checked_write(conn: Any, write: Any, data: Any) -> Any:

@@ -569,3 +569,44 @@ async def test_two_phase_commit_is_refused_on_a_closed_log(dsn, tmp_path, kind, 
             for (gid,) in raw.execute("SELECT gid FROM pg_prepared_xacts").fetchall():
                 raw.execute(psycopg.sql.SQL("ROLLBACK PREPARED {}").format(gid))
     assert value not in _rows_in_t(dsn)
+
+
+@pytest.mark.parametrize("statement", ["insert", "select"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_log_closed_while_a_statement_is_judged(dsn, tmp_path, kind, statement):
+    """The log closes after a statement passed the first audit check but before it was sent
+    (its analysis takes ~100 ms: a 20,000-item IN list): either close() sees it in flight and
+    records it, or it is refused before it is sent. Never kept or read unrecorded."""
+    import threading
+
+    items = ",".join(str(i) for i in range(20_000))
+    if statement == "insert":
+        text = f"INSERT INTO t VALUES (CASE WHEN 1 IN ({items}) THEN 3300 END)"
+    else:
+        text = f"SELECT 3300 WHERE 1 IN ({items})"
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    conn = await _connect(kind, dsn, log, True)
+    closer = threading.Timer(0.01, log.close)
+    rows: Any = None
+    cur = conn.cursor()
+    try:
+        closer.start()
+        try:
+            await cur.execute(text) if kind == "async" else cur.execute(text)
+        except errors.AuditUnavailable:
+            pass
+        try:  # what the cursor holds, refused or not
+            rows = await cur.fetchall() if kind == "async" else cur.fetchall()
+        except (psycopg.ProgrammingError, errors.AuditUnavailable):
+            rows = None
+    finally:
+        closer.join()
+        await _close(kind, conn)
+    records = [rec for rec in _statement_records(log.path)
+               if "IN" in rec["statement"]["normalized"]]
+    if statement == "insert":
+        kept = 3300 in _rows_in_t(dsn)
+        assert not kept or [r["outcome"]["outcome"] for r in records] in (["ok"], ["unfinished"])
+    elif rows:
+        assert [r["outcome"]["outcome"] for r in records] in (["ok"], ["unfinished"])
+    verify(log.path, log.key.public_key())

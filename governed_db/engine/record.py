@@ -49,7 +49,14 @@ class RecordStage(GovernorState):
     def _record(self, ctx: StatementContext, **outcome: Any) -> None:
         if ctx.finished:
             return
-        ctx.finished = True
+        try:
+            self._record_now(ctx, outcome)
+        finally:
+            # Finished once its record is queued, not before: AuditLog.close() waits for
+            # statements in flight until then, so the writer does not stop in between.
+            ctx.finished = True
+
+    def _record_now(self, ctx: StatementContext, outcome: dict[str, Any]) -> None:
         if ctx.span is not None:
             telemetry.end_statement_span(ctx.span, ctx, outcome)
         if (telemetry._explicit_meter or telemetry._METER_GLOBALS.get(
