@@ -183,11 +183,13 @@ class GovernedCursorMixin(_CursorBase[Row]):
         many = self._gov_many
         ctx = gov.gate(pgq.query, pgq.params, ident, codec, pgq.types,
                        executions=None if many is None else _executions(pgq, many))
+        # Judged (the context complete): in flight from now on, until its record is queued.
+        # Then the log is checked again: if it closed (or failed) while the statement was
+        # judged, either AuditLog.close() saw it in flight and records it, or it is refused
+        # here, before anything is sent.
+        gov.inflight = ctx
         auditor = gov.auditor
         if auditor is not None and (auditor.closed or auditor.error is not None):
-            # The log closed (or failed) while the statement was judged: the gate published
-            # it as in flight first (Governor.inflight), so either AuditLog.close() sees it
-            # and records it, or it is refused here, before anything is sent.
             _refuse_unsent(gov, ctx)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx

@@ -795,7 +795,14 @@ class AuditLog:
             self._record_in_flight(grace)
         finally:
             self._queue.put(_STOP)
-            self._thread.join(timeout=10)
+            # Durable when close() returns: the writer's last batch, checkpoint and fsync
+            # (bounded, so an exit handler cannot hang on a disk that never answers).
+            self._thread.join(timeout=60)
+            if self._thread.is_alive():
+                where = self.path or "the in-memory log"
+                warnings.warn(f"governed_db: the audit writer of {where} is still writing 60 s"
+                              " after close(); its last records may not be durable yet",
+                              stacklevel=2)
             self._stopped = True
             _open_logs.discard(self)
 
@@ -825,8 +832,10 @@ class AuditLog:
         for gov, ctx in running + waiting:
             try:
                 gov.record_unfinished(ctx)
-            except Exception:  # noqa: BLE001, S110 - the others are recorded all the same
-                pass
+            except Exception as exc:  # noqa: BLE001 - the others are recorded all the same
+                ctx.finished = False  # its own thread may still record it
+                warnings.warn(f"governed_db: the record of a statement in flight at close could"
+                              f" not be made here ({_describe(exc)})", stacklevel=2)
 
     @staticmethod
     def _without_superseded(batch: list[Any]) -> list[Any]:

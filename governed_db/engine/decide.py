@@ -134,7 +134,6 @@ class DecideStage(GovernorState):
             if plan.settings_check:
                 ctx.settings_check = True
             self.last_statement_n = n
-            self.inflight = ctx
             self.last_plan = plan
             if (telemetry._explicit_tracer or telemetry._TRACE_GLOBALS.get(
                     "_TRACER_PROVIDER", True) is not None) and telemetry.tracing():
@@ -161,7 +160,6 @@ class DecideStage(GovernorState):
             decision=decision, started=started, params=params, param_key=self._param_key)
         ctx.key = key
         self.last_statement_n = ctx._n
-        self.inflight = ctx  # (until recorded: AuditLog.close() records it if need be)
         if telemetry.tracing():
             ctx.span = telemetry.start_statement_span(ctx, self.conn_info, self._param_key)
         if scs_check:
