@@ -22,13 +22,13 @@ on):
 - governance's own transaction around a write whose effect it measures (the row limits):
   rolled back instead of committed (``GovernedCursorMixin._gov_settle_gen``).
 - ``tpc_prepare()`` and ``tpc_commit()``: refused like ``commit()``.
+- the end of ``COPY ... FROM STDIN`` (and every block of data written to it): the copy is
+  failed (``CopyFail``, the server keeps nothing of it) and the refusal raised
+  (``GovernedCopyMixin``).
 
 Statements already sent when the log closes are recorded all the same (``AuditLog.close()``
 waits for those running and records the rest as ``unfinished``): a ``COMMIT`` the server ran
 before the close is in the log.
-- the end of ``COPY ... FROM STDIN`` (and every block of data written to it): the copy is
-  failed (``CopyFail``, the server keeps nothing of it) and the refusal raised
-  (``GovernedCopyMixin``).
 
 These hook psycopg 3.3 private generators (pinned ``>=3.3,<3.4``), as the connection and
 cursor mixins do.
