@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from threading import get_ident as _get_ident
 from time import monotonic
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Generic
@@ -188,6 +189,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
         # judged, either AuditLog.close() saw it in flight and records it, or it is refused
         # here, before anything is sent.
         gov.inflight = ctx
+        gov.inflight_thread = _get_ident()  # (close() on this thread cannot wait for it)
         auditor = gov.auditor
         if auditor is not None and (auditor.closed or auditor.error is not None):
             _refuse_unsent(gov, ctx)

@@ -914,7 +914,11 @@ def _in_flight(conn: Any) -> Any:
             yield gov, ctx, False  # queued in a pipeline: its owner's sync reads the result
     ctx = gov.inflight
     if ctx is not None and not ctx.finished and ctx not in queued:
-        yield gov, ctx, conn.pgconn.transaction_status == _ACTIVE
+        # Running on the server, and driven by another thread (a statement of close()'s own
+        # thread, e.g. a COPY it is writing, or one whose notice handler closes the log,
+        # cannot end while close() waits: recorded at once, as queued ones are).
+        yield gov, ctx, (conn.pgconn.transaction_status == _ACTIVE
+                         and gov.inflight_thread != threading.get_ident())
 
 
 def _item_type(item: Any) -> str:

@@ -85,6 +85,7 @@ if TYPE_CHECKING:
         violation: str | None
         last_statement_n: int | None
         inflight: Any
+        inflight_thread: int
         _param_key: bytes
         sent: collections.deque[tuple[Identity, Analysis]]
         # Caches by statement key.

@@ -126,6 +126,7 @@ class Governor(SessionStage, DecideStage, BlastRadiusStage, MaskPlanStage, Error
         self.violation: str | None = None
         self.last_statement_n: int | None = None  # (its id: last_statement_id)
         self.inflight: Any = None  # the last statement gated (a StatementContext)
+        self.inflight_thread = 0  # the thread that sent it
         self._param_key = _config.param_hash_key()
         # (identity, analysis) of the last statement sent: error and notice text may echo
         # its tokens back.
