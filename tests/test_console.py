@@ -277,14 +277,34 @@ def _text_of(browser, element_id: str) -> str:
 
 def _click_and_wait(browser, element_id: str) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     button = browser.find_element(By.ID, element_id)
     button.click()
-    WebDriverWait(browser, 20).until(ec.staleness_of(button))  # the next page replaced it
+    WebDriverWait(browser, 20).until(_replaced(button))  # the next page replaced it
     WebDriverWait(browser, 20).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _replaced(element):
+    """A wait condition: ``element`` is gone from the page. As selenium's staleness_of, and
+    chromedriver's answer while the old document is being torn down ("Node with given id does
+    not belong to the document", an inspector error rather than a stale element) counts as
+    gone too."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def gone(_driver):
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return gone
 
 
 def _png_is_not_blank(png: bytes) -> bool:
