@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import uuid
 import weakref
 from time import monotonic
 from functools import partial
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from psycopg import BaseConnection, Notify, pq
@@ -30,6 +32,7 @@ from .masking import mask_text_values
 
 INTRANS = pq.TransactionStatus.INTRANS
 IDLE = pq.TransactionStatus.IDLE
+ACTIVE = pq.TransactionStatus.ACTIVE
 _CONN_OK = pq.ConnStatus.OK
 
 GOVERNED_KWARGS = ("identity", "policy", "audit", "identity_token")
@@ -384,10 +387,10 @@ class GovernedConnectionMixin(_ConnectionBase):
 
     def _commit_gen(self) -> Any:
         gov = self._governor
-        if gov is not None and gov.auditor is not None \
-                and self.pgconn.transaction_status != IDLE \
-                and (gov.auditor.error is not None or gov.auditor.closed):
-            gov.auditor.check()  # the transaction's changes do not commit unrecorded
+        if self.pgconn.transaction_status != IDLE:
+            refusal = audit_refusal(self)
+            if refusal is not None:
+                raise refusal  # the transaction's changes do not commit unrecorded
         yield from super()._commit_gen()
         if gov is not None:
             gov.event("commit")
@@ -444,6 +447,24 @@ class GovernedConnectionMixin(_ConnectionBase):
                 pass
             return True
         return False
+
+    def _gov_in_flight(self) -> Iterator[tuple[Any, Any, bool]]:
+        """(governor, statement context, running on the server for another thread) of each
+        statement this connection sent whose record is not queued yet: what
+        ``AuditLog.close()`` waits for (running) or records itself (the rest)."""
+        gov = self._governor
+        if gov is None or self.closed:
+            return
+        queued = self._gov_inflight
+        for ctx in list(queued):
+            if not ctx.finished:
+                yield gov, ctx, False  # queued in a pipeline: its owner's sync reads the result
+        ctx = gov.inflight
+        if ctx is not None and not ctx.finished and ctx not in queued:
+            # A statement of close()'s own thread (a COPY it is writing, one whose notice
+            # handler closes the log) cannot end while close() waits: recorded at once.
+            yield gov, ctx, (self.pgconn.transaction_status == ACTIVE
+                             and gov.inflight_thread != threading.get_ident())
 
     def _gov_closed(self, was_open: bool) -> None:
         """After close(): the connection's audit records, its close included, are durable

@@ -192,7 +192,7 @@ class GovernedCursorMixin(_CursorBase[Row]):
         gov.inflight_thread = _get_ident()  # (close() on this thread cannot wait for it)
         auditor = gov.auditor
         if auditor is not None and (auditor.closed or auditor.error is not None):
-            _refuse_unsent(gov, ctx)
+            _refuse_unsent(conn, ctx)
         gov.tx_fresh = False  # from here on the transaction has run something
         self._gov_ctx = ctx
         path, self._gov_path = self._gov_path, None
@@ -1129,17 +1129,17 @@ class GovernedCopyMixin(_CopyBase):
         return data
 
 
-def _refuse_unsent(gov: Any, ctx: Any) -> None:
+def _refuse_unsent(conn: Any, ctx: Any) -> None:
     """Raise the log's refusal for a statement judged but not sent (recorded as refused
     while the writer still takes records); a log failed but configured to fail open runs on."""
+    refusal = audit_refusal(conn)
+    if refusal is None:
+        return
     try:
-        gov.auditor.check()
-    except AuditUnavailable as refusal:
-        try:
-            gov.failed(ctx, refusal)
-        except AuditUnavailable:
-            ctx.finished = True  # (the writer has stopped: nothing was sent, nothing to record)
-        raise refusal from None
+        conn._governor.failed(ctx, refusal)
+    except AuditUnavailable:
+        pass  # the writer has stopped: nothing was sent, nothing to record
+    raise refusal
 
 
 def _audit_checked_write(conn: Any, write: Any, data: Any) -> Any:

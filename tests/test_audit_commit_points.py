@@ -12,6 +12,8 @@ open.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -19,7 +21,7 @@ import pytest
 
 import governed_db
 from governed_db import Identity, errors
-from governed_db.audit import AuditLog, verify
+from governed_db.audit import AuditLog, iter_records, verify
 
 from .test_audit_fail_closed import FlakySink
 
@@ -269,8 +271,6 @@ async def test_writer_failure_before_the_commit_point_commits_nothing(dsn, tmp_p
         for _ in range(200):  # the writer retries its backlog: the log is writable again
             if log.error is None:
                 break
-            import time
-
             time.sleep(0.05)
         await _run_shape(kind, conn, shape, lambda: None, value + 2)
     finally:
@@ -345,8 +345,6 @@ def test_transaction_and_pipeline_reprs_read_as_psycopg(dsn, tmp_path):
 # -- statements in flight when the log closes: recorded, whatever happens next ---------------
 
 def _statement_records(path: Any) -> list[dict[str, Any]]:
-    from governed_db.audit import iter_records
-
     return [rec for _, rec, _ in iter_records(path) if rec and rec.get("type") == "statement"]
 
 
@@ -358,9 +356,6 @@ def _outcomes(path: Any, normalized: str) -> list[str]:
 def _hold_lock(dsn: str, seconds: float) -> Any:
     """A raw connection holds an exclusive lock on t for ``seconds``: a governed statement on
     t waits on the server meanwhile. Returns the thread."""
-    import threading
-    import time
-
     ready = threading.Event()
 
     def hold() -> None:
@@ -382,8 +377,6 @@ async def test_log_closed_while_a_statement_runs_records_it(dsn, tmp_path, kind,
     """Another thread closes the log while an autocommit INSERT waits on a lock: close()
     waits for it (its record has its outcome), or, past its grace, records it as sent with
     its outcome unknown. Either way the row the server kept has a record."""
-    import threading
-
     log = AuditLog.open(tmp_path / "audit.jsonl")
     conn = await _connect(kind, dsn, log, True)
     value = 3000 + (kind == "async") + (grace < 1) * 10
@@ -410,8 +403,6 @@ def test_no_statement_slips_through_while_the_log_closes(dsn, tmp_path):
     """Eight threads insert while the log closes: every row the server kept has its record
     (the close refuses new statements from its first moment, records in flight are taken
     until the writer stops)."""
-    import threading
-
     log = AuditLog.open(tmp_path / "audit.jsonl")
     stop = threading.Event()
     refused: list[int] = []
@@ -430,8 +421,6 @@ def test_no_statement_slips_through_while_the_log_closes(dsn, tmp_path):
     threads = [threading.Thread(target=insert, args=(n,)) for n in range(8)]
     for th in threads:
         th.start()
-    import time
-
     time.sleep(0.5)
     log.close()
     stop.set()
@@ -496,8 +485,6 @@ async def test_effect_checked_write_rolls_back_when_the_log_closes_while_it_runs
     """An UPDATE under the agent's row limit runs in governance's own transaction; the log
     closes while it waits on a lock: its own COMMIT is a commit point too (rolled back,
     recorded as an error)."""
-    import threading
-
     with psycopg.connect(dsn, autocommit=True) as raw:
         raw.execute("INSERT INTO t SELECT generate_series(1, 10)")
     log = AuditLog.open(tmp_path / "audit.jsonl")
@@ -577,8 +564,6 @@ async def test_log_closed_while_a_statement_is_judged(dsn, tmp_path, kind, state
     """The log closes after a statement passed the first audit check but before it was sent
     (its analysis takes ~100 ms: a 20,000-item IN list): either close() sees it in flight and
     records it, or it is refused before it is sent. Never kept or read unrecorded."""
-    import threading
-
     items = ",".join(str(i) for i in range(20_000))
     if statement == "insert":
         text = f"INSERT INTO t VALUES (CASE WHEN 1 IN ({items}) THEN 3300 END)"

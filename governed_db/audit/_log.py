@@ -66,7 +66,6 @@ __all__ = ["SCHEMA_VERSION", "SCHEMA_VERSIONS", "AuditLog", "canonical", "key_id
 SCHEMA_VERSION = 3
 SCHEMA_VERSIONS = (1, 2, 3)
 _STOP = object()
-_ACTIVE = 1  # libpq's PQTRANS_ACTIVE: a command is in progress
 _CHAIN_FIELDS = ("chain", "seq", "prev", "hash", "sig", "v", "key_id")
 
 
@@ -815,7 +814,7 @@ class AuditLog:
             running: list[tuple[Any, Any]] = []
             waiting: list[tuple[Any, Any]] = []
             for conn in conns:
-                for gov, ctx, busy in _in_flight(conn):
+                for gov, ctx, busy in conn._gov_in_flight():
                     (running if busy else waiting).append((gov, ctx))
             if not running and not waiting:
                 return
@@ -900,25 +899,6 @@ def _describe(exc: BaseException) -> str:
     if len(text) > 200:
         text = text[:200] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _in_flight(conn: Any) -> Any:
-    """(governor, statement context, running on the server) of each statement ``conn`` sent
-    whose outcome is not recorded yet."""
-    gov = getattr(conn, "_governor", None)
-    if gov is None or conn.closed:
-        return
-    queued = getattr(conn, "_gov_inflight", ())
-    for ctx in list(queued):
-        if not ctx.finished:
-            yield gov, ctx, False  # queued in a pipeline: its owner's sync reads the result
-    ctx = gov.inflight
-    if ctx is not None and not ctx.finished and ctx not in queued:
-        # Running on the server, and driven by another thread (a statement of close()'s own
-        # thread, e.g. a COPY it is writing, or one whose notice handler closes the log,
-        # cannot end while close() waits: recorded at once, as queued ones are).
-        yield gov, ctx, (conn.pgconn.transaction_status == _ACTIVE
-                         and gov.inflight_thread != threading.get_ident())
 
 
 def _item_type(item: Any) -> str:

@@ -49,53 +49,53 @@ class RecordStage(GovernorState):
     def _record(self, ctx: StatementContext, **outcome: Any) -> None:
         if ctx.finished:
             return
+        # Finished once its record is queued, not before (the finally below):
+        # AuditLog.close() waits for statements in flight until then, so the writer does not
+        # stop in between.
         try:
-            self._record_now(ctx, outcome)
+            if ctx.span is not None:
+                telemetry.end_statement_span(ctx.span, ctx, outcome)
+            if (telemetry._explicit_meter or telemetry._METER_GLOBALS.get(
+                    "_METER_PROVIDER", True) is not None) and telemetry.metering():
+                telemetry.record_metrics(ctx, outcome)
+            auditor = self.auditor
+            if auditor is None:
+                return
+            enqueue = getattr(auditor, "enqueue_statement", None)
+            if enqueue is None:  # another auditor object: the context-based call
+                auditor.statement(ctx, self.conn_info, **outcome)
+                return
+            # The record's static part, made once per plan (the audit writer serializes it
+            # once): reused while the statement has the same identity, analysis, decision and
+            # mask plans. Kept with the cached plan when the gate answered from one
+            # (engine/cached_plan.py).
+            cached = ctx.cached
+            statics = self._audit_statics
+            static = cached.audit_static if cached is not None else None
+            if static is None:
+                static = statics.get(ctx.key)
+            if static is None or not static.same(ctx.identity, self.conn_info, ctx.analysis,
+                                                 ctx.statements, ctx.decision, ctx.plans,
+                                                 ctx.lineage, ctx._param_key):
+                static = StatementStatic(ctx.identity, self.conn_info, ctx.analysis,
+                                         ctx.statements, ctx.decision, ctx.plans, ctx.lineage,
+                                         ctx._param_key)
+                if ctx.key:
+                    if len(statics) >= 1024:
+                        statics.clear()
+                    statics[ctx.key] = static
+            if cached is not None:
+                cached.audit_static = static
+            span = ctx.span
+            trace = None
+            if span is not None:
+                sc = span.get_span_context()
+                trace = (sc.trace_id, sc.span_id)
+            enqueue(static, ctx._n or ctx.id, time.time_ns(),
+                    (time.perf_counter() - ctx.started) * 1000, ctx.params, ctx.approval_id,
+                    outcome, trace)
         finally:
-            # Finished once its record is queued, not before: AuditLog.close() waits for
-            # statements in flight until then, so the writer does not stop in between.
             ctx.finished = True
-
-    def _record_now(self, ctx: StatementContext, outcome: dict[str, Any]) -> None:
-        if ctx.span is not None:
-            telemetry.end_statement_span(ctx.span, ctx, outcome)
-        if (telemetry._explicit_meter or telemetry._METER_GLOBALS.get(
-                "_METER_PROVIDER", True) is not None) and telemetry.metering():
-            telemetry.record_metrics(ctx, outcome)
-        auditor = self.auditor
-        if auditor is None:
-            return
-        enqueue = getattr(auditor, "enqueue_statement", None)
-        if enqueue is None:  # another auditor object: the context-based call
-            auditor.statement(ctx, self.conn_info, **outcome)
-            return
-        # The record's static part, made once per plan (the audit writer serializes it once):
-        # reused while the statement has the same identity, analysis, decision and mask plans.
-        # Kept with the cached plan when the gate answered from one (engine/cached_plan.py).
-        cached = ctx.cached
-        statics = self._audit_statics
-        static = cached.audit_static if cached is not None else None
-        if static is None:
-            static = statics.get(ctx.key)
-        if static is None or not static.same(ctx.identity, self.conn_info, ctx.analysis,
-                                             ctx.statements, ctx.decision, ctx.plans,
-                                             ctx.lineage, ctx._param_key):
-            static = StatementStatic(ctx.identity, self.conn_info, ctx.analysis,
-                                     ctx.statements, ctx.decision, ctx.plans, ctx.lineage,
-                                     ctx._param_key)
-            if ctx.key:
-                if len(statics) >= 1024:
-                    statics.clear()
-                statics[ctx.key] = static
-        if cached is not None:
-            cached.audit_static = static
-        span = ctx.span
-        trace = None
-        if span is not None:
-            sc = span.get_span_context()
-            trace = (sc.trace_id, sc.span_id)
-        enqueue(static, ctx._n or ctx.id, time.time_ns(), (time.perf_counter() - ctx.started) * 1000,
-                ctx.params, ctx.approval_id, outcome, trace)
 
     def event(self, kind: str, identity: Identity | None = None, **fields: Any) -> None:
         """Connection-level events: connect, close, commit, rollback."""
