@@ -453,7 +453,7 @@ class GovernedConnectionMixin(_ConnectionBase):
         statement this connection sent whose record is not queued yet: what
         ``AuditLog.close()`` waits for (running) or records itself (the rest)."""
         gov = self._governor
-        if gov is None or self.closed:
+        if gov is None:
             return
         queued = self._gov_inflight
         for ctx in list(queued):
@@ -462,9 +462,16 @@ class GovernedConnectionMixin(_ConnectionBase):
         ctx = gov.inflight
         if ctx is not None and not ctx.finished and ctx not in queued:
             # A statement of close()'s own thread (a COPY it is writing, one whose notice
-            # handler closes the log) cannot end while close() waits: recorded at once.
-            yield gov, ctx, (self.pgconn.transaction_status == ACTIVE
+            # handler closes the log) cannot end while close() waits: recorded at once. So
+            # is one of a connection closed under it: the server may still run it (a backend
+            # waiting on a lock commits an autocommit INSERT after the client has gone).
+            yield gov, ctx, (not self.closed
+                             and self.pgconn.transaction_status == ACTIVE
                              and gov.inflight_thread != threading.get_ident())
+
+    def _gov_unfinished(self) -> bool:
+        """Whether a statement this connection sent has no record queued yet."""
+        return next(self._gov_in_flight(), None) is not None
 
     def _gov_closed(self, was_open: bool) -> None:
         """After close(): the connection's audit records, its close included, are durable
@@ -475,7 +482,9 @@ class GovernedConnectionMixin(_ConnectionBase):
         if not was_open or gov is None or gov.auditor is None:
             return
         untrack = getattr(gov.auditor, "untrack", None)
-        if untrack is not None:
+        if untrack is not None and not self._gov_unfinished():
+            # (A statement still unrecorded, closed under another thread's feet, keeps the
+            # connection tracked, weakly: the log's close() records it.)
             untrack(self)
         try:
             gov.auditor.flush()

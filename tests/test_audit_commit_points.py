@@ -595,3 +595,44 @@ async def test_log_closed_while_a_statement_is_judged(dsn, tmp_path, kind, state
     elif rows:
         assert [r["outcome"]["outcome"] for r in records] in (["ok"], ["unfinished"])
     verify(log.path, log.key.public_key())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_connection_closed_under_a_running_statement_records_it(dsn, tmp_path, kind):
+    """Another thread (or task) closes the connection while its INSERT waits on a lock, then
+    closes the log at once. The server's backend still runs the INSERT once the lock is gone
+    and commits it: the record says so is unknown (``unfinished``), never missing."""
+    log = AuditLog.open(tmp_path / "audit.jsonl")
+    conn = await _connect(kind, dsn, log, True)
+    value = 3400 + (kind == "async")
+    holder = _hold_lock(dsn, 0.6)
+    if kind == "sync":
+        def insert() -> None:
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute(INSERT, (value,))
+
+        th = threading.Thread(target=insert)
+        th.start()
+        time.sleep(0.2)
+        conn.close()
+        log.close(grace=1.0)
+        th.join(10)
+    else:
+        import asyncio
+
+        async def insert() -> None:
+            with pytest.raises(psycopg.OperationalError):
+                await conn.execute(INSERT, (value,))
+
+        task = asyncio.create_task(insert())
+        await asyncio.sleep(0.2)
+        await conn.close()
+        log.close(grace=1.0)  # (no await in between: the task has not seen the close)
+        await asyncio.wait_for(task, 10)
+    holder.join()
+    for _ in range(100):  # the backend commits once the lock is released
+        if value in _rows_in_t(dsn):
+            break
+        time.sleep(0.05)
+    assert value in _rows_in_t(dsn)
+    assert _outcomes(log.path, "INSERT INTO t VALUES ($1)") == ["unfinished"]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from psycopg import OperationalError
+
 from .. import _server_mask, telemetry
 from ..audit._record import StatementStatic
+from ..errors import AuditUnavailable, IdentityError
 from ..identity import Identity
 from .context import StatementContext
 from ._governor_state import GovernorState
@@ -35,7 +38,15 @@ class RecordStage(GovernorState):
             # ran behind it: psycopg forgets them before its next statement.
             self.driver_statements_gone = True
         sqlstate = getattr(exc, "sqlstate", None)
-        self._record(ctx, outcome="error", sqlstate=sqlstate, error_class=type(exc).__name__)
+        # No answer from the server (the connection was lost or closed under the statement):
+        # what the server did is unknown (a backend waiting on a lock still commits an
+        # autocommit INSERT after its client has gone), so the record says "unfinished".
+        # Refusals of governed_db's own (AuditUnavailable, denials) are known not sent.
+        lost = sqlstate is None and (isinstance(exc, GeneratorExit) or (
+            isinstance(exc, OperationalError)
+            and not isinstance(exc, (AuditUnavailable, IdentityError))))
+        self._record(ctx, outcome="unfinished" if lost else "error", sqlstate=sqlstate,
+                     error_class=type(exc).__name__)
         self.give_back_approval(ctx)
         if ctx.server_mask is not None:
             _server_mask.forget(self, ctx)  # described again next time (a column type changed?)
